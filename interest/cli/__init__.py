@@ -1,0 +1,46 @@
+"""The `interest` command line: one thin command per stage, over the library.
+
+Each room of the package registers its commands from its own module here, so
+the commands of a stage sit beside nothing else. Heavy libraries (torch,
+lightgbm) are imported inside the commands, which keeps `interest --help` fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from interest.errors import InterestError
+
+app = typer.Typer(
+    name="interest",
+    help="Learn what makes images commonly or subjectively interesting from Flickr collections.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each module registers its commands on `app`; the order here is the order of `interest --help`.
+from interest.cli import collect, features, pipeline, analyze, apps  # noqa: E402,F401
+
+
+def main() -> None:
+    """Console entry point: a user's mistake is one line on stderr and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except InterestError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,30 @@
+"""Shared fixtures: small synthetic worlds, generated once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Keep each test process to one BLAS/torch thread: CI has 2 cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory):
+    """A small world with directly-written 64-d embeddings (no images): fast to make."""
+    from interest.synthetic.world import generate_world
+
+    root = tmp_path_factory.mktemp("small_world")
+    generate_world(root, n_users=120, n_photos=1500, n_topics=16, render=False, embed_dim=64, seed=0, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def rendered_world(tmp_path_factory):
+    """A small world rendered as real JPEG files (no embeddings yet)."""
+    from interest.synthetic.world import generate_world
+
+    root = tmp_path_factory.mktemp("rendered_world")
+    generate_world(root, n_users=60, n_photos=300, n_topics=8, render=True, seed=1, progress=False)
+    return root
