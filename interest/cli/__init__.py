@@ -28,19 +28,7 @@ from interest.cli import collect, features, pipeline, analyze, apps  # noqa: E40
 def main() -> None:
     """Console entry point: a user's mistake is one line on stderr and exit status 2."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone mode: usage errors already exit 2 with a one-line message
     except InterestError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

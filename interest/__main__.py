@@ -1,0 +1,5 @@
+"""`python -m interest` runs the CLI."""
+
+from interest.cli import main
+
+main()

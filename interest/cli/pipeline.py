@@ -1,0 +1,210 @@
+"""CLI commands of the modelling pipeline: synthetic, label, train, evaluate, score, personalize, demo."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from interest.cli import app
+from interest.errors import InterestError
+
+
+class Commonality(str, Enum):
+    users = "users"
+    size_adjusted = "size_adjusted"
+
+
+@app.command()
+def synthetic(
+    out: Path = typer.Argument(..., help="Directory to write the synthetic collection to."),
+    users: int = typer.Option(300, help="Number of favouriting users."),
+    photos: int = typer.Option(3000, help="Number of photos (each someone's favourite)."),
+    topics: int = typer.Option(24, help="Number of topics (a few broadly appealing, most niche)."),
+    render: bool = typer.Option(True, help="Render each photo as a JPEG under images/."),
+    embed_dim: Optional[int] = typer.Option(None, help="Also write embeddings of this size directly (backbone synthetic/d<D>)."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Generate a synthetic Flickr world with known ground truth (offline; for demos, tests and benchmarks)."""
+    from interest.synthetic.world import generate_world
+
+    summary = generate_world(out, n_users=users, n_photos=photos, n_topics=topics, render=render, embed_dim=embed_dim, seed=seed)
+    typer.echo(f"wrote a synthetic world to {out}: {_summary_line(summary)}")
+
+
+@app.command()
+def label(
+    data: Path = typer.Argument(..., help="Collection directory."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone id under features/ (default: the only one present)."),
+    clusters: int = typer.Option(200, help="k-means clusters before merging into partitions."),
+    seed: int = typer.Option(0, help="Random seed for the split and the clustering."),
+    commonality: Commonality = typer.Option(Commonality.users, help="users: the paper's distinct-user count; size_adjusted: relative to chance."),
+    test_fraction: float = typer.Option(0.2, help="Share of photos held out as the test set."),
+) -> None:
+    """Compute the paper's CI score, partitions and trend groups; writes labels.parquet."""
+    from interest.labels import label_collection
+
+    _need_dir(data)
+    labels = label_collection(
+        data, backbone=backbone, clusters=clusters, seed=seed, test_fraction=test_fraction, commonality=commonality.value
+    )
+    counts = labels["trend_group"].value_counts().sort_index()
+    groups = ", ".join(f"{name} {int(counts.get(i, 0))}" for i, name in enumerate(("common", "interplay", "subjective")))
+    typer.echo(f"wrote {data / 'labels.parquet'}: {len(labels)} photos, {labels['partition'].nunique()} partitions ({groups})")
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="Labelled collection directory."),
+    out: Path = typer.Option(..., "--out", help="Model bundle directory to write."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone id under features/ (default: the only one present)."),
+    config: Optional[Path] = typer.Option(None, help="Training config (YAML), e.g. configs/train.yaml."),
+    seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
+) -> None:
+    """Train the common model, the trend-group classifier and the per-user heads; writes a model bundle."""
+    from interest.config import load_config
+    from interest.models.train import TrainConfig, train_model
+
+    _need_dir(data)
+    cfg = load_config(TrainConfig, config, seed=seed)
+    model = train_model(data, out, backbone=backbone, config=cfg)
+    typer.echo(f"wrote model bundle {out} (backbone {model.backbone_id}, {len(model.users)} user heads)")
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="Model bundle directory."),
+    data: Path = typer.Argument(..., help="Labelled collection directory."),
+    out: Optional[Path] = typer.Option(None, help="Write the metrics as JSON here."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone id under features/ (default: the model's)."),
+) -> None:
+    """Evaluate a model on the collection's held-out photos and users; prints a table."""
+    import interest
+    from interest.collection import write_json_atomic
+    from interest.evaluate import evaluate as run_evaluation
+    from interest.evaluate import format_metrics
+
+    _need_dir(data)
+    bundle = interest.load(model)
+    metrics = run_evaluation(bundle, data, backbone=backbone)
+    typer.echo(format_metrics(metrics))
+    if out is not None:
+        write_json_atomic(out, metrics)
+        typer.echo(f"wrote {out}")
+
+
+@app.command()
+def score(
+    model: Path = typer.Argument(..., help="Model bundle directory."),
+    inputs: List[Path] = typer.Argument(..., help="Image files or folders, or one Parquet file of embeddings (photo_id, embedding)."),
+    user: Optional[str] = typer.Option(None, help="Add this user's personal score and deviation."),
+    out: Optional[Path] = typer.Option(None, help="Write .csv, .parquet or .json (by suffix); a table on stdout without it."),
+) -> None:
+    """Score images or precomputed embeddings: CI score, trend group and group probabilities."""
+    import interest
+
+    bundle = interest.load(model)
+    resolved = _resolve_inputs(inputs)
+    if isinstance(resolved, Path):
+        table = _score_embeddings_file(bundle, resolved, user)
+    else:
+        table = bundle.score(resolved, user=user)
+    _write_scores(table, out)
+
+
+@app.command()
+def personalize(
+    model: Path = typer.Argument(..., help="Model bundle directory (updated in place)."),
+    user: str = typer.Option(..., help="User id whose head to fit or replace."),
+    liked: List[Path] = typer.Option(..., help="Liked images, folders or a Parquet embeddings file (repeat the option)."),
+    disliked: Optional[List[Path]] = typer.Option(None, help="Disliked images, folders or embeddings (repeat the option)."),
+) -> None:
+    """Fit a user's head from photos they like (and optionally dislike); saves it into the bundle."""
+    import interest
+
+    bundle = interest.load(model)
+    bundle.personalize(user, _resolve_inputs(liked), _resolve_inputs(disliked) if disliked else None)
+    bundle.save(model)
+    typer.echo(f"personalized user {user} in {model}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-output"), help="Directory for the world, collection, model and report."),
+    users: int = typer.Option(300, help="Users in the synthetic world."),
+    photos: int = typer.Option(3000, help="Photos in the synthetic world."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Run the whole pipeline offline on a small synthetic world and print the metrics."""
+    from interest.demo import run_demo
+
+    run_demo(out, n_users=users, n_photos=photos, seed=seed)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _need_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise InterestError(f"{path}: not a directory; give a collection directory")
+
+
+def _resolve_inputs(paths: List[Path]):
+    """One Parquet embeddings file as a path; otherwise the image files and folders, checked to exist."""
+    for path in paths:
+        if not path.exists():
+            raise InterestError(f"{path}: no such file or folder")
+    parquet = [p for p in paths if p.suffix == ".parquet"]
+    if parquet:
+        if len(paths) > 1:
+            raise InterestError(f"{parquet[0]}: give either one Parquet embeddings file or images, not both")
+        return parquet[0]
+    return list(paths)
+
+
+def _score_embeddings_file(bundle, path: Path, user: Optional[str]):
+    """Score a Parquet embeddings file; a file under features/<backbone-id>/ names its backbone."""
+    from interest.collection import read_embeddings_file
+
+    ids, emb = read_embeddings_file(path)
+    parts = path.resolve().parts
+    backbone_id = None
+    if path.name == "embeddings.parquet" and "features" in parts:
+        start = len(parts) - 1 - parts[::-1].index("features")
+        backbone_id = "/".join(parts[start + 1 : -1]) or None
+    table = bundle.score_embeddings(emb, user=user, backbone_id=backbone_id)
+    table.insert(0, "photo_id", ids)
+    return table
+
+
+def _write_scores(table, out: Optional[Path]) -> None:
+    from interest.collection import atomic_path
+
+    if out is None:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", 200, "display.width", 200):
+            typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        return
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".json"):
+        raise InterestError(f"{out}: unknown output format '{suffix}'; use .csv, .parquet or .json")
+    with atomic_path(out) as tmp:
+        if suffix == ".csv":
+            table.to_csv(tmp, index=False)
+        elif suffix == ".parquet":
+            table.to_parquet(tmp, index=False)
+        else:
+            table.to_json(tmp, orient="records", indent=2)
+    typer.echo(f"wrote {len(table)} scores to {out}", err=True)
+
+
+def _summary_line(summary: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, (int, float, str)))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

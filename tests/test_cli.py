@@ -1,0 +1,220 @@
+"""The pipeline's CLI end to end, as a user runs it: real processes, real files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from interest.collection import embeddings_path, read_embeddings
+
+INTEREST = [sys.executable, "-m", "interest"]
+
+
+def run(*args: object, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*INTEREST, *map(str, args)], capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"interest {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit status 2, one line on stderr naming the culprit, no traceback."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(small_world, tmp_path_factory):
+    """A copy of the small world, labelled and trained through the CLI."""
+    root = tmp_path_factory.mktemp("cli") / "collection"
+    shutil.copytree(small_world, root)
+    run("label", root, "--clusters", "40", "--seed", "0")
+    model = root.parent / "model"
+    run("train", root, "--out", model)
+    return root, model
+
+
+def test_label_train_evaluate_score_personalize(trained, tmp_path):
+    root, model = trained
+    labels = pd.read_parquet(root / "labels.parquet")
+    assert set(labels["set"]) == {"train", "test"}
+    assert labels["ci_score"].between(0, 1).all()
+    assert set(labels["trend_group"]) <= {0, 1, 2}
+
+    metrics_path = tmp_path / "metrics.json"
+    proc = run("evaluate", model, root, "--out", metrics_path)
+    metrics = json.loads(metrics_path.read_text())
+    assert "spearman" in proc.stdout.lower()
+    assert metrics  # the evaluation room's own tests check the numbers
+
+    # Score precomputed embeddings: a Parquet file in the contract format.
+    backbone, ids, emb = read_embeddings(root)
+    out = tmp_path / "scores.csv"
+    run("score", model, embeddings_path(root, backbone), "--out", out)
+    scores = pd.read_csv(out)
+    assert list(scores["photo_id"].astype(str)) == list(ids)
+    probs = scores[["p_common", "p_interplay", "p_subjective"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    assert (scores["trend_group"] == probs.argmax(axis=1)).all()
+
+    user = pd.read_parquet(root / "favorites.parquet")["user_id"].value_counts().index[0]
+    out_user = tmp_path / "scores_user.parquet"
+    run("score", model, embeddings_path(root, backbone), "--user", user, "--out", out_user)
+    personal = pd.read_parquet(out_user)
+    np.testing.assert_allclose(personal["user_score"] - personal["ci_score"], personal["deviation"], atol=1e-6)
+    np.testing.assert_allclose(personal["ci_score"], scores["ci_score"], atol=1e-6)
+
+    # A new user personalised from a few liked photos gets a head that is saved in the bundle.
+    liked = tmp_path / "liked.parquet"
+    pq.write_table(pq.read_table(embeddings_path(root, backbone)).slice(0, 30), liked)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(model, bundle)
+    run("personalize", bundle, "--user", "newcomer", "--liked", liked)
+    after = run("score", bundle, liked, "--user", "newcomer", "--out", tmp_path / "new.json")
+    assert after.returncode == 0
+    rows = json.loads((tmp_path / "new.json").read_text())
+    assert len(rows) == 30 and all("deviation" in r for r in rows)
+
+
+def test_score_prints_a_table_without_out(trained):
+    root, model = trained
+    backbone, _, _ = read_embeddings(root)
+    proc = run("score", model, embeddings_path(root, backbone))
+    header = proc.stdout.splitlines()[0].split()
+    assert header[:3] == ["photo_id", "ci_score", "trend_group"]
+
+
+def test_embeddings_written_by_another_program(small_world, tmp_path):
+    """A collection whose embeddings come from elsewhere: variable-size lists, float64, not normalised."""
+    root = tmp_path / "foreign"
+    root.mkdir()
+    for name in ("users", "photos", "favorites"):
+        shutil.copy(small_world / f"{name}.parquet", root / f"{name}.parquet")
+    _, ids, emb = read_embeddings(small_world)
+    rng = np.random.default_rng(0)
+    scaled = emb.astype(np.float64) * rng.uniform(0.5, 3.0, size=(len(emb), 1))
+    path = embeddings_path(root, "mylab/custom-encoder")
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"photo_id": list(ids), "embedding": [list(row) for row in scaled]}), path)
+
+    run("label", root, "--clusters", "40")
+    run("train", root, "--out", tmp_path / "model", "--backbone", "mylab/custom-encoder")
+    run("score", tmp_path / "model", path, "--out", tmp_path / "s.parquet")
+    assert len(pd.read_parquet(tmp_path / "s.parquet")) == len(ids)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_missing_table(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_user_error(run("label", tmp_path / "empty", check=False), "empty")
+
+
+def test_missing_column(small_world, tmp_path):
+    root = tmp_path / "c"
+    shutil.copytree(small_world, root)
+    fav = pd.read_parquet(root / "favorites.parquet").drop(columns=["user_id"])
+    fav.to_parquet(root / "favorites.parquet")
+    assert_user_error(run("label", root, check=False), "favorites.parquet", "user_id")
+
+
+def test_photo_without_embedding(small_world, tmp_path):
+    root = tmp_path / "c"
+    shutil.copytree(small_world, root)
+    backbone, ids, emb = read_embeddings(root)
+    path = embeddings_path(root, backbone)
+    pq.write_table(pq.read_table(path).slice(1), path)  # drop the first photo's embedding
+    assert_user_error(run("label", root, check=False), ids[0])
+
+
+def test_embeddings_of_another_backbone(trained, tmp_path):
+    root, model = trained
+    backbone, ids, emb = read_embeddings(root)
+    other = embeddings_path(tmp_path, "openclip/ViT-B-32/none")
+    other.parent.mkdir(parents=True)
+    shutil.copy(embeddings_path(root, backbone), other)
+    assert_user_error(run("score", model, other, check=False), "openclip/ViT-B-32/none", backbone)
+    wrong_dim = tmp_path / "wrong.parquet"
+    pq.write_table(pa.table({"photo_id": ["a"], "embedding": [[0.1] * (emb.shape[1] + 3)]}), wrong_dim)
+    assert_user_error(run("score", model, wrong_dim, check=False), str(emb.shape[1]))
+
+
+def test_unknown_user(trained):
+    root, model = trained
+    backbone, _, _ = read_embeddings(root)
+    proc = run("score", model, embeddings_path(root, backbone), "--user", "nobody@N00", check=False)
+    assert_user_error(proc, "nobody@N00")
+
+
+def test_newer_bundle_and_hand_edited_bundle(trained, tmp_path):
+    _, model = trained
+    newer = tmp_path / "newer"
+    shutil.copytree(model, newer)
+    meta = json.loads((newer / "model.json").read_text())
+    meta["schema_version"] = 999
+    (newer / "model.json").write_text(json.dumps(meta))
+    assert_user_error(run("score", newer, newer / "model.json", check=False), "model.json")
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model, broken)
+    (broken / "model.json").write_text("{not json")
+    assert_user_error(run("evaluate", broken, tmp_path, check=False), "model.json")
+
+
+def test_unreadable_image_names_the_file(tmp_path):
+    from interest.synthetic.world import generate_world
+
+    world = tmp_path / "w"
+    generate_world(world, n_users=40, n_photos=200, n_topics=6, render=True, seed=3, progress=False)
+    run("embed", world, "--backbone", "perceptual/v1")
+    run("label", world, "--clusters", "10")
+    run("train", world, "--out", tmp_path / "m")
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a whole jpeg")
+    out = tmp_path / "scores.csv"
+    out.write_text("previous results\n")
+    proc = run("score", tmp_path / "m", bad, "--out", out, check=False)
+    assert_user_error(proc, "broken.jpg")
+    assert out.read_text() == "previous results\n"  # nothing already written is damaged
+
+    good = sorted((world / "images").glob("*.jpg"))[:3]
+    run("score", tmp_path / "m", *good, "--out", out)
+    assert len(pd.read_csv(out)) == 3
+
+
+def test_nan_metadata_is_handled(small_world, tmp_path):
+    root = tmp_path / "c"
+    shutil.copytree(small_world, root)
+    photos = pd.read_parquet(root / "photos.parquet")
+    photos.loc[photos.index[::3], ["views", "faves", "comments"]] = pd.NA
+    photos.loc[photos.index[::5], "upload_date"] = pd.NaT
+    photos.to_parquet(root / "photos.parquet")
+    run("label", root, "--clusters", "40")
+    run("train", root, "--out", tmp_path / "m")
+
+
+def test_user_without_favourites_cannot_be_personalized_from_nothing(trained, tmp_path):
+    _, model = trained
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(
+        pa.table({"photo_id": pa.array([], pa.string()), "embedding": pa.array([], pa.list_(pa.float32()))}), empty
+    )
+    bundle = tmp_path / "b"
+    shutil.copytree(model, bundle)
+    before = sorted(p.read_bytes() for p in bundle.iterdir() if p.is_file())
+    assert_user_error(run("personalize", bundle, "--user", "x", "--liked", empty, check=False), "empty.parquet")
+    assert sorted(p.read_bytes() for p in bundle.iterdir() if p.is_file()) == before
