@@ -31,7 +31,7 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
     clock = _Clock()
 
     clock.step(f"1/7 generating a synthetic Flickr world ({n_users} users, {n_photos} photos)")
-    generate_world(world, n_users=n_users, n_photos=n_photos, render=True, seed=seed)
+    generate_world(world, n_users=n_users, n_photos=n_photos, render=True, seed=seed, overwrite=True)
 
     clock.step("2/7 collecting it through the local Flickr-compatible server with the real collector")
     with serve_world(world) as server:

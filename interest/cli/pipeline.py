@@ -27,11 +27,12 @@ def synthetic(
     render: bool = typer.Option(True, help="Render each photo as a JPEG under images/."),
     embed_dim: Optional[int] = typer.Option(None, help="Also write embeddings of this size directly (backbone synthetic/d<D>)."),
     seed: int = typer.Option(0, help="Random seed."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier synthetic world at OUT."),
 ) -> None:
     """Generate a synthetic Flickr world with known ground truth (offline; for demos, tests and benchmarks)."""
     from interest.synthetic.world import generate_world
 
-    summary = generate_world(out, n_users=users, n_photos=photos, n_topics=topics, render=render, embed_dim=embed_dim, seed=seed)
+    summary = generate_world(out, n_users=users, n_photos=photos, n_topics=topics, render=render, embed_dim=embed_dim, seed=seed, overwrite=overwrite)
     typer.echo(f"wrote a synthetic world to {out}: {_summary_line(summary)}")
 
 
@@ -102,10 +103,21 @@ def score(
     inputs: List[Path] = typer.Argument(..., help="Image files or folders, or one Parquet file of embeddings (photo_id, embedding)."),
     user: Optional[str] = typer.Option(None, help="Add this user's personal score and deviation."),
     out: Optional[Path] = typer.Option(None, help="Write .csv, .parquet or .json (by suffix); a table on stdout without it."),
+    engine: str = typer.Option("local", help="local, or ray: INPUT is then one Parquet embeddings file or a collection (docs/apps.md)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address for --engine ray (default: start Ray on this machine)."),
 ) -> None:
     """Score images or precomputed embeddings: CI score, trend group and group probabilities."""
     import interest
 
+    if engine not in ("local", "ray"):
+        raise InterestError(f"--engine {engine}: use local or ray")
+    if engine == "ray":
+        from interest.serve.ray_engine import score_ray
+
+        if len(inputs) != 1 or not (inputs[0].is_dir() or inputs[0].suffix == ".parquet"):
+            raise InterestError("--engine ray scores one Parquet embeddings file or one collection directory")
+        _write_scores(score_ray(model, inputs[0], user=user, address=address), out)
+        return
     bundle = interest.load(model)
     resolved = _resolve_inputs(inputs)
     if isinstance(resolved, Path):

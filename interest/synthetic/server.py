@@ -1,0 +1,485 @@
+"""A local Flickr-compatible server over a synthetic world, with fault injection.
+
+It answers the REST methods the collector uses in Flickr's own JSON format
+(failures are HTTP 200 with ``{"stat": "fail", "code": N, "message": ...}``)
+and serves image files at ``/{server}/{id}_{secret}_{size}.jpg`` like the
+static hosts do, so the real collector runs end to end on a loopback port::
+
+    with serve_world("worlds/demo", faults=FaultConfig.uniform(0.15, seed=1)) as srv:
+        config = CollectConfig(rest_url=srv.rest_url, image_host=srv.image_host, rate=0)
+        ...
+        srv.stats["flickr.favorites.getPublicList"]   # requests answered, per method
+
+The key is read like Flickr reads it: the ``api_key`` parameter or the
+``oauth_consumer_key`` of an OAuth header (what ``flickrapi`` sends). A wrong
+or missing key is code 100. Owners of photos are Flickr users too: they answer
+``people.getInfo`` and ``profile.getProfile`` (PRO status, occupation) and have
+an empty favourites list unless they also favourite.
+
+Faults (:class:`FaultConfig`) are drawn per request from a seeded generator:
+HTTP 429 with ``Retry-After``, HTTP 500, ``stat: fail`` 105, slow answers,
+answers slower than the client's timeout, malformed JSON, and truncated image
+bodies (sent with a matching Content-Length, as a broken upstream would).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import re
+import threading
+import zoneinfo
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import pandas as pd
+
+from interest.collection import read_table
+
+REST_PATH = "/services/rest/"
+_IMAGE_PATH = re.compile(r"^/(?P<server>[^/]+)/(?P<id>\d+)_(?P<secret>[0-9a-zA-Z]+)(?:_(?P<size>[a-z0-9]+))?\.jpg$")
+_OAUTH_KEY = re.compile(r'oauth_consumer_key="([^"]*)"')
+#: url_* extra -> static size suffix (Flickr's "url_l" is the "_b" file)
+_URL_EXTRAS = {"url_z": "z", "url_c": "c", "url_l": "b", "url_b": "b", "url_m": "m", "url_n": "n", "url_q": "q"}
+_API_FAULTS = ("http_429", "http_500", "unavailable", "slow", "timeout", "malformed")
+_IMAGE_FAULTS = ("http_429", "http_500", "slow", "timeout", "truncated")
+
+
+@dataclass
+class FaultConfig:
+    """Per-request fault rates (each 0..1; they must add up to at most 1) and their settings."""
+
+    http_429: float = 0.0
+    http_500: float = 0.0
+    unavailable: float = 0.0  # stat fail, code 105
+    slow: float = 0.0
+    timeout: float = 0.0  # an answer held for timeout_seconds: set it above the client's timeout
+    malformed: float = 0.0  # API answers cut in the middle of the JSON
+    truncated: float = 0.0  # image bodies cut in half
+    slow_seconds: float = 0.2
+    timeout_seconds: float = 3.0
+    retry_after: int = 0  # the Retry-After header of a 429, in seconds
+    seed: int = 0
+
+    @classmethod
+    def uniform(cls, rate: float, *, seed: int = 0, **settings: float) -> "FaultConfig":
+        """Every fault kind at an equal share of ``rate`` (e.g. 0.15 = 15% of requests fail somehow)."""
+        kinds = set(_API_FAULTS) | set(_IMAGE_FAULTS)
+        return cls(**{k: rate / 6 for k in kinds}, seed=seed, **settings)
+
+
+class World:
+    """The Flickr view of a collection directory: people, photos and favourites lists."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        users = read_table(root, "users")
+        photos = read_table(root, "photos")
+        favorites = read_table(root, "favorites")
+        self.photos: dict[str, dict] = {r["photo_id"]: r for r in _records(photos)}
+        self.people: dict[str, dict] = {}
+        for r in _records(photos):
+            self.people.setdefault(
+                r["owner_id"],
+                {"ispro": bool(r.get("owner_ispro") or False), "occupation": r.get("owner_occupation"), "realname": r.get("owner_name")},
+            )
+        for r in _records(users):
+            person = self.people.setdefault(r["user_id"], {"ispro": False, "occupation": None})
+            person.update({k: v for k, v in r.items() if k != "user_id" and v is not None})
+        favorites = favorites.assign(ts=_seconds(favorites["fave_date"]))
+        # Flickr lists favourites newest first
+        favorites = favorites.sort_values(["user_id", "ts", "photo_id"], ascending=[True, False, True], na_position="last")
+        self.favorites: dict[str, list[tuple[str, int | None]]] = {
+            u: list(zip(g["photo_id"], g["ts"])) for u, g in favorites.groupby("user_id", sort=False)
+        }
+
+    def image_file(self, photo_id: str) -> Path:
+        """Where the world keeps a photo's image."""
+        rel = self.photos[photo_id].get("path") or f"images/{photo_id}.jpg"
+        return self.root / rel
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    df = df.astype(object).where(df.notna(), None)
+    return df.to_dict("records")
+
+
+def _seconds(col: pd.Series) -> list[int | None]:
+    ts = pd.to_datetime(col, utc=True, errors="coerce")
+    return [None if pd.isna(t) else int(t.timestamp()) for t in ts]
+
+
+def _offset(timezone_id: str | None) -> str:
+    try:
+        delta = datetime(2020, 1, 1, tzinfo=zoneinfo.ZoneInfo(timezone_id)).utcoffset()
+    except Exception:  # unknown or missing zone: Flickr shows GMT
+        return "+00:00"
+    minutes = int(delta.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+class _Fail(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class FlickrWorldServer(ThreadingHTTPServer):
+    """The HTTP server; see :func:`serve_world` for the usual way to run one."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, world: World, port: int, faults: FaultConfig | None, api_key: str) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.world = world
+        self.faults = faults or FaultConfig()
+        self.api_key = api_key
+        self.stats: Counter[str] = Counter()
+        self.stopping = threading.Event()
+        self._rng = random.Random(self.faults.seed)
+        self._lock = threading.Lock()
+
+    def count(self, what: str) -> None:
+        with self._lock:
+            self.stats[what] += 1
+
+    def draw_fault(self, kinds: tuple[str, ...]) -> str | None:
+        """The fault this request gets, if any (one seeded draw per request)."""
+        with self._lock:
+            r = self._rng.random()
+        edge = 0.0
+        for kind in kinds:
+            edge += getattr(self.faults, kind)
+            if r < edge:
+                self.count(f"fault:{kind}")
+                return kind
+        return None
+
+    # ------------------------------------------------------------ methods
+
+    def answer(self, params: dict[str, str]) -> dict:
+        method = params.get("method", "")
+        handler = _METHODS.get(method)
+        if handler is None:
+            raise _Fail(112, f'Method "{method}" not found')
+        return {**handler(self.world, params), "stat": "ok"}
+
+
+def _person(world: World, params: dict) -> dict:
+    uid = params.get("user_id", "")
+    p = world.people.get(uid)
+    if p is None:
+        raise _Fail(1, "User not found")
+    tz = p.get("timezone_id")
+    person = {
+        "id": uid,
+        "nsid": uid,
+        "ispro": int(bool(p.get("ispro"))),
+        "can_buy_pro": 0,
+        "iconserver": "0",
+        "iconfarm": 0,
+        "path_alias": None,
+        "username": {"_content": p.get("username") or uid},
+        "realname": {"_content": p.get("realname") or ""},
+        "location": {"_content": p.get("country") or ""},
+        "description": {"_content": ""},
+        "photosurl": {"_content": f"https://www.flickr.com/photos/{uid}/"},
+        "profileurl": {"_content": f"https://www.flickr.com/people/{uid}/"},
+        "photos": {"count": {"_content": 0}},
+    }
+    if p.get("timezone_label") or tz:
+        person["timezone"] = {"label": p.get("timezone_label") or "", "offset": _offset(tz), "timezone_id": tz or ""}
+    return {"person": person}
+
+
+def _profile(world: World, params: dict) -> dict:
+    uid = params.get("user_id", "")
+    p = world.people.get(uid)
+    if p is None:
+        raise _Fail(1, "User not found")
+    profile = {"id": uid, "nsid": uid, "join_date": "1104537600", "hometown": "", "city": ""}
+    for key in ("occupation", "country", "gender"):
+        profile[key] = p.get(key) or ""
+    return {"profile": profile}
+
+
+def _public_list(world: World, params: dict) -> dict:
+    uid = params.get("user_id", "")
+    if uid not in world.people:
+        raise _Fail(1, "User not found")
+    faves = world.favorites.get(uid, [])
+    per_page = min(max(int(params.get("per_page") or 100), 1), 500)
+    page = max(int(params.get("page") or 1), 1)
+    extras = {e.strip() for e in (params.get("extras") or "").split(",") if e.strip()}
+    chunk = faves[(page - 1) * per_page : page * per_page]
+    photos = []
+    for photo_id, ts in chunk:
+        p = world.photos[photo_id]
+        item = {
+            "id": photo_id,
+            "owner": p["owner_id"],
+            "secret": p.get("secret") or "",
+            "server": p.get("server") or "",
+            "farm": 66,
+            "title": p.get("title") or "",
+            "ispublic": 1,
+            "isfriend": 0,
+            "isfamily": 0,
+        }
+        if ts is not None:
+            item["date_faved"] = str(ts)
+        if "date_upload" in extras and p.get("upload_date") is not None:
+            item["dateupload"] = str(int(pd.Timestamp(p["upload_date"]).timestamp()))
+        if "date_taken" in extras and p.get("date_taken") is not None:
+            item["datetaken"] = pd.Timestamp(p["date_taken"]).strftime("%Y-%m-%d %H:%M:%S")
+            item["datetakengranularity"] = 0
+        if "owner_name" in extras:
+            item["ownername"] = p.get("owner_name") or ""
+        if "views" in extras and p.get("views") is not None:
+            item["views"] = str(int(p["views"]))
+        for extra in extras & set(_URL_EXTRAS):
+            item[extra] = _static_url(p, _URL_EXTRAS[extra])
+        photos.append(item)
+    return {
+        "photos": {
+            "page": page,
+            "pages": math.ceil(len(faves) / per_page),
+            "perpage": per_page,
+            "total": len(faves),
+            "photo": photos,
+        }
+    }
+
+
+def _static_url(p: dict, size: str) -> str:
+    return f"https://live.staticflickr.com/{p.get('server')}/{p['photo_id']}_{p.get('secret')}_{size}.jpg"
+
+
+def _photo(world: World, params: dict) -> dict:
+    p = world.photos.get(params.get("photo_id", ""))
+    if p is None:
+        raise _Fail(1, "Photo not found")
+    return p
+
+
+def _photo_info(world: World, params: dict) -> dict:
+    p = _photo(world, params)
+    owner = world.people.get(p["owner_id"], {})
+    upload = int(pd.Timestamp(p["upload_date"]).timestamp()) if p.get("upload_date") is not None else 0
+    return {
+        "photo": {
+            "id": p["photo_id"],
+            "secret": p.get("secret") or "",
+            "server": p.get("server") or "",
+            "farm": 66,
+            "dateuploaded": str(upload),
+            "owner": {"nsid": p["owner_id"], "username": p.get("owner_name") or "", "realname": owner.get("realname") or ""},
+            "title": {"_content": p.get("title") or ""},
+            "views": str(int(p["views"])) if p.get("views") is not None else "0",
+            "comments": {"_content": str(int(p["comments"])) if p.get("comments") is not None else "0"},
+            "dates": {"posted": str(upload)},
+        }
+    }
+
+
+def _photo_favorites(world: World, params: dict) -> dict:
+    p = _photo(world, params)
+    total = int(p["faves"]) if p.get("faves") is not None else 0
+    per_page = min(max(int(params.get("per_page") or 10), 1), 50)
+    return {
+        "photo": {
+            "id": p["photo_id"],
+            "secret": p.get("secret") or "",
+            "server": p.get("server") or "",
+            "farm": 66,
+            "page": 1,
+            "pages": math.ceil(total / per_page),
+            "perpage": per_page,
+            "total": str(total),
+            "person": [],
+        }
+    }
+
+
+_METHODS = {
+    "flickr.people.getInfo": _person,
+    "flickr.profile.getProfile": _profile,
+    "flickr.favorites.getPublicList": _public_list,
+    "flickr.photos.getInfo": _photo_info,
+    "flickr.photos.getFavorites": _photo_favorites,
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FlickrWorldServer
+    protocol_version = "HTTP/1.1"  # keep-alive, as the real hosts do
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
+        pass  # a busy crawl would flood stderr
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        parts = urlsplit(self.path)
+        if parts.path == REST_PATH:
+            self._api(dict(parse_qsl(parts.query)))
+        else:
+            self._image(parts.path)
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode("utf-8", "replace")
+        parts = urlsplit(self.path)
+        if parts.path != REST_PATH:
+            self._send(404, b"not found", "text/plain")
+            return
+        self._api({**dict(parse_qsl(parts.query)), **dict(parse_qsl(body))})
+
+    def _api(self, params: dict[str, str]) -> None:
+        srv = self.server
+        srv.count(params.get("method", "?"))
+        fault = srv.draw_fault(_API_FAULTS)
+        if self._http_fault(fault):
+            return
+        try:
+            if self._key(params) != srv.api_key:
+                raise _Fail(100, "Invalid API Key (Key has invalid format)")
+            if fault == "unavailable":
+                raise _Fail(105, "Service currently unavailable")
+            reply = srv.answer(params)
+        except _Fail as exc:
+            reply = {"stat": "fail", "code": exc.code, "message": exc.message}
+        except (TypeError, ValueError):  # e.g. per_page=abc
+            reply = {"stat": "fail", "code": 116, "message": "Bad URL found"}
+        text = json.dumps(reply, default=str).encode("utf-8")
+        if fault == "malformed":
+            text = text[: len(text) // 2]
+        self._send(200, text, "application/json")
+
+    def _key(self, params: dict[str, str]) -> str | None:
+        if "api_key" in params:
+            return params["api_key"]
+        found = _OAUTH_KEY.search(self.headers.get("Authorization") or "")
+        return unquote(found.group(1)) if found else None
+
+    def _image(self, path: str) -> None:
+        srv = self.server
+        srv.count("image")
+        fault = srv.draw_fault(_IMAGE_FAULTS)
+        if self._http_fault(fault):
+            return
+        m = _IMAGE_PATH.match(path)
+        p = srv.world.photos.get(m.group("id")) if m else None
+        if p is None or str(p.get("secret")) != m.group("secret") or str(p.get("server")) != m.group("server"):
+            self._send(404, b"not found", "text/plain")
+            return
+        file = srv.world.image_file(p["photo_id"])
+        if not file.is_file():
+            self._send(404, b"not found", "text/plain")
+            return
+        body = file.read_bytes()
+        if fault == "truncated":
+            body = body[: len(body) // 2]
+        self._send(200, body, "image/jpeg")
+
+    def _http_fault(self, fault: str | None) -> bool:
+        """Answer the HTTP-level faults; True when the request is answered."""
+        if fault == "slow":
+            self.server.stopping.wait(self.server.faults.slow_seconds)
+        elif fault == "timeout":
+            self.server.stopping.wait(self.server.faults.timeout_seconds)
+        elif fault == "http_429":
+            self._send(429, b"Too Many Requests", "text/plain", {"Retry-After": str(self.server.faults.retry_after)})
+            return True
+        elif fault == "http_500":
+            self._send(500, b"Internal Server Error", "text/plain")
+            return True
+        return False
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a timeout fault): nothing to answer
+
+
+class RunningServer:
+    """A started server: ``rest_url``, ``image_host``, ``stats``; ``close()`` or use as a context manager."""
+
+    def __init__(self, server: FlickrWorldServer) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="flickr-world", daemon=True)
+        self._thread.start()
+        host, port = server.server_address[:2]
+        self.port: int = port
+        self.rest_url = f"http://{host}:{port}{REST_PATH}"
+        self.image_host = f"http://{host}:{port}"
+
+    @property
+    def stats(self) -> Counter[str]:
+        """Requests answered per API method, ``image`` for image files, ``fault:<kind>`` per fault."""
+        return self._server.stats
+
+    @property
+    def faults(self) -> FaultConfig:
+        """The fault settings (mutable: a test may switch faults on or off mid-run)."""
+        return self._server.faults
+
+    def api_calls(self) -> int:
+        """API requests answered so far (image requests not counted)."""
+        return sum(v for k, v in self.stats.items() if k.startswith("flickr."))
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._server.stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "RunningServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve_world(
+    root: str | Path, *, port: int = 0, faults: FaultConfig | None = None, api_key: str = "test-key"
+) -> RunningServer:
+    """Serve collection ``root`` as Flickr on 127.0.0.1 (``port=0`` picks a free port)."""
+    return RunningServer(FlickrWorldServer(World(root), port, faults, api_key))
+
+
+def main() -> None:
+    """``python -m interest.synthetic.server WORLD [--port N] [--fault-rate R]``: serve until Ctrl-C."""
+    parser = argparse.ArgumentParser(description="Serve a synthetic world as a local Flickr API.")
+    parser.add_argument("world")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key", default="test-key")
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    faults = FaultConfig.uniform(args.fault_rate, seed=args.seed) if args.fault_rate else None
+    with serve_world(args.world, port=args.port, faults=faults, api_key=args.api_key) as srv:
+        print(f"rest_url: {srv.rest_url}\nimage_host: {srv.image_host}", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
