@@ -1,0 +1,121 @@
+"""What drives CI: rank correlations, the model's own contributions and partial dependence.
+
+Without a model, :func:`correlations` says how each characteristic and
+metadata feature moves with the CI score of the collection. With one, the
+LightGBM "full" variant of the common model (the one that sees metadata and
+characteristics besides the embedding) is asked for its per-photo feature
+contributions (LightGBM's ``pred_contrib``, exact TreeSHAP values), and
+partial-dependence curves show how its mean prediction changes with each top
+feature. The PCA components of the embedding and the first-level predictions
+stacked under the booster (ridge, nearest prototype) are summed into one
+"embedding (content)" row: individually they mean nothing to a reader.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from interest.errors import InterestError
+from interest.features.metadata import METADATA_FEATURES, metadata_features
+
+EMBEDDING = "embedding (content)"
+# First-level predictions from the embedding that the booster is stacked on: part of the embedding row.
+STACKED = ("ridge", "prototype")
+
+
+def correlations(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Spearman correlation of each column with ``ci_score`` over the photos (model-free)."""
+    rows = {}
+    for col in columns:
+        data = frame[[col, "ci_score"]].dropna()
+        if len(data) < 3 or data[col].nunique() < 2:
+            continue
+        rho, p = sps.spearmanr(data[col], data["ci_score"])
+        rows[col] = {"spearman": float(rho), "p": float(p), "n": len(data)}
+    out = pd.DataFrame.from_dict(rows, orient="index", columns=["spearman", "p", "n"])
+    out.index.name = "feature"
+    if len(out):
+        out = out.iloc[np.argsort(-out["spearman"].abs().to_numpy(), kind="stable")]
+    return out
+
+
+def model_inputs(model, frame: pd.DataFrame, photo_ids: np.ndarray, emb: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The input matrix of the model's full LightGBM variant for these photos, and its feature names.
+
+    Built by name from the model's own feature list: PCA components and the
+    ridge prediction from the embeddings, metadata features from the photo
+    table (measured from the model's ``metadata_as_of`` date), other columns
+    from the characteristics. Raises InterestError when the model has no
+    full variant.
+    """
+    booster = getattr(model.booster, "full_booster_", None)
+    if booster is None:
+        raise InterestError(
+            f"{model.name}: the model was trained without metadata or characteristics; "
+            "there is nothing but the embedding to attribute CI to"
+        )
+    names = list(model.booster.full_features_)
+    Z = model.pca.transform(emb)
+    # the first-level models stacked under the booster, by the names the booster knows them by
+    first_level = {"ridge": lambda: model.ridge.predict(emb), "prototype": lambda: model.prototypes.predict(Z)}
+    rows = frame.loc[photo_ids]
+    as_of = model.metadata.get("data", {}).get("metadata_as_of")
+    meta = metadata_features(rows.reset_index(), as_of=pd.Timestamp(as_of) if as_of else None)
+    columns = []
+    for name in names:
+        if name.startswith("pca_"):
+            columns.append(Z[:, int(name.split("_")[1])])
+        elif name in first_level:
+            columns.append(first_level[name]())
+        elif name in METADATA_FEATURES:
+            columns.append(meta[name].to_numpy(dtype=float))
+        elif name in rows:
+            columns.append(pd.to_numeric(rows[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan))
+        else:
+            raise ValueError(f"model feature {name!r} is unknown to the analysis; teach drivers.model_inputs about it")
+    return np.column_stack(columns).astype(np.float32), names
+
+
+def importance(model, X: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """Mean |contribution| of each feature to the predicted CI, embedding parts summed into one row.
+
+    ``direction`` is the Spearman correlation between a feature's value and
+    its contribution: positive when higher values raise the predicted CI.
+    """
+    contrib = model.booster.full_booster_.predict(X, pred_contrib=True)[:, :-1]  # last column: the bias
+    is_embedding = np.array([n.startswith("pca_") or n in STACKED for n in names])
+    rows = {
+        EMBEDDING: {
+            "mean_abs_contribution": float(np.abs(contrib[:, is_embedding].sum(axis=1)).mean()),
+            "direction": np.nan,
+        }
+    }
+    for j in np.flatnonzero(~is_embedding):
+        x, c = X[:, j], contrib[:, j]
+        ok = np.isfinite(x)
+        direction = np.nan
+        if ok.sum() > 2 and np.ptp(x[ok]) > 0 and np.ptp(c[ok]) > 0:
+            direction = float(sps.spearmanr(x[ok], c[ok])[0])
+        rows[names[j]] = {"mean_abs_contribution": float(np.abs(c).mean()), "direction": direction}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out["share_%"] = 100 * out["mean_abs_contribution"] / out["mean_abs_contribution"].sum()
+    out.index.name = "feature"
+    return out.sort_values("mean_abs_contribution", ascending=False, kind="stable")
+
+
+def partial_dependence(model, X: np.ndarray, names: list[str], features: list[str], *, grid: int = 20) -> pd.DataFrame:
+    """Mean predicted CI as each feature is set to each of ``grid`` quantiles of its values (others as observed)."""
+    booster = model.booster.full_booster_
+    rows = []
+    for feat in features:
+        j = names.index(feat)
+        values = X[:, j][np.isfinite(X[:, j])]
+        if len(values) == 0 or np.ptp(values) == 0:
+            continue
+        for v in np.unique(np.quantile(values, np.linspace(0.02, 0.98, grid))):
+            Xv = X.copy()
+            Xv[:, j] = v
+            rows.append({"feature": feat, "value": float(v), "mean_prediction": float(booster.predict(Xv).mean())})
+    return pd.DataFrame(rows, columns=["feature", "value", "mean_prediction"])
