@@ -34,13 +34,14 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
     generate_world(world, n_users=n_users, n_photos=n_photos, render=True, seed=seed, overwrite=True)
 
     clock.step("2/7 collecting it through the local Flickr-compatible server with the real collector")
-    with serve_world(world) as server:
+    import pandas as pd
+
+    seeds = pd.read_parquet(world / "users.parquet", columns=["user_id"])["user_id"].tolist()
+    _remove_own_output(collection, bundle)
+    api_key = "demo-key"  # the local server's key; a real crawl reads FLICKR_API_KEY
+    with serve_world(world, api_key=api_key) as server:
         config = CollectConfig(
-            rest_url=server.rest_url,
-            image_host=server.image_host,
-            api_key=server.api_key,
-            users_file=str(world / "users.parquet"),
-            rate=0,
+            rest_url=server.rest_url, image_host=server.image_host, api_key=api_key, users=seeds, rate=0
         )
         collect(collection, config)
 
@@ -73,6 +74,15 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
         f"Try: interest score {bundle} {images[0]} --user {user}"
     )
     return metrics
+
+
+def _remove_own_output(*paths: Path) -> None:
+    """Clear what an earlier demo run wrote, so a re-run starts fresh (only the demo's own folders)."""
+    import shutil
+
+    for path in paths:
+        if path.is_dir() and ((path / "manifest.json").exists() or (path / "model.json").exists() or (path / ".collect").exists()):
+            shutil.rmtree(path)
 
 
 class _Clock:

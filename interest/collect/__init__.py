@@ -1,0 +1,12 @@
+"""Collect Flickr favourites into a collection, or import the published FlickrUser CSVs.
+
+``collect(out, CollectConfig(...))`` runs the resumable, rate-limited crawl;
+``plan_crawl`` is its dry run; ``import_flickruser`` maps the published CSVs
+into the same contract. See docs/collect.md.
+"""
+
+from interest.collect.crawl import CollectConfig, collect, format_summary
+from interest.collect.importer import import_flickruser
+from interest.collect.plan import format_plan, plan_crawl
+
+__all__ = ["CollectConfig", "collect", "format_summary", "import_flickruser", "plan_crawl", "format_plan"]

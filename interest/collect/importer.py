@@ -1,0 +1,232 @@
+"""Import the published FlickrUser CSV files into a collection.
+
+Two published schemas are read (the schema is told by the columns, the set by
+the file):
+
+* current: ``FlickrUser_definition.csv`` (set ``train``: the images that define
+  the CI score) and ``FlickrUser_additional.csv`` (set ``test``), with
+  ``user_id, user_gender, user_country, user_timezone_label, user_timezone_id,
+  favimg_url, favimg_num_views, favimg_num_favorites, favimg_num_comments,
+  favimg_upload_date, favimg_owner_ispro, favimg_owner_occupation`` and the
+  published scores;
+* older single file ``FlickrUser.csv``: ``user, img_id, img_url, views,
+  favorites, comments, upload_date, ..., set, ci_score, cluster_label,
+  partition, group``.
+
+Each row is one favourite (a user and an image). ``photo_id`` is the Flickr
+photo id: ``img_id`` when the file has it, else the id in the static image URL
+(``.../{server}/{id}_{secret}[_{size}].jpg``); rows whose URL carries no id are
+skipped and counted. The CSVs have no owner ids or favourite dates: those
+columns stay null.
+
+The published scores are kept, unchanged, in ``reference.parquet`` (keyed by
+photo_id) with a ``published_`` prefix: ``published_ci_score``,
+``published_trend_group`` (the older file's ``group``), ``published_partition``,
+``published_cluster_label``, ``published_ci_r_score``, ``published_VILA_*``,
+``published_CLIP_emotion_*``, plus ``set`` (train/test). ``set`` is also a
+column of ``photos.parquet``. They are for comparison only: no stage reads them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from interest.collect.client import FlickrClient
+from interest.collect.download import download_images, remove_temporaries
+from interest.collect.state import CrawlState
+from interest.collection import read_manifest, update_manifest, write_json_atomic, write_parquet_atomic, write_table
+from interest.errors import InterestError
+
+REFERENCE_FILE = "reference.parquet"
+
+_PHOTO_ID_IN_URL = re.compile(r"/(\d+)_[0-9a-zA-Z]+(?:_[0-9a-zA-Z]{1,2})?\.(?:jpe?g|png|gif)(?:\?.*)?$", re.IGNORECASE)
+
+#: contract column -> the columns that may hold it, current schema first
+_ALIASES = {
+    "user_id": ("user_id", "user"),
+    "photo_id": ("img_id",),
+    "url": ("favimg_url", "img_url"),
+    "gender": ("user_gender", "gender"),
+    "country": ("user_country", "country"),
+    "timezone_label": ("user_timezone_label", "timezone_label"),
+    "timezone_id": ("user_timezone_id", "timezone_id"),
+    "views": ("favimg_num_views", "views"),
+    "faves": ("favimg_num_favorites", "favorites"),
+    "comments": ("favimg_num_comments", "comments"),
+    "upload_date": ("favimg_upload_date", "upload_date"),
+    "owner_ispro": ("favimg_owner_ispro", "owner_ispro", "ispro"),
+    "owner_occupation": ("favimg_owner_occupation", "owner_occupation", "occupation"),
+}
+_REFERENCE = {"ci_score": "ci_score", "trend_group": "trend_group", "group": "trend_group", "partition": "partition",
+              "cluster_label": "cluster_label", "ci_r_score": "ci_r_score"}
+_TRUE = {"1", "true", "yes", "t", "1.0"}
+_FALSE = {"0", "false", "no", "f", "0.0"}
+
+
+def photo_id_from_url(url: str | None) -> str | None:
+    """The Flickr photo id in a static image URL, or None."""
+    if not isinstance(url, str):
+        return None
+    m = _PHOTO_ID_IN_URL.search(url.strip())
+    return m.group(1) if m else None
+
+
+def _column(df: pd.DataFrame, name: str) -> pd.Series:
+    for alias in _ALIASES[name]:
+        if alias in df.columns:
+            return df[alias]
+    return pd.Series(pd.NA, index=df.index, dtype="string")
+
+
+def _set_of(path: Path, df: pd.DataFrame) -> pd.Series:
+    if "set" in df.columns:
+        return df["set"].str.strip().str.lower()
+    name = path.name.lower()
+    if "additional" in name or ("ci_r_score" in df.columns and "ci_score" not in df.columns):
+        return pd.Series("test", index=df.index, dtype="string")
+    return pd.Series("train", index=df.index, dtype="string")
+
+
+def read_flickruser_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, int]:
+    """One FlickrUser CSV as rows of contract columns + ``set`` + reference columns; and rows skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise InterestError(f"{path}: file not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=True)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise InterestError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    df.columns = [c.strip() for c in df.columns]
+    older = "img_url" in df.columns or ("user" in df.columns and "user_id" not in df.columns)
+    required = ("user", "img_url") if older else ("user_id", "favimg_url")
+    for col in required:
+        if col not in df.columns:
+            raise InterestError(
+                f"{path}: missing column '{col}'; a FlickrUser CSV needs user_id and favimg_url "
+                "(FlickrUser_definition/additional.csv) or user and img_url (the older FlickrUser.csv)"
+            )
+    rows = pd.DataFrame({name: _column(df, name) for name in _ALIASES})
+    from_url = rows["url"].map(photo_id_from_url)
+    rows["photo_id"] = rows["photo_id"].str.strip().str.replace(r"\.0$", "", regex=True).fillna(from_url) if "img_id" in df else from_url
+    rows["set"] = _set_of(path, df).to_numpy()
+    for col, ref in _REFERENCE.items():
+        if col in df.columns:
+            rows[f"published_{ref}"] = df[col]
+    for col in df.columns:
+        if col.startswith(("VILA_", "CLIP_emotion_")):
+            rows[f"published_{col}"] = df[col]
+    keep = rows["photo_id"].notna() & rows["user_id"].notna()
+    return rows[keep], int((~keep).sum())
+
+
+def _as_bool(col: pd.Series) -> pd.Series:
+    text = col.astype("string").str.strip().str.lower()
+    return pd.Series(pd.NA, index=col.index, dtype="boolean").mask(text.isin(_TRUE), True).mask(text.isin(_FALSE), False)
+
+
+def _as_date(col: pd.Series) -> pd.Series:
+    text = col.astype("string").str.strip()
+    numeric = pd.to_numeric(text.where(text.str.fullmatch(r"\d+(\.\d+)?", na=False)), errors="coerce")
+    dates = pd.to_datetime(text.where(numeric.isna()), utc=True, errors="coerce", format="mixed")
+    return dates.fillna(pd.to_datetime(numeric, unit="s", utc=True))
+
+
+def _as_int(col: pd.Series) -> pd.Series:
+    return pd.to_numeric(col, errors="coerce").round().astype("Int64")
+
+
+def _published(col: pd.Series) -> pd.Series:
+    numeric = pd.to_numeric(col, errors="coerce")
+    # a column that is all numbers (or empty) is kept as numbers, a label column as text
+    return numeric if numeric.notna().sum() == col.notna().sum() else col.astype("string")
+
+
+def import_flickruser(
+    csv_paths: Iterable[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    download: bool = False,
+    image_host: str | None = None,
+    threads: int = 8,
+    retries: int = 6,
+    timeout: float = 30.0,
+    progress: bool = True,
+) -> dict:
+    """Import FlickrUser CSVs into collection ``out``; with ``download``, fetch the images too.
+
+    Writes ``users``, ``photos``, ``favorites`` and ``reference.parquet``;
+    returns a summary (rows per table, rows skipped, images by status).
+    ``image_host`` replaces the static host of the URLs (a mirror or a local server).
+    """
+    paths = [Path(p) for p in csv_paths]
+    if not paths:
+        raise InterestError("no CSV files given: pass FlickrUser_definition.csv / FlickrUser_additional.csv or FlickrUser.csv")
+    parts, skipped = [], 0
+    for path in paths:
+        rows, n_skipped = read_flickruser_csv(path)
+        parts.append(rows)
+        skipped += n_skipped
+    rows = pd.concat(parts, ignore_index=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    users = rows.drop_duplicates("user_id")[["user_id", "gender", "timezone_label", "timezone_id", "country"]]
+    photos = rows.drop_duplicates("photo_id")
+    photos = pd.DataFrame(
+        {
+            "photo_id": photos["photo_id"],
+            "owner_id": pd.NA,
+            "url": photos["url"],
+            "views": _as_int(photos["views"]),
+            "faves": _as_int(photos["faves"]),
+            "comments": _as_int(photos["comments"]),
+            "upload_date": _as_date(photos["upload_date"]),
+            "owner_ispro": _as_bool(photos["owner_ispro"]),
+            "owner_occupation": photos["owner_occupation"],
+            "set": photos["set"],
+        }
+    ).sort_values("photo_id")
+    favorites = rows.drop_duplicates(["user_id", "photo_id"])[["user_id", "photo_id"]].assign(fave_date=pd.NaT)
+    ref_cols = [c for c in rows.columns if c.startswith("published_")]
+    reference = rows.drop_duplicates("photo_id")[["photo_id", "set", *ref_cols]].sort_values("photo_id")
+    for col in ref_cols:
+        reference[col] = _published(reference[col])
+
+    images = {}
+    if download:
+        remove_temporaries(out)
+        state = CrawlState(CrawlState.for_output(out))
+        try:
+            client = FlickrClient("", image_host=image_host, retries=retries, timeout=timeout, threads=threads)
+            download_images(out, zip(photos["photo_id"], photos["url"]), client, state, threads=threads, progress=progress)
+            images = state.image_rows()
+        finally:
+            state.close()
+    settled = [images.get(p) for p in photos["photo_id"]]
+    photos["path"] = [s[1] if s else None for s in settled]
+    photos["sha256"] = [s[2] if s else None for s in settled]
+    photos["status"] = [s[0] if s else "not_downloaded" for s in settled]
+
+    info = {"source": "FlickrUser CSV import", "files": [p.name for p in paths]}
+    write_table(out, "users", users.sort_values("user_id"), **info)
+    write_table(out, "photos", photos, **info)
+    write_table(out, "favorites", favorites.sort_values(["user_id", "photo_id"]), **info)
+    write_parquet_atomic(out / REFERENCE_FILE, reference.reset_index(drop=True))
+    update_manifest(out, "reference", rows=len(reference), columns=ref_cols, **info)
+    summary = {
+        "users": len(users),
+        "photos": len(photos),
+        "favorites": len(favorites),
+        "rows_skipped": skipped,
+        "sets": {k: int(v) for k, v in photos["set"].value_counts().items()},
+        "images": {k: int(v) for k, v in photos["status"].value_counts().items()},
+    }
+    manifest = read_manifest(out)
+    manifest["import"] = summary
+    write_json_atomic(out / "manifest.json", manifest)
+    return summary
