@@ -44,13 +44,28 @@ def label(
     seed: int = typer.Option(0, help="Random seed for the split and the clustering."),
     commonality: Commonality = typer.Option(Commonality.users, help="users: the paper's distinct-user count; size_adjusted: relative to chance."),
     test_fraction: float = typer.Option(0.2, help="Share of photos held out as the test set."),
+    merge_ratio: float = typer.Option(0.6, help="Partitions per cluster after merging centroids (the paper: ~120 of 200)."),
+    group_cuts: Optional[str] = typer.Option(None, help="CI cut points 'LOWER,UPPER' for the trend groups (default: terciles)."),
 ) -> None:
     """Compute the paper's CI score, partitions and trend groups; writes labels.parquet."""
     from interest.labels import label_collection
 
     _need_dir(data)
+    cuts = None
+    if group_cuts is not None:
+        try:
+            cuts = [float(v) for v in group_cuts.split(",")]
+        except ValueError:
+            raise InterestError(f"--group-cuts {group_cuts!r}: give two numbers like 0.05,0.2") from None
     labels = label_collection(
-        data, backbone=backbone, clusters=clusters, seed=seed, test_fraction=test_fraction, commonality=commonality.value
+        data,
+        backbone=backbone,
+        clusters=clusters,
+        merge_ratio=merge_ratio,
+        seed=seed,
+        test_fraction=test_fraction,
+        commonality=commonality.value,
+        group_cuts=cuts,
     )
     counts = labels["trend_group"].value_counts().sort_index()
     groups = ", ".join(f"{name} {int(counts.get(i, 0))}" for i, name in enumerate(("common", "interplay", "subjective")))

@@ -1,0 +1,61 @@
+"""Trend groups: cut points on the CI score.
+
+Group 0 is *commonly interesting* (the head of the commonality curve), 1 the
+*interplay* between the two, 2 *subjectively interesting* (the tail). The
+paper does not publish its cut points, so by default they are the terciles of
+the definition (train) photos' CI: a photo is common when its CI is at or
+above the upper cut, subjective when below the lower cut, interplay otherwise.
+Because every photo of a partition shares one CI, the groups are whole
+partitions and only roughly thirds of the photos.
+
+The cuts actually used are stored with the labels (``labels.parquet``
+metadata and ``manifest.json``) so that a model assigns groups to new photos
+with the same thresholds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from interest.errors import InterestError
+
+COMMON, INTERPLAY, SUBJECTIVE = 0, 1, 2
+DEFAULT_GROUP_QUANTILES = (1 / 3, 2 / 3)
+
+
+def check_group_cuts(cuts: Sequence[float]) -> tuple[float, float]:
+    """``cuts`` as a (lower, upper) pair of finite floats with lower <= upper."""
+    try:
+        lo, hi = (float(c) for c in cuts)
+    except (TypeError, ValueError):
+        raise InterestError(f"group cuts {cuts!r}: give two numbers, the lower and upper CI cut") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise InterestError(f"group cuts {cuts!r}: need two finite numbers with lower <= upper")
+    return lo, hi
+
+
+def quantile_cuts(ci: np.ndarray, quantiles: Sequence[float] = DEFAULT_GROUP_QUANTILES) -> tuple[float, float]:
+    """Cut points at ``quantiles`` of the CI scores ``ci`` (NaNs ignored)."""
+    ci = np.asarray(ci, dtype=float)
+    ci = ci[np.isfinite(ci)]
+    if ci.size == 0:
+        raise InterestError("cannot place trend-group cuts: no photo has a CI score")
+    lo, hi = np.quantile(ci, list(quantiles))
+    return check_group_cuts((lo, hi))
+
+
+def assign_trend_groups(ci: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
+    """Trend group (0 common, 1 interplay, 2 subjective) of each CI score.
+
+    ``ci >= upper`` is common, ``ci < lower`` subjective; NaN is subjective
+    (a photo nobody's favourites can reach is not commonly interesting).
+    """
+    lo, hi = check_group_cuts(cuts)
+    ci = np.asarray(ci, dtype=float)
+    groups = np.full(ci.shape, INTERPLAY, dtype=np.int64)
+    groups[ci >= hi] = COMMON
+    groups[~(ci >= lo)] = SUBJECTIVE
+    return groups
