@@ -1,0 +1,264 @@
+"""The model bundle: a directory with model.json and its parts, in formats that never run code.
+
+Layout::
+
+    model.json            schema version, backbone, features, label settings,
+                          thresholds, training config, data fingerprint,
+                          metrics, and the sha256 of every part
+    common.npz            PCA (mean, components), ridge (coef, intercept), prototypes (centroids, CI)
+    common_app.lgb.txt    LightGBM text model, embedding only
+    common_full.lgb.txt   LightGBM text model with metadata (when trained with it)
+    groups.npz            trend-group classifier (standardisation, coef, temperature)
+    user_heads.npz        user ids (fixed-width unicode), head weights, background stats
+
+No pickle and no joblib: npz files are read with ``allow_pickle=False`` and
+LightGBM models are parsed from text. Each part's bytes are read once, checked
+against model.json's sha256, and parsed from those same bytes, so a part
+edited by hand (or half-copied) is refused rather than half-used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from interest.errors import InterestError
+
+if TYPE_CHECKING:
+    from interest.models.model import InterestModel
+
+SCHEMA_VERSION = 1
+MODEL_JSON = "model.json"
+REQUIRED_PARTS = ("common.npz", "common_app.lgb.txt", "groups.npz", "user_heads.npz")
+FULL_PART = "common_full.lgb.txt"
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def part_bytes(model: "InterestModel") -> dict[str, bytes]:
+    """Every part file of ``model`` as bytes, keyed by file name."""
+    pca, ridge, booster, groups = model.pca, model.ridge, model.booster, model.groups
+    parts = {
+        "common.npz": _npz_bytes(
+            {
+                "pca_mean": pca.mean_,
+                "pca_components": pca.components_,
+                "pca_explained_variance": pca.explained_variance_,
+                "ridge_coef": ridge.coef_,
+                "ridge_intercept": np.float64(ridge.intercept_),
+                "ridge_alpha": np.float64(ridge.alpha_),
+                "prototype_centroids": model.prototypes.centroids_,
+                "prototype_ci": model.prototypes.ci_,
+            }
+        ),
+        "common_app.lgb.txt": booster.app_booster_.model_to_string().encode("utf-8"),
+        "groups.npz": _npz_bytes(
+            {
+                "mean": groups.mean_,
+                "scale": groups.scale_,
+                "coef": groups.coef_,
+                "intercept": groups.intercept_,
+                "temperature": np.float64(groups.temperature_),
+            }
+        ),
+        "user_heads.npz": _npz_bytes(model._heads.to_arrays()),
+    }
+    if booster.full_booster_ is not None:
+        parts[FULL_PART] = booster.full_booster_.model_to_string().encode("utf-8")
+    return parts
+
+
+def save_bundle(model: "InterestModel", path: str | os.PathLike) -> None:
+    """Write ``model`` as a bundle directory at ``path``, replacing an earlier bundle there.
+
+    Everything is written into a temporary directory beside ``path`` and then
+    renamed into place, so a crash never leaves a half-written bundle (one
+    between the two renames that replace an earlier bundle leaves that one in
+    ``.NAME.*.old/bundle``). A non-empty directory that is not a bundle is
+    never overwritten.
+    """
+    path = Path(path)
+    if path.exists() and not (path / MODEL_JSON).is_file() and (not path.is_dir() or any(path.iterdir())):
+        raise InterestError(f"{path}: exists and is not a model bundle (no {MODEL_JSON}); choose another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parts = part_bytes(model)
+    meta = dict(model.metadata)
+    meta.update(
+        schema_version=SCHEMA_VERSION,
+        saved_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        parts={name: sha256_bytes(data) for name, data in sorted(parts.items())},
+    )
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes the folder private; a model bundle is meant to be shared
+        for name, data in parts.items():
+            (tmp / name).write_bytes(data)
+        # the whole folder is renamed into place below, so plain writes inside it are atomic enough
+        (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / "bundle")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    model.metadata = meta
+    model.name = str(path)
+
+
+def load_bundle(path: str | os.PathLike) -> "InterestModel":
+    """Load the bundle at ``path`` as an :class:`~interest.models.model.InterestModel`.
+
+    Refuses, with an InterestError naming the file: a missing bundle or
+    model.json, invalid JSON, a schema newer than this interest, a missing
+    part and a part whose sha256 differs from model.json.
+    """
+    from interest.models.common import PCA, Prototypes, Ridge, StackedBooster
+    from interest.models.groups import TrendGroupClassifier
+    from interest.models.model import InterestModel
+    from interest.models.user_heads import UserHeads
+
+    path = Path(path)
+    meta_path = path / MODEL_JSON
+    if not path.is_dir():
+        raise InterestError(f"{path}: no model bundle here; train one with `interest train DATA --out {path}`")
+    if not meta_path.is_file():
+        raise InterestError(f"{meta_path}: not found; {path} is not a model bundle (train one with `interest train`)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InterestError(f"{meta_path}: not valid JSON ({_first_line(exc)}); restore the bundle or retrain") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("schema_version"), int):
+        raise InterestError(f"{meta_path}: no integer schema_version; this is not an interest model.json")
+    if meta["schema_version"] > SCHEMA_VERSION:
+        raise InterestError(
+            f"{meta_path}: written by a newer interest (schema_version {meta['schema_version']}, this one reads "
+            f"up to {SCHEMA_VERSION}); upgrade interest"
+        )
+    parts = meta.get("parts")
+    if not isinstance(parts, dict):
+        raise InterestError(f"{meta_path}: no 'parts' table of part checksums; restore the bundle or retrain")
+    for name in REQUIRED_PARTS:
+        if name not in parts:
+            raise InterestError(f"{meta_path}: part '{name}' is not listed; restore the bundle or retrain")
+    for key in ("backbone", "features"):
+        if not isinstance(meta.get(key), dict):
+            raise InterestError(f"{meta_path}: missing '{key}' section; restore the bundle or retrain")
+
+    data = {name: _read_part(path, name, digest) for name, digest in parts.items()}
+    common = _npz(path, "common.npz", data, ["pca_mean", "pca_components", "pca_explained_variance",
+                                              "ridge_coef", "ridge_intercept", "ridge_alpha",
+                                              "prototype_centroids", "prototype_ci"])
+    pca = PCA(n_components=int(common["pca_components"].shape[0]))
+    pca.mean_, pca.components_ = common["pca_mean"], common["pca_components"]
+    pca.explained_variance_ = common["pca_explained_variance"]
+    ridge = Ridge()
+    ridge.coef_, ridge.intercept_ = common["ridge_coef"], float(common["ridge_intercept"])
+    ridge.alpha_ = float(common["ridge_alpha"])
+    prototypes = Prototypes()
+    prototypes.centroids_, prototypes.ci_ = common["prototype_centroids"], common["prototype_ci"]
+
+    training = meta.get("training", {})
+    booster = StackedBooster(num_threads=int(training.get("num_threads", 2)))
+    booster.app_booster_ = _lightgbm(path, "common_app.lgb.txt", data)
+    booster.full_booster_ = _lightgbm(path, FULL_PART, data) if FULL_PART in data else None
+    booster.app_features_ = list(meta["features"].get("app", []))
+    booster.full_features_ = list(meta["features"].get("full", []))
+
+    g = _npz(path, "groups.npz", data, ["mean", "scale", "coef", "intercept", "temperature"])
+    groups = TrendGroupClassifier()
+    groups.mean_, groups.scale_, groups.coef_, groups.intercept_ = g["mean"], g["scale"], g["coef"], g["intercept"]
+    groups.temperature_ = float(g["temperature"])
+
+    h = _npz(path, "user_heads.npz", data, ["users", "n_favourites", "mean", "precision", "weights", "offsets",
+                                             "kappa", "power", "scale"])
+    if h["users"].dtype.kind != "U":
+        raise InterestError(f"{path / 'user_heads.npz'}: 'users' must be fixed-width unicode; retrain the model")
+    heads = UserHeads.from_arrays(h)
+    try:
+        model = InterestModel(
+            pca=pca, ridge=ridge, prototypes=prototypes, booster=booster, groups=groups, heads=heads,
+            metadata=meta, name=str(path),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InterestError(f"{meta_path}: incomplete model description ({_first_line(exc)}); restore the bundle or retrain") from None
+    _check_shapes(model, path)
+    return model
+
+
+def _read_part(path: Path, name: str, digest: str) -> bytes:
+    file = path / name
+    if Path(name).name != name:  # a part name must not point outside the bundle
+        raise InterestError(f"{path / MODEL_JSON}: part name '{name}' is not a plain file name; restore the bundle")
+    if not file.is_file():
+        raise InterestError(f"{file}: part missing from the bundle; restore it or retrain the model")
+    data = file.read_bytes()
+    if sha256_bytes(data) != digest:
+        raise InterestError(
+            f"{file}: sha256 differs from the one in model.json (edited by hand or damaged); restore it or retrain"
+        )
+    return data
+
+
+def _npz(path: Path, name: str, data: dict[str, bytes], keys: list[str]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(io.BytesIO(data[name]), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise InterestError(f"{path / name}: not a readable pickle-free npz ({_first_line(exc)}); restore it or retrain") from None
+    for key in keys:
+        if key not in arrays:
+            raise InterestError(f"{path / name}: array '{key}' is missing; restore it or retrain")
+    return arrays
+
+
+def _lightgbm(path: Path, name: str, data: dict[str, bytes]):
+    import lightgbm as lgb
+
+    try:
+        return lgb.Booster(model_str=data[name].decode("utf-8"))
+    except (lgb.basic.LightGBMError, UnicodeDecodeError) as exc:
+        raise InterestError(f"{path / name}: not a LightGBM text model ({_first_line(exc)}); restore it or retrain") from None
+
+
+def _check_shapes(model, path: Path) -> None:
+    """The parts must agree with each other and with model.json (dims, feature counts)."""
+    d, k, h = model.dim, model._k, model._h
+    checks = [
+        ("common.npz", model.pca.components_.shape[1] == d and model.ridge.coef_.shape == (d,)),
+        ("common.npz", model.pca.components_.shape[0] >= max(k, h)),
+        ("common.npz", model.prototypes.centroids_.shape == (len(model.prototypes.ci_), model._n_pca)),
+        ("common_app.lgb.txt", model.booster.app_booster_.num_feature() == k + 2),
+        ("groups.npz", model.groups.coef_.shape == (3, k + 2)),
+        ("user_heads.npz", model._heads.weights_.shape == (len(model._heads.users_), h)),
+    ]
+    for name, ok in checks:
+        if not ok:
+            raise InterestError(f"{path / name}: shapes disagree with model.json; restore the bundle or retrain")
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line: user-facing errors are one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,419 @@
+"""The public model: what a photo app imports (``interest.load(...)`` returns an :class:`InterestModel`).
+
+An InterestModel scores photos given as image files, folders, PIL images or
+precomputed embeddings: a common CI score, a trend group with calibrated
+probabilities and, for a user with a head, a personal score and its
+deviation from the common one. It is safe to use from several threads: the
+backbone is loaded once behind a lock, and ``personalize`` swaps in a new
+table of heads (copy-on-write) that readers pick up whole, never half-made.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from interest.collection import TREND_GROUPS, l2_normalize, read_embeddings_file
+from interest.errors import InterestError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+PROBABILITY_COLUMNS = [f"p_{g}" for g in TREND_GROUPS]
+
+
+class InterestModel:
+    """A trained model bundle in memory. Build it with :func:`interest.load` or ``train_model``.
+
+    Attributes: ``backbone_id`` (the embedding space it was trained on),
+    ``users`` (ids with a head), ``label_settings`` (how the training labels
+    were made, incl. the trend-group cuts) and ``metadata`` (the model.json
+    content: features, training config, data fingerprint, metrics).
+    """
+
+    def __init__(self, *, pca, ridge, prototypes, booster, groups, heads, metadata: dict, name: str = "model"):
+        self.pca = pca
+        self.ridge = ridge
+        self.prototypes = prototypes
+        self.booster = booster
+        self.groups = groups
+        self._heads = heads
+        self.metadata = metadata
+        self.name = name  # how error messages refer to the model (its bundle path once loaded)
+        self._lock = threading.Lock()
+        self._backbone = None
+        features = metadata["features"]
+        self.dim = int(metadata["backbone"]["dim"])
+        self._k = int(features["pca_components"])
+        self._h = int(features["head_components"])
+        self._extra = list(features.get("full", []))[len(features["app"]) :]
+        # PCA and ridge are both linear in the embedding: one (d, components + 1) matrix serves both
+        self._projection = np.hstack([pca.components_.T, ridge.coef_[:, None]]).astype(np.float32)
+        self._projection_offset = np.append(-(pca.mean_ @ pca.components_.T), ridge.intercept_).astype(np.float32)
+        self._n_pca = pca.components_.shape[0]
+
+    @property
+    def backbone_id(self) -> str:
+        """The id of the embedding space the model was trained on."""
+        return str(self.metadata["backbone"]["id"])
+
+    @property
+    def label_settings(self) -> dict:
+        """How the training labels were made (commonality, trend-group cuts, clusters, seed, ...)."""
+        return dict(self.metadata.get("label_settings", {}))
+
+    @property
+    def users(self) -> list[str]:
+        """Ids of the users that have a head."""
+        return [str(u) for u in self._heads.users_]
+
+    # ------------------------------------------------------------ scoring
+
+    def score_embeddings(
+        self,
+        emb: np.ndarray,
+        user: str | None = None,
+        metadata: pd.DataFrame | None = None,
+        backbone_id: str | None = None,
+    ) -> pd.DataFrame:
+        """Score precomputed embeddings (n, dim) of this model's backbone.
+
+        Returns one row per embedding: ``ci_score``, ``trend_group`` (0
+        common, 1 interplay, 2 subjective), ``p_common``, ``p_interplay``,
+        ``p_subjective`` and, with ``user``, ``user_score`` and ``deviation``
+        (user_score - ci_score). ``metadata`` (a photos-table-like frame, one
+        row per embedding in order) switches to the full model; see
+        :meth:`score`. ``backbone_id``, when given, must be the model's own.
+        """
+        if backbone_id is not None and str(backbone_id) != self.backbone_id:
+            raise InterestError(
+                f"embeddings of backbone '{backbone_id}' cannot be scored by {self.name}, trained on "
+                f"'{self.backbone_id}'; embed the photos with that backbone"
+            )
+        emb = self._check_embeddings(emb)
+        heads = self._heads  # one consistent table of heads for this whole call
+        if user is not None:
+            self._check_user(heads, user)
+        extra = None if metadata is None else self._extra_matrix(metadata, len(emb))
+        Z, stack = self._project(emb)
+        Zk = Z[:, : self._k]
+        ci = self.booster.predict(Zk, stack, extra)
+        proba = self.groups.predict_proba(self.booster.app_matrix(Zk, stack))
+        out = {"ci_score": ci, "trend_group": proba.argmax(axis=1).astype(np.int64)}
+        out.update({col: proba[:, i] for i, col in enumerate(PROBABILITY_COLUMNS)})
+        if user is not None:
+            dev = heads.deviation(user, Z[:, : self._h])
+            out["user_score"] = ci + dev
+            out["deviation"] = dev
+        return pd.DataFrame(out)
+
+    def score(
+        self,
+        inputs: Any,
+        user: str | None = None,
+        metadata: pd.DataFrame | None = None,
+        errors: str = "raise",
+        *,
+        batch_size: int = 64,
+        progress: bool = True,
+    ) -> pd.DataFrame:
+        """Score photos: image paths or folders (searched recursively, sorted), PIL images,
+        an array of embeddings, a DataFrame (photo_id, embedding) or a Parquet embeddings file.
+
+        The first column names each row: ``path`` (image files), ``photo_id``
+        (embeddings with ids) or ``index`` (PIL images, a bare array). Then
+        the columns of :meth:`score_embeddings`.
+
+        Which common model: the ``app`` model (embedding only) unless
+        ``metadata`` is given, a DataFrame with the photos-table columns
+        (views, faves, comments, upload_date, owner_ispro, owner_occupation,
+        and characteristic columns if the model used them; missing values are
+        fine) for *every* photo: by ``photo_id`` when both sides have one,
+        else one row per input in order. Then the ``full`` model is used.
+
+        ``errors="raise"``: an unreadable image raises InterestError naming the
+        file; ``"coerce"``: its row gets NaN scores and the reason in an ``error`` column.
+        """
+        if errors not in ("raise", "coerce"):
+            raise InterestError(f"errors={errors!r}: choose 'raise' or 'coerce'")
+        kind, ids, emb, problems = self._embed_inputs(inputs, errors, batch_size, progress)
+        ok = np.array([p is None for p in problems], dtype=bool)
+        meta = None if metadata is None else _align_metadata(metadata, kind, ids)
+        if ok.all():
+            scores = self.score_embeddings(emb, user=user, metadata=meta)
+        else:
+            if ok.any():
+                good = self.score_embeddings(
+                    emb[ok], user=user, metadata=None if meta is None else meta[ok].reset_index(drop=True)
+                )
+            else:  # nothing readable: score a placeholder row only to get the columns, then drop it
+                good = self.score_embeddings(np.eye(1, self.dim, dtype=np.float32), user=user).iloc[:0]
+            # failed rows point at row -1, which reindex fills with NaN
+            scores = good.reindex(np.where(ok, np.cumsum(ok) - 1, -1)).reset_index(drop=True)
+            scores["trend_group"] = scores["trend_group"].astype("Int64")
+        scores.insert(0, kind, ids)
+        if errors == "coerce":
+            scores["error"] = pd.array(problems, dtype="string")
+        return scores
+
+    def user_deviation(self, user: str, emb: np.ndarray) -> np.ndarray:
+        """``user``'s deviation from the common score for embeddings (n, dim): (n,) float32."""
+        heads = self._heads
+        self._check_user(heads, user)
+        return heads.deviation(user, self._pca(self._check_embeddings(emb)))
+
+    def user_deviations(self, users: list[str], emb: np.ndarray) -> np.ndarray:
+        """Deviations of several users at once, projecting the embeddings once: (n, len(users)) float32."""
+        heads = self._heads
+        for user in users:
+            self._check_user(heads, user)
+        return heads.deviations(users, self._pca(self._check_embeddings(emb)))
+
+    def personalize(self, user: str, liked: Any, disliked: Any = None) -> "InterestModel":
+        """Fit (or replace) ``user``'s head from photos they like (and, optionally, dislike).
+
+        ``liked``/``disliked`` take anything :meth:`score` takes. The head is
+        contrasted with the background stored in the bundle and shrunk by the
+        same rule as in training, so a couple of photos move it only a little.
+        Deterministic; takes milliseconds on embeddings. Returns self (call
+        :meth:`save` to keep it).
+        """
+        empty = liked is None or (isinstance(liked, (list, tuple)) and not liked)
+        liked_emb = np.empty((0, self.dim)) if empty else self._embed_inputs(liked, "raise", 64, False)[2]
+        if len(liked_emb) == 0:
+            raise InterestError(f"personalize {user}: no liked photos given; pass images or embeddings the user likes")
+        disliked_emb = None if disliked is None else self._embed_inputs(disliked, "raise", 64, False)[2]
+        Zl = self._pca(liked_emb)
+        Zd = None if disliked_emb is None else self._pca(disliked_emb)
+        with self._lock:
+            weights, offset = self._heads.fit_one(Zl, Zd)
+            self._heads = self._heads.with_head(user, weights, offset, len(Zl))
+            personalized = dict(self.metadata.get("personalized", {}))
+            personalized[str(user)] = {"liked": len(Zl), "disliked": 0 if Zd is None else len(Zd)}
+            self.metadata = {**self.metadata, "personalized": personalized}
+        return self
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model as a bundle directory (atomically: a crash leaves the old bundle intact)."""
+        from interest.models.bundle import save_bundle
+
+        save_bundle(self, path)
+
+    def __repr__(self) -> str:
+        return f"InterestModel({self.name!r}, backbone={self.backbone_id!r}, users={len(self._heads.users_)})"
+
+    # ------------------------------------------------------------ internals
+
+    def _check_embeddings(self, emb: Any) -> np.ndarray:
+        emb = np.asarray(emb, dtype=np.float32)
+        if emb.ndim == 1:
+            emb = emb[None, :]
+        if emb.ndim != 2 or emb.shape[1] != self.dim:
+            raise InterestError(
+                f"embeddings of shape {emb.shape} cannot be scored by {self.name}: it expects (n, {self.dim}) "
+                f"embeddings of backbone '{self.backbone_id}'; embed the photos with that backbone"
+            )
+        # a NaN or infinite value anywhere in a row makes its squared norm non-finite: one cheap pass
+        sq = np.einsum("ij,ij->i", emb, emb)
+        finite = np.isfinite(sq)
+        if not finite.all():
+            raise InterestError(
+                f"embedding row {int(np.argmin(finite))} has NaN or infinite values; re-embed that photo"
+            )
+        # training embeddings were L2-normalised; rows that already are skip the copy
+        if np.abs(sq - 1.0).max(initial=0.0) > 1e-4:
+            emb = l2_normalize(emb)
+        return emb
+
+    def _project(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """PCA features (n, components) and first-level predictions (n, 2: ridge, prototype).
+
+        One matrix product, the costliest step of scoring.
+        """
+        out = emb @ self._projection
+        out += self._projection_offset
+        Z = out[:, : self._n_pca]
+        return Z, np.column_stack([out[:, self._n_pca], self.prototypes.predict(Z)])
+
+    def _pca(self, emb: np.ndarray) -> np.ndarray:
+        """The PCA features a user head needs (no first-level predictions)."""
+        return emb @ self._projection[:, : self._h] + self._projection_offset[: self._h]
+
+    def _check_user(self, heads, user: str) -> None:
+        if not heads.has(user):
+            raise InterestError(f"user {user} has no head in {self.name}; run `interest personalize` for them first")
+
+    def _extra_matrix(self, metadata: pd.DataFrame, n: int) -> np.ndarray:
+        """The full model's extra columns for ``n`` photos (NaN where a value is unknown)."""
+        from interest.features.metadata import METADATA_FEATURES, metadata_features
+
+        if self.booster.full_booster_ is None:
+            raise InterestError(
+                f"{self.name} has no full (metadata) model: it was trained without metadata; score without metadata"
+            )
+        if not isinstance(metadata, pd.DataFrame) or len(metadata) != n:
+            raise InterestError(
+                f"metadata must be a DataFrame with one row per photo ({n}); got "
+                f"{len(metadata) if isinstance(metadata, pd.DataFrame) else type(metadata).__name__}"
+            )
+        frame = metadata.reset_index(drop=True).copy()
+        frame["photo_id"] = np.arange(n).astype(str)  # positional here: alignment happened in score()
+        as_of = self.metadata.get("data", {}).get("metadata_as_of")
+        feats = metadata_features(frame, as_of=pd.Timestamp(as_of) if as_of else None).reset_index(drop=True)
+        cols = []
+        for name in self._extra:
+            source = feats[name] if name in METADATA_FEATURES else frame.get(name)
+            cols.append(np.full(n, np.nan) if source is None else pd.to_numeric(source, errors="coerce"))
+        return np.column_stack([np.asarray(c, dtype=np.float32) for c in cols]) if cols else np.empty((n, 0))
+
+    def _load_backbone(self):
+        with self._lock:
+            if self._backbone is None:
+                from interest.features.backbones import load_backbone
+
+                backbone = load_backbone(self.backbone_id)
+                want = self.metadata["backbone"].get("preprocessing")
+                have = getattr(backbone, "preprocessing", None)
+                if want and have and _jsonable(have) != _jsonable(want):
+                    raise InterestError(
+                        f"backbone '{self.backbone_id}' preprocesses images as {have}, but {self.name} was "
+                        f"trained with {want}; use the same backbone version the training embeddings came from"
+                    )
+                if int(backbone.dim) != self.dim:
+                    raise InterestError(
+                        f"backbone '{self.backbone_id}' gives {backbone.dim}-d embeddings, {self.name} expects {self.dim}"
+                    )
+                self._backbone = backbone
+            return self._backbone
+
+    def _embed_inputs(self, inputs: Any, errors: str, batch_size: int, progress: bool):
+        """(id column name, ids, embeddings, per-row problem or None) for any accepted input."""
+        from PIL import Image
+
+        if isinstance(inputs, np.ndarray):
+            emb = self._check_embeddings(inputs)
+            return "index", np.arange(len(emb)), emb, [None] * len(emb)
+        if isinstance(inputs, pd.DataFrame):
+            for col in ("photo_id", "embedding"):
+                if col not in inputs.columns:
+                    raise InterestError(f"input DataFrame: missing column '{col}'; give photo_id and embedding")
+            try:
+                emb = np.stack([np.asarray(e, dtype=np.float32) for e in inputs["embedding"]]) if len(inputs) else None
+            except ValueError:
+                raise InterestError("input DataFrame: column 'embedding' has rows of different lengths") from None
+            if emb is None:
+                raise InterestError("input DataFrame: no rows to score")
+            return "photo_id", inputs["photo_id"].astype(str).to_numpy(), self._check_embeddings(emb), [None] * len(emb)
+        single = isinstance(inputs, (str, os.PathLike, Image.Image)) or not hasattr(inputs, "__iter__")
+        items = [inputs] if single else list(inputs)
+        if not items:
+            raise InterestError("nothing to score: give image files, folders, PIL images or embeddings")
+        if all(isinstance(x, Image.Image) for x in items):
+            emb = self._embed_images(items, batch_size, progress)
+            return "index", np.arange(len(items)), emb, [None] * len(items)
+        if any(isinstance(x, Image.Image) for x in items):
+            raise InterestError("inputs mix PIL images and paths; score them in separate calls")
+        bad = next((x for x in items if not isinstance(x, (str, os.PathLike))), None)
+        if bad is not None:
+            raise InterestError(
+                f"cannot score a {type(bad).__name__}: give image paths, folders, PIL images, an embeddings array, "
+                "a DataFrame (photo_id, embedding) or a Parquet embeddings file"
+            )
+        paths = [Path(x) for x in items]
+        parquet = [p.suffix.lower() == ".parquet" and not p.is_dir() for p in paths]
+        if any(parquet):
+            if not all(parquet):
+                raise InterestError("inputs mix Parquet embeddings and images; score them in separate calls")
+            read = [read_embeddings_file(p) for p in paths]
+            for p, (_, e) in zip(paths, read):
+                if e.shape[1] != self.dim:
+                    raise InterestError(
+                        f"{p}: {e.shape[1]}-d embeddings, but {self.name} expects {self.dim}-d embeddings of "
+                        f"backbone '{self.backbone_id}'; embed the photos with that backbone"
+                    )
+            ids = np.concatenate([r[0] for r in read])
+            emb = self._check_embeddings(np.concatenate([r[1] for r in read]))
+            return "photo_id", ids, emb, [None] * len(ids)
+        files = _expand_paths(paths, errors)
+        return "path", np.array([str(f) for f in files], dtype=object), *self._embed_files(files, errors, batch_size, progress)
+
+    def _embed_files(self, files: list[Path], errors: str, batch_size: int, progress: bool):
+        from tqdm import tqdm
+
+        from interest.features.images import load_image
+
+        emb = np.full((len(files), self.dim), np.nan, dtype=np.float32)
+        problems: list[str | None] = [None] * len(files)
+        bar = tqdm(total=len(files), desc="score", unit="img", disable=not progress, leave=False)
+        for start in range(0, len(files), batch_size):
+            images, rows = [], []
+            for i in range(start, min(start + batch_size, len(files))):
+                try:
+                    images.append(load_image(files[i]))
+                    rows.append(i)
+                except InterestError as exc:
+                    if errors == "raise":
+                        raise
+                    problems[i] = str(getattr(exc, "reason", None) or exc)
+            if images:
+                emb[rows] = self._embed_images(images, batch_size, False)
+            bar.update(min(batch_size, len(files) - start))
+        bar.close()
+        return emb, problems
+
+    def _embed_images(self, images: list, batch_size: int, progress: bool) -> np.ndarray:
+        from tqdm import tqdm
+
+        backbone = self._load_backbone()
+        out = []
+        for start in tqdm(range(0, len(images), batch_size), desc="embed", disable=not progress, leave=False):
+            out.append(np.asarray(backbone.embed(images[start : start + batch_size]), dtype=np.float32))
+        return self._check_embeddings(np.concatenate(out))
+
+
+def _expand_paths(paths: list[Path], errors: str) -> list[Path]:
+    """Image files of ``paths``: folders searched recursively (sorted), files kept in the given order."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found and errors == "raise":
+                raise InterestError(f"{p}: no image files in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            files.extend(found)
+        elif not p.exists() and errors == "raise":
+            raise InterestError(f"{p}: no such file or folder")
+        else:
+            files.append(p)
+    if not files:
+        raise InterestError("nothing to score: no image files found in the given inputs")
+    return files
+
+
+def _align_metadata(metadata: pd.DataFrame, kind: str, ids: np.ndarray) -> pd.DataFrame:
+    """``metadata`` with one row per input, in input order (by photo_id when both sides have one)."""
+    if not isinstance(metadata, pd.DataFrame):
+        raise InterestError(f"metadata must be a pandas DataFrame, not {type(metadata).__name__}")
+    if kind == "photo_id" and "photo_id" in metadata.columns:
+        keyed = metadata.assign(photo_id=metadata["photo_id"].astype(str)).drop_duplicates("photo_id")
+        keyed = keyed.set_index("photo_id")
+        missing = pd.Index(ids).difference(keyed.index)
+        if len(missing):
+            raise InterestError(
+                f"metadata: no row for photo_id {missing[0]} ({len(missing)} missing); the full model needs "
+                "metadata for every photo, or pass none to use the app model"
+            )
+        return keyed.loc[list(ids)].reset_index()
+    if len(metadata) != len(ids):
+        raise InterestError(
+            f"metadata has {len(metadata)} rows for {len(ids)} inputs; give one row per input (or a photo_id column)"
+        )
+    return metadata.reset_index(drop=True)
+
+
+def _jsonable(x: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(x, sort_keys=True, default=str))

@@ -1,0 +1,315 @@
+"""Training: a labelled collection in, a model bundle out.
+
+Reads the collection through the contract (embeddings, labels.parquet,
+favorites.parquet, photos.parquet and, when present,
+features/characteristics.parquet), fits on the ``set == "train"`` photos only,
+and writes the bundle. Steps: PCA -> ridge (CI_R) and cluster prototypes,
+both with out-of-fold predictions -> stacked LightGBM (app and full) ->
+trend-group classifier -> user heads. Every step is seeded; the same collection and config give the
+same bundle parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from interest.collection import has_table, read_embeddings, read_manifest, read_table, table_path
+from interest.config import config_to_dict
+from interest.errors import InterestError
+from interest.models.common import PCA, Prototypes, Ridge, StackedBooster, _spearman
+from interest.models.groups import TrendGroupClassifier
+from interest.models.model import InterestModel
+from interest.models.user_heads import UserHeads
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of ``interest train`` (configs/train.yaml documents each key)."""
+
+    seed: int = 0
+    num_threads: int = 2
+    pca_components: int = 32
+    head_components: int = 64
+    pca_max_samples: int = 100_000
+    ridge_alpha: float | None = None
+    ridge_folds: int = 5
+    lgb_num_boost_round: int = 150
+    lgb_learning_rate: float = 0.1
+    lgb_num_leaves: int = 31
+    lgb_min_data_in_leaf: int = 40
+    lgb_feature_fraction: float = 0.9
+    lgb_bagging_fraction: float = 0.5
+    lgb_max_bin: int = 63
+    lgb_lambda_l2: float = 1.0
+    lgb_early_stopping_rounds: int = 30
+    lgb_validation_fraction: float = 0.1
+    use_metadata: bool = True
+    use_characteristics: bool = True
+    groups_C: float = 1.0
+    groups_calibration_fraction: float = 0.2
+    head_kappas: list = field(default_factory=lambda: [2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0])
+    head_powers: list = field(default_factory=lambda: [1.0, 2.0])
+    head_ridge: float = 0.1
+    head_validation_fraction: float = 0.2
+    head_negatives: int = 300
+    head_max_validation_per_user: int = 20
+
+    def __post_init__(self) -> None:
+        for name in ("pca_components", "head_components", "ridge_folds", "lgb_num_boost_round", "num_threads"):
+            if int(getattr(self, name)) < 1:
+                raise InterestError(f"train config: '{name}' must be at least 1, got {getattr(self, name)!r}")
+        if self.ridge_folds < 2:
+            raise InterestError(f"train config: 'ridge_folds' must be at least 2, got {self.ridge_folds!r}")
+        for name in ("head_kappas", "head_powers"):
+            values = getattr(self, name)
+            if not values or any(not isinstance(v, (int, float)) or v <= 0 for v in values):
+                raise InterestError(f"train config: '{name}' must be a list of positive numbers, got {values!r}")
+
+
+def train_model(
+    root: str | os.PathLike,
+    out: str | os.PathLike | None,
+    *,
+    backbone: str | None = None,
+    config: TrainConfig | None = None,
+    progress: bool = True,
+) -> InterestModel:
+    """Train the common model, trend-group classifier and user heads on collection ``root``.
+
+    Saves the bundle to ``out`` (skipped when ``out`` is None) and returns the
+    :class:`~interest.models.model.InterestModel`. Needs labels.parquet from
+    ``interest label`` made on the same backbone's embeddings.
+    """
+    config = config or TrainConfig()
+    steps = ["reading", "pca", "ridge", "prototypes", "booster", "groups", "heads", "saving"]
+    bar = tqdm(total=len(steps), desc="train", unit="step", disable=not progress, leave=False)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def step(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[steps[len(timings)]] = round(now - clock, 3)
+        clock = now
+        bar.update()
+        bar.set_postfix_str(name)
+
+    bar.set_postfix_str("reading")
+    data = read_training_data(root, backbone, config)
+    X, y, g = data["emb"], data["ci"], data["groups"]
+    step("pca")
+
+    pca = PCA(max(config.pca_components, config.head_components), config.pca_max_samples, config.seed).fit(X)
+    Z = pca.transform(X)
+    k, h = min(config.pca_components, Z.shape[1]), min(config.head_components, Z.shape[1])
+    step("ridge")
+
+    ridge = Ridge(alpha=config.ridge_alpha, folds=config.ridge_folds, seed=config.seed).fit(X, y)
+    step("prototypes")
+
+    prototypes = Prototypes(folds=config.ridge_folds, seed=config.seed).fit(Z, data["clusters"], y)
+    oof = np.column_stack([ridge.oof_prediction_, prototypes.oof_prediction_])
+    step("booster")
+
+    booster = StackedBooster(
+        num_boost_round=config.lgb_num_boost_round,
+        learning_rate=config.lgb_learning_rate,
+        num_leaves=config.lgb_num_leaves,
+        min_data_in_leaf=config.lgb_min_data_in_leaf,
+        feature_fraction=config.lgb_feature_fraction,
+        bagging_fraction=config.lgb_bagging_fraction,
+        max_bin=config.lgb_max_bin,
+        lambda_l2=config.lgb_lambda_l2,
+        early_stopping_rounds=config.lgb_early_stopping_rounds,
+        validation_fraction=config.lgb_validation_fraction,
+        num_threads=config.num_threads,
+        seed=config.seed,
+    ).fit(Z[:, :k], oof, y, data["extra"])
+    step("groups")
+
+    groups = TrendGroupClassifier(
+        C=config.groups_C, calibration_fraction=config.groups_calibration_fraction, seed=config.seed
+    ).fit(booster.app_matrix(Z[:, :k], oof), g)
+    step("heads")
+
+    # heads are judged against the common score they will be added to: the app model's
+    base = booster.predict(Z[:, :k], np.column_stack([ridge.predict(X), prototypes.predict(Z)]))
+    heads = UserHeads(
+        kappas=tuple(float(v) for v in config.head_kappas),
+        powers=tuple(float(v) for v in config.head_powers),
+        ridge=config.head_ridge,
+        validation_fraction=config.head_validation_fraction,
+        negatives=config.head_negatives,
+        max_validation_per_user=config.head_max_validation_per_user,
+        seed=config.seed,
+    ).fit(Z[:, :h], data["fav_users"], data["fav_rows"], base)
+    step("saving")
+
+    metadata = {
+        "timings_s": timings,
+        "backbone": {"id": data["backbone_id"], "dim": int(X.shape[1]), "preprocessing": data["preprocessing"]},
+        "features": {
+            "pca_components": int(k),
+            "head_components": int(h),
+            "app": booster.app_features_,
+            "full": booster.full_features_,
+            "metadata": data["metadata_columns"],
+            "characteristics": data["characteristic_columns"],
+        },
+        "label_settings": data["label_settings"],
+        "thresholds": {
+            "group_cuts": data["label_settings"].get("group_cuts"),
+            "trend_group": "argmax of p_common, p_interplay, p_subjective",
+            "head_kappa": heads.kappa_,
+            "head_power": heads.power_,
+            "head_scale": heads.scale_,
+        },
+        "training": config_to_dict(config),
+        "data": {
+            "collection": str(Path(root).resolve()),
+            "fingerprint": data["fingerprint"],
+            "n_train_photos": int(len(y)),
+            "n_favourites": int(len(data["fav_rows"])),
+            "n_users_with_heads": int(len(heads.users_)),
+            "metadata_as_of": data["metadata_as_of"],
+        },
+        "metrics": {
+            "ridge": {"alpha": ridge.alpha_, "cv_mse": float(ridge.cv_mse_.min()),
+                      "oof_spearman": _spearman(ridge.oof_prediction_, y)},
+            "prototypes": {"n": int(len(prototypes.ci_)), "oof_spearman": _spearman(prototypes.oof_prediction_, y)},
+            "common": booster.validation_,
+            "groups": groups.validation_,
+            "heads": heads.validation_,
+            "pca_explained_variance": float(pca.explained_variance_.sum()),
+        },
+    }
+    from interest import __version__
+
+    metadata["interest_version"] = __version__
+    model = InterestModel(
+        pca=pca, ridge=ridge, prototypes=prototypes, booster=booster, groups=groups, heads=heads, metadata=metadata
+    )
+    if out is not None:
+        model.save(out)
+    bar.update()
+    bar.close()
+    return model
+
+
+def read_training_data(root: str | os.PathLike, backbone: str | None, config: TrainConfig) -> dict:
+    """The training photos' embeddings, labels, favourites and extra features, checked."""
+    from interest.features.metadata import METADATA_FEATURES, metadata_features
+    from interest.labels import read_labels
+
+    if not has_table(root, "labels"):
+        raise InterestError(f"{table_path(root, 'labels')}: no labels in this collection; run `interest label {root}` first")
+    backbone_id, ids, emb = read_embeddings(root, backbone)
+    labels = read_labels(root)
+    settings = dict(labels.attrs.get("interest.labels", {}))
+    if settings.get("backbone") and settings["backbone"] != backbone_id:
+        raise InterestError(
+            f"{table_path(root, 'labels')}: labelled on backbone '{settings['backbone']}', not '{backbone_id}'; "
+            f"re-run `interest label {root} --backbone {backbone_id}` or train with --backbone {settings['backbone']}"
+        )
+    train = labels[labels["set"].astype(str) == "train"]
+    if train.empty:
+        raise InterestError(f"{table_path(root, 'labels')}: no photo has set == 'train'; re-run `interest label`")
+    train = train[train["ci_score"].notna()].sort_values("photo_id", kind="stable")
+    photo_ids = train["photo_id"].astype(str).to_numpy()
+    row_of = pd.Series(np.arange(len(ids)), index=pd.Index(ids))
+    rows = row_of.reindex(photo_ids)
+    if rows.isna().any():
+        missing = photo_ids[rows.isna().to_numpy()][0]
+        raise InterestError(
+            f"{table_path(root, 'labels')}: photo_id {missing} has no embedding for backbone '{backbone_id}'; "
+            "re-run `interest embed`, then `interest label`"
+        )
+    X = emb[rows.to_numpy(dtype=np.int64)]
+    y = train["ci_score"].to_numpy(dtype=np.float64)
+    g = train["trend_group"].to_numpy(dtype=np.int64)
+    if len(np.unique(g)) < 2:
+        raise InterestError(
+            f"{table_path(root, 'labels')}: all training photos are in trend group {g[0]}; "
+            "re-run `interest label` with other --group cuts or more photos"
+        )
+    # the prototypes are the labels' clusters (partitions when a labeller left clusters out)
+    clusters = train["cluster_label"] if train["cluster_label"].notna().all() else train["partition"]
+    if clusters.isna().any():
+        raise InterestError(
+            f"{table_path(root, 'labels')}: training photos without cluster_label or partition; re-run `interest label`"
+        )
+    if len(y) < 20:
+        raise InterestError(f"{table_path(root, 'labels')}: only {len(y)} training photos; training needs at least 20")
+
+    favs = read_table(root, "favorites", ["user_id", "photo_id"])
+    position = pd.Series(np.arange(len(photo_ids)), index=pd.Index(photo_ids))
+    fav_rows = position.reindex(favs["photo_id"].astype(str).to_numpy())
+    on_train = fav_rows.notna().to_numpy()
+    if not on_train.any():
+        raise InterestError(
+            f"{table_path(root, 'favorites')}: no favourite falls on a training photo; user heads need some "
+            "(collect favourites or re-run `interest label`)"
+        )
+
+    extra_parts, metadata_columns, characteristic_columns, as_of = [], [], [], None
+    if config.use_metadata and has_table(root, "photos"):
+        photos = read_table(root, "photos")
+        upload = pd.to_datetime(photos.get("upload_date"), utc=True, errors="coerce") if "upload_date" in photos else None
+        as_of = upload.max() if upload is not None and upload.notna().any() else None
+        meta = metadata_features(photos, as_of=as_of).reindex(photo_ids)
+        metadata_columns = list(METADATA_FEATURES)
+        extra_parts.append(meta[metadata_columns])
+    if config.use_characteristics and has_table(root, "characteristics"):
+        chars = read_table(root, "characteristics")
+        chars = chars.assign(photo_id=chars["photo_id"].astype(str)).drop_duplicates("photo_id").set_index("photo_id")
+        numeric = [c for c in chars.columns if pd.api.types.is_numeric_dtype(chars[c]) and not pd.api.types.is_bool_dtype(chars[c])]
+        characteristic_columns = [str(c) for c in numeric if str(c) not in metadata_columns]
+        extra_parts.append(chars[characteristic_columns].reindex(photo_ids).astype(np.float64))
+    extra = pd.concat(extra_parts, axis=1) if extra_parts else None
+    if extra is not None:
+        extra.columns = [str(c) for c in extra.columns]
+
+    manifest = read_manifest(root).get("tables", {})
+    preprocessing = (manifest.get(f"features/{backbone_id}") or {}).get("preprocessing")
+    return {
+        "backbone_id": backbone_id,
+        "preprocessing": preprocessing,
+        "emb": X,
+        "ci": y,
+        "groups": g,
+        "clusters": clusters.astype(str).to_numpy(),
+        "photo_ids": photo_ids,
+        "fav_users": favs["user_id"].astype(str).to_numpy()[on_train],
+        "fav_rows": fav_rows.to_numpy()[on_train].astype(np.int64),
+        "extra": extra,
+        "metadata_columns": metadata_columns,
+        "characteristic_columns": characteristic_columns,
+        "metadata_as_of": None if as_of is None else as_of.isoformat(),
+        "label_settings": _jsonable_settings(settings),
+        "fingerprint": fingerprint(photo_ids, y, g, X),
+    }
+
+
+def fingerprint(photo_ids: np.ndarray, ci: np.ndarray, groups: np.ndarray, emb: np.ndarray) -> str:
+    """sha256 over the training photo ids, their labels and their embeddings (in that order)."""
+    digest = hashlib.sha256()
+    digest.update("\n".join(map(str, photo_ids)).encode("utf-8"))
+    digest.update(np.ascontiguousarray(ci, dtype="<f8").tobytes())
+    digest.update(np.ascontiguousarray(groups, dtype="<i8").tobytes())
+    for start in range(0, len(emb), 65_536):  # chunked: the embeddings may be gigabytes
+        digest.update(np.ascontiguousarray(emb[start : start + 65_536], dtype="<f4").tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def _jsonable_settings(settings: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(settings, default=str))

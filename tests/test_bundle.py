@@ -1,0 +1,249 @@
+"""The model bundle: round trip, no pickle, refusal of damaged bundles, scoring images through a backbone."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import interest
+from interest.collection import read_embeddings, read_table, write_embeddings
+from interest.errors import InterestError
+from interest.models.train import TrainConfig, train_model
+
+FAST = TrainConfig(num_threads=1, lgb_num_boost_round=100, pca_components=16, head_components=32)
+
+
+@pytest.fixture(scope="module")
+def collection(small_world, tmp_path_factory):
+    from interest.labels import label_collection
+
+    dest = tmp_path_factory.mktemp("bundle") / "world"
+    shutil.copytree(small_world, dest)
+    label_collection(dest, clusters=40, seed=0, progress=False)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def bundle(collection, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundle") / "model"
+    train_model(collection, out, config=FAST, progress=False)
+    return out
+
+
+@pytest.fixture()
+def copy(bundle, tmp_path):
+    dest = tmp_path / "model"
+    shutil.copytree(bundle, dest)
+    return dest
+
+
+def test_round_trip_gives_identical_scores(collection, tmp_path):
+    model = train_model(collection, tmp_path / "m", config=FAST, progress=False)
+    loaded = interest.load(tmp_path / "m")
+    _, ids, emb = read_embeddings(collection)
+    user = model.users[3]
+    photos = read_table(collection, "photos").set_index("photo_id").loc[ids[:300]].reset_index()
+    for kwargs in ({}, {"user": user}, {"metadata": photos, "user": user}):
+        pd.testing.assert_frame_equal(model.score_embeddings(emb[:300], **kwargs),
+                                      loaded.score_embeddings(emb[:300], **kwargs))
+    assert loaded.users == model.users and loaded.backbone_id == "synthetic/d64"
+    assert loaded.label_settings["group_cuts"] == model.label_settings["group_cuts"]
+    assert loaded.metadata["data"]["fingerprint"] == model.metadata["data"]["fingerprint"]
+    assert isinstance(loaded, interest.InterestModel)
+
+
+def test_bundle_has_no_pickle(bundle):
+    files = sorted(p.name for p in bundle.iterdir())
+    assert "model.json" in files and not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib"))]
+    meta = json.loads((bundle / "model.json").read_text())
+    assert meta["schema_version"] == 1 and set(meta["parts"]) == set(files) - {"model.json"}
+    for name in files:
+        data = (bundle / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == meta.get("parts", {}).get(name, hashlib.sha256(data).hexdigest())
+        assert b"\x80\x04\x95" not in data and b"\x80\x05\x95" not in data  # no pickle stream headers
+        if name.endswith(".npz"):
+            with np.load(bundle / name, allow_pickle=False) as npz:
+                for key in npz.files:
+                    assert npz[key].dtype != object
+    with np.load(bundle / "user_heads.npz", allow_pickle=False) as npz:
+        assert npz["users"].dtype.kind == "U"
+
+
+def test_same_seed_same_parts(collection, bundle, tmp_path):
+    train_model(collection, tmp_path / "again", config=FAST, progress=False)
+    a = json.loads((bundle / "model.json").read_text())["parts"]
+    b = json.loads((tmp_path / "again" / "model.json").read_text())["parts"]
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda p: shutil.rmtree(p), r"model[/\\]?: no model bundle here"),
+        (lambda p: (p / "model.json").unlink(), r"model.json: not found"),
+        (lambda p: (p / "model.json").write_text("{not json"), r"model.json: not valid JSON"),
+        (lambda p: _edit_json(p, schema_version=2), r"model.json: written by a newer interest.*upgrade"),
+        (lambda p: (p / "groups.npz").unlink(), r"groups.npz: part missing"),
+        (lambda p: _append(p / "common_app.lgb.txt", b"\n"), r"common_app.lgb.txt: sha256 differs"),
+        (lambda p: _edit_json(p, parts={}), r"model.json: part 'common.npz' is not listed"),
+    ],
+)
+def test_damaged_bundles_are_refused(copy, damage, match):
+    damage(copy)
+    with pytest.raises(InterestError, match=match) as info:
+        interest.load(copy)
+    assert "\n" not in str(info.value)
+
+
+def test_a_tampered_npz_with_a_matching_hash_is_still_checked(copy):
+    # someone rewrites a part *and* its checksum, with a pickled object array inside
+    buf = __import__("io").BytesIO()
+    np.savez(buf, users=np.array([{"x": 1}], dtype=object))
+    (copy / "user_heads.npz").write_bytes(buf.getvalue())
+    _edit_json(copy, parts={**json.loads((copy / "model.json").read_text())["parts"],
+                            "user_heads.npz": hashlib.sha256(buf.getvalue()).hexdigest()})
+    with pytest.raises(InterestError, match="user_heads.npz: not a readable pickle-free npz"):
+        interest.load(copy)
+
+
+def test_personalize_save_load_over_the_same_path(copy, collection):
+    model = interest.load(copy)
+    _, ids, emb = read_embeddings(collection)
+    model.personalize("fresh", liked=emb[:20])
+    expected = model.score_embeddings(emb[:100], user="fresh")
+    model.save(copy)
+    again = interest.load(copy)
+    pd.testing.assert_frame_equal(again.score_embeddings(emb[:100], user="fresh"), expected)
+    assert again.metadata["personalized"]["fresh"] == {"liked": 20, "disliked": 0}
+    assert [p.name for p in copy.parent.iterdir() if p.name.startswith(".")] == []  # no temp dirs left
+
+
+def test_save_never_overwrites_something_else(bundle, tmp_path):
+    precious = tmp_path / "photos"
+    precious.mkdir()
+    (precious / "holiday.jpg").write_bytes(b"...")
+    model = interest.load(bundle)
+    with pytest.raises(InterestError, match="is not a model bundle"):
+        model.save(precious)
+    assert (precious / "holiday.jpg").read_bytes() == b"..."
+
+
+def test_import_interest_stays_light():
+    import subprocess
+    import sys
+
+    code = "import sys, interest; print('torch' in sys.modules, 'lightgbm' in sys.modules, interest.__version__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:2] == ["False", "False"] and out[2][0].isdigit()
+
+
+# ------------------------------------------------------------------ images through a backbone
+
+
+@pytest.fixture(scope="module")
+def image_model(rendered_world, tmp_path_factory):
+    """A model trained on a rendered world embedded with the weight-free perceptual backbone."""
+    backbones = pytest.importorskip("interest.features.backbones")
+    from interest.features.images import load_image
+    from interest.labels import label_collection
+
+    root = tmp_path_factory.mktemp("images") / "world"
+    shutil.copytree(rendered_world, root)
+    photos = read_table(root, "photos")
+    photos = photos[photos["path"].notna()]
+    backbone = backbones.load_backbone("perceptual/v1")
+    emb = backbone.embed([load_image(root / p) for p in photos["path"]])
+    write_embeddings(root, backbone.id, photos["photo_id"].to_numpy(), emb, preprocessing=backbone.preprocessing)
+    label_collection(root, clusters=20, seed=0, progress=False)
+    model = train_model(root, tmp_path_factory.mktemp("images") / "model", config=FAST, progress=False)
+    return model, root, photos, emb
+
+
+def test_score_image_files_folders_and_bad_images(image_model, tmp_path):
+    model, root, photos, emb = image_model
+    paths = [root / p for p in photos["path"].iloc[:6]]
+    by_file = model.score(paths, progress=False)
+    assert list(by_file.columns[:2]) == ["path", "ci_score"] and list(by_file["path"]) == [str(p) for p in paths]
+    np.testing.assert_allclose(by_file["ci_score"], model.score_embeddings(emb[:6])["ci_score"], rtol=1e-4, atol=1e-5)
+    folder = tmp_path / "album"
+    (folder / "sub").mkdir(parents=True)
+    for i, p in enumerate(paths[:3]):
+        shutil.copy(p, (folder / "sub" if i else folder) / f"{i}.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    by_folder = model.score(folder, progress=False)
+    assert [pd.io.common.Path(p).name for p in by_folder["path"]] == ["0.jpg", "1.jpg", "2.jpg"]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    with pytest.raises(InterestError, match="broken.jpg"):
+        model.score([paths[0], broken], progress=False)
+    coerced = model.score([paths[0], broken, paths[1]], errors="coerce", progress=False)
+    assert coerced["ci_score"].isna().tolist() == [False, True, False]
+    assert coerced["error"].isna().tolist() == [True, False, True]
+    assert coerced["trend_group"].dtype == "Int64"
+    np.testing.assert_allclose(coerced["ci_score"].iloc[[0, 2]], by_file["ci_score"].iloc[:2], rtol=1e-5)
+    from PIL import Image
+
+    pil = model.score([Image.open(p) for p in paths[:2]], progress=False)
+    assert list(pil["index"]) == [0, 1]
+
+
+def test_backbone_is_loaded_once_across_threads(image_model):
+    model, root, photos, _ = image_model
+    paths = [root / p for p in photos["path"].iloc[:4]]
+    model._backbone = None
+    import interest.features.backbones as backbones
+
+    calls = []
+    original = backbones.load_backbone
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    backbones.load_backbone = counting
+    try:
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(model.score(paths, progress=False))) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        backbones.load_backbone = original
+    assert len(calls) == 1 and len(results) == 6
+    for r in results[1:]:
+        pd.testing.assert_frame_equal(r, results[0])
+
+
+def test_backbone_preprocessing_must_match_the_training_one(image_model):
+    model, root, photos, _ = image_model
+    assert model.metadata["backbone"]["preprocessing"]  # recorded from the collection's manifest
+    other = interest.load(model.name)
+    other.metadata["backbone"] = {**other.metadata["backbone"], "preprocessing": {"resize": 999}}
+    with pytest.raises(InterestError, match="preprocesses images as .* trained with"):
+        other.score([root / photos["path"].iloc[0]], progress=False)
+
+
+def test_personalize_from_image_files(image_model):
+    model, root, photos, _ = image_model
+    paths = [root / p for p in photos["path"].iloc[:5]]
+    model.personalize("painter", liked=paths)
+    assert "painter" in model.users
+    assert "user_score" in model.score(paths, user="painter", progress=False)
+
+
+def _edit_json(path, **changes):
+    meta = json.loads((path / "model.json").read_text())
+    meta.update(changes)
+    (path / "model.json").write_text(json.dumps(meta))
+
+
+def _append(path, data: bytes):
+    with open(path, "ab") as f:
+        f.write(data)

@@ -1,0 +1,426 @@
+"""The models: ridge, stacked booster, trend groups, user heads, training and the public API."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from interest.collection import l2_normalize, read_embeddings, read_table, write_embeddings, write_parquet_atomic
+from interest.errors import InterestError
+from interest.models.common import PCA, Prototypes, Ridge, StackedBooster, _spearman
+from interest.models.groups import TrendGroupClassifier
+from interest.models.train import TrainConfig, train_model
+from interest.models.user_heads import UserHeads
+
+FAST = TrainConfig(num_threads=1, lgb_num_boost_round=150, pca_components=16, head_components=32)
+
+
+def labelled_copy(world, dest):
+    """A labelled copy of a generated world (the session world itself stays unlabelled for others)."""
+    from interest.labels import label_collection
+
+    shutil.copytree(world, dest)
+    label_collection(dest, clusters=40, seed=0, progress=False)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def collection(small_world, tmp_path_factory):
+    return labelled_copy(small_world, tmp_path_factory.mktemp("models") / "world")
+
+
+@pytest.fixture(scope="module")
+def model(collection):
+    return train_model(collection, None, config=FAST, progress=False)
+
+
+@pytest.fixture(scope="module")
+def embeddings(collection):
+    return read_embeddings(collection)
+
+
+# ------------------------------------------------------------------ common model
+
+
+def relative_unit(X):
+    """What Ridge's relative alphas are relative to: the mean eigenvalue of the centred scatter matrix."""
+    Xc = X - X.mean(axis=0)
+    return float(np.trace(Xc.T.astype(np.float64) @ Xc) / X.shape[1])
+
+
+def test_ridge_recovers_a_linear_target():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 24)).astype(np.float32)
+    w = rng.normal(size=24)
+    y = X @ w + 0.7 + rng.normal(scale=0.01, size=3000)
+    ridge = Ridge(folds=5, seed=0).fit(X, y)
+    np.testing.assert_allclose(ridge.coef_, w, atol=0.01)
+    assert ridge.intercept_ == pytest.approx(0.7, abs=0.01)
+    # the CV picks a small alpha for a noiseless linear target, and out-of-fold predictions are nearly exact
+    assert ridge.alpha_ / relative_unit(X) <= 1e-3
+    assert np.corrcoef(ridge.oof_prediction_, y)[0, 1] > 0.999
+    assert np.abs(ridge.predict(X[:5]) - y[:5]).max() < 0.05
+
+
+def test_ridge_is_deterministic_and_shrinks_noise():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 50)).astype(np.float32)
+    y = rng.normal(size=400)  # pure noise: the best alpha is the largest, coefficients near 0
+    a, b = Ridge(seed=3).fit(X, y), Ridge(seed=3).fit(X, y)
+    assert np.array_equal(a.coef_, b.coef_) and np.array_equal(a.oof_prediction_, b.oof_prediction_)
+    assert a.alpha_ / relative_unit(X) == pytest.approx(max(a.relative_alphas))
+    assert np.abs(a.coef_).max() < 0.05
+
+
+def test_stacked_booster_beats_ridge_on_a_nonlinear_target():
+    rng = np.random.default_rng(2)
+    centres = l2_normalize(rng.normal(size=(12, 48)))
+    topic = rng.integers(0, 12, size=4000)
+    X = l2_normalize(centres[topic] + rng.normal(scale=0.08, size=(4000, 48)))
+    appeal = rng.random(12)
+    y = appeal[topic] ** 2  # a step function of the topic: not linear in the embedding
+    train, test = np.arange(3000), np.arange(3000, 4000)
+    pca = PCA(16, seed=0).fit(X[train])
+    ridge = Ridge(seed=0).fit(X[train], y[train])
+    booster = StackedBooster(num_threads=1, seed=0).fit(pca.transform(X[train]), ridge.oof_prediction_, y[train])
+    pred_ridge = ridge.predict(X[test])
+    pred = booster.predict(pca.transform(X[test]), pred_ridge)
+    mse_ridge, mse_boost = np.mean((pred_ridge - y[test]) ** 2), np.mean((pred - y[test]) ** 2)
+    assert mse_boost < 0.7 * mse_ridge
+    assert _spearman(pred, y[test]) >= _spearman(pred_ridge, y[test])
+    assert booster.full_booster_ is None and booster.validation_["app"]["rounds"] > 10
+
+
+def test_prototypes_carry_a_clusters_ci_to_new_photos():
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(10, 8)) * 3
+    cluster = rng.integers(0, 10, size=2000)
+    X = (centres[cluster] + rng.normal(scale=0.5, size=(2000, 8))).astype(np.float32)
+    ci_of = rng.random(10)
+    protos = Prototypes(folds=5, seed=0).fit(X, cluster, ci_of[cluster])
+    assert len(protos.ci_) == 10
+    # out of fold, each photo still lands in its own (well separated) cluster
+    assert np.mean(protos.oof_prediction_ == ci_of[cluster].astype(np.float32)) > 0.99
+    fresh = rng.integers(0, 10, size=300)
+    pred = protos.predict((centres[fresh] + rng.normal(scale=0.5, size=(300, 8))).astype(np.float32))
+    np.testing.assert_allclose(pred, ci_of[fresh], rtol=1e-6)
+
+
+def test_pca_is_seeded_and_orthonormal():
+    X = np.random.default_rng(4).normal(size=(500, 20)).astype(np.float32)
+    a, b = PCA(8, max_samples=300, seed=1).fit(X), PCA(8, max_samples=300, seed=1).fit(X)
+    assert np.array_equal(a.components_, b.components_)
+    np.testing.assert_allclose(a.components_ @ a.components_.T, np.eye(8), atol=1e-5)
+    assert np.all(np.diff(a.explained_variance_) <= 0)
+
+
+# ------------------------------------------------------------------ trend groups
+
+
+def test_group_probabilities_sum_to_one_and_are_calibrated():
+    rng = np.random.default_rng(5)
+    F = rng.normal(size=(12000, 4))
+    logits = F @ rng.normal(size=(4, 3)) * 1.5
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    groups = np.array([rng.choice(3, p=row) for row in p])
+    clf = TrendGroupClassifier(seed=0).fit(F[:6000], groups[:6000])
+    proba = clf.predict_proba(F[6000:])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    observed = np.bincount(groups[6000:], minlength=3) / 6000
+    np.testing.assert_allclose(proba.mean(axis=0), observed, atol=0.02)
+    # reliability: within confidence bins, confidence matches accuracy
+    conf, hit = proba.max(1), proba.argmax(1) == groups[6000:]
+    for lo in (0.4, 0.6, 0.8):
+        m = (conf >= lo) & (conf < lo + 0.2)
+        assert abs(conf[m].mean() - hit[m].mean()) < 0.05
+    assert 0.5 < clf.temperature_ < 2.0
+    assert clf.validation_["expected_calibration_error"] < 0.05
+    assert np.array_equal(clf.predict(F[:50]), clf.predict_proba(F[:50]).argmax(1))
+
+
+def test_temperature_fixes_an_overconfident_classifier():
+    rng = np.random.default_rng(6)
+    F = rng.normal(size=(3000, 40))  # many noise features, few rows: logistic regression overfits
+    groups = (F[:, 0] > 0).astype(int) + (F[:, 1] > 0.5)
+    clf = TrendGroupClassifier(C=100.0, calibration_fraction=0.3, seed=0).fit(F, groups)
+    assert clf.validation_["log_loss"] <= clf.validation_["log_loss_uncalibrated"]
+
+
+def test_group_missing_from_training_gets_zero_probability():
+    rng = np.random.default_rng(7)
+    F = rng.normal(size=(500, 3))
+    groups = np.where(F[:, 0] > 0, 0, 2)  # no interplay photos at all
+    proba = TrendGroupClassifier(seed=0).fit(F, groups).predict_proba(F)
+    assert proba[:, 1].max() < 1e-6
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+
+
+# ------------------------------------------------------------------ user heads
+
+
+def niche_world(seed=8):
+    """PCA-like features, one niche direction per 'topic', users who favourite their niche or common photos."""
+    rng = np.random.default_rng(seed)
+    n, h, topics = 3000, 16, 8
+    topic = rng.integers(0, topics, size=n)
+    Z = rng.normal(scale=0.3, size=(n, h)).astype(np.float32)
+    Z[np.arange(n), topic] += 1.0
+    base = rng.random(n).astype(np.float32)  # the common score: unrelated to topics here
+    users, rows = [], []
+    for u in range(60):
+        niche = u % topics
+        k = 60 if u < 40 else 3
+        in_niche = rng.choice(np.flatnonzero(topic == niche), size=k // 2, replace=False)
+        common = rng.choice(np.argsort(base)[-600:], size=k - k // 2, replace=False)
+        for r in np.concatenate([in_niche, common]):
+            users.append(f"u{u}")
+            rows.append(r)
+    users.append("lonely")  # a single favourite
+    rows.append(int(np.flatnonzero(topic == 0)[0]))
+    return Z, topic, base, np.array(users), np.array(rows)
+
+
+def test_heads_rank_a_users_niche_and_shrink_light_users():
+    Z, topic, base, users, rows = niche_world()
+    heads = UserHeads(seed=0).fit(Z, users, rows, base)
+    assert heads.scale_ > 0 and heads.validation_["mean_auc_gain"] > 0
+    # fresh photos: a heavy user's head ranks their niche (topic 3 for u3) above everything else
+    rng = np.random.default_rng(9)
+    fresh_topic = rng.integers(0, 8, size=2000)
+    fresh = rng.normal(scale=0.3, size=(2000, 16)).astype(np.float32)
+    fresh[np.arange(2000), fresh_topic] += 1.0
+    dev = heads.deviation("u3", fresh)
+    niche = fresh_topic == 3
+    auc = (dev[niche][:, None] > dev[~niche][None, :]).mean()
+    assert auc > 0.95
+    # the one-favourite user falls back to the common score: deviation near 0
+    lonely = heads.deviation("lonely", fresh)
+    assert np.abs(lonely).max() < 0.1 * np.abs(dev).max()
+    assert heads.n_favourites_[list(heads.users_).index("lonely")] == 1
+    # deviations are centred on the background: no shift of the whole user's scale
+    assert abs(heads.deviation("u3", Z[rows]).mean()) < 0.05 * np.abs(dev).max()
+
+
+def test_heads_fall_back_to_zero_when_tastes_are_random():
+    rng = np.random.default_rng(10)
+    Z = rng.normal(size=(1000, 8)).astype(np.float32)
+    base = rng.random(1000).astype(np.float32)
+    users = np.repeat([f"u{i}" for i in range(30)], 10)
+    rows = rng.integers(0, 1000, size=300)
+    heads = UserHeads(seed=0).fit(Z, users, rows, base)
+    # heads that cannot help must not hurt: the scale is 0 or the gain is real
+    assert heads.scale_ == 0 or heads.validation_["mean_auc_gain"] > 0
+    for bucket in heads.validation_["buckets"].values():
+        assert bucket["auc_with_head"] >= bucket["auc_common"]
+
+
+def test_fit_one_is_the_training_rule_for_one_user():
+    Z, topic, base, users, rows = niche_world()
+    heads = UserHeads(seed=0).fit(Z, users, rows, base)
+    mine = rows[users == "u5"]
+    w, b = heads.fit_one(Z[mine])
+    i = list(heads.users_).index("u5")
+    np.testing.assert_allclose(w, heads.weights_[i], rtol=1e-4, atol=1e-6)
+    assert b == pytest.approx(float(heads.offsets_[i]), abs=1e-5)
+    # with disliked photos the head moves away from them
+    disliked = Z[topic == 2][:30]
+    w2, b2 = heads.fit_one(Z[mine], disliked)
+    assert (disliked @ w2 + b2).mean() < (disliked @ w + b).mean()
+
+
+# ------------------------------------------------------------------ training and the model
+
+
+def test_train_writes_metrics_and_scores_sensibly(model, collection, embeddings):
+    meta = model.metadata
+    assert meta["backbone"]["id"] == "synthetic/d64" and meta["backbone"]["dim"] == 64
+    assert meta["data"]["fingerprint"].startswith("sha256:")
+    assert meta["label_settings"]["group_cuts"] == meta["thresholds"]["group_cuts"]
+    assert set(meta["features"]["metadata"]) <= set(meta["features"]["full"])
+    assert meta["metrics"]["common"]["app"]["spearman"] > 0.5
+    _, ids, emb = embeddings
+    labels = read_table(collection, "labels").set_index("photo_id")
+    test = labels.index[labels["set"] == "test"]
+    rows = pd.Series(np.arange(len(ids)), index=ids)[test].to_numpy()
+    scores = model.score_embeddings(emb[rows])
+    assert list(scores.columns) == ["ci_score", "trend_group", "p_common", "p_interplay", "p_subjective"]
+    # held-out photos: the prediction follows the CI their partition got from the definition set
+    assert _spearman(scores["ci_score"], labels.loc[test, "ci_score"]) > 0.6
+    assert (scores["trend_group"] == labels.loc[test, "trend_group"].to_numpy()).mean() > 0.5
+    np.testing.assert_allclose(scores[["p_common", "p_interplay", "p_subjective"]].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_train_is_deterministic(collection, model, embeddings):
+    again = train_model(collection, None, config=FAST, progress=False)
+    emb = embeddings[2][:200]
+    user = model.users[0]
+    pd.testing.assert_frame_equal(model.score_embeddings(emb, user=user), again.score_embeddings(emb, user=user))
+
+
+def test_user_scores_and_unknown_user(model, embeddings):
+    emb = embeddings[2][:50]
+    user = model.users[0]
+    scores = model.score_embeddings(emb, user=user)
+    np.testing.assert_allclose(scores["user_score"] - scores["ci_score"], scores["deviation"], atol=1e-6)
+    np.testing.assert_allclose(model.user_deviation(user, emb), scores["deviation"], rtol=1e-5, atol=1e-6)
+    both = model.user_deviations([user, model.users[1]], emb)
+    np.testing.assert_allclose(both[:, 0], scores["deviation"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(InterestError, match="user nobody has no head.*interest personalize"):
+        model.score_embeddings(emb, user="nobody")
+    with pytest.raises(InterestError, match="nobody"):
+        model.user_deviation("nobody", emb)
+
+
+def test_full_model_uses_metadata(model, collection, embeddings):
+    _, ids, emb = embeddings
+    photos = read_table(collection, "photos")
+    meta = photos.set_index("photo_id").loc[ids[:100]].reset_index()
+    app = model.score_embeddings(emb[:100])
+    full = model.score_embeddings(emb[:100], metadata=meta)
+    assert not np.allclose(app["ci_score"], full["ci_score"])  # a different model was used
+    # NaN metadata is fine (LightGBM routes it), it is not an error
+    blank = meta.assign(views=np.nan, faves=None, upload_date=pd.NaT)
+    assert model.score_embeddings(emb[:100], metadata=blank)["ci_score"].notna().all()
+    # via score(): metadata aligned by photo_id, whatever its row order
+    frame = pd.DataFrame({"photo_id": ids[:100], "embedding": list(emb[:100])})
+    by_id = model.score(frame, metadata=meta.iloc[::-1])
+    np.testing.assert_allclose(by_id["ci_score"], full["ci_score"], rtol=1e-6)
+    with pytest.raises(InterestError, match=f"no row for photo_id {ids[0]}"):
+        model.score(frame, metadata=meta.iloc[1:])
+    with pytest.raises(InterestError, match="one row per photo"):
+        model.score_embeddings(emb[:100], metadata=meta.iloc[:5])
+
+
+def test_score_inputs_parquet_dataframe_array(model, embeddings, tmp_path):
+    _, ids, emb = embeddings
+    path = tmp_path / "emb.parquet"
+    from interest.collection import embeddings_to_arrow
+
+    write_parquet_atomic(path, embeddings_to_arrow(ids[:30], emb[:30] * 3.0))  # scale: rows are re-normalised
+    from_file = model.score(path)
+    assert list(from_file.columns[:2]) == ["photo_id", "ci_score"]
+    assert list(from_file["photo_id"]) == list(ids[:30])
+    from_array = model.score(emb[:30])
+    assert list(from_array["index"]) == list(range(30))
+    np.testing.assert_allclose(from_file["ci_score"], from_array["ci_score"], rtol=1e-5)
+    frame = pd.DataFrame({"photo_id": ids[:30], "embedding": [list(e) for e in emb[:30]]})
+    np.testing.assert_allclose(model.score(frame)["ci_score"], from_array["ci_score"], rtol=1e-5)
+    wide = tmp_path / "wide.parquet"
+    write_parquet_atomic(wide, embeddings_to_arrow(ids[:3], np.ones((3, 512), dtype=np.float32)))
+    with pytest.raises(InterestError, match=r"wide.parquet: 512-d embeddings.*expects 64-d"):
+        model.score([path, wide])
+    with pytest.raises(InterestError, match="mix Parquet embeddings and images"):
+        model.score([path, tmp_path / "a.jpg"])
+    with pytest.raises(InterestError, match="cannot score a int"):
+        model.score(42)
+    with pytest.raises(InterestError, match="nothing to score"):
+        model.score([])
+
+
+def test_backbone_mismatch_and_wrong_dimension(model, embeddings):
+    emb = embeddings[2][:5]
+    with pytest.raises(InterestError, match="backbone 'openclip/ViT-B-32/laion2b_s34b_b79k'.*synthetic/d64"):
+        model.score_embeddings(emb, backbone_id="openclip/ViT-B-32/laion2b_s34b_b79k")
+    assert len(model.score_embeddings(emb, backbone_id="synthetic/d64")) == 5
+    with pytest.raises(InterestError, match=r"expects \(n, 64\)"):
+        model.score_embeddings(np.ones((5, 512), dtype=np.float32))
+    with pytest.raises(InterestError, match="NaN"):
+        model.score_embeddings(np.full((2, 64), np.nan))
+
+
+def test_personalize_from_liked_embeddings(model, collection, embeddings):
+    _, ids, emb = embeddings
+    truth = pd.read_parquet(collection / "ground_truth" / "photos.parquet")
+    topic = truth.set_index("photo_id").loc[ids, "topic"].to_numpy()
+    liked_topic = pd.Series(topic).value_counts().index[-1]  # a niche (rarely photographed) topic
+    liked = emb[topic == liked_topic][:25]
+    before = set(model.users)
+    model.personalize("newcomer", liked=liked)
+    assert "newcomer" in model.users and set(model.users) - before == {"newcomer"}
+    dev = model.user_deviation("newcomer", emb)
+    other = topic != liked_topic
+    assert (dev[topic == liked_topic][:, None] > dev[other][None, :]).mean() > 0.9
+    scores = model.score_embeddings(emb, user="newcomer")
+    assert scores["user_score"][topic == liked_topic].mean() > scores["ci_score"][topic == liked_topic].mean()
+    # deterministic, and replacing the head gives the same head for the same photos
+    first = model._heads.weights_[model.users.index("newcomer")].copy()
+    model.personalize("newcomer", liked=liked)
+    assert np.array_equal(model._heads.weights_[model.users.index("newcomer")], first)
+    assert model.users.count("newcomer") == 1
+    # disliked photos push their topic down
+    model.personalize("newcomer", liked=liked, disliked=emb[topic == topic[other][0]][:25])
+    assert model.user_deviation("newcomer", emb[topic == topic[other][0]]).mean() < dev[topic == topic[other][0]].mean()
+    with pytest.raises(InterestError, match="no liked photos"):
+        model.personalize("someone", liked=[])
+    with pytest.raises(InterestError, match="no liked photos"):
+        model.personalize("someone", liked=np.empty((0, 64), dtype=np.float32))
+
+
+def test_concurrent_scoring_while_personalizing(model, embeddings):
+    emb = embeddings[2][:500]
+    user = model.users[2]
+    expected = model.score_embeddings(emb, user=user)
+    expected_plain = model.score_embeddings(emb)
+    failures: list[str] = []
+
+    def worker(i: int) -> None:
+        for _ in range(10):
+            got = model.score_embeddings(emb, user=user) if i % 2 else model.score_embeddings(emb)
+            want = expected if i % 2 else expected_plain
+            if not got.equals(want):
+                failures.append(f"thread {i} got different scores")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for j in range(40):  # meanwhile: heads for new users are added and replaced
+        model.personalize(f"busy{j % 5}", liked=emb[j : j + 10])
+    for t in threads:
+        t.join()
+    assert not failures
+    assert {f"busy{j}" for j in range(5)} <= set(model.users)
+    assert len(model.users) == len(set(model.users))
+
+
+def test_train_bad_input(collection, tmp_path, embeddings):
+    bare = tmp_path / "bare"
+    shutil.copytree(collection, bare)
+    (bare / "labels.parquet").unlink()
+    with pytest.raises(InterestError, match="labels.parquet.*interest label"):
+        train_model(bare, None, config=FAST, progress=False)
+    # embeddings of another backbone than the labels were made on
+    other = tmp_path / "other"
+    shutil.copytree(collection, other)
+    _, ids, emb = embeddings
+    shutil.rmtree(other / "features")
+    write_embeddings(other, "synthetic/other", ids, emb[:, ::-1])
+    with pytest.raises(InterestError, match="labelled on backbone 'synthetic/d64', not 'synthetic/other'"):
+        train_model(other, None, config=FAST, progress=False)
+    with pytest.raises(InterestError, match="head_kappas"):
+        TrainConfig(head_kappas=[0])
+
+
+def test_config_file_round_trip(tmp_path):
+    from interest.config import load_config
+
+    path = tmp_path / "train.yaml"
+    path.write_text("seed: 3\nhead_kappas: [5, 50]\nridge_alpha: 0.5\n")
+    config = load_config(TrainConfig, path)
+    assert config.seed == 3 and config.head_kappas == [5, 50] and config.ridge_alpha == 0.5
+    path.write_text("sede: 3\n")
+    with pytest.raises(InterestError, match="unknown key 'sede'"):
+        load_config(TrainConfig, path)
+
+
+def test_shipped_config_matches_defaults():
+    from pathlib import Path
+
+    from interest.config import load_config
+
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "train.yaml"
+    assert load_config(TrainConfig, shipped) == TrainConfig()
