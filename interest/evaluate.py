@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
+from interest.progress import progress_bar
 
 from interest.collection import (
     TREND_GROUPS,
@@ -254,8 +254,8 @@ def user_ranking(
     records = []
     # Each user's matrix is small: BLAS threads only contend (10x slower on a busy machine).
     with threadpool_limits(limits=1, user_api="blas"):
-        for user, start, end in tqdm(
-            zip(users, starts, ends), total=len(users), desc="users", unit="user", disable=not progress, leave=False
+        for user, start, end in progress_bar(
+            zip(users, starts, ends), total=len(users), desc="users", unit="user", enabled=progress, leave=False
         ):
             pos = np.unique(fav_photo[start:end])
             records.append(_rank_one(model, user, pos, heads, test_emb, pred_ci, train_faves, negatives, rng))

@@ -8,6 +8,8 @@ import pytest
 
 # Keep each test process to one BLAS/torch thread: CI has 2 cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Progress bars are for people at a terminal; in test logs (and the CLI's stderr checks) they are noise.
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @pytest.fixture(scope="session")

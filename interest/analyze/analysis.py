@@ -88,7 +88,7 @@ def run_analysis(
     progress: bool = True,
 ) -> Analysis:
     """Like :func:`analyze`, but returns the :class:`Analysis` the report and notebooks draw from."""
-    from tqdm import tqdm
+    from interest.progress import progress_bar
 
     root = Path(root)
     if not root.is_dir():
@@ -104,7 +104,7 @@ def run_analysis(
         model = load_model(model)
     result.model = model
     steps = [_predictions, _study_tables, _characteristic_tables, _drivers, _taste, _published]
-    for step in tqdm(steps, desc="analyze", unit="part", disable=not progress, leave=False):
+    for step in progress_bar(steps, desc="analyze", unit="part", enabled=progress, leave=False):
         step(result, seed=seed, n_boot=n_boot, progress=progress)
     return result
 

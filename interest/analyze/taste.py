@@ -25,10 +25,10 @@ def sample_photos(photo_ids: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 def deviations(model, users: list[str], emb: np.ndarray, *, batch: int = 256, progress: bool = False) -> np.ndarray:
     """The (photos, users) matrix of each user's deviation from the common score."""
-    from tqdm import tqdm
+    from interest.progress import progress_bar
 
     out = np.empty((len(emb), len(users)), dtype=np.float32)
-    for start in tqdm(range(0, len(users), batch), desc="user heads", unit="batch", disable=not progress, leave=False):
+    for start in progress_bar(range(0, len(users), batch), desc="user heads", unit="batch", enabled=progress, leave=False):
         out[:, start : start + batch] = model.user_deviations(users[start : start + batch], emb)
     return out
 

@@ -30,5 +30,7 @@ def main() -> None:
     try:
         app()  # standalone mode: usage errors already exit 2 with a one-line message
     except InterestError as exc:
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")  # a progress bar may hold the current line
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -40,6 +40,7 @@ from interest.collect.pool import run_parallel
 from interest.collect.state import LIST_METHOD, CrawlState
 from interest.collection import read_manifest, write_json_atomic, write_table
 from interest.errors import InterestError
+from interest.progress import progress_bar
 
 PERSON = "flickr.people.getInfo"
 PROFILE = "flickr.profile.getProfile"
@@ -240,7 +241,7 @@ class _Crawl:
         self.cap_pages = math.ceil(config.max_favorites_per_user / config.per_page) if config.max_favorites_per_user else None
 
     def _bar(self, desc: str, total: int) -> tqdm:
-        return tqdm(total=total, desc=desc, unit="call", disable=not self.progress, dynamic_ncols=True)
+        return progress_bar(total=total, desc=desc, unit="call", enabled=self.progress, dynamic_ncols=True)
 
     def call_items(self, desc: str, items: list[tuple[str, str]]) -> None:
         """Make the single-item calls (method, key) that the state does not hold yet."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from PIL import Image
-from tqdm import tqdm
+from interest.progress import progress_bar
 
 from interest.collect.client import CallFailed, FlickrClient
 from interest.collect.pool import run_parallel
@@ -96,6 +96,6 @@ def download_images(
             state.record_image(photo_id, "ok", result[0], result[1], None)
         counts[status] = counts.get(status, 0) + 1
 
-    with tqdm(total=len(pending), desc="images", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(total=len(pending), desc="images", unit="img", enabled=progress, dynamic_ncols=True) as bar:
         run_parallel(sorted(pending), work, on_result, threads=threads, bar=bar)
     return counts

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from interest.progress import progress_bar
 
 from interest.collection import (
     embeddings_path,
@@ -199,7 +199,7 @@ def label_collection(
     clusters, merge_ratio, test_fraction = _check_settings(clusters, merge_ratio, test_fraction, commonality)
     if group_cuts is not None:
         group_cuts = check_group_cuts(group_cuts)
-    bar = tqdm(total=5, desc="label", unit="step", disable=not progress, leave=False)
+    bar = progress_bar(total=5, desc="label", unit="step", enabled=progress, leave=False)
 
     bar.set_postfix_str("reading")
     backbone_id, emb_ids, emb = read_embeddings(root, backbone)

@@ -341,13 +341,13 @@ class InterestModel:
         return "path", np.array([str(f) for f in files], dtype=object), *self._embed_files(files, errors, batch_size, progress)
 
     def _embed_files(self, files: list[Path], errors: str, batch_size: int, progress: bool):
-        from tqdm import tqdm
+        from interest.progress import progress_bar
 
         from interest.features.images import load_image
 
         emb = np.full((len(files), self.dim), np.nan, dtype=np.float32)
         problems: list[str | None] = [None] * len(files)
-        bar = tqdm(total=len(files), desc="score", unit="img", disable=not progress, leave=False)
+        bar = progress_bar(total=len(files), desc="score", unit="img", enabled=progress, leave=False)
         for start in range(0, len(files), batch_size):
             images, rows = [], []
             for i in range(start, min(start + batch_size, len(files))):
@@ -365,11 +365,11 @@ class InterestModel:
         return emb, problems
 
     def _embed_images(self, images: list, batch_size: int, progress: bool) -> np.ndarray:
-        from tqdm import tqdm
+        from interest.progress import progress_bar
 
         backbone = self._load_backbone()
         out = []
-        for start in tqdm(range(0, len(images), batch_size), desc="embed", disable=not progress, leave=False):
+        for start in progress_bar(range(0, len(images), batch_size), desc="embed", enabled=progress, leave=False):
             out.append(np.asarray(backbone.embed(images[start : start + batch_size]), dtype=np.float32))
         return self._check_embeddings(np.concatenate(out))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+from interest.progress import progress_bar
 
 from interest.collection import has_table, read_embeddings, read_manifest, read_table, table_path
 from interest.config import config_to_dict
@@ -90,7 +90,7 @@ def train_model(
     """
     config = config or TrainConfig()
     steps = ["reading", "pca", "ridge", "prototypes", "booster", "groups", "heads", "saving"]
-    bar = tqdm(total=len(steps), desc="train", unit="step", disable=not progress, leave=False)
+    bar = progress_bar(total=len(steps), desc="train", unit="step", enabled=progress, leave=False)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from scipy.ndimage import uniform_filter
-from tqdm.auto import tqdm
+from interest.progress import progress_bar
 
 BATCH = 16  # images per numpy batch; fixed, because each batch has its own random stream
 JPEG_QUALITY = 90
@@ -67,7 +67,7 @@ def render_photos(
     try:
         for folder in sorted({(staging / p).parent for p in paths}):
             folder.mkdir(parents=True, exist_ok=True)
-        with tqdm(total=n, desc="render", unit="img", disable=not progress) as bar:
+        with progress_bar(total=n, desc="render", unit="img", enabled=progress) as bar:
             for b, start in enumerate(range(0, n, BATCH)):
                 stop = min(start + BATCH, n)
                 rng = np.random.default_rng([seed, 0x1A6E, b])

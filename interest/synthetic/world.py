@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
+from interest.progress import progress_bar
 
 from interest.collection import (
     atomic_path,
@@ -495,7 +495,7 @@ def sample_favorites(
     base = (ALPHA * photos["common_appeal"].to_numpy()[by_topic]).astype(np.float32)
     keys = np.empty(n_photos, dtype=np.float32)
     fav_user, fav_photo = [], []
-    for u in tqdm(range(len(users)), desc="favourites", unit="user", disable=not progress):
+    for u in progress_bar(range(len(users)), desc="favourites", unit="user", enabled=progress):
         k = int(activity[u])
         # Gumbel noise -log(-log U), U kept inside (0, 1)
         rng.random(out=keys, dtype=np.float32)
@@ -619,7 +619,7 @@ def _write_embeddings(out, backbone_id, photos, topics, dim, seed, progress, chu
     with atomic_path(path) as tmp:
         writer = None
         try:
-            for start in tqdm(range(0, n, chunk), desc="embeddings", unit="chunk", disable=not progress):
+            for start in progress_bar(range(0, n, chunk), desc="embeddings", unit="chunk", enabled=progress):
                 stop = min(start + chunk, n)
                 # uniform noise of the intended spread: several times cheaper than normal at this size
                 noise = rng.random((stop - start, dim), dtype=np.float32) - np.float32(0.5)
