@@ -1,3 +1,88 @@
-"""CLI commands of this room (see interest/cli/__init__.py)."""
+"""CLI commands for photo apps: curate, serve, export-onnx."""
 
-from interest.cli import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from interest.cli import app
+from interest.errors import InterestError
+
+
+@app.command()
+def curate(
+    model: Path = typer.Argument(..., help="Model bundle directory."),
+    photos_dir: Path = typer.Argument(..., help="Folder of photos (searched recursively)."),
+    user: Optional[str] = typer.Option(None, help="Rank by this user's personal score (default: the common CI score)."),
+    keep: Optional[int] = typer.Option(None, help="Select this many photos (best shot of each group first)."),
+    top_percent: Optional[float] = typer.Option(None, help="Select this percentage of the photos instead."),
+    similarity: Optional[float] = typer.Option(
+        None, help="Cosine similarity from which two shots are near-duplicates (default: 0.92 for CLIP, 0.985 perceptual)."
+    ),
+    out: Optional[Path] = typer.Option(None, help="Write the table (all photos, selected first) as CSV."),
+    copy_to: Optional[Path] = typer.Option(None, help="Copy the selected photos here, named <rank>_<name>."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Group near-duplicate shots (bursts, re-edits), keep the best of each and rank what remains."""
+    from interest.serve.curate import curate as run_curate
+
+    table = run_curate(
+        model, photos_dir, user=user, keep=keep, top_percent=top_percent, similarity=similarity,
+        out=out, copy_to=copy_to, progress=progress,
+    )
+    selected = table[table["selected"]]
+    if out is None:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", 200, "display.width", 200):
+            cols = [c for c in ("rank", "path", "group", "group_size", "score", "trend_group") if c in selected]
+            typer.echo(selected[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    n_groups = int(table["group"].nunique())
+    n_bad = int(table["error"].notna().sum())
+    typer.echo(
+        f"selected {len(selected)} of {len(table)} photos ({n_groups} distinct shots after grouping near-duplicates"
+        + (f", {n_bad} unreadable" if n_bad else "")
+        + ")"
+        + (f"; wrote {out}" if out else "")
+        + (f"; copied to {copy_to}" if copy_to else ""),
+        err=True,
+    )
+
+
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="Model bundle directory (personalised heads are saved into it)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; the default answers only this machine."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    workers: int = typer.Option(1, help="Worker processes (each loads the model once)."),
+    max_upload_mb: float = typer.Option(20.0, help="Largest image file accepted, in MiB."),
+    max_pixels: int = typer.Option(40_000_000, help="Largest decoded image accepted (width x height)."),
+    max_batch: int = typer.Option(32, help="Most images in one request."),
+    timeout: float = typer.Option(60.0, help="Seconds a request may take, queueing included."),
+) -> None:
+    """Serve the model over HTTP: POST /score, POST /users/{user}/personalize, GET /health, GET /model; docs at /docs."""
+    from interest.serve.service import Limits
+    from interest.serve.service import serve as run_service
+
+    if workers < 1:
+        raise InterestError(f"--workers {workers}: give at least 1")
+    limits = Limits(
+        max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels, max_batch=max_batch, timeout_s=timeout
+    )
+    run_service(model, host=host, port=port, workers=workers, limits=limits)
+
+
+@app.command("export-onnx")
+def export_onnx(
+    model: Path = typer.Argument(..., help="Model bundle directory."),
+    out: Path = typer.Argument(..., help="Directory to write the ONNX files to."),
+    opset: int = typer.Option(17, help="ONNX opset of the backbone graph."),
+    cache_dir: Optional[str] = typer.Option(None, help="Where open_clip keeps the backbone's weights (as for `interest embed`)."),
+) -> None:
+    """Write the visual backbone and the heads as ONNX, for torch-free scoring with `interest.onnx`."""
+    from interest.serve.export_onnx import export_onnx as run_export
+
+    files = run_export(model, out, opset=opset, cache_dir=cache_dir)
+    typer.echo(f"wrote {', '.join(str(f) for f in files)}")

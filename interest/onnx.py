@@ -1,0 +1,228 @@
+"""Torch-free scoring: onnxruntime, Pillow and NumPy only.
+
+For photo apps on small devices. Export a bundle once with
+``interest export-onnx MODEL OUT`` (on a machine with torch), then::
+
+    import interest.onnx
+    scorer = interest.onnx.load("OUT")
+    result = scorer.score(["a.jpg", "b.jpg"], user="alice")   # dict of NumPy columns
+    result["ci_score"], result["trend_group"], result["user_score"]
+
+The scores match the torch path (``interest.load(MODEL).score``) within
+1e-3. Importing this module never imports torch (nor pandas): a test checks
+it. ``pandas.DataFrame(result)`` gives the same table as the torch path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from interest.errors import InterestError
+from interest.features.images import load_image
+
+MANIFEST = "interest-onnx.json"  # interest.serve.export_onnx.MANIFEST (not imported: it needs onnx)
+TREND_GROUPS = ("common", "interplay", "subjective")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
+
+
+def load(path: str | os.PathLike, *, threads: int | None = None, providers: list[str] | None = None) -> "OnnxModel":
+    """Load an ONNX export written by ``interest export-onnx``."""
+    return OnnxModel(path, threads=threads, providers=providers)
+
+
+class OnnxModel:
+    """An exported model: backbone (ONNX or NumPy) plus heads (ONNX), scored with onnxruntime.
+
+    ``threads`` caps onnxruntime's intra-op threads (None: its default, all
+    cores); ``providers`` picks execution providers (default CPU). Safe to
+    call from several threads: onnxruntime sessions are.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None, providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        manifest_path = self.path / MANIFEST
+        if not manifest_path.is_file():
+            raise InterestError(f"{self.path}: not an ONNX export (no {MANIFEST}); run `interest export-onnx MODEL {self.path}`")
+        try:
+            self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InterestError(f"{manifest_path}: not valid JSON ({exc.msg}); export again") from None
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        providers = providers or ["CPUExecutionProvider"]
+        self.heads = ort.InferenceSession(str(self.path / self.manifest["heads"]), options, providers=providers)
+        info = self.manifest["backbone"]
+        self.preprocessing = info.get("preprocessing", {})
+        self.backbone = None
+        if info.get("file"):
+            self.backbone = ort.InferenceSession(str(self.path / info["file"]), options, providers=providers)
+        self._kind = info.get("kind")
+        self._user_index = {u: i for i, u in enumerate(self.manifest["users"])}
+
+    @property
+    def backbone_id(self) -> str:
+        """The embedding space the model was trained on."""
+        return str(self.manifest["backbone_id"])
+
+    @property
+    def dim(self) -> int:
+        """Embedding size."""
+        return int(self.manifest["dim"])
+
+    @property
+    def users(self) -> list[str]:
+        """Users with a head."""
+        return list(self.manifest["users"])
+
+    # ------------------------------------------------------------ scoring
+
+    def score(
+        self,
+        inputs: Any,
+        user: str | None = None,
+        *,
+        errors: str = "raise",
+        batch_size: int = 32,
+    ) -> dict[str, np.ndarray]:
+        """Score image files, folders (recursive, sorted) or PIL images.
+
+        Returns columns as NumPy arrays: ``path`` (or ``index`` for PIL
+        images), ``ci_score``, ``trend_group``, ``p_common``,
+        ``p_interplay``, ``p_subjective`` and, with ``user``, ``user_score``
+        and ``deviation``. ``errors="coerce"`` gives an unreadable image NaN
+        scores and its reason in ``error`` instead of raising.
+        """
+        if errors not in ("raise", "coerce"):
+            raise InterestError(f"errors={errors!r}: choose 'raise' or 'coerce'")
+        items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        if items and all(isinstance(x, Image.Image) for x in items):
+            emb = self.embed(items, batch_size=batch_size)
+            return {"index": np.arange(len(items)), **self.score_embeddings(emb, user)}
+        files = _expand(items)
+        emb = np.full((len(files), self.dim), np.nan, dtype=np.float32)
+        problems: list[str | None] = [None] * len(files)
+        for start in range(0, len(files), batch_size):
+            images, rows = [], []
+            for i in range(start, min(start + batch_size, len(files))):
+                try:
+                    images.append(load_image(files[i]))
+                    rows.append(i)
+                except InterestError as exc:
+                    if errors == "raise":
+                        raise
+                    problems[i] = str(exc)
+            if images:
+                emb[rows] = self.embed(images, batch_size=batch_size)
+        ok = np.array([p is None for p in problems], dtype=bool)
+        result = self.score_embeddings(emb[ok], user) if ok.any() else self.score_embeddings(np.zeros((0, self.dim), np.float32), user)
+        out: dict[str, np.ndarray] = {"path": np.array([str(f) for f in files], dtype=object)}
+        for name, values in result.items():
+            full = np.full(len(files), -1 if name == "trend_group" else np.nan, dtype=values.dtype)
+            full[ok] = values
+            out[name] = full
+        if errors == "coerce":
+            out["error"] = np.array(problems, dtype=object)
+        return out
+
+    def score_embeddings(self, emb: np.ndarray, user: str | None = None) -> dict[str, np.ndarray]:
+        """Score embeddings (n, dim) of the model's backbone: the columns of :meth:`score` without ``path``."""
+        emb = np.asarray(emb, dtype=np.float32)
+        if emb.ndim == 1:
+            emb = emb[None, :]
+        if emb.ndim != 2 or emb.shape[1] != self.dim:
+            raise InterestError(f"embeddings of shape {emb.shape}: this model expects (n, {self.dim}) from '{self.backbone_id}'")
+        if user is not None and user not in self._user_index:
+            raise InterestError(f"user {user} has no head in {self.path}; personalize them and export again")
+        emb = _l2_normalize(emb)
+        index = self._user_index.get(user, len(self._user_index)) if user is not None else len(self._user_index)
+        if len(emb) == 0:
+            ci, proba, dev = np.zeros(0, np.float32), np.zeros((0, 3), np.float32), np.zeros(0, np.float32)
+        else:
+            ci, proba, dev = self.heads.run(None, {"embedding": emb, "user": np.array([index], dtype=np.int64)})
+        out = {"ci_score": ci, "trend_group": proba.argmax(axis=1).astype(np.int64)}
+        out.update({f"p_{g}": proba[:, i] for i, g in enumerate(TREND_GROUPS)})
+        if user is not None:
+            out["user_score"] = ci + dev
+            out["deviation"] = dev
+        return out
+
+    def embed(self, images: list[Image.Image], *, batch_size: int = 32) -> np.ndarray:
+        """L2-normalised embeddings (n, dim) of RGB images."""
+        if self._kind == "numpy":
+            return _l2_normalize(perceptual_embed(images, self.preprocessing))
+        if self.backbone is None:
+            raise InterestError(f"{self.path}: backbone {self.backbone_id} has no image model; score embeddings instead")
+        out = []
+        for start in range(0, len(images), batch_size):
+            pixels = np.stack([preprocess(im, self.preprocessing) for im in images[start : start + batch_size]])
+            out.append(self.backbone.run(None, {"pixels": pixels})[0])
+        return _l2_normalize(np.concatenate(out).astype(np.float32))
+
+
+def preprocess(image: Image.Image, spec: dict) -> np.ndarray:
+    """One image as the open_clip backbone sees it: (3, size, size) float32.
+
+    Resize the shorter side to ``size`` (Pillow, ``interpolation``), centre
+    crop, scale to [0, 1], normalise by ``mean``/``std``: the same steps and
+    rounding as torchvision's Resize/CenterCrop on a PIL image.
+    """
+    size = spec["size"] if isinstance(spec["size"], int) else int(spec["size"][0])
+    image = image.convert("RGB")
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), _RESAMPLE[spec.get("interpolation", "bicubic")])
+    if new_w < size or new_h < size:  # torchvision pads a too-small image with zeros before cropping
+        padded = Image.new("RGB", (max(new_w, size), max(new_h, size)))
+        padded.paste(image, ((padded.width - new_w) // 2, (padded.height - new_h) // 2))
+        image, new_w, new_h = padded, padded.width, padded.height
+    top = int(round((new_h - size) / 2.0))
+    left = int(round((new_w - size) / 2.0))
+    image = image.crop((left, top, left + size, top + size))
+    x = np.asarray(image, dtype=np.float32) / 255.0
+    x = (x - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def perceptual_embed(images: list[Image.Image], spec: dict) -> np.ndarray:
+    """The weight-free perceptual/v1 embedding, from its NumPy implementation (no torch behind it)."""
+    from interest.features.backbones import PerceptualBackbone
+
+    backbone = PerceptualBackbone()
+    if spec and spec != backbone.preprocessing:
+        raise InterestError(
+            f"perceptual backbone preprocessing {backbone.preprocessing} differs from the export's {spec}; "
+            "export again with this version of interest"
+        )
+    return backbone.embed(images)
+
+
+def _expand(items: list) -> list[Path]:
+    files: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            files.append(p)
+    if not files:
+        raise InterestError("nothing to score: give image files, folders or PIL images")
+    return files
+
+
+def _l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)

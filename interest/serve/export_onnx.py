@@ -1,0 +1,251 @@
+"""Export a model bundle to ONNX, for scoring without torch (see :mod:`interest.onnx`).
+
+Writes into a directory:
+
+- ``backbone.onnx``: the visual tower of an open_clip backbone (exported with
+  ``torch.onnx.export``), images (n, 3, H, W) preprocessed as the bundle's
+  backbone preprocesses them -> L2-normalised embeddings (n, dim). The
+  weight-free ``perceptual/v1`` backbone needs no file: :mod:`interest.onnx`
+  computes it with NumPy.
+- ``heads.onnx``: embeddings (n, dim) and a user index (1,) -> ``ci_score``
+  (n,), ``probabilities`` (n, 3) of common/interplay/subjective and
+  ``deviation`` (n,) of that user. It holds the PCA projection, the ridge
+  CI_R, the app LightGBM booster (as an ONNX tree ensemble), the trend-group
+  classifier and every user head; index ``len(users)`` is "no user" (a zero head).
+- ``interest-onnx.json``: the backbone id, image preprocessing, the users in
+  head order, and the files.
+
+The ``full`` (metadata) booster is not exported: a photo app has no Flickr
+metadata, which is exactly what the ``app`` booster was trained for.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interest.collection import atomic_path, write_json_atomic
+from interest.errors import InterestError
+
+FORMAT_VERSION = 1
+MANIFEST = "interest-onnx.json"
+HEADS_OPSET = 15  # onnxmltools' LightGBM converter supports up to 15
+ML_OPSET = 1
+
+
+def export_onnx(model: Any, out: str | os.PathLike, *, opset: int = 17, cache_dir: str | None = None) -> list[Path]:
+    """Export ``model`` (an InterestModel or a bundle path) into directory ``out``; returns the files written.
+
+    ``cache_dir`` is where the backbone's weights are (as for ``interest embed``).
+    """
+    import interest
+
+    bundle = interest.load(model) if isinstance(model, (str, os.PathLike)) else model
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    heads = build_heads_graph(bundle)
+    with atomic_path(out / "heads.onnx") as tmp:
+        tmp.write_bytes(heads.SerializeToString())
+    files.append(out / "heads.onnx")
+    backbone_info = export_backbone(bundle.backbone_id, out / "backbone.onnx", opset=opset, cache_dir=cache_dir)
+    if backbone_info.get("file"):
+        files.append(out / backbone_info["file"])
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "backbone_id": bundle.backbone_id,
+        "dim": int(bundle.dim),
+        "backbone": backbone_info,
+        "heads": "heads.onnx",
+        "users": bundle.users,
+        "trend_groups": ["common", "interplay", "subjective"],
+        "source_model": {"name": str(bundle.name), "schema_version": bundle.metadata.get("schema_version")},
+    }
+    write_json_atomic(out / MANIFEST, manifest)
+    files.append(out / MANIFEST)
+    return files
+
+
+def build_heads_graph(model: Any) -> Any:
+    """The ONNX model from embeddings and a user index to ci_score, probabilities and deviation.
+
+    Mirrors ``InterestModel.score_embeddings`` step by step: PCA and ridge
+    (linear), the nearest cluster prototype's CI, the app booster over
+    [PCA features, ridge, prototype], the trend-group classifier over the
+    same matrix, and the user head over the leading PCA features.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    k, h, d = model._k, model._h, model.dim
+    app_features = list(model.metadata["features"]["app"])
+    expected = [f"pca_{i}" for i in range(k)] + ["ridge", "prototype"]
+    if app_features != expected:
+        raise InterestError(
+            f"{model.name}: app features {app_features[k:]} after the PCA ones are not the ones this exporter "
+            "knows (ridge, prototype); update interest.serve.export_onnx for this model version"
+        )
+    comps = np.asarray(model.pca.components_, dtype=np.float32)
+    mean = np.asarray(model.pca.mean_, dtype=np.float32)
+    centroids = np.asarray(model.prototypes.centroids_, dtype=np.float32)
+    init = {
+        "pca_mean": mean,
+        "pca_t": np.ascontiguousarray(comps.T),
+        "ridge_coef": np.asarray(model.ridge.coef_, dtype=np.float32).reshape(d, 1),
+        "ridge_intercept": np.asarray([model.ridge.intercept_], dtype=np.float32),
+        "centroids_t": np.ascontiguousarray(centroids.T),
+        "centroids_half_sq": (-0.5 * np.einsum("ij,ij->i", centroids, centroids)).astype(np.float32),
+        "prototype_ci": np.asarray(model.prototypes.ci_, dtype=np.float32),
+        "zero": np.asarray([0], dtype=np.int64),
+        "one": np.asarray([1], dtype=np.int64),
+        "k": np.asarray([k], dtype=np.int64),
+        "h": np.asarray([h], dtype=np.int64),
+        "flat": np.asarray([-1], dtype=np.int64),
+    }
+    # the classifier's standardisation and temperature folded into one affine map, in float64 first
+    g = model.groups
+    W = (g.coef_ / g.scale_[None, :]).T / g.temperature_
+    b = (g.intercept_ - g.coef_ @ (g.mean_ / g.scale_)) / g.temperature_
+    init["group_w"] = W.astype(np.float32)
+    init["group_b"] = b.astype(np.float32)
+    heads = model._heads
+    init["head_w"] = np.vstack([heads.weights_, np.zeros((1, h), np.float32)]).astype(np.float32)
+    init["head_b"] = np.append(heads.offsets_, np.float32(0)).astype(np.float32)
+
+    nodes = [
+        helper.make_node("Sub", ["embedding", "pca_mean"], ["centred"]),
+        helper.make_node("MatMul", ["centred", "pca_t"], ["z"]),
+        helper.make_node("Slice", ["z", "zero", "k", "one"], ["z_k"]),
+        helper.make_node("Slice", ["z", "zero", "h", "one"], ["z_h"]),
+        helper.make_node("MatMul", ["embedding", "ridge_coef"], ["ridge_raw"]),
+        helper.make_node("Add", ["ridge_raw", "ridge_intercept"], ["ridge"]),
+        # nearest prototype: argmax of z.c - |c|^2 / 2 (first index on ties, as NumPy)
+        helper.make_node("MatMul", ["z", "centroids_t"], ["proto_dot"]),
+        helper.make_node("Add", ["proto_dot", "centroids_half_sq"], ["proto_score"]),
+        helper.make_node("ArgMax", ["proto_score"], ["proto_index"], axis=1, keepdims=1),
+        helper.make_node("Gather", ["prototype_ci", "proto_index"], ["prototype"], axis=0),
+        helper.make_node("Concat", ["z_k", "ridge", "prototype"], ["app_features"], axis=1),
+        helper.make_node("MatMul", ["app_features", "group_w"], ["group_raw"]),
+        helper.make_node("Add", ["group_raw", "group_b"], ["group_logits"]),
+        helper.make_node("Softmax", ["group_logits"], ["probabilities"], axis=1),
+        helper.make_node("Gather", ["head_w", "user"], ["user_w"], axis=0),
+        helper.make_node("Transpose", ["user_w"], ["user_wt"], perm=[1, 0]),
+        helper.make_node("MatMul", ["z_h", "user_wt"], ["dev_raw"]),
+        helper.make_node("Gather", ["head_b", "user"], ["user_b"], axis=0),
+        helper.make_node("Add", ["dev_raw", "user_b"], ["dev_col"]),
+        helper.make_node("Reshape", ["dev_col", "flat"], ["deviation"]),
+    ]
+    booster_nodes, booster_init, booster_out = _booster_subgraph(model.booster.app_booster_, k + 2, "app_features")
+    nodes += booster_nodes
+    nodes.append(helper.make_node("Reshape", [booster_out, "flat"], ["ci_score"]))
+
+    graph = helper.make_graph(
+        nodes,
+        "interest_heads",
+        inputs=[
+            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", d]),
+            helper.make_tensor_value_info("user", TensorProto.INT64, [1]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info("ci_score", TensorProto.FLOAT, ["n"]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 3]),
+            helper.make_tensor_value_info("deviation", TensorProto.FLOAT, ["n"]),
+        ],
+        initializer=[numpy_helper.from_array(v, name) for name, v in init.items()] + booster_init,
+    )
+    onnx_model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", HEADS_OPSET), helper.make_opsetid("ai.onnx.ml", ML_OPSET)],
+        producer_name="interest",
+    )
+    onnx_model.ir_version = 8  # readable by onnxruntime releases from 1.14 on
+    onnx.checker.check_model(onnx_model)
+    return onnx_model
+
+
+def _booster_subgraph(booster: Any, n_features: int, input_name: str) -> tuple[list, list, str]:
+    """A LightGBM booster as ONNX nodes reading ``input_name``: (nodes, initializers, output name)."""
+    try:
+        import onnxmltools
+        from onnxmltools.convert.common.data_types import FloatTensorType
+    except ImportError:
+        raise InterestError("exporting LightGBM to ONNX needs onnxmltools: pip install 'interest[onnx]'") from None
+    from onnx import compose
+
+    converted = onnxmltools.convert_lightgbm(
+        booster, initial_types=[("x", FloatTensorType([None, n_features]))], target_opset=HEADS_OPSET
+    )
+    converted = compose.add_prefix(converted, "lgb_")
+    graph = converted.graph
+    src = graph.input[0].name
+    nodes = []
+    for node in graph.node:
+        node.input[:] = [input_name if name == src else name for name in node.input]
+        nodes.append(node)
+    return nodes, list(graph.initializer), graph.output[0].name
+
+
+def export_backbone(backbone_id: str, path: Path, *, opset: int = 17, cache_dir: str | None = None) -> dict:
+    """Export the backbone's image tower to ``path`` when it has one; returns its manifest entry.
+
+    open_clip: the visual tower plus the L2 normalisation, batch size
+    dynamic. ``perceptual/v1``: nothing to export (NumPy computes it).
+    ``synthetic/...``: no image model; the export then scores embeddings only.
+    """
+    from interest.features.backbones import load_backbone
+
+    kind = backbone_id.split("/", 1)[0]
+    if kind == "synthetic":
+        return {"kind": "none"}
+    backbone = load_backbone(backbone_id, device="cpu", cache_dir=cache_dir)
+    spec = dict(backbone.preprocessing)
+    if kind == "perceptual":
+        return {"kind": "numpy", "preprocessing": spec}
+    if spec.get("resize_mode", "shortest") != "shortest" or spec.get("interpolation", "bicubic") not in (
+        "bicubic", "bilinear", "nearest", "lanczos"
+    ):
+        raise InterestError(
+            f"backbone {backbone_id}: preprocessing {spec.get('resize_mode')}/{spec.get('interpolation')} "
+            "is not supported by the ONNX route (shortest-side resize only)"
+        )
+    import warnings
+
+    import torch
+
+    class Tower(torch.nn.Module):
+        def __init__(self, net: Any) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, pixels: Any) -> Any:
+            features = self.net.encode_image(pixels)
+            return features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    size = spec["size"]
+    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    dummy = torch.zeros(2, 3, height, width)
+    net = backbone.model
+    # With gradients off, nn.MultiheadAttention takes a fused fast path that ONNX cannot express;
+    # this backbone object is ours alone, so its weights can simply be marked trainable for the trace.
+    net.requires_grad_(True)
+    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.enable_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation on every call
+        torch.onnx.export(
+            Tower(net).eval(),
+            (dummy,),
+            str(tmp),
+            dynamo=False,
+            input_names=["pixels"],
+            output_names=["embedding"],
+            dynamic_axes={"pixels": {0: "n"}, "embedding": {0: "n"}},
+            opset_version=opset,
+        )
+    return {
+        "kind": "onnx",
+        "file": path.name,
+        "preprocessing": {**spec, "size": [height, width]},
+        "random_weights": bool(getattr(backbone, "random_weights", False)),
+    }

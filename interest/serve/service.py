@@ -1,0 +1,462 @@
+"""The HTTP scoring service: a FastAPI app over one model bundle.
+
+Meant to sit beside a photo app on the same host (it binds to loopback by
+default) or behind the app's own gateway. Endpoints:
+
+- ``POST /score``: multipart image uploads (``files``) and an optional ``user``;
+  one result per upload, with a per-image ``error`` for an unreadable image
+  (never a failed batch).
+- ``POST /users/{user}/personalize``: ``liked`` (and optional ``disliked``)
+  uploads fit that user's head; it is saved atomically, so it survives a
+  restart.
+- ``GET /health``, ``GET /model``; OpenAPI docs at ``/docs``.
+
+Nothing here reads a path sent by a client: images arrive as uploads only.
+Limits (:class:`Limits`) bound the request body, each upload, the decoded
+pixel count (decompression bombs are rejected from the image header, before
+decoding), the batch size and the time a request may take. The model, and
+the backbone inside it, is loaded once per process and shared by all
+requests; model work runs in a thread pool so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from interest.errors import InterestError
+
+TREND_GROUP_NAMES = ("common", "interplay", "subjective")
+USER_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")  # Flickr NSIDs look like 12345678@N00
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the service.
+
+    ``max_upload_bytes`` bounds each image file, ``max_pixels`` its decoded
+    size (width × height, checked from the header before decoding),
+    ``max_batch`` the images in one request, ``timeout_s`` the time a request
+    may wait and compute, and ``max_concurrent`` how many model calls run at
+    once (more only oversubscribes the cores: one call already uses them all).
+    """
+
+    max_upload_bytes: int = 20 * 2**20
+    max_pixels: int = 40_000_000
+    max_batch: int = 32
+    timeout_s: float = 60.0
+    max_concurrent: int = 1
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request body accepted: a full batch plus room for the form's headers."""
+        return self.max_batch * self.max_upload_bytes + 2**20
+
+
+class _ImageRejected(Exception):
+    """An upload over a limit: the whole request is refused with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _BodyLimit:
+    """ASGI middleware refusing request bodies over ``max_bytes`` with 413, before they are spooled.
+
+    Checks Content-Length up front and counts the bytes of a chunked body as
+    they arrive, so an oversize upload never fills the disk or memory.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await _too_large(send, self.max_bytes)
+            return
+        seen = 0
+        refused = False
+        answered = False
+
+        async def counting_receive() -> dict:
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    refused = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            # The framework turns our exception into some error response while
+            # parsing the form; once the body was refused, answer 413 instead.
+            nonlocal answered
+            if refused:
+                if not answered:
+                    answered = True
+                    await _too_large(send, self.max_bytes)
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+            if not answered:
+                answered = True
+                await _too_large(send, self.max_bytes)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Any, max_bytes: int) -> None:
+    body = json.dumps({"detail": f"request body over the service's limit of {max_bytes} bytes; send fewer or smaller images"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(model_path: str | os.PathLike, *, limits: Limits | None = None, warm_up: bool = True) -> FastAPI:
+    """A FastAPI app scoring images with the model bundle at ``model_path``.
+
+    The bundle is loaded now (a missing or broken bundle fails here, not on
+    the first request); with ``warm_up`` one blank image is scored so that the
+    backbone is loaded before the first request arrives. Personalised heads
+    are saved back into the bundle, atomically, so the bundle directory must
+    be writable for ``/users/{user}/personalize``.
+    """
+    import interest
+
+    limits = limits or Limits()
+    model_path = Path(model_path)
+    model = interest.load(model_path)
+    if warm_up:
+        model.score([Image.new("RGB", (64, 64), (128, 128, 128))], progress=False)
+
+    state = _State(model=model, model_path=model_path, limits=limits)
+    app = FastAPI(
+        title="interest scoring service",
+        summary="Common and personal interestingness of images, from a model trained on Flickr favourites.",
+        version=_package_version(),
+    )
+    app.state.interest = state
+
+    @app.exception_handler(InterestError)
+    async def _interest_error(request: Request, exc: InterestError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(_ImageRejected)
+    async def _image_rejected(request: Request, exc: _ImageRejected) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.get("/health", summary="Liveness: the model is loaded and the service answers.")
+    async def health() -> dict:
+        return {"status": "ok", "backbone_id": state.model.backbone_id}  # no disk access: liveness only
+
+    @app.get("/model", summary="The model card: backbone, preprocessing, users with heads, evaluation, limits.")
+    async def model_card() -> dict:
+        model = await run_in_threadpool(state.current)
+        meta = dict(model.metadata or {})
+        return {
+            "backbone_id": model.backbone_id,
+            "n_users": len(model.users),
+            "trend_groups": list(TREND_GROUP_NAMES),
+            "metadata": _json_ready(meta),
+            "limits": asdict(limits),
+        }
+
+    @app.post("/score", summary="Score uploaded images: CI score, trend group, group probabilities; personal score with `user`.")
+    async def score(
+        files: list[UploadFile] = File(..., description="Image files (JPEG, PNG, WebP, ...)."),
+        user: str | None = Form(None, description="A user with a head: adds user_score and deviation."),
+    ) -> dict:
+        _check_batch(files, limits)
+        if user is not None:
+            _check_user_id(user)
+        images, errors = await _decode_uploads(files, limits)
+        results = iter(await state.call(_score_images, state, images, user))
+        out = []
+        for upload, image_error in zip(files, errors):
+            row: dict[str, Any] = {"filename": upload.filename}
+            if image_error is not None:
+                row["error"] = image_error
+            else:
+                row.update(next(results))
+            out.append(row)
+        return {"backbone_id": state.model.backbone_id, "user": user, "results": out}
+
+    @app.post("/users/{user}/personalize", summary="Fit (or replace) a user's head from liked and disliked images; kept across restarts.")
+    async def personalize(
+        user: str,
+        liked: list[UploadFile] = File(..., description="Images the user likes."),
+        disliked: list[UploadFile] = File([], description="Images the user does not like (optional)."),
+    ) -> dict:
+        _check_user_id(user)
+        _check_batch([*liked, *disliked], limits)
+        liked_images, liked_errors = await _decode_uploads(liked, limits)
+        disliked_images, disliked_errors = await _decode_uploads(disliked, limits)
+        if not liked_images:
+            raise HTTPException(422, "none of the liked images could be read; upload at least one readable image")
+        await state.call(state.personalize, user, liked_images, disliked_images or None)
+        errors = [
+            {"filename": u.filename, "error": e}
+            for u, e in [*zip(liked, liked_errors), *zip(disliked, disliked_errors)]
+            if e is not None
+        ]
+        return {"user": user, "liked": len(liked_images), "disliked": len(disliked_images), "errors": errors}
+
+    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
+    return app
+
+
+class _State:
+    """The loaded model and what guards it.
+
+    The bundle on disk is the truth: when its model.json changes (another
+    worker process, or `interest personalize`, saved new heads), the next
+    request reloads it, keeping the backbone already in memory.
+    """
+
+    def __init__(self, model: Any, model_path: Path, limits: Limits) -> None:
+        self.model = model
+        self.model_path = model_path
+        self.limits = limits
+        self._slots = asyncio.Semaphore(limits.max_concurrent)
+        self._write = threading.Lock()
+        self._stamp = self._bundle_stamp()
+
+    def _bundle_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.model_path / "model.json")
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def current(self) -> Any:
+        """The model, reloaded first if the bundle changed on disk since it was loaded."""
+        stamp = self._bundle_stamp()
+        if stamp is None or stamp == self._stamp:
+            return self.model
+        import interest
+
+        with self._write:
+            if stamp != self._stamp:
+                try:
+                    fresh = interest.load(self.model_path)
+                except InterestError:  # caught between the two renames of a save: keep the model we have
+                    return self.model
+                # same backbone id, so the loaded backbone is shared instead of loaded again
+                fresh._backbone = getattr(self.model, "_backbone", None)
+                self.model, self._stamp = fresh, stamp
+        return self.model
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        """Run blocking model work in the thread pool, within the request timeout (waiting included)."""
+
+        async def run() -> Any:
+            async with self._slots:
+                return await run_in_threadpool(fn, *args)
+
+        try:
+            return await asyncio.wait_for(run(), self.limits.timeout_s)
+        except asyncio.TimeoutError:
+            raise HTTPException(503, f"the request took over {self.limits.timeout_s:g} s; retry later or send fewer images") from None
+
+    def personalize(self, user: str, liked: list, disliked: list | None) -> None:
+        # One writer at a time: two heads saved at once must not lose either.
+        model = self.current()
+        with self._write:
+            model.personalize(user, liked, disliked)
+            model.save(self.model_path)
+            self._stamp = self._bundle_stamp()
+
+
+def _score_images(state: _State, images: list, user: str | None) -> list[dict]:
+    model = state.current()
+    if user is not None and user not in model.users:
+        raise HTTPException(404, f"user {user}: no head in this model; POST /users/{user}/personalize first")
+    if not images:
+        return []
+    table = model.score(images, user=user, errors="coerce", progress=False)
+    keep = [c for c in ("ci_score", "trend_group", "p_common", "p_interplay", "p_subjective", "user_score", "deviation", "error") if c in table]
+    rows = []
+    for record in table[keep].to_dict(orient="records"):
+        row = {k: _plain(v) for k, v in record.items()}
+        if row.get("error") is None:
+            row.pop("error", None)
+        if row.get("trend_group") is not None:
+            row["trend_group_name"] = TREND_GROUP_NAMES[int(row["trend_group"])]
+        rows.append(row)
+    return rows
+
+
+async def _decode_uploads(files: list[UploadFile], limits: Limits) -> tuple[list[Image.Image], list[str | None]]:
+    """Decode uploads into RGB images; a bad image gives an error string, an over-limit one refuses the request."""
+    images, errors = [], []
+    for upload in files:
+        if upload.size is not None and upload.size > limits.max_upload_bytes:
+            raise _ImageRejected(413, f"{upload.filename}: {upload.size} bytes, over the limit of {limits.max_upload_bytes} per image")
+        data = await upload.read()
+        if len(data) > limits.max_upload_bytes:
+            raise _ImageRejected(413, f"{upload.filename}: over the limit of {limits.max_upload_bytes} bytes per image")
+        try:
+            images.append(await run_in_threadpool(decode_upload, data, limits.max_pixels, upload.filename or "upload"))
+            errors.append(None)
+        except InterestError as exc:
+            errors.append(str(exc))
+    return images, errors
+
+
+def decode_upload(data: bytes, max_pixels: int, name: str = "upload") -> Image.Image:
+    """Decode an upload as :func:`interest.features.images.decode_image` does for files.
+
+    A decompression bomb (more than ``max_pixels`` pixels, known from the
+    header before any decoding) refuses the whole request with 413; any other
+    unreadable image raises BadImage, which becomes that image's error.
+    """
+    from interest.features.images import BadImage, decode_image
+
+    try:
+        return decode_image(data, max_pixels=max_pixels, name=name)
+    except BadImage as exc:
+        if exc.reason == "too_many_pixels":
+            raise _ImageRejected(413, f"{name}: {exc.detail or 'too many pixels'}; downscale it first") from None
+        raise
+
+
+def _check_batch(files: list[UploadFile], limits: Limits) -> None:
+    if len(files) > limits.max_batch:
+        raise HTTPException(413, f"{len(files)} images in one request, over the limit of {limits.max_batch}; split the batch")
+
+
+def _check_user_id(user: str) -> None:
+    if not USER_ID.match(user):
+        raise HTTPException(422, f"user id {user!r}: use 1-128 letters, digits or _ . @ -")
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy/pandas scalar as a JSON value (NaN and NA as null)."""
+    if value is None:
+        return None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not np.isfinite(value) else float(value)
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def _json_ready(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("interest")
+    except PackageNotFoundError:
+        return "0"
+
+
+def app_from_env() -> Any:
+    """The app for ``uvicorn --factory`` with several workers: model and limits from the environment.
+
+    ``interest serve`` sets INTEREST_MODEL and INTEREST_LIMITS (JSON) before
+    starting the workers; each worker process loads the model once.
+    """
+    path = os.environ.get("INTEREST_MODEL")
+    if not path:
+        raise InterestError("INTEREST_MODEL is not set; start the service with `interest serve MODEL`")
+    limits = Limits(**json.loads(os.environ.get("INTEREST_LIMITS", "{}")))
+    return create_app(path, limits=limits)
+
+
+def serve(
+    model_path: str | os.PathLike,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    limits: Limits | None = None,
+) -> None:
+    """Run the service with uvicorn until interrupted (blocking)."""
+    import uvicorn
+
+    limits = limits or Limits()
+    if not Path(model_path, "model.json").is_file():
+        raise InterestError(f"{model_path}: not a model bundle (no model.json); train one with `interest train`")
+    if workers > 1:
+        import interest
+
+        interest.load(model_path)  # a broken bundle is one line here, not a traceback in every worker
+        os.environ["INTEREST_MODEL"] = str(Path(model_path).resolve())
+        os.environ["INTEREST_LIMITS"] = json.dumps(asdict(limits))
+        uvicorn.run("interest.serve.service:app_from_env", factory=True, host=host, port=port, workers=workers, timeout_keep_alive=5)
+    else:
+        uvicorn.run(create_app(model_path, limits=limits), host=host, port=port, timeout_keep_alive=5)
+
+
+@contextlib.contextmanager
+def background_server(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a background thread; yields its base URL, stops it on exit.
+
+    ``port=0`` picks a free port. For tests, benchmarks and apps that embed
+    the service in their own process.
+    """
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_keep_alive=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the service failed to start")
+            time.sleep(0.01)
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

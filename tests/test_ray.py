@@ -1,0 +1,113 @@
+"""The Ray engine against the local one, on a local Ray instance started once for this module."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from interest.collection import embeddings_path, read_manifest, read_table  # noqa: E402
+from interest.errors import InterestError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    from interest.serve.ray_engine import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def twin_collections(tmp_path_factory):
+    """The same small rendered collection twice, with one damaged and one missing image file."""
+    from interest.synthetic.world import generate_world
+
+    base = tmp_path_factory.mktemp("ray_world")
+    generate_world(base, n_users=20, n_photos=60, n_topics=4, render=True, seed=3, progress=False)
+    photos = read_table(base, "photos")
+    paths = photos["path"].dropna().tolist()
+    (base / paths[5]).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (base / paths[9]).unlink()
+    twins = []
+    for name in ("local", "ray"):
+        root = tmp_path_factory.mktemp(name)
+        shutil.copytree(base, root, dirs_exist_ok=True)
+        twins.append(root)
+    return twins
+
+
+def test_ray_embeddings_equal_local(local_ray, twin_collections):
+    from typer.testing import CliRunner
+
+    from interest.cli import app
+    from interest.features.embed import embed_collection
+
+    local, remote = twin_collections
+    embed_collection(local, backbone_id="perceptual/v1", workers=0, progress=False)
+    args = ["embed", str(remote), "--backbone", "perceptual/v1", "--engine", "ray", "--batch-size", "16", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+
+    a = pq.read_table(embeddings_path(local, "perceptual/v1")).to_pandas()
+    b = pq.read_table(embeddings_path(remote, "perceptual/v1")).to_pandas()
+    assert len(a) == 58  # 60 photos, one damaged, one missing
+    assert a["photo_id"].tolist() == b["photo_id"].tolist()
+    assert a["sha256"].tolist() == b["sha256"].tolist()
+    np.testing.assert_array_equal(np.stack(a["embedding"]), np.stack(b["embedding"]))
+
+    cols = ["photo_id", "status", "status_reason", "sha256"]
+    pd.testing.assert_frame_equal(read_table(local, "photos")[cols], read_table(remote, "photos")[cols])
+    assert set(read_table(remote, "photos")["status"]) == {"ok", "bad_image", "missing"}
+    entry = read_manifest(remote)["tables"]["features/perceptual/v1"]
+    assert entry["engine"] == "ray" and entry["rows"] == 58 and entry["failed"] == 2
+    assert entry["preprocessing"] == read_manifest(local)["tables"]["features/perceptual/v1"]["preprocessing"]
+
+
+@pytest.fixture(scope="module")
+def embedded_model(tmp_path_factory):
+    """A model trained on a world with directly written 32-d embeddings (no images: fast)."""
+    from interest.labels import label_collection
+    from interest.models.train import train_model
+    from interest.synthetic.world import generate_world
+
+    root = tmp_path_factory.mktemp("ray_scoring")
+    generate_world(root, n_users=40, n_photos=500, n_topics=6, render=False, embed_dim=32, seed=2, progress=False)
+    label_collection(root, clusters=20, progress=False)
+    model = train_model(root, root / "model", progress=False)
+    return root, root / "model", model
+
+
+def test_ray_scores_equal_local(local_ray, embedded_model):
+    from interest.serve.ray_engine import score_ray
+
+    root, bundle, model = embedded_model
+    source = embeddings_path(root, model.backbone_id)
+    user = model.users[1]
+    local = model.score(source, user=user, progress=False)
+    remote = score_ray(bundle, source, user=user, batch_size=128, progress=False)
+    assert len(remote) == 500
+    pd.testing.assert_frame_equal(remote, local)
+    # a collection directory stands for its embeddings of the model's backbone
+    pd.testing.assert_frame_equal(score_ray(bundle, root, progress=False), model.score(source, progress=False))
+
+
+def test_cli_score_engine_ray(local_ray, embedded_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from interest.cli import app
+
+    root, bundle, model = embedded_model
+    out = tmp_path / "scores.parquet"
+    result = CliRunner().invoke(app, ["score", str(bundle), str(root), "--engine", "ray", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    expected = model.score(embeddings_path(root, model.backbone_id), progress=False)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), expected, check_dtype=False)
+    bad = CliRunner().invoke(app, ["score", str(bundle), str(root), "--engine", "spark"])
+    assert isinstance(bad.exception, InterestError) and "--engine spark" in str(bad.exception)
