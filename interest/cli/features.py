@@ -1,3 +1,127 @@
-"""CLI commands of this room (see interest/cli/__init__.py)."""
+"""CLI commands of the image-features room: embed, characterize."""
 
-from interest.cli import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from interest.cli import app
+from interest.errors import InterestError
+
+
+# Allowed values of the string options, checked here so that a typo is a one-line error.
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    base = value.split(":")[0] if name == "--device" else value
+    if base not in allowed:
+        raise InterestError(f"{name} {value}: use one of {', '.join(allowed)}")
+
+
+@app.command()
+def embed(
+    data: Path = typer.Argument(..., help="Collection directory, or a plain folder of images (then give --out)."),
+    model: str = typer.Option("ViT-B-32", help="open_clip model name, or hf-hub:ORG/NAME."),
+    pretrained: str = typer.Option(
+        "laion2b_s34b_b79k", help="Pretrained tag, a local checkpoint PATH, or none (random weights: tests only)."
+    ),
+    backbone: Optional[str] = typer.Option(
+        None, help="A backbone id instead of --model/--pretrained, e.g. perceptual/v1 (weight-free, offline)."
+    ),
+    cache_dir: Optional[str] = typer.Option(None, help="Where open_clip keeps downloaded weights (default: HF_HOME)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per model batch (default: 64 on CPU, 256 on GPU)."),
+    workers: Optional[int] = typer.Option(None, help="Decoding processes beside the model (default: by device)."),
+    precision: str = typer.Option("fp32", help="fp32, fp16 or bf16 (autocast; fp16 is the fast choice on a GPU)."),
+    max_pixels: int = typer.Option(89_478_485, help="Images with more pixels are recorded as bad (decompression bombs)."),
+    out: Optional[Path] = typer.Option(
+        None, help="For a plain folder of images: the collection to write (default: <folder>_interest beside it)."
+    ),
+    part_size: int = typer.Option(1024, help="Embeddings per Parquet part written during the run (what a killed run keeps)."),
+    progress: bool = typer.Option(True, help="Show progress bars on stderr."),
+    engine: str = typer.Option("local", help="local, or ray (an actor pool over a Ray cluster; collections only; docs/apps.md)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address for --engine ray (default: start Ray on this machine)."),
+) -> None:
+    """Embed a collection's photos (or a folder of images) into features/<backbone-id>/embeddings.parquet."""
+    from interest.features.embed import embed_collection, embed_folder
+
+    _check("--device", device, DEVICES)
+    _check("--precision", precision, PRECISIONS)
+    _check("--engine", engine, ("local", "ray"))
+    if not data.is_dir():
+        raise InterestError(f"{data}: not a directory (give a collection directory or a folder of images)")
+    if engine == "ray":
+        from interest.features.backbones import backbone_id_for
+        from interest.serve.ray_engine import embed_collection_ray
+
+        if not (data / "photos.parquet").is_file():
+            raise InterestError(f"{data}: --engine ray embeds a collection (no photos.parquet here); embed a folder locally")
+        path = embed_collection_ray(
+            data, backbone or backbone_id_for(model, pretrained), address=address, cache_dir=cache_dir,
+            batch_size=batch_size or 64, num_gpus=1.0 if device.startswith("cuda") else 0.0, progress=progress,
+        )
+        _report(data, path)
+        return
+    options = dict(
+        model=model, pretrained=pretrained, backbone_id=backbone, cache_dir=cache_dir, device=device,
+        batch_size=batch_size, workers=workers, precision=precision, max_pixels=max_pixels, part_size=part_size, progress=progress,
+    )
+    if (data / "photos.parquet").is_file():
+        if out is not None and out.resolve() != data.resolve():
+            raise InterestError(f"{data}: is a collection, so --out does not apply; embeddings go under its features/")
+        path = embed_collection(data, **options)
+        root = data
+    else:
+        root = out if out is not None else data.resolve().parent / f"{data.resolve().name}_interest"
+        path = embed_folder(data, root, **options)
+    _report(root, path)
+
+
+def _report(root: Path, path: Path) -> None:
+    import pandas as pd
+
+    from interest.collection import read_manifest
+
+    backbone_id = path.parent.relative_to(Path(root) / "features").as_posix()
+    entry = read_manifest(root)["tables"].get(f"features/{backbone_id}", {})
+    photos = pd.read_parquet(Path(root) / "photos.parquet", columns=["status"])
+    bad = int((photos["status"].astype("string").fillna("ok") != "ok").sum())
+    typer.echo(
+        f"wrote {path}: {entry.get('rows', '?')} embeddings ({entry.get('embedded', 0)} new, "
+        f"{entry.get('cached', 0)} cached), {bad} photos not usable (see photos.status, status_reason)"
+    )
+
+
+@app.command()
+def characterize(
+    data: Path = typer.Argument(..., help="Collection directory."),
+    backbone: Optional[str] = typer.Option(
+        None, help="CLIP embeddings for the zero-shot scores (default: the collection's only openclip/... ones)."
+    ),
+    clip: Optional[str] = typer.Option(
+        None, help="MODEL/PRETRAINED of a CLIP model to use (embeds the photos with it first if needed)."
+    ),
+    prompts: Optional[Path] = typer.Option(None, help="Prompt sets (default: the package's; see configs/prompts.yaml)."),
+    aesthetic_head: Optional[Path] = typer.Option(
+        None, help="A linear aesthetic head .npz (weight, bias, backbone_id); without it: aesthetic_proxy."
+    ),
+    cache_dir: Optional[str] = typer.Option(None, help="Where open_clip keeps downloaded weights (default: HF_HOME)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    workers: Optional[int] = typer.Option(None, help="Decoding processes (default: the cores, at most 8)."),
+    progress: bool = typer.Option(True, help="Show progress bars on stderr."),
+) -> None:
+    """Write features/characteristics.parquet: emotions, styles, perceptual measures, aesthetic score."""
+    from interest.features.characteristics import characterize as run
+
+    _check("--device", device, DEVICES)
+    if not (data / "photos.parquet").is_file():
+        raise InterestError(f"{data}: not a collection (no photos.parquet); run `interest embed` on a folder first")
+    path = run(data, backbone=backbone, clip=clip, prompts=prompts, aesthetic_head=aesthetic_head,
+               cache_dir=cache_dir, device=device, workers=workers, progress=progress)
+    import pyarrow.parquet as pq
+
+    typer.echo(f"wrote {path}: {pq.read_metadata(path).num_rows} photos, {len(pq.read_schema(path).names) - 1} columns")

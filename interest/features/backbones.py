@@ -1,0 +1,462 @@
+"""Image backbones: a function from images to L2-normalised vectors, named by a backbone id.
+
+Two kinds:
+
+``perceptual/v1``
+    Weight-free and offline: colour, tone, sharpness, noise, texture
+    orientation and spatial-frequency statistics on a fixed 128x128 centre
+    crop (90 dimensions; docs/features.md lists them). Pure numpy and Pillow.
+    Every statistic is standardised with fixed constants, never with the
+    statistics of a collection, so a photo's vector does not depend on the
+    other photos embedded with it.
+
+``openclip/<model>/<pretrained>``
+    An open_clip model: a pretrained tag (``laion2b_s34b_b79k``), the name of a
+    local checkpoint file, ``none`` (the architecture with random weights,
+    drawn with seed 0: the same in every process, meaningless as a score), or
+    ``openclip/hf-hub:<org>/<name>`` for a Hugging Face hub model.
+
+A backbone splits into :meth:`Backbone.transform` (one image to an array:
+picklable, so the embedding pipeline runs it in worker processes) and
+:meth:`Backbone.encode` (a stacked batch to vectors, in the main process);
+:meth:`Backbone.embed` composes the two.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from interest.errors import InterestError
+from interest.features import pixels
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+CHECKPOINT_SUFFIXES = ("", ".safetensors", ".pt", ".pth", ".bin")
+
+
+class Backbone:
+    """A named embedding space: ``embed(images)`` gives (n, dim) float32 L2-normalised rows.
+
+    ``id`` names the space (a folder under ``features/``), ``dim`` its size and
+    ``preprocessing`` the exact image preparation, recorded with every
+    embedding table and model bundle so that spaces are never mixed silently.
+    """
+
+    id: str
+    dim: int
+    preprocessing: dict
+    has_text: bool = False
+
+    def transform(self, image: Image.Image) -> np.ndarray:
+        """One RGB image (from :func:`interest.features.images.load_image`) as a model input array."""
+        raise NotImplementedError
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        """A stacked batch of :meth:`transform` outputs to (n, dim) float32 L2-normalised rows."""
+        raise NotImplementedError
+
+    def embed(self, images: list[Image.Image]) -> np.ndarray:
+        """Embed RGB images: (n, dim) float32, L2-normalised."""
+        if len(images) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.encode(np.stack([self.transform(img) for img in images]))
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        """Embed texts in the image space (CLIP backbones only): (n, dim) float32, L2-normalised."""
+        raise InterestError(f"backbone {self.id} has no text tower; characterize with --clip MODEL/PRETRAINED")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id!r}, dim={self.dim})"
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, np.float32(1))
+
+
+# ---------------------------------------------------------------- perceptual/v1
+
+PERCEPTUAL_SIZE = 128
+HUE_BINS, ORIENT_BINS, LUMA_BINS = 24, 12, 8
+RADIAL_EDGES = (1 / 128, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 0.75)  # cycles per pixel
+ORIENTED_EDGES = (1 / 128, 1 / 32, 1 / 16, 1 / 8, 0.75)
+ORIENTATIONS = 4
+# Weight of each group in the vector. Topic cues (hue, pattern orientation and
+# frequency) dominate the geometry so that k-means finds subjects; appeal cues
+# (tone, sharpness, noise) are there in full for a regression to read.
+WEIGHTS = {"hue": 1.5, "orientation": 1.0, "oriented_energy": 1.0, "radial_energy": 0.7, "luma_hist": 0.5,
+           "scalars": 1.0, "layout": 0.5}
+# (name, centre, scale): fixed standardisation of the scalar statistics, set
+# from the typical range of photographs; values beyond 5 scales are clipped.
+SCALARS = (
+    ("brightness", 0.45, 0.2),
+    ("contrast", 0.2, 0.1),
+    ("luma_p05", 0.08, 0.1),
+    ("luma_p50", 0.45, 0.2),
+    ("luma_p95", 0.85, 0.12),
+    ("saturation_mean", 0.35, 0.2),
+    ("saturation_sd", 0.2, 0.1),
+    ("colourfulness", 40.0, 30.0),
+    ("log10_sharpness", -2.5, 1.0),
+    ("log10_noise", -1.8, 0.5),
+    ("entropy", 6.8, 0.8),
+    ("log10_gradient", -1.6, 0.5),
+    ("rg_mean", 0.0, 0.15),
+    ("yb_mean", 0.0, 0.15),
+    ("opponent_sd", 0.1, 0.08),
+)
+PERCEPTUAL_DIM = HUE_BINS + ORIENT_BINS + ORIENTATIONS * (len(ORIENTED_EDGES) - 1) + (len(RADIAL_EDGES) - 1) + \
+    LUMA_BINS + len(SCALARS) + 9
+
+
+def _spectrum_grid(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    f = np.fft.fftfreq(size)
+    fx, fy = np.meshgrid(f, f)
+    radius = np.hypot(fx, fy)
+    angle = np.arctan2(fy, fx) % np.pi
+    window = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
+    return radius, angle, window
+
+
+_RADIUS, _ANGLE, _WINDOW = _spectrum_grid(PERCEPTUAL_SIZE)
+def _band_index(edges: tuple[float, ...], orientations: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
+    """(flat spectrum positions inside the bands, their bin index, number of bins): fixed per size."""
+    band = np.digitize(_RADIUS, edges) - 1  # -1 (DC) and len(edges) - 1 (beyond the last edge) are dropped
+    n_bands = len(edges) - 1
+    keep = np.flatnonzero(((band >= 0) & (band < n_bands)).ravel())
+    index = band.ravel()[keep]
+    if orientations > 1:
+        orient = np.round(_ANGLE / (np.pi / orientations)).astype(np.int64) % orientations
+        index = index * orientations + orient.ravel()[keep]
+    return keep, index, n_bands * orientations
+
+
+_RADIAL = _band_index(RADIAL_EDGES)
+_ORIENTED = _band_index(ORIENTED_EDGES, ORIENTATIONS)
+
+
+def _band_fractions(power: np.ndarray, bands: tuple[np.ndarray, np.ndarray, int]) -> np.ndarray:
+    keep, index, n_bins = bands
+    energy = np.bincount(index, power.ravel()[keep], minlength=n_bins)
+    total = energy.sum()
+    return energy / total if total > 0 else np.full(n_bins, 1.0 / n_bins)
+
+
+def _hellinger(p: np.ndarray) -> np.ndarray:
+    """Square-root of a distribution, centred on the uniform one: unit-scale, 0 for "no preference"."""
+    return np.sqrt(p) - np.sqrt(1.0 / len(p))
+
+
+def perceptual_statistics(img: Image.Image) -> dict[str, Any]:
+    """The raw statistics behind ``perceptual/v1``: histograms (arrays) and scalars, before weighting."""
+    rgb = pixels.to_array(pixels.center_square(img, PERCEPTUAL_SIZE))
+    y = pixels.luma(rgb)
+    sat = pixels.saturation(rgb)
+    value = pixels.value(rgb)
+    gx, gy = pixels.gradients(y)
+    magnitude = np.hypot(gx, gy)
+    angle = (np.arctan2(gy, gx) % np.pi) / np.pi
+    power = np.abs(np.fft.fft2((y - y.mean()) * _WINDOW)) ** 2
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    rg, yb = r - g, 0.5 * (r + g) - b
+    p05, p50, p95 = np.percentile(y, [5, 50, 95])
+    cells = [c.mean() for rows in np.array_split(y, 3, axis=0) for c in np.array_split(rows, 3, axis=1)]
+    return {
+        "hue": pixels.soft_histogram(pixels.hue(rgb), sat * value, HUE_BINS, circular=True),
+        "orientation": pixels.soft_histogram(np.minimum(angle, 0.999999), magnitude, ORIENT_BINS, circular=True),
+        "oriented_energy": _band_fractions(power, _ORIENTED),
+        "radial_energy": _band_fractions(power, _RADIAL),
+        "luma_hist": pixels.soft_histogram(np.clip(y, 0, 0.999999), np.ones_like(y), LUMA_BINS, circular=False),
+        "layout": np.asarray(cells, dtype=np.float64) - float(y.mean()),
+        "brightness": float(y.mean()),
+        "contrast": float(y.std()),
+        "luma_p05": float(p05),
+        "luma_p50": float(p50),
+        "luma_p95": float(p95),
+        "saturation_mean": float(sat.mean()),
+        "saturation_sd": float(sat.std()),
+        "colourfulness": pixels.colourfulness(rgb),
+        "log10_sharpness": math.log10(pixels.sharpness(y) + 1e-6),
+        "log10_noise": math.log10(pixels.noise_sigma(y) + 1e-4),
+        "entropy": pixels.entropy(y),
+        "log10_gradient": math.log10(float(magnitude.mean()) + 1e-4),
+        "rg_mean": float(rg.mean()),
+        "yb_mean": float(yb.mean()),
+        "opponent_sd": float(math.hypot(rg.std(), yb.std())),
+    }
+
+
+def perceptual_vector(img: Image.Image) -> np.ndarray:
+    """The weighted, standardised (not yet L2-normalised) ``perceptual/v1`` vector of one image."""
+    stats = perceptual_statistics(img)
+    parts = [WEIGHTS[name] * _hellinger(stats[name])
+             for name in ("hue", "orientation", "oriented_energy", "radial_energy", "luma_hist")]
+    z = np.array([(stats[name] - centre) / scale for name, centre, scale in SCALARS])
+    parts.append(WEIGHTS["scalars"] * np.clip(z, -5, 5) / math.sqrt(len(SCALARS)))
+    parts.append(WEIGHTS["layout"] * np.clip(stats["layout"] / 0.15, -5, 5) / 3.0)
+    return np.concatenate(parts).astype(np.float32)
+
+
+class PerceptualBackbone(Backbone):
+    """``perceptual/v1``: weight-free colour, tone and texture statistics (see module docs)."""
+
+    def __init__(self) -> None:
+        self.id = "perceptual/v1"
+        self.dim = PERCEPTUAL_DIM
+        self.preprocessing = {
+            "kind": "perceptual",
+            "version": 1,
+            "size": PERCEPTUAL_SIZE,
+            "resize": "shorter side to size (bilinear, antialiased), centre crop",
+            "loader": "interest.features.images.load_image",
+        }
+
+    def transform(self, image: Image.Image) -> np.ndarray:
+        return perceptual_vector(image)
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        return _l2(batch)
+
+
+# ---------------------------------------------------------------- open_clip
+
+
+class OpenClipBackbone(Backbone):
+    """An open_clip model; build it with :func:`load_openclip` or :func:`load_backbone`."""
+
+    has_text = True
+
+    def __init__(self, model: Any, preprocess: Callable, tokenizer: Callable, *, backbone_id: str,
+                 device: str, precision: str, random_weights: bool) -> None:
+        import open_clip
+
+        self.id = backbone_id
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.device = device
+        self.precision = precision
+        self.random_weights = random_weights
+        cfg = open_clip.get_model_preprocess_cfg(model)
+        self.preprocessing = {
+            "kind": "openclip",
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+            "loader": "interest.features.images.load_image",
+        }
+        out_dim = getattr(getattr(model, "visual", None), "output_dim", None)
+        self.dim = int(out_dim) if out_dim else int(self.embed([Image.new("RGB", (8, 8))]).shape[1])
+        self.logit_scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
+
+    def transform(self, image: Image.Image) -> np.ndarray:
+        return self.preprocess(image).numpy()
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
+
+    def encode(self, batch) -> np.ndarray:
+        import torch
+
+        x = torch.as_tensor(batch)
+        if self.device != "cpu":
+            x = x.to(self.device, non_blocking=True)
+        with torch.inference_mode(), self._autocast():
+            features = self.model.encode_image(x)
+        return _l2(features.float().cpu().numpy())
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        tokens = self.tokenizer(list(texts))
+        if self.device != "cpu":
+            tokens = tokens.to(self.device)
+        with torch.inference_mode(), self._autocast():
+            features = self.model.encode_text(tokens)
+        return _l2(features.float().cpu().numpy())
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda, mps or cpu, whichever is present; an absent device is an InterestError."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    kind = device.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InterestError(f"device '{device}': no CUDA GPU is visible to torch; use --device cpu or auto")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InterestError(f"device '{device}': Apple MPS is not available; use --device cpu or auto")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise InterestError(f"device '{device}': unknown device; use auto, cpu, cuda or mps")
+    return device
+
+
+def _checkpoint_name(path: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.") or "checkpoint"
+    return name
+
+
+def _is_random(pretrained: str | None) -> bool:
+    return pretrained is None or str(pretrained).strip().lower() in ("", "none")
+
+
+def backbone_id_for(model: str, pretrained: str | None) -> str:
+    """The backbone id of an open_clip model: ``openclip/<model>/<tag | none | checkpoint name>``.
+
+    A local checkpoint is named by its file name without suffix; an
+    ``hf-hub:<org>/<name>`` model is ``openclip/hf-hub:<org>/<name>``.
+    """
+    if model.startswith("hf-hub:"):
+        return f"openclip/{model}"
+    if _is_random(pretrained):
+        return f"openclip/{model}/none"
+    pretrained = str(pretrained)
+    if os.sep in pretrained or "/" in pretrained or Path(pretrained).is_file():
+        return f"openclip/{model}/{_checkpoint_name(Path(pretrained))}"
+    return f"openclip/{model}/{pretrained}"
+
+
+def _weights_help(cache_dir: str | None) -> str:
+    where = cache_dir or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    return (
+        f"download them once on a machine with internet into the cache ({where}) and point --cache-dir "
+        "or HF_HOME at it, or pass a local checkpoint file with --pretrained PATH "
+        "(--pretrained none runs with random weights, for tests only)"
+    )
+
+
+def _warn_random(backbone_id: str) -> None:
+    message = (
+        f"WARNING: backbone {backbone_id} has RANDOM weights (pretrained none): its embeddings "
+        "and every score made from them mean nothing; use it only for tests and benchmarks"
+    )
+    log.warning(message)
+    print(message, file=sys.stderr)
+
+
+def load_openclip(model: str, pretrained: str | None, *, device: str = "cpu", cache_dir: str | None = None,
+                  precision: str = "fp32") -> OpenClipBackbone:
+    """Build an open_clip backbone from a model name and a tag, checkpoint path, ``none`` or hf-hub name.
+
+    Weights come from open_clip's own loaders and cache (``cache_dir``, or the
+    Hugging Face cache under ``HF_HOME``); weights that are not cached and
+    cannot be downloaded raise one :class:`InterestError` saying how to provide them.
+    """
+    import open_clip
+    import torch
+
+    if precision not in PRECISIONS:
+        raise InterestError(f"precision '{precision}': use one of {', '.join(PRECISIONS)}")
+    device = resolve_device(device)
+    backbone_id = backbone_id_for(model, pretrained)
+    random_weights = _is_random(pretrained) and not model.startswith("hf-hub:")
+    if not model.startswith("hf-hub:") and model not in open_clip.list_models():
+        raise InterestError(f"model '{model}': not an open_clip model name (see open_clip.list_models())")
+    weights: str | None = None
+    if not random_weights and not model.startswith("hf-hub:"):
+        weights = str(pretrained)
+        is_path = Path(weights).expanduser().is_file()
+        tags = open_clip.list_pretrained_tags_by_model(model)
+        if is_path:
+            weights = str(Path(weights).expanduser())
+        elif weights not in tags:
+            looks_like_path = os.sep in weights or "/" in weights or Path(weights).suffix in CHECKPOINT_SUFFIXES[1:]
+            if looks_like_path:
+                raise InterestError(f"--pretrained {weights}: checkpoint file not found; give an existing file path")
+            raise InterestError(
+                f"--pretrained {weights}: not a pretrained tag of {model} (tags: {', '.join(tags) or 'none'}); "
+                "give a tag, a checkpoint file path or none"
+            )
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # random weights are the same in every process and run
+            net, _, preprocess = open_clip.create_model_and_transforms(
+                model, pretrained=weights, cache_dir=cache_dir, device=device
+            )
+        tokenizer = open_clip.get_tokenizer(model, cache_dir=cache_dir) if model.startswith("hf-hub:") \
+            else open_clip.get_tokenizer(model)
+    except InterestError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - open_clip and huggingface_hub raise many types
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if len(text) > 160:
+            text = text[:157] + "..."
+        raise InterestError(f"{backbone_id}: cannot load the weights ({text}); {_weights_help(cache_dir)}") from None
+    net.eval()
+    net.requires_grad_(False)
+    if random_weights:
+        _warn_random(backbone_id)
+    return OpenClipBackbone(net, preprocess, tokenizer, backbone_id=backbone_id, device=device,
+                            precision=precision, random_weights=random_weights)
+
+
+def _find_checkpoint(name: str, cache_dir: str | None) -> str | None:
+    for folder in [cache_dir] if cache_dir else []:
+        for suffix in CHECKPOINT_SUFFIXES:
+            candidate = Path(folder) / f"{name}{suffix}"
+            if candidate.is_file():
+                return str(candidate)
+    return None
+
+
+def load_backbone(backbone_id: str, *, device: str = "cpu", cache_dir: str | None = None,
+                  precision: str = "fp32") -> Backbone:
+    """The backbone named by ``backbone_id`` (``perceptual/v1`` or ``openclip/<model>/<pretrained>``).
+
+    For an id made from a local checkpoint (``openclip/<model>/<file stem>``)
+    the checkpoint is looked up as ``<cache_dir>/<stem>{,.safetensors,.pt,.pth,.bin}``.
+    ``synthetic/...`` ids name embeddings written directly by the synthetic
+    world: there is no image model behind them, which raises InterestError.
+    """
+    kind, _, rest = backbone_id.partition("/")
+    if kind == "perceptual":
+        if rest != "v1":
+            raise InterestError(f"backbone '{backbone_id}': unknown perceptual version; use perceptual/v1")
+        return PerceptualBackbone()
+    if kind == "synthetic":
+        raise InterestError(
+            f"backbone '{backbone_id}': no image backbone (its embeddings were written directly by the "
+            "synthetic world); score precomputed embeddings instead"
+        )
+    if kind == "openclip" and rest:
+        if rest.startswith("hf-hub:"):
+            return load_openclip(rest, None, device=device, cache_dir=cache_dir, precision=precision)
+        model, _, pretrained = rest.partition("/")
+        if not pretrained:
+            raise InterestError(f"backbone '{backbone_id}': expected openclip/<model>/<pretrained or none>")
+        if not _is_random(pretrained):
+            import open_clip
+
+            if model in open_clip.list_models() and pretrained not in open_clip.list_pretrained_tags_by_model(model):
+                path = _find_checkpoint(pretrained, cache_dir)
+                if path is None:
+                    raise InterestError(
+                        f"backbone '{backbone_id}': '{pretrained}' is a local checkpoint name; put the file "
+                        "in the folder given as --cache-dir or pass its path with --pretrained PATH"
+                    )
+                pretrained = path
+        return load_openclip(model, pretrained, device=device, cache_dir=cache_dir, precision=precision)
+    raise InterestError(
+        f"backbone '{backbone_id}': unknown backbone id; use perceptual/v1 or openclip/<model>/<pretrained>"
+    )

@@ -1,0 +1,338 @@
+"""Characteristics of each photo, as the study analysed them: ``features/characteristics.parquet``.
+
+Three groups of columns (docs/features.md defines each one):
+
+* **zero-shot** (needs a CLIP text tower): ``emotion_<name>`` for the study's
+  8 emotions and ``style_<name>`` for its 14 photographic styles, softmax
+  scores that sum to one per set, plus ``main_emotion`` and ``main_style``.
+  Prompts come from ``prompts.yaml`` (see :func:`load_prompts`).
+* **perceptual** (weight-free, always): brightness, contrast, colourfulness,
+  saturation, sharpness, noise, entropy, dynamic range, highlights, shadows,
+  warmth and edge density, measured on the image downscaled so that its
+  shorter side is at most 256 pixels.
+* **aesthetic**: ``aesthetic_score`` from a linear head over CLIP embeddings
+  when its weights are supplied, otherwise ``aesthetic_proxy``, a fixed
+  perceptual formula (:func:`aesthetic_proxy`). The two are never mixed up.
+
+Metadata features are not repeated here: they come from
+:mod:`interest.features.metadata`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image
+
+from interest.collection import (
+    list_backbones,
+    read_embeddings,
+    read_table,
+    write_table,
+)
+from interest.errors import InterestError
+from interest.features import pixels
+from interest.features.images import DEFAULT_MAX_PIXELS
+
+log = logging.getLogger(__name__)
+
+EMOTIONS = ("contentment", "excitement", "awe", "amusement", "fear", "disgust", "sadness", "anger")
+STYLES = (
+    "complementary_colors", "duo_tones", "hdr", "image_grain", "light_on_white", "long_exposure", "macro",
+    "motion_blur", "negative_image", "rule_of_thirds", "shallow_dof", "silhouette", "soft_focus", "vanishing_point",
+)
+MEASURES = (
+    "brightness", "contrast", "colourfulness", "saturation", "sharpness", "noise", "entropy",
+    "dynamic_range", "highlights", "shadows", "warmth", "edge_density",
+)
+MEASURE_SIZE = 256
+EDGE_THRESHOLD = 0.1  # luma gradient magnitude (per pixel, 0..1 scale) that counts as an edge
+
+
+# ---------------------------------------------------------------- perceptual measures
+
+
+def perceptual_measures(image: Image.Image) -> dict[str, float]:
+    """The weight-free measures of one RGB image (see :data:`MEASURES` and docs/features.md)."""
+    return dict(zip(MEASURES, measure_vector(image).tolist()))
+
+
+def measure_vector(image: Image.Image) -> np.ndarray:
+    """:func:`perceptual_measures` as a float32 array in :data:`MEASURES` order (picklable, for workers)."""
+    # Downscale only: upscaling a small image would invent smoothness and lower sharpness and noise.
+    if min(image.size) > MEASURE_SIZE:
+        image = pixels.resize_short_side(image, MEASURE_SIZE)
+    rgb = pixels.to_array(image)
+    return measures_of_array(rgb)
+
+
+def measures_of_array(rgb: np.ndarray) -> np.ndarray:
+    """The measures of an (H, W, 3) float array in [0, 1], without resizing."""
+    y = pixels.luma(rgb)
+    gx, gy = pixels.gradients(y) if min(y.shape) >= 3 else (np.zeros((1, 1)), np.zeros((1, 1)))
+    p01, p99 = np.percentile(y, [1, 99])
+    values = {
+        "brightness": float(y.mean()),
+        "contrast": float(y.std()),
+        "colourfulness": pixels.colourfulness(rgb),
+        "saturation": float(pixels.saturation(rgb).mean()),
+        "sharpness": pixels.sharpness(y),
+        "noise": pixels.noise_sigma(y),
+        "entropy": pixels.entropy(y),
+        "dynamic_range": float(p99 - p01),
+        "highlights": float((y > 0.95).mean()),
+        "shadows": float((y < 0.05).mean()),
+        "warmth": float((rgb[..., 0] - rgb[..., 2]).mean()),
+        "edge_density": float((np.hypot(gx, gy) > EDGE_THRESHOLD).mean()),
+    }
+    return np.array([values[m] for m in MEASURES], dtype=np.float32)
+
+
+# (measure, centre, scale, weight) of the aesthetic proxy; the centres and
+# scales are typical values of photographs, fixed so that a photo's proxy
+# never depends on the rest of the collection.
+PROXY_TERMS = (
+    ("contrast", 0.2, 0.08, 1.0),
+    ("colourfulness", 40.0, 25.0, 1.0),
+    ("log10_sharpness", -2.5, 0.8, 1.0),
+    ("log10_noise", -1.8, 0.4, -1.0),
+    ("entropy", 6.8, 0.8, 0.5),
+)
+
+
+def aesthetic_proxy(measures: pd.DataFrame) -> pd.Series:
+    """A weight-free aesthetic proxy in (0, 1) from the perceptual measures.
+
+    ``proxy = sigmoid((z_contrast + z_colourfulness + z_sharpness - z_noise + 0.5 z_entropy) / 2)``
+    with fixed z-scores (:data:`PROXY_TERMS`; sharpness and noise on a log10
+    scale). It rewards what the synthetic world's and most photographers'
+    "well taken" means: contrast, colour, sharpness, tonal richness, little
+    noise. It is not a learned aesthetic model.
+    """
+    columns = {
+        "contrast": measures["contrast"],
+        "colourfulness": measures["colourfulness"],
+        "log10_sharpness": np.log10(measures["sharpness"] + 1e-6),
+        "log10_noise": np.log10(measures["noise"] + 1e-4),
+        "entropy": measures["entropy"],
+    }
+    total = sum(weight * (columns[name] - centre) / scale for name, centre, scale, weight in PROXY_TERMS)
+    return (1.0 / (1.0 + np.exp(-np.clip(total / 2.0, -50, 50)))).rename("aesthetic_proxy")
+
+
+# ---------------------------------------------------------------- zero-shot
+
+
+def load_prompts(path: str | os.PathLike | None = None) -> dict[str, dict[str, list[str]]]:
+    """The prompt sets: ``path`` if given, else the package's ``prompts.yaml``.
+
+    Returns {"emotions": {name: [prompts]}, "styles": {name: [prompts]}}; the
+    categories must be exactly :data:`EMOTIONS` and :data:`STYLES`.
+    """
+    if path is None:
+        text = resources.files("interest.features").joinpath("prompts.yaml").read_text(encoding="utf-8")
+        source = "interest/features/prompts.yaml"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise InterestError(f"{path}: prompts file not found")
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise InterestError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    out: dict[str, dict[str, list[str]]] = {}
+    for key, names in (("emotions", EMOTIONS), ("styles", STYLES)):
+        section = data.get(key) if isinstance(data, dict) else None
+        if not isinstance(section, dict):
+            raise InterestError(f"{source}: missing section '{key}' (a mapping of category to prompts)")
+        if set(section) != set(names):
+            odd = sorted(set(section) ^ set(names))
+            raise InterestError(f"{source}: section '{key}' must have exactly the categories {', '.join(names)} "
+                                f"(check: {', '.join(odd)})")
+        out[key] = {}
+        for name in names:
+            prompts = section[name]
+            prompts = [prompts] if isinstance(prompts, str) else prompts
+            if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+                raise InterestError(f"{source}: '{key}.{name}' needs one or more non-empty prompt strings")
+            out[key][name] = list(prompts)
+    return out
+
+
+def zero_shot_scores(embeddings: np.ndarray, backbone, prompts: dict[str, dict[str, list[str]]]) -> pd.DataFrame:
+    """Per-set softmax scores (emotion_*, style_*) and the main category of each set.
+
+    ``embeddings`` are L2-normalised image embeddings of ``backbone`` (a CLIP
+    backbone with ``encode_text`` and ``logit_scale``).
+    """
+    columns: dict[str, object] = {}
+    scale = float(getattr(backbone, "logit_scale", 100.0))
+    for key, prefix, main in (("emotions", "emotion_", "main_emotion"), ("styles", "style_", "main_style")):
+        names = list(prompts[key])
+        text = np.stack([_class_vector(backbone, prompts[key][name]) for name in names])
+        logits = scale * (embeddings.astype(np.float64) @ text.T.astype(np.float64))
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        for j, name in enumerate(names):
+            columns[prefix + name] = probs[:, j]
+        columns[main] = pd.array(np.asarray(names, dtype=object)[probs.argmax(axis=1)], dtype="string")
+    return pd.DataFrame(columns)
+
+
+def _class_vector(backbone, prompts: list[str]) -> np.ndarray:
+    vectors = backbone.encode_text(prompts)
+    mean = vectors.mean(axis=0)
+    return mean / (np.linalg.norm(mean) or 1.0)
+
+
+# ---------------------------------------------------------------- aesthetic head
+
+
+def load_aesthetic_head(path: str | os.PathLike) -> tuple[str, np.ndarray, float]:
+    """A linear aesthetic head: (backbone_id, weight vector, bias) from an ``.npz`` file.
+
+    The file holds ``weight`` (dim,), ``bias`` (scalar) and ``backbone_id``
+    (a string: the embedding space the head was fitted on); it is loaded with
+    ``allow_pickle=False``. score = embedding @ weight + bias, on L2-normalised embeddings.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InterestError(f"{path}: aesthetic head file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            weight = np.asarray(data["weight"], dtype=np.float64).reshape(-1)
+            bias = float(np.asarray(data["bias"]).reshape(-1)[0]) if "bias" in data else 0.0
+            backbone_id = str(np.asarray(data["backbone_id"]).reshape(-1)[0])
+    except KeyError as exc:
+        raise InterestError(f"{path}: aesthetic head lacks array {exc}; it needs weight, bias and backbone_id") from None
+    except Exception as exc:  # noqa: BLE001 - numpy raises several types for a damaged file
+        raise InterestError(f"{path}: not a readable .npz aesthetic head ({exc})") from None
+    return backbone_id, weight, bias
+
+
+# ---------------------------------------------------------------- the table
+
+
+def parse_clip(spec: str) -> tuple[str, str | None]:
+    """``MODEL/PRETRAINED`` (or ``openclip/MODEL/PRETRAINED``, or ``hf-hub:org/name``) -> (model, pretrained)."""
+    spec = spec.removeprefix("openclip/")
+    if spec.startswith("hf-hub:"):
+        return spec, None
+    model, sep, pretrained = spec.partition("/")
+    if not sep or not model or not pretrained:
+        raise InterestError(f"--clip {spec}: expected MODEL/PRETRAINED, e.g. ViT-B-32/laion2b_s34b_b79k")
+    return model, pretrained
+
+
+def _warn(message: str) -> None:
+    log.warning(message)
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def characterize(
+    root: str | os.PathLike,
+    *,
+    backbone: str | None = None,
+    clip: str | None = None,
+    prompts: str | os.PathLike | None = None,
+    aesthetic_head: str | os.PathLike | None = None,
+    cache_dir: str | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: bool = True,
+) -> Path:
+    """Write ``features/characteristics.parquet`` for collection ``root``; return its path.
+
+    Zero-shot emotions and styles use the CLIP embeddings of ``backbone`` (an
+    ``openclip/...`` id; default: the collection's only open_clip embeddings)
+    or, with ``clip="MODEL/PRETRAINED"``, that CLIP model (the photos are
+    embedded with it first when needed). Without a text tower they are
+    skipped with a warning and a note in manifest.json. Perceptual measures
+    and the aesthetic score or proxy are always computed.
+    """
+    from tqdm.auto import tqdm
+
+    from interest.features.backbones import load_backbone, load_openclip, resolve_device
+    from interest.features.embed import default_batch_size, embed_collection, iter_transformed
+
+    root = Path(root)
+    photos = read_table(root, "photos", required=["photo_id", "path"])
+    ids = photos["photo_id"].astype(str).to_numpy()
+    table = pd.DataFrame({"photo_id": ids})
+    info: dict[str, object] = {}
+
+    # Zero-shot emotions and styles.
+    prompt_sets = load_prompts(prompts)
+    clip_backbone = None
+    if clip is not None:
+        model, pretrained = parse_clip(clip)
+        clip_backbone = load_openclip(model, pretrained, device=device, cache_dir=cache_dir)
+        # A cache hit for the photos already embedded with this model.
+        embed_collection(root, backbone=clip_backbone, batch_size=batch_size, workers=workers,
+                         max_pixels=max_pixels, progress=progress)
+    else:
+        present = [b for b in list_backbones(root) if b.startswith("openclip/")]
+        chosen = backbone if backbone is not None else (present[0] if len(present) == 1 else None)
+        if backbone is None and len(present) > 1:
+            raise InterestError(f"{root}: several CLIP embeddings ({', '.join(present)}); choose one with --backbone")
+        if chosen is not None and chosen.startswith("openclip/"):
+            dev = resolve_device(device)
+            clip_backbone = load_backbone(chosen, device=dev, cache_dir=cache_dir)
+    if clip_backbone is not None:
+        clip_id, clip_ids, emb = read_embeddings(root, clip_backbone.id)
+        scores = zero_shot_scores(emb, clip_backbone, prompt_sets)
+        scores.insert(0, "photo_id", clip_ids)
+        table = table.merge(scores, on="photo_id", how="left")
+        info["zero_shot"] = clip_id
+        info["prompts"] = str(prompts) if prompts else "interest/features/prompts.yaml"
+    else:
+        note = ("skipped: no CLIP text tower; run `interest embed` with an open_clip model or pass "
+                "--clip MODEL/PRETRAINED")
+        _warn(f"emotion and style scores {note}")
+        info["zero_shot"] = note
+
+    # Perceptual measures, from the image files.
+    has_path = photos["path"].notna().to_numpy()
+    rows = np.flatnonzero(has_path)
+    measures = np.full((len(ids), len(MEASURES)), np.nan)
+    if len(rows) == 0:
+        _warn("no photo has an image file (photos.path is empty); perceptual measures are NaN")
+    files = [root / photos["path"].iloc[i] for i in rows]
+    n_workers = min(os.cpu_count() or 1, 8) if workers is None else workers
+    with tqdm(total=len(rows), unit="img", desc="characterize", disable=not progress) as bar:
+        for index, batch, failed in iter_transformed(
+            files, measure_vector, batch_size=batch_size or default_batch_size("cpu"), workers=n_workers,
+            max_pixels=max_pixels,
+        ):
+            if batch is not None:
+                measures[rows[index]] = batch.numpy()
+            bar.update(len(index) + len(failed))
+    for j, name in enumerate(MEASURES):
+        table[name] = measures[:, j]
+
+    # Aesthetic score (a supplied head) or the perceptual proxy.
+    if aesthetic_head is not None:
+        head_backbone, weight, bias = load_aesthetic_head(aesthetic_head)
+        _, head_ids, head_emb = read_embeddings(root, head_backbone)
+        if head_emb.shape[1] != len(weight):
+            raise InterestError(f"{aesthetic_head}: weight has {len(weight)} values but {head_backbone} "
+                                f"embeddings have {head_emb.shape[1]}; use a head fitted on this backbone")
+        scored = pd.DataFrame({"photo_id": head_ids, "aesthetic_score": head_emb.astype(np.float64) @ weight + bias})
+        table = table.merge(scored, on="photo_id", how="left")
+        info["aesthetic"] = f"head {Path(aesthetic_head).name} over {head_backbone}"
+    else:
+        table["aesthetic_proxy"] = aesthetic_proxy(table).to_numpy()
+        info["aesthetic"] = "aesthetic_proxy (perceptual formula; no aesthetic head supplied)"
+
+    return write_table(root, "characteristics", table, **info)
