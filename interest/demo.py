@@ -8,6 +8,7 @@ a researcher runs on a real collection.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from interest.collection import write_json_atomic
 
 def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed: int = 0) -> dict:
     """Run the demo into ``out``; returns the evaluation metrics."""
+    from interest.analyze import report
     from interest.collect import CollectConfig, collect
     from interest.evaluate import evaluate, format_metrics
     from interest.features.embed import characterize, embed_collection
@@ -30,10 +32,10 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
     world, collection, bundle = out / "world", out / "collection", out / "model"
     clock = _Clock()
 
-    clock.step(f"1/7 generating a synthetic Flickr world ({n_users} users, {n_photos} photos)")
+    clock.step(f"1/8 generating a synthetic Flickr world ({n_users} users, {n_photos} photos)")
     generate_world(world, n_users=n_users, n_photos=n_photos, render=True, seed=seed, overwrite=True)
 
-    clock.step("2/7 collecting it through the local Flickr-compatible server with the real collector")
+    clock.step("2/8 collecting it through the local Flickr-compatible server with the real collector")
     import pandas as pd
 
     seeds = pd.read_parquet(world / "users.parquet", columns=["user_id"])["user_id"].tolist()
@@ -44,26 +46,31 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
             rest_url=server.rest_url, image_host=server.image_host, api_key=api_key, users=seeds, rate=0
         )
         collect(collection, config)
+    # The world's answer key sits beside the collection so that evaluate can report agreement with it.
+    shutil.copytree(world / "ground_truth", collection / "ground_truth")
 
-    clock.step("3/7 embedding the images with the weight-free perceptual backbone")
+    clock.step("3/8 embedding the images with the weight-free perceptual backbone")
     embed_collection(collection, backbone_id="perceptual/v1")
     characterize(collection)
 
-    clock.step("4/7 labelling: clusters → partitions → CI score → trend groups")
+    clock.step("4/8 labelling: clusters → partitions → CI score → trend groups")
     label_collection(collection, seed=seed)
 
-    clock.step("5/7 training the common model, trend-group classifier and user heads")
+    clock.step("5/8 training the common model, trend-group classifier and user heads")
     model = train_model(collection, bundle)
 
-    clock.step("6/7 evaluating on held-out photos and users")
+    clock.step("6/8 evaluating on held-out photos and users")
     metrics = evaluate(model, collection)
     write_json_atomic(out / "metrics.json", metrics)
     typer.echo(format_metrics(metrics))
 
-    clock.step("7/7 scoring a few images, for everyone and for one user")
+    clock.step("7/8 scoring a few images, for everyone and for one user")
     images = sorted((collection / "images").glob("*.jpg"))[:5]
     user = model.users[0]
     typer.echo(model.score(images, user=user).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+    clock.step("8/8 writing the HTML report")
+    report_path = report(collection, model=bundle, out=out / "report.html", progress=False)
 
     typer.echo(
         f"\ndone in {clock.total():.0f} s. Wrote:\n"
@@ -71,6 +78,7 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
         f"  collection                 {collection}\n"
         f"  model bundle               {bundle}\n"
         f"  metrics                    {out / 'metrics.json'}\n"
+        f"  report (open in a browser) {report_path}\n"
         f"Try: interest score {bundle} {images[0]} --user {user}"
     )
     return metrics
@@ -78,8 +86,6 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
 
 def _remove_own_output(*paths: Path) -> None:
     """Clear what an earlier demo run wrote, so a re-run starts fresh (only the demo's own folders)."""
-    import shutil
-
     for path in paths:
         if path.is_dir() and ((path / "manifest.json").exists() or (path / "model.json").exists() or (path / ".collect").exists()):
             shutil.rmtree(path)

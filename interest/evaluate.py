@@ -40,7 +40,6 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 from threadpoolctl import threadpool_limits
-from interest.progress import progress_bar
 
 from interest.collection import (
     TREND_GROUPS,
@@ -54,6 +53,7 @@ from interest.collection import (
 from interest.errors import InterestError
 from interest.labels import partition_commonality, read_labels
 from interest.labels.ci import SETTINGS_KEY
+from interest.progress import progress_bar
 
 # (lower, upper) train favourites per user; upper None = open-ended.
 ACTIVITY_BUCKETS = ((0, 1), (1, 5), (5, 20), (20, 100), (100, None))

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from image_files import photo_like
 from PIL import Image
 
-from image_files import photo_like
 from interest.errors import InterestError
 from interest.features.backbones import (
     PERCEPTUAL_DIM,

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from image_files import jpeg_bytes, photo_like
 from PIL import Image, ImageFilter
 
-from image_files import jpeg_bytes, photo_like
 from interest.collection import read_manifest, read_table, write_table
 from interest.errors import InterestError
 from interest.features.characteristics import (
@@ -114,10 +115,11 @@ def small_collection(tmp_path):
     return root
 
 
-def test_without_a_text_tower_zero_shot_is_skipped_with_a_note(small_collection, capsys):
+def test_without_a_text_tower_zero_shot_is_skipped_with_a_note(small_collection, caplog):
     embed_collection(small_collection, backbone_id="perceptual/v1", workers=0, progress=False)
-    path = characterize(small_collection, workers=0, progress=False)
-    assert "no CLIP text tower" in capsys.readouterr().err
+    with caplog.at_level(logging.WARNING, logger="interest.features.characteristics"):
+        path = characterize(small_collection, workers=0, progress=False)
+    assert "no CLIP text tower" in caplog.text
     table = read_table(small_collection, "characteristics").set_index("photo_id")
     assert path.name == "characteristics.parquet"
     assert not any(c.startswith(("emotion_", "style_")) for c in table.columns)

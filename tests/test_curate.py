@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image, ImageEnhance
-
 from apps_helpers import train_image_model
+from PIL import Image, ImageEnhance
 
 from interest.collection import l2_normalize
 from interest.errors import InterestError

@@ -13,12 +13,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from image_files import bad_corpus, jpeg_bytes, photo_like, save_with_orientation
+
 from interest.collection import read_embeddings, read_manifest, read_table, write_table
 from interest.errors import InterestError
 from interest.features.backbones import PerceptualBackbone, load_backbone
-from interest.features.embed import embed_collection, embed_folder, embed_paths, record_bad_images
+from interest.features.embed import (
+    embed_collection,
+    embed_folder,
+    embed_paths,
+    record_bad_images,
+)
 from interest.features.images import load_image
 
 

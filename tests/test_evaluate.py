@@ -11,9 +11,21 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from interest.collection import read_embeddings, write_embeddings, write_parquet_atomic, write_table
+from interest.collection import (
+    read_embeddings,
+    write_embeddings,
+    write_parquet_atomic,
+    write_table,
+)
 from interest.errors import InterestError
-from interest.evaluate import auc, evaluate, format_metrics, group_metrics, ndcg_at, split_half_reliability
+from interest.evaluate import (
+    auc,
+    evaluate,
+    format_metrics,
+    group_metrics,
+    ndcg_at,
+    split_half_reliability,
+)
 from interest.labels import label_collection, read_labels
 
 BACKBONE = "test/bb8"

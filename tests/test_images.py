@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from image_files import (
+    bad_corpus,
+    jpeg_bytes,
+    photo_like,
+    png_bytes,
+    save_with_orientation,
+)
 from PIL import Image, ImageCms
 
-from image_files import bad_corpus, jpeg_bytes, photo_like, png_bytes, save_with_orientation
 from interest.errors import InterestError
 from interest.features.images import BadImage, decode_image, load_image
 

@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from interest.collection import l2_normalize, read_embeddings, read_table, write_embeddings, write_parquet_atomic
+from interest.collection import (
+    l2_normalize,
+    read_embeddings,
+    read_table,
+    write_embeddings,
+    write_parquet_atomic,
+)
 from interest.errors import InterestError
 from interest.models.common import PCA, Prototypes, Ridge, StackedBooster, _spearman
 from interest.models.groups import TrendGroupClassifier

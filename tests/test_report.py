@@ -8,13 +8,13 @@ import sys
 
 import pandas as pd
 import pytest
+from test_analyze import make_collection, model_world
 from typer.testing import CliRunner
 
 from interest.analyze import report
 from interest.analyze.report_html import SECTIONS
 from interest.cli import app
 from interest.errors import InterestError
-from test_analyze import make_collection, model_world
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,12 @@ import pandas as pd
 
 from interest.analyze import compare, drivers, taste
 from interest.analyze import tables as T
-from interest.collection import atomic_path, read_embeddings, read_manifest, read_parquet_checked
+from interest.collection import (
+    atomic_path,
+    read_embeddings,
+    read_manifest,
+    read_parquet_checked,
+)
 from interest.errors import InterestError
 
 PARTITIONS_FILE = "partitions.parquet"

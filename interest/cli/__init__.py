@@ -7,6 +7,7 @@ lightgbm) are imported inside the commands, which keeps `interest --help` fast.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -22,11 +23,12 @@ app = typer.Typer(
 )
 
 # Each module registers its commands on `app`; the order here is the order of `interest --help`.
-from interest.cli import collect, features, pipeline, analyze, apps  # noqa: E402,F401
+from interest.cli import analyze, apps, collect, features, pipeline  # noqa: E402,F401
 
 
 def main() -> None:
     """Console entry point: a user's mistake is one line on stderr and exit status 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         app()  # standalone mode: usage errors already exit 2 with a one-line message
     except InterestError as exc:

@@ -39,7 +39,8 @@ def collect(
 
     The API key comes from FLICKR_API_KEY / FLICKR_API_SECRET or the config file.
     """
-    from interest.collect import CollectConfig, collect as run_collect, format_plan, plan_crawl
+    from interest.collect import CollectConfig, format_plan, plan_crawl
+    from interest.collect import collect as run_collect
     from interest.collect.crawl import make_client
     from interest.config import load_config
 

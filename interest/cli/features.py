@@ -10,7 +10,6 @@ import typer
 from interest.cli import app
 from interest.errors import InterestError
 
-
 # Allowed values of the string options, checked here so that a typo is a one-line error.
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "fp16", "bf16")

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Iterable
 
 from PIL import Image
-from interest.progress import progress_bar
 
 from interest.collect.client import CallFailed, FlickrClient
 from interest.collect.pool import run_parallel
 from interest.collect.state import CrawlState
 from interest.collection import atomic_path
+from interest.progress import progress_bar
 
 IMAGES_DIR = "images"
 

@@ -39,7 +39,13 @@ import pandas as pd
 from interest.collect.client import FlickrClient
 from interest.collect.download import download_images, remove_temporaries
 from interest.collect.state import CrawlState
-from interest.collection import read_manifest, update_manifest, write_json_atomic, write_parquet_atomic, write_table
+from interest.collection import (
+    read_manifest,
+    update_manifest,
+    write_json_atomic,
+    write_parquet_atomic,
+    write_table,
+)
 from interest.errors import InterestError
 
 REFERENCE_FILE = "reference.parquet"

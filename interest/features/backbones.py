@@ -351,8 +351,7 @@ def _warn_random(backbone_id: str) -> None:
         f"WARNING: backbone {backbone_id} has RANDOM weights (pretrained none): its embeddings "
         "and every score made from them mean nothing; use it only for tests and benchmarks"
     )
-    log.warning(message)
-    print(message, file=sys.stderr)
+    print(message, file=sys.stderr)  # loud on purpose: straight to stderr, whatever logging is configured
 
 
 def load_openclip(model: str, pretrained: str | None, *, device: str = "cpu", cache_dir: str | None = None,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -234,8 +233,7 @@ def parse_clip(spec: str) -> tuple[str, str | None]:
 
 
 def _warn(message: str) -> None:
-    log.warning(message)
-    print(f"warning: {message}", file=sys.stderr)
+    log.warning(message)  # reaches stderr even where logging is not configured (Python's last-resort handler)
 
 
 def characterize(
@@ -261,10 +259,13 @@ def characterize(
     skipped with a warning and a note in manifest.json. Perceptual measures
     and the aesthetic score or proxy are always computed.
     """
-    from tqdm.auto import tqdm
-
     from interest.features.backbones import load_backbone, load_openclip, resolve_device
-    from interest.features.embed import default_batch_size, embed_collection, iter_transformed
+    from interest.features.embed import (
+        default_batch_size,
+        embed_collection,
+        iter_transformed,
+    )
+    from interest.progress import progress_bar
 
     root = Path(root)
     photos = read_table(root, "photos", required=["photo_id", "path"])
@@ -310,7 +311,7 @@ def characterize(
         _warn("no photo has an image file (photos.path is empty); perceptual measures are NaN")
     files = [root / photos["path"].iloc[i] for i in rows]
     n_workers = min(os.cpu_count() or 1, 8) if workers is None else workers
-    with tqdm(total=len(rows), unit="img", desc="characterize", disable=not progress) as bar:
+    with progress_bar(total=len(rows), unit="img", desc="characterize", enabled=progress) as bar:
         for index, batch, failed in iter_transformed(
             files, measure_vector, batch_size=batch_size or default_batch_size("cpu"), workers=n_workers,
             max_pixels=max_pixels,

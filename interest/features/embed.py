@@ -180,11 +180,11 @@ def embed_paths(
     the loader and transform that :func:`embed_collection` uses, so a photo
     app that embeds with this function gets the collection's embeddings.
     """
-    from tqdm.auto import tqdm
+    from interest.progress import progress_bar
 
     out = np.full((len(paths), backbone.dim), np.nan, dtype=np.float32)
     reasons: list[str | None] = [None] * len(paths)
-    with tqdm(total=len(paths), unit="img", desc="embed", disable=not progress) as bar:
+    with progress_bar(total=len(paths), unit="img", desc="embed", enabled=progress) as bar:
         for index, emb, failed in iter_embeddings(
             paths, backbone, batch_size=batch_size, workers=workers, max_pixels=max_pixels
         ):
@@ -274,12 +274,12 @@ def sha256_file(path: str | os.PathLike) -> str | None:
 
 
 def _hash_files(paths: list[Path], progress: bool) -> list[str | None]:
-    from tqdm.auto import tqdm
+    from interest.progress import progress_bar
 
     # hashlib releases the GIL on large buffers: threads hash files in parallel.
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
-        return list(tqdm(pool.map(sha256_file, paths, chunksize=64), total=len(paths), unit="file",
-                         desc="hash", disable=not progress or len(paths) < 2000))
+        return list(progress_bar(pool.map(sha256_file, paths, chunksize=64), total=len(paths), unit="file",
+                                 desc="hash", enabled=progress and len(paths) >= 2000))
 
 
 def _open_backbone(model: str, pretrained: str | None, backbone_id: str | None, cache_dir: str | None,
@@ -322,7 +322,7 @@ def embed_collection(
     default to what suits the device (see :func:`default_workers`).
     The run's counts (embedded, cached, failed) go to ``manifest.json``.
     """
-    from tqdm.auto import tqdm
+    from interest.progress import progress_bar
 
     root = Path(root)
     photos = read_table(root, "photos", required=["photo_id", "path"])
@@ -361,7 +361,7 @@ def embed_collection(
 
     started = time.perf_counter()
     writer = PartWriter(folder / "parts", part_size)
-    with tqdm(total=len(todo), unit="img", desc=f"embed {backbone.id}", disable=not progress) as bar:
+    with progress_bar(total=len(todo), unit="img", desc=f"embed {backbone.id}", enabled=progress) as bar:
         for index, emb, failed in iter_embeddings(
             [files[i] for i in todo], backbone, batch_size=batch_size, workers=workers, max_pixels=max_pixels
         ):

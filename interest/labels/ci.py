@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from interest.progress import progress_bar
 
 from interest.collection import (
     embeddings_path,
@@ -40,7 +39,13 @@ from interest.collection import (
     write_table,
 )
 from interest.errors import InterestError
-from interest.labels.groups import DEFAULT_GROUP_QUANTILES, assign_trend_groups, check_group_cuts, quantile_cuts
+from interest.labels.groups import (
+    DEFAULT_GROUP_QUANTILES,
+    assign_trend_groups,
+    check_group_cuts,
+    quantile_cuts,
+)
+from interest.progress import progress_bar
 
 COMMONALITIES = ("users", "size_adjusted")
 PARTITIONS_FILE = "partitions.parquet"

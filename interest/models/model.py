@@ -341,9 +341,8 @@ class InterestModel:
         return "path", np.array([str(f) for f in files], dtype=object), *self._embed_files(files, errors, batch_size, progress)
 
     def _embed_files(self, files: list[Path], errors: str, batch_size: int, progress: bool):
-        from interest.progress import progress_bar
-
         from interest.features.images import load_image
+        from interest.progress import progress_bar
 
         emb = np.full((len(files), self.dim), np.nan, dtype=np.float32)
         problems: list[str | None] = [None] * len(files)

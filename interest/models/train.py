@@ -19,15 +19,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from interest.progress import progress_bar
 
-from interest.collection import has_table, read_embeddings, read_manifest, read_table, table_path
+from interest.collection import (
+    has_table,
+    read_embeddings,
+    read_manifest,
+    read_table,
+    table_path,
+)
 from interest.config import config_to_dict
 from interest.errors import InterestError
 from interest.models.common import PCA, Prototypes, Ridge, StackedBooster, _spearman
 from interest.models.groups import TrendGroupClassifier
 from interest.models.model import InterestModel
 from interest.models.user_heads import UserHeads
+from interest.progress import progress_bar
 
 
 @dataclass

@@ -139,7 +139,14 @@ def embed_collection_ray(
     """
     import pyarrow as pa
 
-    from interest.collection import embeddings_path, embeddings_to_arrow, read_table, table_path, update_manifest, write_parquet_atomic
+    from interest.collection import (
+        embeddings_path,
+        embeddings_to_arrow,
+        read_table,
+        table_path,
+        update_manifest,
+        write_parquet_atomic,
+    )
     from interest.features.backbones import load_backbone
     from interest.features.embed import _status_of, _write_status
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from scipy.ndimage import uniform_filter
+
 from interest.progress import progress_bar
 
 BATCH = 16  # images per numpy batch; fixed, because each batch has its own random stream

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from interest.progress import progress_bar
 
 from interest.collection import (
     atomic_path,
@@ -37,6 +36,7 @@ from interest.collection import (
     write_table,
 )
 from interest.errors import InterestError
+from interest.progress import progress_bar
 
 GENERATOR_VERSION = 1
 
