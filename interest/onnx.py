@@ -24,11 +24,10 @@ import numpy as np
 from PIL import Image
 
 from interest.errors import InterestError
-from interest.features.images import load_image
+from interest.features.images import expand_image_paths, load_image
 
 MANIFEST = "interest-onnx.json"  # interest.serve.export_onnx.MANIFEST (not imported: it needs onnx)
 TREND_GROUPS = ("common", "interplay", "subjective")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 _RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
 
 
@@ -109,7 +108,7 @@ class OnnxModel:
         if items and all(isinstance(x, Image.Image) for x in items):
             emb = self.embed(items, batch_size=batch_size)
             return {"index": np.arange(len(items)), **self.score_embeddings(emb, user)}
-        files = _expand(items)
+        files = expand_image_paths(items, strict=False)
         emb = np.full((len(files), self.dim), np.nan, dtype=np.float32)
         problems: list[str | None] = [None] * len(files)
         for start in range(0, len(files), batch_size):
@@ -208,19 +207,6 @@ def perceptual_embed(images: list[Image.Image], spec: dict) -> np.ndarray:
             "export again with this version of interest"
         )
     return backbone.embed(images)
-
-
-def _expand(items: list) -> list[Path]:
-    files: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
-        else:
-            files.append(p)
-    if not files:
-        raise InterestError("nothing to score: give image files, folders or PIL images")
-    return files
 
 
 def _l2_normalize(x: np.ndarray) -> np.ndarray:

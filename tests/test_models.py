@@ -208,6 +208,9 @@ def test_heads_rank_a_users_niche_and_shrink_light_users():
     lonely = heads.deviation("lonely", fresh)
     assert np.abs(lonely).max() < 0.1 * np.abs(dev).max()
     assert heads.n_favourites_[list(heads.users_).index("lonely")] == 1
+    assert heads.min_favourites == 5 and not lonely.any()  # below the floor: exactly the common score
+    w, b = heads.fit_one(Z[rows[users == "u3"]][:4])  # personalising from 4 likes is below it too
+    assert not w.any() and b == 0
     # deviations are centred on the background: no shift of the whole user's scale
     assert abs(heads.deviation("u3", Z[rows]).mean()) < 0.05 * np.abs(dev).max()
 

@@ -45,9 +45,13 @@ from interest.collection import (
 from interest.errors import InterestError
 from interest.features.backbones import Backbone, load_backbone, load_openclip
 from interest.features.characteristics import characterize  # noqa: F401 - part of this module's interface
-from interest.features.images import DEFAULT_MAX_PIXELS, BadImage, load_image
+from interest.features.images import (
+    DEFAULT_MAX_PIXELS,
+    BadImage,
+    find_images,
+    load_image,
+)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 DEFAULT_PART_SIZE = 1024
 
 
@@ -458,13 +462,7 @@ def embed_folder(folder: str | os.PathLike, out: str | os.PathLike, **options) -
         raise InterestError(f"{folder}: not a folder of images")
     if out == folder or folder in out.parents:
         raise InterestError(f"{out}: inside the photo folder {folder}; choose an --out outside it")
-    files = sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
-    if not files:
-        raise InterestError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    files = find_images(folder)
     out.mkdir(parents=True, exist_ok=True)
     photos = pd.DataFrame(
         {

@@ -165,3 +165,52 @@ def _srgb_transform(profile: bytes, mode: str):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------- finding image files
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursively, by suffix), sorted; hidden files and folders skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InterestError(f"{folder}: not a folder of images")
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    if not files:
+        raise InterestError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return files
+
+
+def expand_image_paths(items: list, *, strict: bool = True) -> list[Path]:
+    """Files kept in the given order, folders replaced by their images (sorted).
+
+    ``strict``: a missing path or an empty folder is an error; otherwise a
+    missing file is passed on (its loading fails later, per image) and an empty
+    folder contributes nothing.
+    """
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            if strict:
+                files.extend(find_images(path))
+            else:
+                try:
+                    files.extend(find_images(path))
+                except InterestError:
+                    pass
+        elif strict and not path.exists():
+            raise InterestError(f"{path}: no such file or folder")
+        else:
+            files.append(path)
+    if not files:
+        raise InterestError("nothing to score: no image files found in the given inputs")
+    return files

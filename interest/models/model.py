@@ -21,7 +21,6 @@ import pandas as pd
 from interest.collection import TREND_GROUPS, l2_normalize, read_embeddings_file
 from interest.errors import InterestError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 PROBABILITY_COLUMNS = [f"p_{g}" for g in TREND_GROUPS]
 
 
@@ -337,7 +336,9 @@ class InterestModel:
             ids = np.concatenate([r[0] for r in read])
             emb = self._check_embeddings(np.concatenate([r[1] for r in read]))
             return "photo_id", ids, emb, [None] * len(ids)
-        files = _expand_paths(paths, errors)
+        from interest.features.images import expand_image_paths
+
+        files = expand_image_paths(paths, strict=errors == "raise")
         return "path", np.array([str(f) for f in files], dtype=object), *self._embed_files(files, errors, batch_size, progress)
 
     def _embed_files(self, files: list[Path], errors: str, batch_size: int, progress: bool):
@@ -371,24 +372,6 @@ class InterestModel:
         for start in progress_bar(range(0, len(images), batch_size), desc="embed", enabled=progress, leave=False):
             out.append(np.asarray(backbone.embed(images[start : start + batch_size]), dtype=np.float32))
         return self._check_embeddings(np.concatenate(out))
-
-
-def _expand_paths(paths: list[Path], errors: str) -> list[Path]:
-    """Image files of ``paths``: folders searched recursively (sorted), files kept in the given order."""
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found and errors == "raise":
-                raise InterestError(f"{p}: no image files in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            files.extend(found)
-        elif not p.exists() and errors == "raise":
-            raise InterestError(f"{p}: no such file or folder")
-        else:
-            files.append(p)
-    if not files:
-        raise InterestError("nothing to score: no image files found in the given inputs")
-    return files
 
 
 def _align_metadata(metadata: pd.DataFrame, kind: str, ids: np.ndarray) -> pd.DataFrame:

@@ -63,6 +63,7 @@ class TrainConfig:
     groups_calibration_fraction: float = 0.2
     head_kappas: list = field(default_factory=lambda: [2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0])
     head_powers: list = field(default_factory=lambda: [1.0, 2.0])
+    head_min_favourites: int = 5
     head_ridge: float = 0.1
     head_validation_fraction: float = 0.2
     head_negatives: int = 300
@@ -151,6 +152,7 @@ def train_model(
     heads = UserHeads(
         kappas=tuple(float(v) for v in config.head_kappas),
         powers=tuple(float(v) for v in config.head_powers),
+        min_favourites=config.head_min_favourites,
         ridge=config.head_ridge,
         validation_fraction=config.head_validation_fraction,
         negatives=config.head_negatives,

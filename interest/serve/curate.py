@@ -28,8 +28,8 @@ import pandas as pd
 
 from interest.collection import atomic_path
 from interest.errors import InterestError
+from interest.features.images import find_images
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 # Near-duplicate thresholds per backbone kind. CLIP puts bursts and re-edits above ~0.95 and
 # different scenes mostly below 0.85; the perceptual statistics are coarser (different
 # pictures of one palette and texture reach 0.96), so they need a stricter cut.
@@ -131,20 +131,6 @@ def curate(
     if copy_to is not None:
         copy_selection(table, photos_dir, copy_to)
     return table
-
-
-def find_images(photos_dir: Path) -> list[Path]:
-    """Image files under ``photos_dir`` (recursively, by suffix), sorted; hidden files skipped."""
-    if not photos_dir.is_dir():
-        raise InterestError(f"{photos_dir}: not a folder; give the folder of photos to curate")
-    files = sorted(
-        p
-        for p in photos_dir.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(photos_dir).parts)
-    )
-    if not files:
-        raise InterestError(f"{photos_dir}: no image files here ({', '.join(IMAGE_SUFFIXES)})")
-    return files
 
 
 def embed_files(
