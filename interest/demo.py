@@ -9,6 +9,7 @@ a researcher runs on a real collection.
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -79,9 +80,14 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
         f"  model bundle               {bundle}\n"
         f"  metrics                    {out / 'metrics.json'}\n"
         f"  report (open in a browser) {report_path}\n"
-        f"Try: interest score {bundle} {images[0]} --user {user}"
+        f"Try: {_command()} score {bundle} {images[0]} --user {user}"
     )
     return metrics
+
+
+def _command() -> str:
+    """How this user calls `interest` (from `make demo` it is .venv/bin/interest, not on the PATH)."""
+    return sys.argv[0] if Path(sys.argv[0]).name == "interest" else "interest"
 
 
 def _remove_own_output(*paths: Path) -> None:

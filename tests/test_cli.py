@@ -113,6 +113,10 @@ def test_embeddings_written_by_another_program(small_world, tmp_path):
     run("train", root, "--out", tmp_path / "model", "--backbone", "mylab/custom-encoder")
     run("score", tmp_path / "model", path, "--out", tmp_path / "s.parquet")
     assert len(pd.read_parquet(tmp_path / "s.parquet")) == len(ids)
+    metrics = tmp_path / "m.json"
+    run("evaluate", tmp_path / "model", root, "--out", metrics)
+    assert json.loads(metrics.read_text())["backbone"] == "mylab/custom-encoder"
+    run("personalize", tmp_path / "model", "--user", "someone", "--liked", path)
 
 
 # ---------------------------------------------------------------- bad input

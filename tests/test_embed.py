@@ -209,3 +209,29 @@ def test_record_bad_images(tmp_path):
     photos = read_table(tmp_path / "c", "photos").set_index("photo_id")
     assert (photos.loc["g1", "status"], photos.loc["g1", "status_reason"]) == ("bad_image", "truncated")
     assert (photos.loc["g0", "status"], photos.loc["g0", "status_reason"]) == ("missing", "file_not_found")
+
+
+def test_real_photos_folder_through_the_cli(tmp_path):
+    """Real photographs (the sample photos scikit-learn and matplotlib ship) through embed and characterize."""
+    import matplotlib
+    import sklearn
+
+    folder = tmp_path / "my photos"
+    (folder / "trip").mkdir(parents=True)
+    sk = Path(sklearn.__file__).parent / "datasets" / "images"
+    shutil.copy(sk / "china.jpg", folder / "china.jpg")
+    shutil.copy(sk / "flower.jpg", folder / "trip" / "flower.jpg")
+    shutil.copy(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg", folder / "hopper.jpg")
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    out = tmp_path / "collection"
+    for args in (["embed", folder, "--backbone", "perceptual/v1", "--out", out], ["characterize", out]):
+        proc = subprocess.run([sys.executable, "-m", "interest", *map(str, args)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before  # nothing written into the photos
+    backbone, ids, emb = read_embeddings(out)
+    assert sorted(ids) == ["china.jpg", "hopper.jpg", "trip/flower.jpg"]
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    chars = pd.read_parquet(out / "features" / "characteristics.parquet").set_index("photo_id")
+    assert chars.loc[["china.jpg", "hopper.jpg", "trip/flower.jpg"], "colourfulness"].notna().all()
+    # the portrait of Grace Hopper is far less colourful than the flower
+    assert chars.loc["hopper.jpg", "colourfulness"] < chars.loc["trip/flower.jpg", "colourfulness"]
