@@ -22,7 +22,7 @@ from interest.features.embed import (
     embed_collection,
     embed_folder,
     embed_paths,
-    record_bad_images,
+    record_photo_status,
 )
 from interest.features.images import load_image
 
@@ -203,9 +203,9 @@ def test_synthetic_embeddings_have_no_image_backbone(tmp_path):
         embed_collection(tmp_path / "c", backbone_id="synthetic/d64", progress=False)
 
 
-def test_record_bad_images(tmp_path):
+def test_record_photo_status(tmp_path):
     make_collection(tmp_path / "c", n_good=2, bad=False)
-    record_bad_images(tmp_path / "c", {"g1": "truncated", "g0": "missing"})
+    record_photo_status(tmp_path / "c", bad={"g1": "truncated", "g0": "missing"})
     photos = read_table(tmp_path / "c", "photos").set_index("photo_id")
     assert (photos.loc["g1", "status"], photos.loc["g1", "status_reason"]) == ("bad_image", "truncated")
     assert (photos.loc["g0", "status"], photos.loc["g0", "status_reason"]) == ("missing", "file_not_found")

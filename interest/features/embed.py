@@ -422,12 +422,26 @@ def _status_of(reason: str) -> tuple[str, str]:
     return ("missing", "file_not_found") if reason in ("missing", "file_not_found") else ("bad_image", reason)
 
 
-def record_bad_images(root: str | os.PathLike, bad: dict[str, str]) -> None:
-    """Record {photo_id: reason} in photos.status ("bad_image", or "missing") and photos.status_reason."""
+def record_photo_status(
+    root: str | os.PathLike,
+    *,
+    ok: list[str] | tuple = (),
+    bad: dict[str, str] | None = None,
+    hashes: dict[str, str] | None = None,
+) -> None:
+    """Record what an embedding run found in photos.parquet.
+
+    ``ok`` photo_ids get status "ok"; each {photo_id: reason} in ``bad`` gets
+    "bad_image" (or "missing") with the reason in ``status_reason``; each
+    {photo_id: sha256} in ``hashes`` is stored. Any engine (local or Ray) ends
+    a run with this, so both leave the same table behind.
+    """
     photos = read_table(root, "photos")
     row = {pid: i for i, pid in enumerate(photos["photo_id"].astype(str))}
-    status = {row[pid]: _status_of(reason) for pid, reason in bad.items() if pid in row}
-    _write_status(Path(root), photos, status, {})
+    status = {row[pid]: ("ok", None) for pid in ok if pid in row}
+    status.update({row[pid]: _status_of(reason) for pid, reason in (bad or {}).items() if pid in row})
+    shas = {row[pid]: sha for pid, sha in (hashes or {}).items() if pid in row}
+    _write_status(Path(root), photos, status, shas)
 
 
 def _write_status(root: Path, photos: pd.DataFrame, status: dict, shas: dict) -> None:

@@ -313,7 +313,8 @@ class UserHeads:
         heads.kappa_ = float(arrays["kappa"])
         heads.power_ = float(arrays["power"])
         heads.scale_ = float(arrays["scale"])
-        heads.min_favourites = int(arrays["min_favourites"])
+        # bundles written before the floor existed had none: a floor of 1 keeps their heads as trained
+        heads.min_favourites = int(arrays["min_favourites"]) if "min_favourites" in arrays else 1
         heads.validation_ = {}
         heads._index = {str(x): i for i, x in enumerate(heads.users_)}
         return heads

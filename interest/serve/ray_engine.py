@@ -148,7 +148,7 @@ def embed_collection_ray(
         write_parquet_atomic,
     )
     from interest.features.backbones import load_backbone
-    from interest.features.embed import _status_of, _write_status
+    from interest.features.embed import record_photo_status
 
     root = Path(root).resolve()
     photos = read_table(root, "photos", required=["photo_id", "path"])
@@ -184,11 +184,8 @@ def embed_collection_ray(
         preprocessing=backbone.preprocessing, embedded=len(ids), cached=0, failed=len(bad),
         seconds=round(seconds, 3), random_weights=bool(getattr(backbone, "random_weights", False)), engine="ray",
     )
-    row = {pid: i for i, pid in enumerate(photos["photo_id"].astype(str))}
-    status = {row[p]: ("ok", None) for p in ids}
-    status.update({row[p]: _status_of(r) for p, r in bad.items()})
     # like the local engine, a damaged file's new hash is recorded too
-    _write_status(root, photos, status, {row[p]: h for p, h in hashed.items()})
+    record_photo_status(root, ok=ids, bad=bad, hashes=hashed)
     return path
 
 
