@@ -238,6 +238,16 @@ def test_personalize_from_image_files(image_model):
     assert "user_score" in model.score(paths, user="painter", progress=False)
 
 
+def test_reloaded_bundle_shares_the_loaded_backbone(image_model, tmp_path):
+    model, root, photos, _ = image_model
+    paths = [root / p for p in photos["path"].iloc[:3]]
+    before = model.score(paths, progress=False)
+    model.save(tmp_path / "saved")
+    fresh = model.reloaded(tmp_path / "saved")
+    assert fresh._backbone is model._backbone is not None  # loaded once per process, not per reload
+    pd.testing.assert_frame_equal(fresh.score(paths, progress=False), before)
+
+
 def _edit_json(path, **changes):
     meta = json.loads((path / "model.json").read_text())
     meta.update(changes)

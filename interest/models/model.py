@@ -69,6 +69,35 @@ class InterestModel:
         """Ids of the users that have a head."""
         return [str(u) for u in self._heads.users_]
 
+    @property
+    def heads(self):
+        """The per-user heads (a :class:`UserHeads`; personalizing replaces it whole, never edits it)."""
+        return self._heads
+
+    @property
+    def booster_components(self) -> int:
+        """How many leading PCA components the LightGBM model and the group classifier see."""
+        return self._k
+
+    @property
+    def head_components(self) -> int:
+        """How many leading PCA components a user head lives in."""
+        return self._h
+
+    def reloaded(self, path: str | os.PathLike) -> "InterestModel":
+        """The bundle at ``path`` loaded again, sharing this model's backbone (loaded once per process).
+
+        For a long-running service whose bundle another process personalized;
+        ``path`` must hold a bundle of the same backbone.
+        """
+        from interest.models.bundle import load_bundle
+
+        fresh = load_bundle(path)
+        if fresh.backbone_id != self.backbone_id:
+            raise InterestError(f"{path}: backbone {fresh.backbone_id} differs from the running model's {self.backbone_id}")
+        fresh._backbone = self._backbone
+        return fresh
+
     # ------------------------------------------------------------ scoring
 
     def score_embeddings(

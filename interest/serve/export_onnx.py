@@ -80,7 +80,7 @@ def build_heads_graph(model: Any) -> Any:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    k, h, d = model._k, model._h, model.dim
+    k, h, d = model.booster_components, model.head_components, model.dim
     app_features = list(model.metadata["features"]["app"])
     expected = [f"pca_{i}" for i in range(k)] + ["ridge", "prototype"]
     if app_features != expected:
@@ -111,7 +111,7 @@ def build_heads_graph(model: Any) -> Any:
     b = (g.intercept_ - g.coef_ @ (g.mean_ / g.scale_)) / g.temperature_
     init["group_w"] = W.astype(np.float32)
     init["group_b"] = b.astype(np.float32)
-    heads = model._heads
+    heads = model.heads
     init["head_w"] = np.vstack([heads.weights_, np.zeros((1, h), np.float32)]).astype(np.float32)
     init["head_b"] = np.append(heads.offsets_, np.float32(0)).astype(np.float32)
 

@@ -267,16 +267,12 @@ class _State:
         stamp = self._bundle_stamp()
         if stamp is None or stamp == self._stamp:
             return self.model
-        import interest
-
         with self._write:
             if stamp != self._stamp:
                 try:
-                    fresh = interest.load(self.model_path)
+                    fresh = self.model.reloaded(self.model_path)
                 except InterestError:  # caught between the two renames of a save: keep the model we have
                     return self.model
-                # same backbone id, so the loaded backbone is shared instead of loaded again
-                fresh._backbone = getattr(self.model, "_backbone", None)
                 self.model, self._stamp = fresh, stamp
         return self.model
 
