@@ -23,7 +23,9 @@ app = typer.Typer(
 )
 
 # Each module registers its commands on `app`; the order here is the order of `interest --help`.
-from interest.cli import analyze, apps, collect, features, pipeline  # noqa: E402,F401
+# isort: off
+from interest.cli import collect, features, pipeline, analyze, apps  # noqa: E402,F401
+# isort: on
 
 
 def main() -> None:

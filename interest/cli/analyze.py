@@ -11,7 +11,7 @@ from interest.cli import app
 from interest.errors import InterestError
 
 
-@app.command()
+@app.command(rich_help_panel="Analysis")
 def analyze(
     data: Path = typer.Argument(..., help="Labelled collection directory."),
     model: Optional[Path] = typer.Option(None, help="Model bundle: adds importance, partial dependence and personal taste."),
@@ -30,7 +30,7 @@ def analyze(
         typer.echo(f"note ({section}): {note}", err=True)
 
 
-@app.command()
+@app.command(rich_help_panel="Analysis")
 def report(
     data: Path = typer.Argument(..., help="Labelled collection directory."),
     model: Optional[Path] = typer.Option(None, help="Model bundle: adds the model card, drivers and personal taste."),

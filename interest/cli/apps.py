@@ -11,7 +11,7 @@ from interest.cli import app
 from interest.errors import InterestError
 
 
-@app.command()
+@app.command(rich_help_panel="Photo apps")
 def curate(
     model: Path = typer.Argument(..., help="Model bundle directory."),
     photos_dir: Path = typer.Argument(..., help="Folder of photos (searched recursively)."),
@@ -51,7 +51,7 @@ def curate(
     )
 
 
-@app.command()
+@app.command(rich_help_panel="Photo apps")
 def serve(
     model: Path = typer.Argument(..., help="Model bundle directory (personalised heads are saved into it)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; the default answers only this machine."),
@@ -74,7 +74,7 @@ def serve(
     run_service(model, host=host, port=port, workers=workers, limits=limits)
 
 
-@app.command("export-onnx")
+@app.command("export-onnx", rich_help_panel="Photo apps")
 def export_onnx(
     model: Path = typer.Argument(..., help="Model bundle directory."),
     out: Path = typer.Argument(..., help="Directory to write the ONNX files to."),

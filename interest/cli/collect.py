@@ -11,10 +11,10 @@ from interest.cli import app
 from interest.errors import InterestError
 
 import_app = typer.Typer(help="Import published datasets into a collection.", no_args_is_help=True)
-app.add_typer(import_app, name="import")
+app.add_typer(import_app, name="import", rich_help_panel="Collect")
 
 
-@app.command()
+@app.command(rich_help_panel="Collect")
 def collect(
     out: Path = typer.Argument(..., help="Collection directory to write (tables, images/, manifest.json)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML config (see configs/collect.yaml)."),

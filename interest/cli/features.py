@@ -21,7 +21,7 @@ def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise InterestError(f"{name} {value}: use one of {', '.join(allowed)}")
 
 
-@app.command()
+@app.command(rich_help_panel="Features")
 def embed(
     data: Path = typer.Argument(..., help="Collection directory, or a plain folder of images (then give --out)."),
     model: str = typer.Option("ViT-B-32", help="open_clip model name, or hf-hub:ORG/NAME."),
@@ -95,7 +95,7 @@ def _report(root: Path, path: Path) -> None:
     )
 
 
-@app.command()
+@app.command(rich_help_panel="Features")
 def characterize(
     data: Path = typer.Argument(..., help="Collection directory."),
     backbone: Optional[str] = typer.Option(

@@ -18,7 +18,7 @@ class Commonality(str, Enum):
     size_adjusted = "size_adjusted"
 
 
-@app.command()
+@app.command(rich_help_panel="Synthetic world")
 def synthetic(
     out: Path = typer.Argument(..., help="Directory to write the synthetic collection to."),
     users: int = typer.Option(300, help="Number of favouriting users."),
@@ -36,7 +36,7 @@ def synthetic(
     typer.echo(f"wrote a synthetic world to {out}: {_summary_line(summary)}")
 
 
-@app.command()
+@app.command(rich_help_panel="Model")
 def label(
     data: Path = typer.Argument(..., help="Collection directory."),
     backbone: Optional[str] = typer.Option(None, help="Backbone id under features/ (default: the only one present)."),
@@ -72,7 +72,7 @@ def label(
     typer.echo(f"wrote {data / 'labels.parquet'}: {len(labels)} photos, {labels['partition'].nunique()} partitions ({groups})")
 
 
-@app.command()
+@app.command(rich_help_panel="Model")
 def train(
     data: Path = typer.Argument(..., help="Labelled collection directory."),
     out: Path = typer.Option(..., "--out", help="Model bundle directory to write."),
@@ -90,7 +90,7 @@ def train(
     typer.echo(f"wrote model bundle {out} (backbone {model.backbone_id}, {len(model.users)} user heads)")
 
 
-@app.command()
+@app.command(rich_help_panel="Model")
 def evaluate(
     model: Path = typer.Argument(..., help="Model bundle directory."),
     data: Path = typer.Argument(..., help="Labelled collection directory."),
@@ -112,7 +112,7 @@ def evaluate(
         typer.echo(f"wrote {out}")
 
 
-@app.command()
+@app.command(rich_help_panel="Model")
 def score(
     model: Path = typer.Argument(..., help="Model bundle directory."),
     inputs: List[Path] = typer.Argument(..., help="Image files or folders, or one Parquet file of embeddings (photo_id, embedding)."),
@@ -142,7 +142,7 @@ def score(
     _write_scores(table, out)
 
 
-@app.command()
+@app.command(rich_help_panel="Model")
 def personalize(
     model: Path = typer.Argument(..., help="Model bundle directory (updated in place)."),
     user: str = typer.Option(..., help="User id whose head to fit or replace."),
@@ -158,7 +158,7 @@ def personalize(
     typer.echo(f"personalized user {user} in {model}")
 
 
-@app.command()
+@app.command(rich_help_panel="Synthetic world")
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Directory for the world, collection, model and report."),
     users: int = typer.Option(300, help="Users in the synthetic world."),
