@@ -18,7 +18,6 @@ import pandas as pd
 from scipy import stats as sps
 
 from interest.errors import InterestError
-from interest.features.metadata import METADATA_FEATURES, metadata_features
 
 EMBEDDING = "embedding (content)"
 # First-level predictions from the embedding that the booster is stacked on: part of the embedding row.
@@ -44,38 +43,17 @@ def correlations(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def model_inputs(model, frame: pd.DataFrame, photo_ids: np.ndarray, emb: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """The input matrix of the model's full LightGBM variant for these photos, and its feature names.
 
-    Built by name from the model's own feature list: PCA components and the
-    ridge prediction from the embeddings, metadata features from the photo
-    table (measured from the model's ``metadata_as_of`` date), other columns
-    from the characteristics. Raises InterestError when the model has no
-    full variant.
+    ``frame`` holds the photo-table and characteristic columns, indexed by
+    photo_id; the model builds the matrix itself (``full_model_inputs``), so
+    the analysis explains exactly what the model computes. Raises
+    InterestError when the model has no full variant.
     """
-    booster = getattr(model.booster, "full_booster_", None)
-    if booster is None:
+    if getattr(model.booster, "full_booster_", None) is None:
         raise InterestError(
             f"{model.name}: the model was trained without metadata or characteristics; "
             "there is nothing but the embedding to attribute CI to"
         )
-    names = list(model.booster.full_features_)
-    Z = model.pca.transform(emb)
-    # the first-level models stacked under the booster, by the names the booster knows them by
-    first_level = {"ridge": lambda: model.ridge.predict(emb), "prototype": lambda: model.prototypes.predict(Z)}
-    rows = frame.loc[photo_ids]
-    as_of = model.metadata.get("data", {}).get("metadata_as_of")
-    meta = metadata_features(rows.reset_index(), as_of=pd.Timestamp(as_of) if as_of else None)
-    columns = []
-    for name in names:
-        if name.startswith("pca_"):
-            columns.append(Z[:, int(name.split("_")[1])])
-        elif name in first_level:
-            columns.append(first_level[name]())
-        elif name in METADATA_FEATURES:
-            columns.append(meta[name].to_numpy(dtype=float))
-        elif name in rows:
-            columns.append(pd.to_numeric(rows[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan))
-        else:
-            raise ValueError(f"model feature {name!r} is unknown to the analysis; teach drivers.model_inputs about it")
-    return np.column_stack(columns).astype(np.float32), names
+    return model.full_model_inputs(emb, frame.loc[photo_ids].reset_index(drop=True))
 
 
 def importance(model, X: np.ndarray, names: list[str]) -> pd.DataFrame:

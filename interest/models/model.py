@@ -138,6 +138,19 @@ class InterestModel:
             out["deviation"] = dev
         return pd.DataFrame(out)
 
+    def full_model_inputs(self, emb: np.ndarray, metadata: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+        """The full LightGBM model's input matrix for these photos, and its feature names.
+
+        For explaining the model (LightGBM's ``pred_contrib``, SHAP): the same
+        matrix :meth:`score_embeddings` builds when given ``metadata`` (one row
+        per embedding, in order). InterestError when the model has no full variant.
+        """
+        emb = self._check_embeddings(emb)
+        extra = self._extra_matrix(metadata, len(emb))
+        Z, stack = self._project(emb)
+        X = np.hstack([self.booster.app_matrix(Z[:, : self._k], stack), extra])
+        return X.astype(np.float32), list(self.booster.full_features_)
+
     def score(
         self,
         inputs: Any,
@@ -205,7 +218,9 @@ class InterestModel:
 
         ``liked``/``disliked`` take anything :meth:`score` takes. The head is
         contrasted with the background stored in the bundle and shrunk by the
-        same rule as in training, so a couple of photos move it only a little.
+        same rule as in training: a couple of photos move it only a little, and
+        fewer than the training's ``head_min_favourites`` (5) leave the user at
+        the common score.
         Deterministic; takes milliseconds on embeddings. Returns self (call
         :meth:`save` to keep it).
         """
