@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from interest.errors import InterestError
-from interest.features.images import expand_image_paths, load_image
+from interest.features.images import embed_image_files, expand_image_paths
 
 MANIFEST = "interest-onnx.json"  # interest.serve.export_onnx.MANIFEST (not imported: it needs onnx)
 TREND_GROUPS = ("common", "interplay", "subjective")
@@ -109,20 +109,9 @@ class OnnxModel:
             emb = self.embed(items, batch_size=batch_size)
             return {"index": np.arange(len(items)), **self.score_embeddings(emb, user)}
         files = expand_image_paths(items, strict=False)
-        emb = np.full((len(files), self.dim), np.nan, dtype=np.float32)
-        problems: list[str | None] = [None] * len(files)
-        for start in range(0, len(files), batch_size):
-            images, rows = [], []
-            for i in range(start, min(start + batch_size, len(files))):
-                try:
-                    images.append(load_image(files[i]))
-                    rows.append(i)
-                except InterestError as exc:
-                    if errors == "raise":
-                        raise
-                    problems[i] = str(exc)
-            if images:
-                emb[rows] = self.embed(images, batch_size=batch_size)
+        emb, problems = embed_image_files(
+            files, lambda images: self.embed(images, batch_size=batch_size), self.dim, batch_size=batch_size, errors=errors
+        )
         ok = np.array([p is None for p in problems], dtype=bool)
         result = self.score_embeddings(emb[ok], user) if ok.any() else self.score_embeddings(np.zeros((0, self.dim), np.float32), user)
         out: dict[str, np.ndarray] = {"path": np.array([str(f) for f in files], dtype=object)}

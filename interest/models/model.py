@@ -386,27 +386,18 @@ class InterestModel:
         return "path", np.array([str(f) for f in files], dtype=object), *self._embed_files(files, errors, batch_size, progress)
 
     def _embed_files(self, files: list[Path], errors: str, batch_size: int, progress: bool):
-        from interest.features.images import load_image
+        from interest.features.images import embed_image_files
         from interest.progress import progress_bar
 
-        emb = np.full((len(files), self.dim), np.nan, dtype=np.float32)
-        problems: list[str | None] = [None] * len(files)
-        bar = progress_bar(total=len(files), desc="score", unit="img", enabled=progress, leave=False)
-        for start in range(0, len(files), batch_size):
-            images, rows = [], []
-            for i in range(start, min(start + batch_size, len(files))):
-                try:
-                    images.append(load_image(files[i]))
-                    rows.append(i)
-                except InterestError as exc:
-                    if errors == "raise":
-                        raise
-                    problems[i] = str(getattr(exc, "reason", None) or exc)
-            if images:
-                emb[rows] = self._embed_images(images, batch_size, False)
-            bar.update(min(batch_size, len(files) - start))
-        bar.close()
-        return emb, problems
+        with progress_bar(total=len(files), desc="score", unit="img", enabled=progress, leave=False) as bar:
+            return embed_image_files(
+                files,
+                lambda images: self._embed_images(images, batch_size, False),
+                self.dim,
+                batch_size=batch_size,
+                errors=errors,
+                on_batch=bar.update,
+            )
 
     def _embed_images(self, images: list, batch_size: int, progress: bool) -> np.ndarray:
         from interest.progress import progress_bar
