@@ -198,6 +198,13 @@ def test_unreadable_image_names_the_file(tmp_path):
     run("score", tmp_path / "m", *good, "--out", out)
     assert len(pd.read_csv(out)) == 3
 
+    # --liked and --disliked each take several images (or folders), as in the README
+    images = sorted((world / "images").glob("*.jpg"))
+    run("personalize", tmp_path / "m", "--user", "fan", "--liked", *images[:6], "--disliked", *images[6:8])
+    run("score", tmp_path / "m", *good, "--user", "fan", "--out", out)
+    assert pd.read_csv(out)["deviation"].abs().max() > 0
+    assert_user_error(run("personalize", tmp_path / "m", "--user", "x", images[0], check=False), "--liked")
+
 
 def test_nan_metadata_is_handled(small_world, tmp_path):
     root = tmp_path / "c"

@@ -142,20 +142,52 @@ def score(
     _write_scores(table, out)
 
 
-@app.command(rich_help_panel="Model")
+@app.command(
+    rich_help_panel="Model",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    options_metavar="--user USER --liked INPUT... [--disliked INPUT...]",
+)
 def personalize(
+    ctx: typer.Context,
     model: Path = typer.Argument(..., help="Model bundle directory (updated in place)."),
     user: str = typer.Option(..., help="User id whose head to fit or replace."),
-    liked: List[Path] = typer.Option(..., help="Liked images, folders or a Parquet embeddings file (repeat the option)."),
-    disliked: Optional[List[Path]] = typer.Option(None, help="Disliked images, folders or embeddings (repeat the option)."),
 ) -> None:
-    """Fit a user's head from photos they like (and optionally dislike); saves it into the bundle."""
+    """Fit a user's head from photos they like (and optionally dislike); saves it into the bundle.
+
+    --liked INPUT... and --disliked INPUT... each take one or more image files,
+    folders, or one Parquet embeddings file, e.g.
+    `interest personalize MODEL --user alice --liked a.jpg b.jpg trip/ --disliked c.jpg`.
+    Fewer liked photos than the model's head_min_favourites (5 by default)
+    leave the user at the common score.
+    """
     import interest
 
+    liked, disliked = _liked_and_disliked(ctx.args)
     bundle = interest.load(model)
     bundle.personalize(user, _resolve_inputs(liked), _resolve_inputs(disliked) if disliked else None)
     bundle.save(model)
     typer.echo(f"personalized user {user} in {model}")
+
+
+def _liked_and_disliked(args: List[str]) -> tuple[List[Path], List[Path]]:
+    """Split `--liked A B --disliked C` (either may repeat, `--liked=A` too) into two lists of paths."""
+    lists: dict[str, List[Path]] = {"--liked": [], "--disliked": []}
+    current = None
+    for arg in args:
+        flag, _, value = arg.partition("=")
+        if flag in lists:
+            current = lists[flag]
+            if value:
+                current.append(Path(value))
+        elif arg.startswith("-"):
+            raise InterestError(f"personalize: unknown option {arg}; see `interest personalize --help`")
+        elif current is None:
+            raise InterestError(f"personalize: {arg} comes before --liked or --disliked; put it after one of them")
+        else:
+            current.append(Path(arg))
+    if not lists["--liked"]:
+        raise InterestError("personalize: give the photos the user likes with --liked INPUT...")
+    return lists["--liked"], lists["--disliked"]
 
 
 @app.command(rich_help_panel="Synthetic world")
