@@ -225,11 +225,8 @@ def _public_list(world: World, params: dict) -> dict:
     for photo_id, ts in chunk:
         p = world.photos[photo_id]
         item = {
-            "id": photo_id,
+            **_photo_ref(p),
             "owner": p["owner_id"],
-            "secret": p.get("secret") or "",
-            "server": p.get("server") or "",
-            "farm": 66,
             "title": p.get("title") or "",
             "ispublic": 1,
             "isfriend": 0,
@@ -271,16 +268,18 @@ def _photo(world: World, params: dict) -> dict:
     return p
 
 
+def _photo_ref(p: dict) -> dict:
+    """The fields every Flickr answer uses to name a photo (and build its static URL)."""
+    return {"id": p["photo_id"], "secret": p.get("secret") or "", "server": p.get("server") or "", "farm": 66}
+
+
 def _photo_info(world: World, params: dict) -> dict:
     p = _photo(world, params)
     owner = world.people.get(p["owner_id"], {})
     upload = int(pd.Timestamp(p["upload_date"]).timestamp()) if p.get("upload_date") is not None else 0
     return {
         "photo": {
-            "id": p["photo_id"],
-            "secret": p.get("secret") or "",
-            "server": p.get("server") or "",
-            "farm": 66,
+            **_photo_ref(p),
             "dateuploaded": str(upload),
             "owner": {"nsid": p["owner_id"], "username": p.get("owner_name") or "", "realname": owner.get("realname") or ""},
             "title": {"_content": p.get("title") or ""},
@@ -297,10 +296,7 @@ def _photo_favorites(world: World, params: dict) -> dict:
     per_page = min(max(int(params.get("per_page") or 10), 1), 50)
     return {
         "photo": {
-            "id": p["photo_id"],
-            "secret": p.get("secret") or "",
-            "server": p.get("server") or "",
-            "farm": 66,
+            **_photo_ref(p),
             "page": 1,
             "pages": math.ceil(total / per_page),
             "perpage": per_page,
