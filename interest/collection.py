@@ -272,14 +272,32 @@ def resolve_backbone(root: str | os.PathLike, backbone_id: str | None = None) ->
     return present[0]
 
 
-def embeddings_to_arrow(photo_ids: list[str] | np.ndarray, embeddings: np.ndarray) -> pa.Table:
-    """An Arrow table (photo_id, embedding: fixed-size list of float32)."""
+def embeddings_to_arrow(
+    photo_ids: list[str] | np.ndarray, embeddings: np.ndarray, norms: np.ndarray | None = None
+) -> pa.Table:
+    """An Arrow table (photo_id, embedding: fixed-size list of float32[, norm: float32, null where NaN]).
+
+    ``norms`` are the rows' L2 norms before normalisation, for heads trained
+    on raw features (raw = embedding * norm).
+    """
     emb = np.ascontiguousarray(embeddings, dtype=np.float32)
     if emb.ndim != 2:
         raise ValueError("embeddings must be a 2-D array")
     values = pa.array(emb.reshape(-1), type=pa.float32())
     column = pa.FixedSizeListArray.from_arrays(values, emb.shape[1])
-    return pa.table({"photo_id": pa.array([str(p) for p in photo_ids], pa.string()), "embedding": column})
+    columns = {"photo_id": pa.array([str(p) for p in photo_ids], pa.string()), "embedding": column}
+    if norms is not None:
+        norms = np.asarray(norms, dtype=np.float32)
+        columns["norm"] = pa.array(norms, pa.float32(), mask=~np.isfinite(norms))
+    return pa.table(columns)
+
+
+def read_embedding_norms(path: str | os.PathLike) -> np.ndarray | None:
+    """The ``norm`` column of an embeddings file as float32 (NaN where null), or None when it has none."""
+    path = Path(path)
+    if "norm" not in pq.read_schema(path).names:
+        return None
+    return np.asarray(pq.read_table(path, columns=["norm"]).column("norm").to_pandas(), dtype=np.float32)
 
 
 def write_embeddings(

@@ -34,9 +34,9 @@ class CountingPerceptual(PerceptualBackbone):
         super().__init__()
         self.encoded = 0
 
-    def encode(self, batch):
+    def encode_raw(self, batch):
         self.encoded += len(batch)
-        return super().encode(batch)
+        return super().encode_raw(batch)
 
 
 def make_collection(root: Path, n_good: int = 6, bad: bool = True) -> dict[str, str]:

@@ -61,15 +61,27 @@ class Backbone:
         """One RGB image (from :func:`interest.features.images.load_image`) as a model input array."""
         raise NotImplementedError
 
+    def encode_raw(self, batch: np.ndarray) -> np.ndarray:
+        """A stacked batch of :meth:`transform` outputs to (n, dim) float32 features before L2 normalisation.
+
+        Heads trained on raw features (the study's CI_R model) need these; the
+        contract stores the normalised rows and their norms.
+        """
+        raise NotImplementedError
+
     def encode(self, batch: np.ndarray) -> np.ndarray:
         """A stacked batch of :meth:`transform` outputs to (n, dim) float32 L2-normalised rows."""
-        raise NotImplementedError
+        return _l2(self.encode_raw(batch))
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         """Embed RGB images: (n, dim) float32, L2-normalised."""
+        return _l2(self.embed_raw(images))
+
+    def embed_raw(self, images: list[Image.Image]) -> np.ndarray:
+        """Embed RGB images without normalising: (n, dim) float32 (their norms are the ``norm`` column)."""
         if len(images) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self.encode(np.stack([self.transform(img) for img in images]))
+        return self.encode_raw(np.stack([self.transform(img) for img in images]))
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         """Embed texts in the image space (CLIP backbones only): (n, dim) float32, L2-normalised."""
@@ -225,8 +237,8 @@ class PerceptualBackbone(Backbone):
     def transform(self, image: Image.Image) -> np.ndarray:
         return perceptual_vector(image)
 
-    def encode(self, batch: np.ndarray) -> np.ndarray:
-        return _l2(batch)
+    def encode_raw(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(batch, dtype=np.float32)
 
 
 # ---------------------------------------------------------------- open_clip
@@ -271,7 +283,7 @@ class OpenClipBackbone(Backbone):
         dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
         return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
 
-    def encode(self, batch) -> np.ndarray:
+    def encode_raw(self, batch) -> np.ndarray:
         import torch
 
         x = torch.as_tensor(batch)
@@ -279,7 +291,7 @@ class OpenClipBackbone(Backbone):
             x = x.to(self.device, non_blocking=True)
         with torch.inference_mode(), self._autocast():
             features = self.model.encode_image(x)
-        return _l2(features.float().cpu().numpy())
+        return features.float().cpu().numpy()
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         import torch

@@ -53,6 +53,7 @@ from interest.features.images import (
 )
 
 DEFAULT_PART_SIZE = 1024
+CACHE_COLUMNS = ["photo_id", "sha256", "embedding", "norm"]
 
 
 # ---------------------------------------------------------------- reader
@@ -161,12 +162,37 @@ def iter_embeddings(
 
     The model encodes one batch while the workers decode the next ones.
     """
+    for index, emb, _, failed in iter_embeddings_with_norms(
+        paths, backbone, batch_size=batch_size, workers=workers, max_pixels=max_pixels
+    ):
+        yield index, emb, failed
+
+
+def iter_embeddings_with_norms(
+    paths: list,
+    backbone: Backbone,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]]:
+    """As :func:`iter_embeddings`, with each row's L2 norm before normalisation (the contract's ``norm``)."""
     on_gpu = str(getattr(backbone, "device", "cpu")).startswith("cuda")
     for index, batch, failed in iter_transformed(
         paths, backbone.transform, batch_size=batch_size, workers=workers, max_pixels=max_pixels, pin_memory=on_gpu
     ):
-        emb = backbone.encode(batch) if batch is not None else np.zeros((0, backbone.dim), dtype=np.float32)
-        yield index, emb, failed
+        if batch is None:
+            emb, norms = np.zeros((0, backbone.dim), dtype=np.float32), np.zeros(0, dtype=np.float32)
+        else:
+            emb, norms = split_norms(backbone.encode_raw(batch))
+        yield index, emb, norms, failed
+
+
+def split_norms(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Raw features (n, d) as (L2-normalised rows, their norms (n,) float32); zero rows stay zero."""
+    raw = np.asarray(raw, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", raw, raw, dtype=np.float64)).astype(np.float32)
+    return raw / np.where(norms > 0, norms, np.float32(1))[:, None], norms
 
 
 def embed_paths(
@@ -211,40 +237,50 @@ class PartWriter:
         self.ids: list[str] = []
         self.shas: list[str] = []
         self.rows: list[np.ndarray] = []
+        self.norms: list[float] = []
         numbers = [int(p.stem.split("-")[1]) for p in folder.glob("part-*.parquet")] if folder.is_dir() else []
         self.next_number = max(numbers, default=-1) + 1
 
-    def add(self, photo_id: str, sha: str, embedding: np.ndarray) -> None:
+    def add(self, photo_id: str, sha: str, embedding: np.ndarray, norm: float = float("nan")) -> None:
         self.ids.append(photo_id)
         self.shas.append(sha)
         self.rows.append(embedding)
+        self.norms.append(norm)
         if len(self.ids) >= self.part_size:
             self.flush()
 
     def flush(self) -> None:
         if not self.ids:
             return
-        table = embeddings_to_arrow(self.ids, np.stack(self.rows))
+        table = embeddings_to_arrow(self.ids, np.stack(self.rows), norms=np.asarray(self.norms, dtype=np.float32))
         table = table.append_column("sha256", pa.array(self.shas, pa.string()))
         with atomic_path(self.folder / f"part-{self.next_number:06d}.parquet") as tmp:
             pq.write_table(table, tmp)
         self.next_number += 1
-        self.ids, self.shas, self.rows = [], [], []
+        self.ids, self.shas, self.rows, self.norms = [], [], [], []
 
 
 def _read_rows(path: Path) -> pd.DataFrame:
-    """(photo_id, sha256, embedding as float32 arrays) from a table or part; empty when unusable."""
+    """(photo_id, sha256, embedding as float32 arrays, norm) from a table or part; empty when unusable.
+
+    ``norm`` is NaN for rows written before the contract had it.
+    """
     try:
-        table = pq.read_table(path, columns=["photo_id", "sha256", "embedding"])
+        table = pq.read_table(path)
+        table = table.select([c for c in ("photo_id", "sha256", "embedding", "norm") if c in table.column_names])
     except Exception:  # noqa: BLE001 - a damaged cache file is only a cache miss
-        return pd.DataFrame(columns=["photo_id", "sha256", "embedding"])
+        return pd.DataFrame(columns=CACHE_COLUMNS)
+    if not {"photo_id", "sha256", "embedding"} <= set(table.column_names):
+        return pd.DataFrame(columns=CACHE_COLUMNS)
     column = table.column("embedding").combine_chunks()
     dim = column.type.list_size if pa.types.is_fixed_size_list(column.type) else None
     flat = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
     emb = flat.reshape(len(table), dim or (len(flat) // max(1, len(table))))
+    norms = (np.asarray(table.column("norm").to_pandas(), dtype=np.float32) if "norm" in table.column_names
+             else np.full(len(table), np.nan, dtype=np.float32))
     return pd.DataFrame(
         {"photo_id": table.column("photo_id").to_pylist(), "sha256": table.column("sha256").to_pylist(),
-         "embedding": list(emb)}
+         "embedding": list(emb), "norm": norms}
     )
 
 
@@ -252,12 +288,12 @@ def _load_cache(folder: Path, current_preprocessing: dict | None, stored_preproc
     """Earlier rows of this backbone: the consolidated table, then the parts of an unfinished run."""
     if stored_preprocessing is not None and current_preprocessing is not None \
             and stored_preprocessing != current_preprocessing:
-        return pd.DataFrame(columns=["photo_id", "sha256", "embedding"])  # another preprocessing: start afresh
+        return pd.DataFrame(columns=CACHE_COLUMNS)  # another preprocessing: start afresh
     frames = [_read_rows(folder / "embeddings.parquet")] if (folder / "embeddings.parquet").is_file() else []
     frames += [_read_rows(p) for p in sorted((folder / "parts").glob("part-*.parquet"))]
     frames = [f for f in frames if len(f)]
     if not frames:
-        return pd.DataFrame(columns=["photo_id", "sha256", "embedding"])
+        return pd.DataFrame(columns=CACHE_COLUMNS)
     rows = pd.concat(frames, ignore_index=True)
     return rows.drop_duplicates(["photo_id", "sha256"], keep="last")
 
@@ -349,8 +385,9 @@ def embed_collection(
 
     status: dict[int, tuple[str, str | None]] = {}
     cache = _load_cache(folder, backbone.preprocessing, stored.get("preprocessing"))
-    cached = {(p, s): e for p, s, e in zip(cache["photo_id"], cache["sha256"], cache["embedding"])}
-    done: dict[int, np.ndarray] = {}
+    cached = {(p, s): (e, n) for p, s, e, n in zip(cache["photo_id"], cache["sha256"], cache["embedding"],
+                                                     cache["norm"])}
+    done: dict[int, tuple[np.ndarray, float]] = {}
     todo: list[int] = []
     for i in candidates:
         sha = shas[i]
@@ -366,14 +403,14 @@ def embed_collection(
     started = time.perf_counter()
     writer = PartWriter(folder / "parts", part_size)
     with progress_bar(total=len(todo), unit="img", desc=f"embed {backbone.id}", enabled=progress) as bar:
-        for index, emb, failed in iter_embeddings(
+        for index, emb, norms, failed in iter_embeddings_with_norms(
             [files[i] for i in todo], backbone, batch_size=batch_size, workers=workers, max_pixels=max_pixels
         ):
-            for j, row in zip(index, emb):
+            for j, row, norm in zip(index, emb, norms):
                 i = todo[j]
-                done[i] = row
+                done[i] = (row, float(norm))
                 status[i] = ("ok", None)
-                writer.add(ids[i], shas[i], row)
+                writer.add(ids[i], shas[i], row, float(norm))
             for j, reason in failed:
                 status[todo[j]] = _status_of(reason)
             bar.update(len(index) + len(failed))
@@ -385,8 +422,9 @@ def embed_collection(
     rows_changed = len(todo) > 0 or (folder / "parts").is_dir() or not path.is_file() \
         or len(order) != _table_rows(path)
     if rows_changed:
-        emb = np.stack([done[i] for i in order]) if order else np.zeros((0, backbone.dim), dtype=np.float32)
-        table = embeddings_to_arrow(ids[order], emb).append_column(
+        emb = np.stack([done[i][0] for i in order]) if order else np.zeros((0, backbone.dim), dtype=np.float32)
+        norms = np.array([done[i][1] for i in order], dtype=np.float32)
+        table = embeddings_to_arrow(ids[order], emb, norms=norms).append_column(
             "sha256", pa.array([shas[i] for i in order], pa.string())
         )
         write_parquet_atomic(path, table)
