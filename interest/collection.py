@@ -345,9 +345,18 @@ def read_embeddings_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarra
         emb[start : start + len(block)] = block
         ids.append(part_ids)
         start += len(block)
+    return np.concatenate(ids), normalize_rows_inplace(emb)
+
+
+def normalize_rows_inplace(emb: np.ndarray) -> np.ndarray:
+    """Scale the rows of a float32 matrix to unit L2 norm in place (no second matrix); returns it.
+
+    The one normalisation of stored embeddings read for scoring: every engine
+    uses it, so the same file gives bit-identical inputs (and scores) everywhere.
+    """
     norms = np.sqrt(np.einsum("ij,ij->i", emb, emb))[:, None]
-    emb /= np.where(norms > 0, norms, np.float32(1.0))  # in place: no second matrix
-    return np.concatenate(ids), emb
+    emb /= np.where(norms > 0, norms, np.float32(1.0))
+    return emb
 
 
 def _embedding_block(path: Path, ids: np.ndarray, col: pa.Array) -> np.ndarray:

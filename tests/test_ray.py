@@ -93,9 +93,34 @@ def test_ray_scores_equal_local(local_ray, embedded_model):
     local = model.score(source, user=user, progress=False)
     remote = score_ray(bundle, source, user=user, batch_size=128, progress=False)
     assert len(remote) == 500
-    pd.testing.assert_frame_equal(remote, local)
+    # exactly equal, not within a tolerance: scoring accumulates in float64, so Ray's batches of 128
+    # and one local call give bit-identical float32 scores (docs/apps.md, "the same values")
+    pd.testing.assert_frame_equal(remote, local, check_exact=True)
     # a collection directory stands for its embeddings of the model's backbone
-    pd.testing.assert_frame_equal(score_ray(bundle, root, progress=False), model.score(source, progress=False))
+    pd.testing.assert_frame_equal(
+        score_ray(bundle, root, batch_size=37, progress=False), model.score(source, progress=False), check_exact=True
+    )
+
+
+def test_scores_do_not_depend_on_the_batch(embedded_model):
+    """The property the Ray comparison rests on, checked without Ray: any split gives the same bits."""
+    from interest.collection import read_embeddings_file
+
+    root, _, model = embedded_model
+    _, emb = read_embeddings_file(embeddings_path(root, model.backbone_id))
+    user = model.users[1]
+    whole = model.score_embeddings(emb, user=user)
+    for size in (1, 7, 128):
+        parts = pd.concat([model.score_embeddings(emb[s : s + size], user=user) for s in range(0, len(emb), size)])
+        pd.testing.assert_frame_equal(parts.reset_index(drop=True), whole, check_exact=True)
+    # one row far from unit norm in a batch rescales that row only, not its neighbours
+    mixed = emb[:10].copy()
+    mixed[3] *= 3.0
+    got = model.score_embeddings(mixed, user=user)
+    others = [i for i in range(10) if i != 3]
+    pd.testing.assert_frame_equal(got.iloc[others], whole.iloc[others], check_exact=True)
+    # the rescaled row itself matches to float32 rounding of its new unit vector
+    np.testing.assert_allclose(got.iloc[3, 2:].to_numpy(float), whole.iloc[3, 2:].to_numpy(float), atol=1e-5)
 
 
 def test_cli_score_engine_ray(local_ray, embedded_model, tmp_path):

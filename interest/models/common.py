@@ -27,6 +27,26 @@ import pandas as pd
 # scale, so one grid suits 64-d toys and 768-d CLIP alike.
 RELATIVE_ALPHAS = tuple(float(a) for a in np.logspace(-5, 1, 13))
 _CHUNK = 65_536  # rows per chunk: bounds the float32 temporaries at ~130 MB for 512-d
+_MATMUL_ROWS = 16_384  # rows per float64 block in matmul64: ~64 MB of temporaries for 512-d
+
+
+def matmul64(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x @ w`` accumulated in float64, in blocks of rows: (n, k) float64.
+
+    Every scoring matmul goes through here. float32 BLAS chooses its kernel,
+    and so its order of summation, by the shape of the whole matrix, which made
+    a photo's score depend on the batch it was scored in (by ~1e-7: Ray's
+    batches of 128 disagreed with one local call). In float64 that difference
+    is ~1e-16, far below float32 resolution, so once the caller casts the
+    result to float32 a row scores the same in any batch and on any engine.
+    Blocking by rows keeps memory bounded and cannot change a row's result.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    n = len(x)
+    out = np.empty((n,) + w.shape[1:], dtype=np.float64)
+    for start in range(0, n, _MATMUL_ROWS):
+        out[start : start + _MATMUL_ROWS] = np.asarray(x[start : start + _MATMUL_ROWS], dtype=np.float64) @ w
+    return out
 
 
 def _fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
@@ -71,7 +91,8 @@ class PCA:
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Project ``X`` (n, d) onto the components: (n, k) float32."""
-        return (np.asarray(X, dtype=np.float32) - self.mean_) @ self.components_.T
+        X = np.asarray(X, dtype=np.float32)
+        return (matmul64(X, self.components_.T) - self.mean_.astype(np.float64) @ self.components_.T).astype(np.float32)
 
 
 class Ridge:
@@ -172,7 +193,7 @@ class Ridge:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted CI scores for ``X`` (n, d): (n,) float32."""
-        return (np.asarray(X, dtype=np.float32) @ self.coef_ + np.float32(self.intercept_)).astype(np.float32)
+        return (matmul64(np.asarray(X, dtype=np.float32), self.coef_) + self.intercept_).astype(np.float32)
 
 
 class Prototypes:
@@ -229,7 +250,8 @@ class Prototypes:
 
 def _nearest(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """Index of the nearest centroid (Euclidean) per row: argmax of x.c - |c|^2 / 2."""
-    return np.argmax(X @ centroids.T - 0.5 * np.einsum("ij,ij->i", centroids, centroids), axis=1)
+    c = np.asarray(centroids, dtype=np.float64)
+    return np.argmax(matmul64(X, c.T) - 0.5 * np.einsum("ij,ij->i", c, c), axis=1)
 
 
 class StackedBooster:

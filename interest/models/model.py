@@ -20,6 +20,7 @@ import pandas as pd
 
 from interest.collection import TREND_GROUPS, l2_normalize, read_embeddings_file
 from interest.errors import InterestError
+from interest.models.common import matmul64
 
 PROBABILITY_COLUMNS = [f"p_{g}" for g in TREND_GROUPS]
 
@@ -266,9 +267,12 @@ class InterestModel:
             raise InterestError(
                 f"embedding row {int(np.argmin(finite))} has NaN or infinite values; re-embed that photo"
             )
-        # training embeddings were L2-normalised; rows that already are skip the copy
-        if np.abs(sq - 1.0).max(initial=0.0) > 1e-4:
-            emb = l2_normalize(emb)
+        # training embeddings were L2-normalised; only rows that are not get rescaled, so a row's
+        # values (and scores) never depend on which other rows share its batch
+        off = np.abs(sq - 1.0) > 1e-4
+        if off.any():
+            emb = emb.copy()
+            emb[off] = l2_normalize(emb[off])
         return emb
 
     def _project(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -276,14 +280,13 @@ class InterestModel:
 
         One matrix product, the costliest step of scoring.
         """
-        out = emb @ self._projection
-        out += self._projection_offset
+        out = (matmul64(emb, self._projection) + self._projection_offset).astype(np.float32)
         Z = out[:, : self._n_pca]
         return Z, np.column_stack([out[:, self._n_pca], self.prototypes.predict(Z)])
 
     def _pca(self, emb: np.ndarray) -> np.ndarray:
         """The PCA features a user head needs (no first-level predictions)."""
-        return emb @ self._projection[:, : self._h] + self._projection_offset[: self._h]
+        return (matmul64(emb, self._projection[:, : self._h]) + self._projection_offset[: self._h]).astype(np.float32)
 
     def _check_user(self, heads, user: str) -> None:
         if not heads.has(user):

@@ -36,6 +36,8 @@ import itertools
 import numpy as np
 import scipy.sparse as sp
 
+from interest.models.common import matmul64
+
 # Activity buckets (train favourites per user) the calibration must not hurt.
 ACTIVITY_BUCKETS = ((1, 5), (5, 20), (20, 100), (100, None))
 # candidate scales s, relative to (spread of the common score) / (typical spread of a full-strength head)
@@ -236,12 +238,12 @@ class UserHeads:
     def deviation(self, user: str, Z: np.ndarray) -> np.ndarray:
         """Deviation of ``user`` (who must have a head) for PCA features ``Z`` (n, h): (n,) float32."""
         i = self._index[str(user)]
-        return (np.asarray(Z, dtype=np.float32) @ self.weights_[i] + self.offsets_[i]).astype(np.float32)
+        return (matmul64(Z, self.weights_[i]) + self.offsets_[i]).astype(np.float32)
 
     def deviations(self, users: list[str], Z: np.ndarray) -> np.ndarray:
         """Deviations of several users at once: (n, len(users)) float32."""
         rows = [self._index[str(x)] for x in users]
-        return np.asarray(Z, dtype=np.float32) @ self.weights_[rows].T + self.offsets_[rows]
+        return (matmul64(Z, self.weights_[rows].T) + self.offsets_[rows]).astype(np.float32)
 
     def fit_one(self, Z_liked: np.ndarray, Z_disliked: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """A head (weights, offset) from one user's liked (and disliked) PCA features, same shrinkage.
