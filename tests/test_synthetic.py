@@ -287,3 +287,110 @@ def test_refuses_non_empty_directories_unless_overwriting_a_world(tmp_path):
     assert first["n_photos"] == second["n_photos"]
     assert not (world / "images").exists()  # the earlier world's files are gone
     assert pd.read_json(world / "ground_truth" / "world.json", typ="series")["parameters"]["seed"] == 2
+
+
+# ---------------------------------------------------------------- the world family
+
+
+@pytest.fixture(scope="module")
+def confounded_world(tmp_path_factory):
+    from interest.synthetic.family import make_family_world
+
+    root = tmp_path_factory.mktemp("confounded")
+    make_family_world("confounded-s0", root, n_users=200, n_photos=1500)
+    return root
+
+
+def test_family_has_structures_times_seeds_and_the_default_world():
+    from interest.synthetic.family import FAMILY, STRUCTURES, WORLDS
+
+    assert len(FAMILY) >= 6 and len(STRUCTURES) >= 3 and len({WORLDS[n].seed for n in FAMILY}) >= 2
+    assert STRUCTURES["flat"].is_default()
+    assert sum(WORLDS[n].structure == "flat" for n in FAMILY) >= 2
+
+
+def test_crawl_keeps_only_favourited_photos_most_with_one_or_two_favourites(confounded_world):
+    t = _tables(confounded_world)
+    per_photo = t["favorites"].groupby("photo_id").size().reindex(t["photos"]["photo_id"]).fillna(0)
+    assert (per_photo >= 1).all()
+    assert (per_photo <= 2).mean() > 0.6
+    # the pool was three times the target: the crawl keeps fewer photos than it
+    assert 800 < len(t["photos"]) < 1500
+
+
+def test_subtopics_of_one_topic_differ_widely_in_appeal(confounded_world):
+    units = _truth(confounded_world, "units")
+    spread = units.groupby("topic")["broad_appeal"].agg(lambda a: a.max() - a.min())
+    assert (units.groupby("topic").size() == 4).all()
+    assert spread.median() > 1.0  # a broad topic holds both common and niche content
+    truth = _truth(confounded_world, "photos")
+    assert truth.groupby("unit")["true_commonality"].mean().groupby(units["topic"]).agg(np.ptp).median() > 0
+
+
+def test_community_members_share_niches(confounded_world):
+    users = _truth(confounded_world, "users")
+    members = users[users["community"] >= 0]
+    assert 0.3 < len(members) / len(users) < 0.7
+    taste = np.stack(members["taste"].to_numpy())
+    loved = taste > 0.9
+    same = members["community"].to_numpy()[:, None] == members["community"].to_numpy()[None, :]
+    overlap = (loved.astype(int) @ loved.T.astype(int)) > 0
+    off_diag = ~np.eye(len(members), dtype=bool)
+    assert overlap[same & off_diag].mean() > 0.9 > 3 * overlap[~same].mean()
+
+
+def test_favourites_follow_owner_popularity_beyond_appeal(confounded_world):
+    t = _tables(confounded_world)
+    truth = _truth(confounded_world, "photos").set_index("photo_id")
+    count = t["favorites"].groupby("photo_id").size().reindex(truth.index).to_numpy(dtype=float)
+    # residual of the count after the true commonality still follows the owner
+    resid = pd.Series(count).rank().to_numpy() - pd.Series(truth["true_commonality"].to_numpy()).rank().to_numpy()
+    assert spearmanr(resid, truth["owner_popularity"])[0] > 0.1
+
+
+def test_true_commonality_matches_resampled_favourites():
+    from interest.synthetic import world as W
+
+    rng = np.random.default_rng(0)
+    topics = W.make_topics(8, rng)
+    owners = W.make_owners(W._nsids(50, rng), rng)
+    photos = W.make_photos(800, topics, owners, rng)
+    users = W.make_users(W._nsids(60, rng), 800, topics, rng)
+    population = {
+        "taste": np.stack(users["taste"].to_numpy()),
+        "beta": W.BETA_MAX * users["taste_strength"].to_numpy(),
+        "activity": users["planned_activity"].to_numpy().astype(float),
+    }
+    expected = W.true_commonality(photos, population, W.user_thresholds(photos, population, 0.0))
+    counts = np.zeros(len(photos))
+    for r in range(20):
+        _, fav_photo, _ = W.sample_favorites(photos, users, np.random.default_rng(10 + r), progress=False, top_up=False)
+        counts += np.bincount(fav_photo, minlength=len(photos)) / 20
+    assert np.corrcoef(counts, expected)[0, 1] > 0.97
+    assert abs(counts.sum() - expected.sum()) / counts.sum() < 0.05
+
+
+def test_heldout_photos_have_embeddings_and_truth_and_never_enter_the_collection(confounded_world):
+    from interest.synthetic.family import heldout_photos, oracle_scores
+
+    photos, emb = heldout_photos(confounded_world)
+    assert emb.shape == (1000, 64) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    collection = set(read_table(confounded_world, "photos")["photo_id"])
+    assert not collection & set(photos["photo_id"])
+    assert (photos["true_commonality"] > 0).all()
+    assert spearmanr(photos["true_commonality"], photos["common_appeal"])[0] > 0.5
+    users = _truth(confounded_world, "users")["user_id"].to_numpy()[:5]
+    assert oracle_scores(confounded_world, users, photos).shape == (5, 1000)
+
+
+def test_default_world_gets_truth_without_changing_its_draws(small_world, tmp_path):
+    truth = _truth(small_world, "photos")
+    assert (truth["unit"] == truth["topic"]).all() and (truth["true_commonality"] > 0).all()
+    heldout = pd.read_parquet(small_world / "ground_truth" / "heldout" / "photos.parquet")
+    assert len(heldout) == 1000
+    # the same world without held-out photos is draw for draw the same collection
+    generate_world(tmp_path / "w", n_users=120, n_photos=1500, n_topics=16, render=False, embed_dim=64, seed=0,
+                   progress=False, heldout_photos=0)
+    for name, table in _tables(tmp_path / "w").items():
+        pd.testing.assert_frame_equal(table, _tables(small_world)[name])
+    assert np.array_equal(read_embeddings(tmp_path / "w")[2], read_embeddings(small_world)[2])

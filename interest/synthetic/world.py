@@ -12,6 +12,17 @@ sampled without replacement per user (Gumbel top-k). The collection tables
 follow the contract in :mod:`interest.collection`; the truth the generator
 used is written to ``ground_truth/`` and is never read by the pipeline, only by
 tests, evaluation on synthetic worlds and benchmarks.
+
+A :class:`WorldStructure` adds what real Flickr has and the default world
+lacks: sub-topics of very different appeal inside each topic, communities of
+users who share niche interests, crawl-like sampling (the collection holds only
+the photos some collected user favourited), favourites that follow the
+owner's popularity, and heavier-tailed activity. Every world's truth includes
+each photo's *true commonality* — the expected number of distinct users of a
+population (the collected users and fresh ones drawn alike) who would
+favourite it — and held-out photos the collection never held, with their
+embeddings and truth (``ground_truth/heldout/``). :mod:`interest.synthetic.family`
+names the worlds benchmarks and defaults are judged on.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +128,51 @@ ACTIVITY_RAMP = 15.0  # users with far fewer favourites than this follow the com
 FAVES_PER_PHOTO = 1.1  # sampled favourites per photo before every photo gets one
 HANDFUL_SHARE = 0.2  # users with only 1-10 favourites
 HEAVY_SHARE = 0.03  # users with about ten times the usual activity
+ACTIVITY_SIGMA = 0.6  # lognormal spread of ordinary users' activity
+POPULATION_FACTOR = 4  # truth's population: the collected users and three times as many drawn alike
+HELDOUT_PHOTOS = 1000  # photos the collection never held, drawn like its photos, for scoring
+SUBTOPIC_SCALE = 0.7  # how far a sub-topic's centroid sits from its topic's (topic centroids have norm 1)
+_TRUTH_BINS = 32  # pool photos per unit summarised in this many appeal bins when solving users' thresholds
+_TRUTH_GRID = 256  # appeal grid points per unit on which the true commonality is evaluated
+
+
+@dataclass(frozen=True)
+class WorldStructure:
+    """Structure options beyond the default world (all off by default).
+
+    * ``subtopics`` — sub-topics per topic (1: none). Each sub-topic's appeal is
+      its topic's broad appeal plus an offset of SD ``subtopic_spread``
+      (centred per topic), so one broad topic holds both common and niche
+      content; users' tastes and communities are over sub-topics.
+    * ``communities`` — groups of users sharing ``community_niches`` niche
+      sub-topics; a ``community_share`` of users belongs to one, and their taste
+      is the community's plus half their personal quirks.
+    * ``crawl_pool`` — > 0: photos are drawn from a pool of ``crawl_pool ×
+      n_photos`` and the collection keeps only those some collected user
+      favourited (so most have one or two favourites, and ``n_photos`` is the
+      collection's approximate size); 0: every photo is kept (the default world).
+    * ``faves_per_photo`` — sampled favourites per (intended) collection photo.
+    * ``exposure`` — logit boost per unit of the owner's log-popularity when a
+      user picks favourites: popular owners' photos collect favourites beyond
+      their appeal, as their views and fave counts already do.
+    * ``activity_sigma``, ``heavy_share`` — spread of ordinary users' activity
+      and share of heavy users (about ten times the usual activity).
+    """
+
+    subtopics: int = 1
+    subtopic_spread: float = 0.0
+    communities: int = 0
+    community_niches: int = 2
+    community_share: float = 0.0
+    crawl_pool: float = 0.0
+    faves_per_photo: float = FAVES_PER_PHOTO
+    exposure: float = 0.0
+    activity_sigma: float = ACTIVITY_SIGMA
+    heavy_share: float = HEAVY_SHARE
+
+    def is_default(self) -> bool:
+        """True when every option is off: the default world."""
+        return self == WorldStructure()
 
 
 def generate_world(
@@ -130,6 +187,8 @@ def generate_world(
     seed: int = 0,
     progress: bool = True,
     overwrite: bool = False,
+    structure: WorldStructure | None = None,
+    heldout_photos: int = HELDOUT_PHOTOS,
 ) -> dict:
     """Generate a synthetic Flickr world into collection directory ``out``.
 
@@ -139,14 +198,23 @@ def generate_world(
     truth in ``ground_truth/``. ``out`` must be new or empty; with ``overwrite``
     an earlier synthetic world there (one with ``ground_truth/world.json``) is
     removed first. The same arguments give the same tables and images.
+    ``structure`` (a :class:`WorldStructure`) adds sub-topics, communities,
+    crawl-like sampling, owner exposure and heavier tails; without it the world
+    is the default one, draw for draw. ``heldout_photos`` photos the collection
+    never held are drawn alike and written, with their truth (and embeddings
+    when ``embed_dim`` is given), to ``ground_truth/heldout/``.
 
     Returns a summary: counts and seconds per stage.
     """
     started = time.perf_counter()
     out = Path(out)
+    structure = structure or WorldStructure()
     _check_arguments(n_users, n_photos, n_topics, image_size, embed_dim, seed)
+    _check_structure(structure, heldout_photos)
     _prepare_out(out, overwrite)
     rng = np.random.default_rng(seed)
+    # Structure draws come from their own stream, so the default world stays draw-for-draw the same.
+    srng = np.random.default_rng([seed, 0x57C])
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -154,14 +222,35 @@ def generate_world(
     # One draw of NSIDs so that no owner shares an id with a favouriting user.
     nsids = _nsids(n_owners + n_users, rng)
     topics = make_topics(n_topics, rng)
+    units = make_units(topics, structure.subtopics, structure.subtopic_spread, srng)
     owners = make_owners(nsids[:n_owners], rng)
-    photos = make_photos(n_photos, topics, owners, rng)
-    users = make_users(nsids[n_owners:], n_photos, topics, rng)
-    fav_user, fav_photo, n_orphans = sample_favorites(photos, users, rng, progress=progress)
+    crawl = structure.crawl_pool > 0
+    n_pool = max(n_topics, int(round(structure.crawl_pool * n_photos))) if crawl else n_photos
+    pool = make_photos(n_pool, topics, owners, rng, units=None if structure.subtopics <= 1 else units, unit_rng=srng)
+    communities = make_communities(units, structure, srng)
+    activity_options = dict(
+        sigma=structure.activity_sigma, heavy_share=structure.heavy_share, faves_per_photo=structure.faves_per_photo
+    )
+    users = make_users(
+        nsids[n_owners:], n_photos, units, rng,
+        communities=communities, community_share=structure.community_share, community_rng=srng, **activity_options,
+    )
+    exposure = structure.exposure * pool["owner_popularity"].to_numpy() if structure.exposure else None
+    fav_user, fav_photo, n_orphans = sample_favorites(
+        pool, users, rng, progress=progress, extra_logit=exposure, top_up=not crawl
+    )
+    if crawl:
+        # A crawl sees only the photos its users favourited.
+        kept = np.unique(fav_photo)
+        photos = pool.iloc[kept].reset_index(drop=True)
+        fav_photo = np.searchsorted(kept, fav_photo)
+    else:
+        photos = pool
     seconds["world"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    fave_counts = np.bincount(fav_photo, minlength=n_photos)
+    n_photos_kept = len(photos)
+    fave_counts = np.bincount(fav_photo, minlength=n_photos_kept)
     photos["faves"] = np.maximum(photos["faves"].to_numpy(), fave_counts)
     users["activity"] = np.bincount(fav_user, minlength=n_users)
     upload = photos["upload_date"].dt.tz_convert(None).to_numpy().astype("datetime64[s]")
@@ -190,10 +279,23 @@ def generate_world(
     seconds["tables"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    hrng = np.random.default_rng([seed, 0x4E1D])
+    heldout = make_photos(
+        heldout_photos, topics, owners, hrng, units=None if structure.subtopics <= 1 else units, unit_rng=hrng,
+        id_base=int(photos["photo_id"].astype(np.int64).max()) + 1 if heldout_photos else 0,
+    ) if heldout_photos else None
+    population = make_population(users, n_users, n_photos, units, communities, structure, seed, activity_options)
+    thresholds = user_thresholds(pool, population, structure.exposure)
+    photos["true_commonality"] = true_commonality(photos, population, thresholds)
+    if heldout is not None:
+        heldout["true_commonality"] = true_commonality(heldout, population, thresholds)
+    seconds["truth"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     backbone_id = None
     if embed_dim is not None:
         backbone_id = f"synthetic/d{embed_dim}"
-        _write_embeddings(out, backbone_id, photos, topics, embed_dim, seed, progress)
+        _write_embeddings(out, backbone_id, photos, topics, units, embed_dim, seed, progress, heldout=heldout)
     seconds["embeddings"] = time.perf_counter() - t0
 
     params = {
@@ -214,19 +316,25 @@ def generate_world(
         "upload_start": str(UPLOAD_START),
         "upload_end": str(UPLOAD_END),
         "crawl_date": str(CRAWL_DATE),
+        "structure": asdict(structure),
+        "heldout_photos": int(heldout_photos),
+        "population": int(len(population["beta"])),
     }
     summary = {
         "out": str(out),
         "n_users": n_users,
-        "n_photos": n_photos,
+        "n_photos": int(n_photos_kept),
         "n_topics": n_topics,
+        "n_units": int(len(units)),
         "n_owners": len(owners),
+        "n_pool_photos": int(n_pool),
         "n_favorites": int(len(fav_user)),
         "n_orphans_assigned": int(n_orphans),
+        "n_heldout_photos": int(heldout_photos),
         "backbone_id": backbone_id,
         "rendered": render,
     }
-    _write_ground_truth(out, photos, users, topics, params, summary)
+    _write_ground_truth(out, photos, users, topics, units, params, summary, heldout)
     seconds["total"] = time.perf_counter() - started
     summary["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return summary
@@ -253,6 +361,27 @@ def _check_arguments(n_users, n_photos, n_topics, image_size, embed_dim, seed) -
         raise InterestError(f"embed_dim={embed_dim!r}: must be None or an integer of at least 2")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise InterestError(f"seed={seed!r}: must be a non-negative integer")
+
+
+def _check_structure(structure: WorldStructure, heldout_photos: int) -> None:
+    if not isinstance(structure, WorldStructure):
+        raise InterestError(f"structure={structure!r}: give an interest.synthetic.world.WorldStructure or None")
+    for name, low in (("subtopics", 1), ("communities", 0), ("community_niches", 1)):
+        value = getattr(structure, name)
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise InterestError(f"structure.{name}={value!r}: must be an integer of at least {low}")
+    for name in ("subtopic_spread", "crawl_pool", "exposure", "activity_sigma"):
+        if not float(getattr(structure, name)) >= 0:
+            raise InterestError(f"structure.{name}={getattr(structure, name)!r}: must be a number of at least 0")
+    if 0 < structure.crawl_pool < 1:
+        raise InterestError(f"structure.crawl_pool={structure.crawl_pool!r}: give 0 (no crawl) or at least 1")
+    for name in ("community_share", "heavy_share"):
+        if not 0.0 <= float(getattr(structure, name)) <= 1.0:
+            raise InterestError(f"structure.{name}={getattr(structure, name)!r}: must be in [0, 1]")
+    if not float(structure.faves_per_photo) > 0:
+        raise InterestError(f"structure.faves_per_photo={structure.faves_per_photo!r}: must be above 0")
+    if not isinstance(heldout_photos, (int, np.integer)) or isinstance(heldout_photos, bool) or heldout_photos < 0:
+        raise InterestError(f"heldout_photos={heldout_photos!r}: must be a non-negative integer")
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -308,6 +437,45 @@ def make_topics(n_topics: int, rng: np.random.Generator) -> pd.DataFrame:
     )
 
 
+def make_units(topics: pd.DataFrame, subtopics: int, spread: float, rng: np.random.Generator) -> pd.DataFrame:
+    """The units of taste and content: one per topic, or ``subtopics`` per topic with spread-out appeal.
+
+    Columns: ``unit``, ``topic``, ``name``, ``appeal_offset`` (added to the
+    topic's broad appeal), ``broad_appeal`` (the unit's: topic's + offset) and
+    ``share`` (of its topic's photos).
+    """
+    n_topics = len(topics)
+    if subtopics <= 1:
+        return pd.DataFrame(
+            {
+                "unit": np.arange(n_topics),
+                "topic": np.arange(n_topics),
+                "name": topics["name"].to_numpy(dtype=object),
+                "appeal_offset": np.zeros(n_topics),
+                "broad_appeal": topics["broad_appeal"].to_numpy(dtype=float),
+                "share": np.ones(n_topics),
+            }
+        )
+    offset = rng.normal(0.0, spread, (n_topics, subtopics))
+    # centred per topic: the topic's broad appeal stays its sub-topics' mean
+    offset -= offset.mean(axis=1, keepdims=True)
+    share = rng.dirichlet(np.full(subtopics, 3.0), n_topics)
+    topic = np.repeat(np.arange(n_topics), subtopics)
+    names = topics["name"].to_numpy(dtype=object)[topic] + np.tile(
+        np.array([f"/{k}" for k in range(subtopics)], dtype=object), n_topics
+    )
+    return pd.DataFrame(
+        {
+            "unit": np.arange(n_topics * subtopics),
+            "topic": topic,
+            "name": names,
+            "appeal_offset": offset.ravel(),
+            "broad_appeal": topics["broad_appeal"].to_numpy(dtype=float)[topic] + offset.ravel(),
+            "share": share.ravel(),
+        }
+    )
+
+
 def make_owners(owner_ids: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
     """Photo owners: NSID, name, heavy-tailed popularity, PRO status, occupation, skill."""
     n_owners = len(owner_ids)
@@ -337,15 +505,41 @@ def make_owners(owner_ids: np.ndarray, rng: np.random.Generator) -> pd.DataFrame
     )
 
 
-def make_photos(n_photos: int, topics: pd.DataFrame, owners: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    """Photos with topic, quality, common appeal, owner and Flickr metadata."""
+def make_photos(
+    n_photos: int,
+    topics: pd.DataFrame,
+    owners: pd.DataFrame,
+    rng: np.random.Generator,
+    *,
+    units: pd.DataFrame | None = None,
+    unit_rng: np.random.Generator | None = None,
+    id_base: int = 5_000_000_000,
+) -> pd.DataFrame:
+    """Photos with topic (and unit), quality, common appeal, owner and Flickr metadata.
+
+    With ``units`` (sub-topics, see :func:`make_units`) each photo also draws a
+    sub-topic of its topic from ``unit_rng`` by the sub-topics' shares, and
+    its appeal includes the sub-topic's offset; without, the unit is the topic.
+    Photo ids start above ``id_base``.
+    """
     n_topics = len(topics)
     # Every topic gets at least one photo, the rest follow the topic shares.
-    topic = np.concatenate([np.arange(n_topics), rng.choice(n_topics, n_photos - n_topics, p=topics["share"])])
+    if n_photos >= n_topics:
+        topic = np.concatenate([np.arange(n_topics), rng.choice(n_topics, n_photos - n_topics, p=topics["share"])])
+    else:  # a handful of held-out photos need not cover every topic
+        topic = rng.choice(n_topics, n_photos, p=topics["share"])
     topic = rng.permutation(topic)
     owner = rng.choice(len(owners), n_photos, p=_normalise(owners["weight"].to_numpy()))
     quality = rng.normal(0.0, 0.6, n_photos) + owners["skill"].to_numpy()[owner]
     appeal = topics["broad_appeal"].to_numpy()[topic] + quality
+    unit = topic
+    if units is not None:
+        per_topic = int(len(units) // n_topics)
+        share = units["share"].to_numpy().reshape(n_topics, per_topic)
+        cdf = np.cumsum(share, axis=1)
+        pick = (unit_rng.random(n_photos)[:, None] > cdf[topic]).sum(axis=1)
+        unit = topic * per_topic + np.minimum(pick, per_topic - 1)
+        appeal = appeal + units["appeal_offset"].to_numpy()[unit]
     z = (appeal - appeal.mean()) / appeal.std()
     log_pop = owners["log_popularity"].to_numpy()[owner]
 
@@ -364,7 +558,7 @@ def make_photos(n_photos: int, topics: pd.DataFrame, owners: pd.DataFrame, rng: 
     # Flickr ids grow with upload time.
     order = np.argsort(upload, kind="stable")
     ids = np.empty(n_photos, dtype=np.int64)
-    ids[order] = 5_000_000_000 + np.cumsum(rng.integers(1, 60_000, n_photos))
+    ids[order] = id_base + np.cumsum(rng.integers(1, 60_000, n_photos))
     photo_id = ids.astype(str).astype(object)
     secret = np.array([f"{s:010x}" for s in rng.integers(0, 16**10, n_photos)], dtype=object)
     server = rng.integers(1000, 10000, n_photos).astype(str).astype(object)
@@ -395,6 +589,7 @@ def make_photos(n_photos: int, topics: pd.DataFrame, owners: pd.DataFrame, rng: 
             "date_taken": pd.to_datetime(taken).astype("datetime64[ns]"),
             # truth, split off before the tables are written
             "topic": topic,
+            "unit": unit,
             "quality": quality,
             "common_appeal": appeal,
             "owner_popularity": log_pop,
@@ -405,22 +600,67 @@ def make_photos(n_photos: int, topics: pd.DataFrame, owners: pd.DataFrame, rng: 
 # ---------------------------------------------------------------- users and favourites
 
 
-def user_activity(n_users: int, n_photos: int, rng: np.random.Generator) -> np.ndarray:
-    """Planned favourites per user: 20% a handful, most a median, a few about ten times that."""
+def user_activity(
+    n_users: int,
+    n_photos: int,
+    rng: np.random.Generator,
+    *,
+    sigma: float = ACTIVITY_SIGMA,
+    heavy_share: float = HEAVY_SHARE,
+    faves_per_photo: float = FAVES_PER_PHOTO,
+) -> np.ndarray:
+    """Planned favourites per user: 20% a handful, most a median, a few about ten times that.
+
+    ``sigma`` is the lognormal spread of ordinary users, ``heavy_share`` the
+    share of heavy users; all favourites total ``faves_per_photo × n_photos``.
+    """
     kind = rng.random(n_users)
     handful = kind < HANDFUL_SHARE
-    heavy = kind > 1 - HEAVY_SHARE
-    shape = np.where(heavy, rng.lognormal(np.log(10.0), 0.4, n_users), rng.lognormal(0.0, 0.6, n_users))
+    heavy = kind > 1 - heavy_share
+    shape = np.where(heavy, rng.lognormal(np.log(10.0), 0.4, n_users), rng.lognormal(0.0, sigma, n_users))
     small = rng.integers(1, 11, n_users)
-    # Scale the others so that the sampled favourites total FAVES_PER_PHOTO per photo.
-    rest = max(FAVES_PER_PHOTO * n_photos - small[handful].sum(), 0.0)
+    # Scale the others so that the sampled favourites total faves_per_photo per photo.
+    rest = max(faves_per_photo * n_photos - small[handful].sum(), 0.0)
     scaled = shape * rest / max(shape[~handful].sum(), 1e-9)
     activity = np.where(handful, small, np.maximum(np.round(scaled), 11))
     return np.minimum(activity, max(1, n_photos // 2)).astype(np.int64)
 
 
-def make_users(user_ids: np.ndarray, n_photos: int, topics: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    """Favouriting users: profile fields, planned activity and personal taste over topics."""
+def make_communities(units: pd.DataFrame, structure: WorldStructure, rng: np.random.Generator) -> np.ndarray | None:
+    """(communities, units) taste of each community: ``community_niches`` niche units at 1 (None without)."""
+    if structure.communities == 0:
+        return None
+    appeal = units["broad_appeal"].to_numpy()
+    niche = np.flatnonzero(appeal < 1.0)
+    if len(niche) == 0:
+        niche = np.arange(len(units))
+    k = min(structure.community_niches, len(niche))
+    taste = np.zeros((structure.communities, len(units)))
+    for c in range(structure.communities):
+        taste[c, rng.choice(niche, k, replace=False)] = 1.0
+    return taste
+
+
+def make_users(
+    user_ids: np.ndarray,
+    n_photos: int,
+    topics: pd.DataFrame,
+    rng: np.random.Generator,
+    *,
+    communities: np.ndarray | None = None,
+    community_share: float = 0.0,
+    community_rng: np.random.Generator | None = None,
+    sigma: float = ACTIVITY_SIGMA,
+    heavy_share: float = HEAVY_SHARE,
+    faves_per_photo: float = FAVES_PER_PHOTO,
+) -> pd.DataFrame:
+    """Favouriting users: profile fields, planned activity and personal taste over topics (or units).
+
+    ``topics`` may be the units of :func:`make_units` (taste is then over
+    sub-topics). With ``communities`` (see :func:`make_communities`) a
+    ``community_share`` of users joins one, drawn from ``community_rng``: their
+    taste becomes the community's plus half their personal one.
+    """
     n_users, n_topics = len(user_ids), len(topics)
     tz = rng.choice(len(TIMEZONES), n_users, p=_normalise(np.array(TIMEZONE_WEIGHTS, float)))
     tz_label = np.array([TIMEZONES[i][0] for i in tz], dtype=object)
@@ -439,7 +679,9 @@ def make_users(user_ids: np.ndarray, n_photos: int, topics: pd.DataFrame, rng: n
     username = handle + "_" + np.char.lower(first.astype(str)).astype(object) + number
     realname = np.where(rng.random(n_users) < 0.3, None, first + " " + last)
 
-    activity = user_activity(n_users, n_photos, rng)
+    activity = user_activity(
+        n_users, n_photos, rng, sigma=sigma, heavy_share=heavy_share, faves_per_photo=faves_per_photo
+    )
     # Each user loves 1-3 topics, mostly niche ones; weights scaled so the best is 1.
     is_common = topics["broad_appeal"].to_numpy() >= 1.0
     prior = np.where(is_common, 0.15, 1.0)
@@ -454,6 +696,13 @@ def make_users(user_ids: np.ndarray, n_photos: int, topics: pd.DataFrame, rng: n
     # Commitment to that taste grows with activity: people with a handful of
     # favourites mostly favourite what everyone likes.
     strength = rng.beta(6.0, 2.0, n_users) * (1 - np.exp(-activity / ACTIVITY_RAMP))
+    community = np.full(n_users, -1, dtype=np.int64)
+    if communities is not None and len(communities):
+        member = community_rng.random(n_users) < community_share
+        community = np.where(member, community_rng.integers(0, len(communities), n_users), -1)
+        shared = np.where(member[:, None], communities[np.maximum(community, 0)], 0.0)
+        taste = np.where(member[:, None], 0.5 * taste + shared, taste)
+        taste /= taste.max(axis=1, keepdims=True)
     return pd.DataFrame(
         {
             "user_id": user_ids,
@@ -466,6 +715,7 @@ def make_users(user_ids: np.ndarray, n_photos: int, topics: pd.DataFrame, rng: n
             "planned_activity": activity,
             "taste_strength": strength,
             "taste": list(taste),
+            "community": community,
         }
     )
 
@@ -475,16 +725,21 @@ def sample_favorites(
     users: pd.DataFrame,
     rng: np.random.Generator,
     progress: bool = True,
+    *,
+    extra_logit: np.ndarray | None = None,
+    top_up: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(user index, photo index) of every favourite, and how many photos needed a top-up.
 
     Each user draws ``planned_activity`` photos without replacement with
-    probability ∝ exp(ALPHA * appeal + beta_u * taste_u[topic]) (Gumbel top-k,
-    exact). A real collection is crawled from favourites lists, so a photo
-    nobody drew is then given to one user, picked ∝ activity × taste for its topic.
+    probability ∝ exp(ALPHA * appeal + beta_u * taste_u[unit] + extra_logit)
+    (Gumbel top-k, exact; the unit is the topic unless the world has
+    sub-topics). With ``top_up``, a photo nobody drew is then given to one
+    user, picked ∝ activity × taste for its unit, so every photo is somebody's
+    favourite; a crawl (``top_up=False``) drops such photos instead.
     """
     n_photos = len(photos)
-    topic = photos["topic"].to_numpy()
+    topic = photos["unit"].to_numpy() if "unit" in photos else photos["topic"].to_numpy()
     taste = np.stack(users["taste"].to_numpy())
     beta = BETA_MAX * users["taste_strength"].to_numpy()
     activity = users["planned_activity"].to_numpy()
@@ -492,7 +747,10 @@ def sample_favorites(
     # float32 keys: this loop is most of the paper-scale world's time.
     by_topic = np.argsort(topic, kind="stable")
     bounds = np.searchsorted(topic[by_topic], np.arange(taste.shape[1] + 1))
-    base = (ALPHA * photos["common_appeal"].to_numpy()[by_topic]).astype(np.float32)
+    logit = ALPHA * photos["common_appeal"].to_numpy()
+    if extra_logit is not None:
+        logit = logit + extra_logit
+    base = logit[by_topic].astype(np.float32)
     keys = np.empty(n_photos, dtype=np.float32)
     fav_user, fav_photo = [], []
     for u in progress_bar(range(len(users)), desc="favourites", unit="user", enabled=progress):
@@ -514,7 +772,7 @@ def sample_favorites(
     fav_photo = np.concatenate(fav_photo)
 
     orphans = np.flatnonzero(np.bincount(fav_photo, minlength=n_photos) == 0)
-    if len(orphans):
+    if len(orphans) and top_up:
         # log P(u | topic t) ∝ log activity_u + beta_u * taste_u[t]
         logits = np.log(activity)[:, None] + beta[:, None] * taste  # (users, topics)
         probs = np.exp(logits - logits.max(axis=0))
@@ -528,7 +786,107 @@ def sample_favorites(
         fav_user = np.concatenate([fav_user, picked])
         fav_photo = np.concatenate([fav_photo, orphans])
     order = np.lexsort((fav_photo, fav_user))
-    return fav_user[order], fav_photo[order], len(orphans)
+    return fav_user[order], fav_photo[order], len(orphans) if top_up else 0
+
+
+# ---------------------------------------------------------------- truth
+
+
+def make_population(
+    users: pd.DataFrame,
+    n_users: int,
+    n_photos: int,
+    units: pd.DataFrame,
+    communities: np.ndarray | None,
+    structure: WorldStructure,
+    seed: int,
+    activity_options: dict,
+) -> dict:
+    """The population truth is measured on: the collected users and (POPULATION_FACTOR - 1) × as many drawn alike.
+
+    Returns ``taste`` (people, units), ``beta`` (people,) and ``activity``
+    (planned favourites, people,). The fresh people come from their own
+    seeded stream, batch by batch of ``n_users``, so their activity follows
+    the collected users' scale.
+    """
+    tastes = [np.stack(users["taste"].to_numpy())]
+    betas = [BETA_MAX * users["taste_strength"].to_numpy()]
+    activity = [users["planned_activity"].to_numpy()]
+    for batch in range(POPULATION_FACTOR - 1):
+        prng = np.random.default_rng([seed, 0x909, batch])
+        ids = np.array([f"p{batch}-{i}" for i in range(n_users)], dtype=object)
+        extra = make_users(
+            ids, n_photos, units, prng, communities=communities, community_share=structure.community_share,
+            community_rng=prng, **activity_options,
+        )
+        tastes.append(np.stack(extra["taste"].to_numpy()))
+        betas.append(BETA_MAX * extra["taste_strength"].to_numpy())
+        activity.append(extra["planned_activity"].to_numpy())
+    return {
+        "taste": np.concatenate(tastes),
+        "beta": np.concatenate(betas),
+        "activity": np.concatenate(activity).astype(np.float64),
+    }
+
+
+def user_thresholds(pool: pd.DataFrame, population: dict, exposure: float) -> np.ndarray:
+    """Each person's log-threshold ``tau`` such that their inclusion probabilities sum to their activity.
+
+    Top-k sampling by Gumbel keys is a race of exponential clocks: a photo of
+    weight ``w`` is among a person's ``k`` favourites with probability close
+    to ``1 - exp(-w e^tau)``, ``tau`` solving ``sum_p 1 - exp(-w_p e^tau) = k``
+    over the pool (the conditional-Poisson approximation). Pool photos are
+    summarised per unit in ``_TRUTH_BINS`` bins of weight, then ``tau`` is
+    found by bisection for everybody at once.
+    """
+    unit = pool["unit"].to_numpy()
+    logit = ALPHA * pool["common_appeal"].to_numpy()
+    if exposure:
+        logit = logit + exposure * pool["owner_popularity"].to_numpy()
+    taste, beta, k = population["taste"], population["beta"], population["activity"]
+    n_units = taste.shape[1]
+    reps = np.zeros((n_units, _TRUTH_BINS))
+    counts = np.zeros((n_units, _TRUTH_BINS))
+    for j in range(n_units):
+        values = np.sort(logit[unit == j])
+        for b, chunk in enumerate(np.array_split(values, min(_TRUTH_BINS, len(values))) if len(values) else []):
+            peak = chunk.max()
+            reps[j, b] = peak + np.log(np.mean(np.exp(chunk - peak)))  # log-mean-exp: exact while w e^tau is small
+            counts[j, b] = len(chunk)
+    k = np.minimum(k, 0.999 * counts.sum())
+    tau = np.empty(len(k))
+    for start in range(0, len(k), 2048):
+        s = (beta[start : start + 2048, None] * taste[start : start + 2048])[:, :, None] + reps[None]
+        lo, hi = np.full(len(s), -60.0), np.full(len(s), 60.0)
+        for _ in range(48):
+            mid = 0.5 * (lo + hi)
+            reached = (-np.expm1(-np.exp(np.minimum(s + mid[:, None, None], 50.0))) * counts).sum(axis=(1, 2))
+            above = reached > k[start : start + 2048]
+            hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
+        tau[start : start + 2048] = 0.5 * (lo + hi)
+    return tau
+
+
+def true_commonality(photos: pd.DataFrame, population: dict, tau: np.ndarray) -> np.ndarray:
+    """Expected number of distinct people of the population who would favourite each photo.
+
+    ``sum_u 1 - exp(-exp(ALPHA * appeal + beta_u taste_u[unit] + tau_u))``,
+    with the owner's exposure left out: what the photo collects from an owner
+    of average popularity. Evaluated per unit on a fine grid of appeal and
+    interpolated (the function is smooth and increasing in appeal).
+    """
+    if len(photos) == 0:
+        return np.zeros(0)
+    unit = photos["unit"].to_numpy()
+    x = ALPHA * photos["common_appeal"].to_numpy()
+    grid = np.linspace(x.min() - 1e-6, x.max() + 1e-6, _TRUTH_GRID)
+    offset = population["beta"][:, None] * population["taste"] + tau[:, None]  # (people, units)
+    out = np.empty(len(photos))
+    for j in np.unique(unit):
+        sel = unit == j
+        curve = -np.expm1(-np.exp(np.minimum(grid[:, None] + offset[None, :, j], 50.0))).sum(axis=1)
+        out[sel] = np.interp(x[sel], grid, curve)
+    return out
 
 
 def _fave_dates(upload: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -545,9 +903,9 @@ def _write_collection(out, photos, users, fav_user, fav_photo, fave_date, seed) 
     info = {"producer": "interest.synthetic.generate_world", "seed": seed}
     profile = ["user_id", "gender", "timezone_label", "timezone_id", "country", "username", "realname"]
     write_table(out, "users", users[profile].astype({"username": "string", "realname": "string"}), **info)
-    truth_cols = ["topic", "quality", "common_appeal", "owner_popularity"]
+    truth_cols = ["topic", "unit", "quality", "common_appeal", "owner_popularity", "true_commonality"]
     extras = {c: "string" for c in ("secret", "server", "title", "owner_name")}
-    write_table(out, "photos", photos.drop(columns=truth_cols).astype(extras), **info)
+    write_table(out, "photos", photos.drop(columns=truth_cols, errors="ignore").astype(extras), **info)
     favorites = pd.DataFrame(
         {
             "user_id": users["user_id"].to_numpy()[fav_user],
@@ -558,21 +916,34 @@ def _write_collection(out, photos, users, fav_user, fav_photo, fave_date, seed) 
     write_table(out, "favorites", favorites, **info)
 
 
-def _write_ground_truth(out, photos, users, topics, params, summary) -> None:
-    gt = Path(out) / "ground_truth"
+def _truth_photos(photos: pd.DataFrame, topics: pd.DataFrame, units: pd.DataFrame) -> pd.DataFrame:
     names = topics["name"].to_numpy()
-    truth_photos = pd.DataFrame(
+    return pd.DataFrame(
         {
             "photo_id": photos["photo_id"].astype("string"),
             "topic": photos["topic"].astype("int64"),
             "topic_name": pd.array(names[photos["topic"].to_numpy()], dtype="string"),
+            "unit": photos["unit"].astype("int64"),
+            "unit_name": pd.array(units["name"].to_numpy()[photos["unit"].to_numpy()], dtype="string"),
             "common_appeal": photos["common_appeal"].astype("float64"),
             "quality": photos["quality"].astype("float64"),
             "owner_id": photos["owner_id"].astype("string"),
             "owner_popularity": photos["owner_popularity"].astype("float64"),
+            "true_commonality": photos["true_commonality"].astype("float64"),
         }
     )
-    write_parquet_atomic(gt / "photos.parquet", truth_photos)
+
+
+def _write_ground_truth(out, photos, users, topics, units, params, summary, heldout) -> None:
+    gt = Path(out) / "ground_truth"
+    write_parquet_atomic(gt / "photos.parquet", _truth_photos(photos, topics, units))
+    if heldout is not None:
+        # The held-out photos as a collection's photos table would hold them, plus their truth.
+        extras = {c: "string" for c in ("secret", "server", "title", "owner_name")}
+        table = heldout.drop(columns=["topic", "unit", "quality", "common_appeal", "owner_popularity", "true_commonality"])
+        table = table.astype(extras).merge(_truth_photos(heldout, topics, units).drop(columns=["owner_id"]), on="photo_id")
+        write_parquet_atomic(gt / "heldout" / "photos.parquet", table)
+    names = units["name"].to_numpy()
     taste = np.stack(users["taste"].to_numpy())
     top = [
         ";".join(f"{names[t]}:{row[t]:.2f}" for t in np.argsort(-row, kind="stable") if row[t] > 0)
@@ -586,9 +957,13 @@ def _write_ground_truth(out, photos, users, topics, params, summary) -> None:
             "taste_strength": users["taste_strength"].astype("float64"),
             "beta": (BETA_MAX * users["taste_strength"]).astype("float64"),
             "top_topics": pd.array(top, dtype="string"),
+            # the oracle: P(u favourites p) ∝ exp(ALPHA * common_appeal[p] + beta[u] * taste[u][unit[p]] + exposure)
+            "taste": [row.astype(np.float64) for row in taste],
+            "community": users["community"].astype("int64"),
         }
     )
     write_parquet_atomic(gt / "users.parquet", truth_users)
+    write_parquet_atomic(gt / "units.parquet", units.astype({"name": "string"}))
     truth_topics = topics.assign(
         pattern_kind=np.array(PATTERN_KINDS, dtype=object)[topics["pattern"].to_numpy()],
         n_photos=np.bincount(photos["topic"].to_numpy(), minlength=len(topics)),
@@ -597,25 +972,48 @@ def _write_ground_truth(out, photos, users, topics, params, summary) -> None:
     write_json_atomic(gt / "world.json", {"parameters": params, "summary": summary})
 
 
-def _write_embeddings(out, backbone_id, photos, topics, dim, seed, progress, chunk=65_536) -> None:
-    """Embeddings = topic centroid + appeal direction × z(appeal) + noise, L2-normalised.
-
-    Written in row groups, so memory stays near one float32 matrix at paper scale.
-    """
+def _embedding_space(topics, units, dim, seed) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+    """(centroid of each unit, appeal direction, the noise stream) of a world's embedding space."""
     rng = np.random.default_rng([seed, dim, 0xE3B])
     centroids = l2_normalize(rng.standard_normal((len(topics), dim)))
     appeal_dir = rng.standard_normal(dim)
-    if dim > len(topics):
+    if len(units) > len(topics):
+        # a sub-topic sits near its topic: a coarse clustering fuses siblings of very different appeal
+        spread = l2_normalize(rng.standard_normal((len(units), dim)))
+        centroids = l2_normalize(centroids[units["topic"].to_numpy()] + SUBTOPIC_SCALE * spread)
+    if dim > len(centroids):
         # Keep appeal apart from topic identity: orthogonal to every centroid.
         basis, _ = np.linalg.qr(centroids.T.astype(np.float64))
         appeal_dir -= basis @ (basis.T @ appeal_dir)
     appeal_dir = (appeal_dir / np.linalg.norm(appeal_dir)).astype(np.float32)
+    return centroids, appeal_dir, rng
+
+
+def _write_embeddings(out, backbone_id, photos, topics, units, dim, seed, progress, *, heldout=None, chunk=65_536) -> None:
+    """Embeddings = unit centroid + appeal direction × z(appeal) + noise, L2-normalised.
+
+    Written in row groups, so memory stays near one float32 matrix at paper
+    scale. Held-out photos get embeddings in the same space (their own noise
+    stream, the collection's appeal scale) in ``ground_truth/heldout/``.
+    """
+    centroids, appeal_dir, rng = _embedding_space(topics, units, dim, seed)
     appeal = photos["common_appeal"].to_numpy()
-    z = ((appeal - appeal.mean()) / appeal.std()).astype(np.float32)
-    topic = photos["topic"].to_numpy()
+    mean, sd = appeal.mean(), appeal.std()
+    _write_embedding_rows(embeddings_path(out, backbone_id), photos, centroids, appeal_dir, mean, sd, rng, progress, chunk)
+    update_manifest(
+        out, f"features/{backbone_id}", rows=len(photos), dim=dim, producer="interest.synthetic.generate_world", seed=seed
+    )
+    if heldout is not None and len(heldout):
+        hrng = np.random.default_rng([seed, dim, 0x4E1D])
+        path = Path(out) / "ground_truth" / "heldout" / "embeddings.parquet"
+        _write_embedding_rows(path, heldout, centroids, appeal_dir, mean, sd, hrng, False, chunk)
+
+
+def _write_embedding_rows(path, photos, centroids, appeal_dir, mean, sd, rng, progress, chunk) -> None:
+    z = ((photos["common_appeal"].to_numpy() - mean) / sd).astype(np.float32)
+    unit = photos["unit"].to_numpy()
     ids = photos["photo_id"].to_numpy()
-    path = embeddings_path(out, backbone_id)
-    n = len(photos)
+    n, dim = len(photos), centroids.shape[1]
     with atomic_path(path) as tmp:
         writer = None
         try:
@@ -624,7 +1022,7 @@ def _write_embeddings(out, backbone_id, photos, topics, dim, seed, progress, chu
                 # uniform noise of the intended spread: several times cheaper than normal at this size
                 noise = rng.random((stop - start, dim), dtype=np.float32) - np.float32(0.5)
                 noise *= np.float32(0.9 * np.sqrt(12 / dim))
-                emb = centroids[topic[start:stop]] + 0.35 * z[start:stop, None] * appeal_dir + noise
+                emb = centroids[unit[start:stop]] + 0.35 * z[start:stop, None] * appeal_dir + noise
                 table = embeddings_to_arrow(ids[start:stop], l2_normalize(emb))
                 if writer is None:
                     # unique ids and random floats: dictionary pages would only cost time
@@ -633,9 +1031,6 @@ def _write_embeddings(out, backbone_id, photos, topics, dim, seed, progress, chu
         finally:
             if writer is not None:
                 writer.close()
-    update_manifest(
-        out, f"features/{backbone_id}", rows=n, dim=dim, producer="interest.synthetic.generate_world", seed=seed
-    )
 
 
 # ---------------------------------------------------------------- helpers
