@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from interest.cli import app
+from interest.cli.collect import import_app
 from interest.errors import InterestError
 
 
@@ -86,3 +87,26 @@ def export_onnx(
 
     files = run_export(model, out, opset=opset, cache_dir=cache_dir)
     typer.echo(f"wrote {', '.join(str(f) for f in files)}")
+
+
+@import_app.command("study-model")
+def import_study_model(
+    pth: Path = typer.Argument(..., help="The study's CI_R_model.pth (read with torch.load(weights_only=True))."),
+    out: Path = typer.Argument(..., help="Model bundle directory to write."),
+    group_cuts: Optional[str] = typer.Option(None, help="Trend-group cut points LOW,HIGH on the CI score."),
+    cuts_from: Optional[Path] = typer.Option(
+        None, help="A collection from `interest import flickruser`: cut points from its published scores."
+    ),
+) -> None:
+    """Import the study's published CI_R model as a bundle over openclip/ViT-L-14-336/openai (docs/apps.md)."""
+    from interest.models.study import import_study_model as run_import
+
+    cuts = None
+    if group_cuts is not None:
+        try:
+            cuts = tuple(float(v) for v in group_cuts.split(","))
+        except ValueError:
+            raise InterestError(f"--group-cuts {group_cuts}: give two numbers, LOW,HIGH") from None
+    model = run_import(pth, out, group_cuts=cuts, cuts_from=cuts_from)
+    groups = f"trend groups at {model.group_cuts}" if model.group_cuts else "no trend groups (give --group-cuts)"
+    typer.echo(f"wrote {out}: the study's common head over {model.backbone_id}, {groups}")

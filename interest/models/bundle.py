@@ -55,6 +55,10 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 def part_bytes(model: "InterestModel") -> dict[str, bytes]:
     """Every part file of ``model`` as bytes, keyed by file name."""
+    if model.metadata.get("kind") == "linear":  # only a common head (interest.models.study)
+        from interest.models.study import linear_parts
+
+        return linear_parts(model)
     pca, ridge, booster, groups = model.pca, model.ridge, model.booster, model.groups
     parts = {
         "common.npz": _npz_bytes(
@@ -159,6 +163,10 @@ def load_bundle(path: str | os.PathLike) -> "InterestModel":
     parts = meta.get("parts")
     if not isinstance(parts, dict):
         raise InterestError(f"{meta_path}: no 'parts' table of part checksums; restore the bundle or retrain")
+    if meta.get("kind") == "linear":  # only a common head (interest.models.study)
+        from interest.models.study import load_linear_bundle
+
+        return load_linear_bundle(path, meta, {name: _read_part(path, name, digest) for name, digest in parts.items()})
     for name in REQUIRED_PARTS:
         if name not in parts:
             raise InterestError(f"{meta_path}: part '{name}' is not listed; restore the bundle or retrain")

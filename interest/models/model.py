@@ -34,6 +34,9 @@ class InterestModel:
     content: features, training config, data fingerprint, metrics).
     """
 
+    #: whether the common head reads raw (un-normalised) features; see interest.models.study
+    needs_raw_features: bool = False
+
     def __init__(self, *, pca, ridge, prototypes, booster, groups, heads, metadata: dict, name: str = "model"):
         self.pca = pca
         self.ridge = ridge
@@ -64,6 +67,19 @@ class InterestModel:
     def label_settings(self) -> dict:
         """How the training labels were made (commonality, trend-group cuts, clusters, seed, ...)."""
         return dict(self.metadata.get("label_settings", {}))
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What this model can answer: ``ci_score``, ``trend_group``, ``group_probabilities``,
+        ``user_heads`` and ``metadata_model`` (the full model, given photo metadata).
+
+        A bundle may hold fewer parts (e.g. only the study's common head): ask here
+        rather than assuming every column of :meth:`score_embeddings` is there.
+        """
+        caps = {"ci_score", "trend_group", "group_probabilities", "user_heads"}
+        if self.booster.full_booster_ is not None:
+            caps.add("metadata_model")
+        return frozenset(caps)
 
     @property
     def users(self) -> list[str]:
@@ -192,7 +208,7 @@ class InterestModel:
                     emb[ok], user=user, metadata=None if meta is None else meta[ok].reset_index(drop=True)
                 )
             else:  # nothing readable: score a placeholder row only to get the columns, then drop it
-                good = self.score_embeddings(np.eye(1, self.dim, dtype=np.float32), user=user).iloc[:0]
+                good = self.score_embeddings(np.ones((1, self.dim), dtype=np.float32), user=user).iloc[:0]
             # failed rows point at row -1, which reindex fills with NaN
             scores = good.reindex(np.where(ok, np.cumsum(ok) - 1, -1)).reset_index(drop=True)
             scores["trend_group"] = scores["trend_group"].astype("Int64")
@@ -352,6 +368,9 @@ class InterestModel:
                 raise InterestError("input DataFrame: column 'embedding' has rows of different lengths") from None
             if emb is None:
                 raise InterestError("input DataFrame: no rows to score")
+            if self.needs_raw_features and "norm" in inputs.columns:
+                norms = _norms_checked(np.asarray(inputs["norm"], dtype=np.float32), inputs["photo_id"], "input DataFrame")
+                emb = emb * norms[:, None]
             return "photo_id", inputs["photo_id"].astype(str).to_numpy(), self._check_embeddings(emb), [None] * len(emb)
         single = isinstance(inputs, (str, os.PathLike, Image.Image)) or not hasattr(inputs, "__iter__")
         items = [inputs] if single else list(inputs)
@@ -374,6 +393,8 @@ class InterestModel:
             if not all(parquet):
                 raise InterestError("inputs mix Parquet embeddings and images; score them in separate calls")
             read = [read_embeddings_file(p) for p in paths]
+            if self.needs_raw_features:
+                read = [(ids, emb * _stored_norms(p, ids, self.name)[:, None]) for p, (ids, emb) in zip(paths, read)]
             for p, (_, e) in zip(paths, read):
                 if e.shape[1] != self.dim:
                     raise InterestError(
@@ -408,7 +429,8 @@ class InterestModel:
         backbone = self._load_backbone()
         out = []
         for start in progress_bar(range(0, len(images), batch_size), desc="embed", enabled=progress, leave=False):
-            out.append(np.asarray(backbone.embed(images[start : start + batch_size]), dtype=np.float32))
+            embed = backbone.embed_raw if self.needs_raw_features else backbone.embed
+            out.append(np.asarray(embed(images[start : start + batch_size]), dtype=np.float32))
         return self._check_embeddings(np.concatenate(out))
 
 
@@ -431,6 +453,28 @@ def _align_metadata(metadata: pd.DataFrame, kind: str, ids: np.ndarray) -> pd.Da
             f"metadata has {len(metadata)} rows for {len(ids)} inputs; give one row per input (or a photo_id column)"
         )
     return metadata.reset_index(drop=True)
+
+
+def _norms_checked(norms: np.ndarray, ids: Any, where: str) -> np.ndarray:
+    bad = ~(np.isfinite(norms) & (norms > 0))
+    if bad.any():
+        raise InterestError(
+            f"{where}: photo_id {np.asarray(ids)[np.argmax(bad)]} has no valid norm; re-embed it with `interest embed`"
+        )
+    return norms
+
+
+def _stored_norms(path: Path, ids: np.ndarray, name: str) -> np.ndarray:
+    """The ``norm`` column of an embeddings file, for a head trained on raw features."""
+    from interest.collection import read_embedding_norms
+
+    norms = read_embedding_norms(path)
+    if norms is None:
+        raise InterestError(
+            f"{path}: no 'norm' column, but {name} applies to raw (un-normalised) features; re-embed with "
+            "`interest embed` (which writes it) or score the raw embeddings as an array"
+        )
+    return _norms_checked(norms, ids, str(path))
 
 
 def _jsonable(x: Any) -> Any:
