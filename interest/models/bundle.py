@@ -14,7 +14,16 @@ Layout::
 No pickle and no joblib: npz files are read with ``allow_pickle=False`` and
 LightGBM models are parsed from text. Each part's bytes are read once, checked
 against model.json's sha256, and parsed from those same bytes, so a part
-edited by hand (or half-copied) is refused rather than half-used.
+edited by hand (or half-copied) is refused rather than half-used. The sha256
+only says the bundle is the one model.json describes, not that it is benign:
+every part then goes through :mod:`interest.models.safe_io` (bounded JSON,
+npz headers checked before reading, every LightGBM tree checked before
+LightGBM sees it) and every model.json value is type-checked, so a hostile
+bundle is one InterestError line, never a crash, hang or traceback.
+
+Saving replaces the whole directory in one atomic switch under a lock shared
+by every process (:mod:`interest.models.storage`); loading reads one version
+throughout and tries again if a save switched versions under it.
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from interest.errors import InterestError
+from interest.models import safe_io
+from interest.models.storage import BundleDir, bundle_lock, read_consistently, switch_in
 
 if TYPE_CHECKING:
     from interest.models.model import InterestModel
@@ -94,10 +105,13 @@ def save_bundle(model: "InterestModel", path: str | os.PathLike) -> None:
     """Write ``model`` as a bundle directory at ``path``, replacing an earlier bundle there.
 
     Everything is written into a temporary directory beside ``path`` and then
-    renamed into place, so a crash never leaves a half-written bundle (one
-    between the two renames that replace an earlier bundle leaves that one in
-    ``.NAME.*.old/bundle``). A non-empty directory that is not a bundle is
-    never overwritten.
+    switched in atomically (on systems without an atomic exchange, a crash
+    between the two renames leaves the earlier bundle in ``.NAME.*.old/bundle``),
+    so a crash never leaves a half-written bundle and a reader never sees one.
+    The save holds the bundle's cross-process lock (see
+    :func:`interest.models.storage.bundle_lock`; hold it yourself around a
+    load-modify-save). A non-empty directory that is not a bundle is never
+    overwritten.
     """
     path = Path(path)
     if path.exists() and not (path / MODEL_JSON).is_file() and (not path.is_dir() or any(path.iterdir())):
@@ -110,23 +124,18 @@ def save_bundle(model: "InterestModel", path: str | os.PathLike) -> None:
         saved_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         parts={name: sha256_bytes(data) for name, data in sorted(parts.items())},
     )
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes the folder private; a model bundle is meant to be shared
-        for name, data in parts.items():
-            (tmp / name).write_bytes(data)
-        # the whole folder is renamed into place below, so plain writes inside it are atomic enough
-        (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "bundle")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with bundle_lock(path):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            tmp.chmod(0o755)  # mkdtemp makes the folder private; a model bundle is meant to be shared
+            for name, data in parts.items():
+                (tmp / name).write_bytes(data)
+            # the whole folder is switched in below, so plain writes inside it are atomic enough
+            (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+            switch_in(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     model.metadata = meta
     model.name = str(path)
 
@@ -135,25 +144,28 @@ def load_bundle(path: str | os.PathLike) -> "InterestModel":
     """Load the bundle at ``path`` as an :class:`~interest.models.model.InterestModel`.
 
     Refuses, with an InterestError naming the file: a missing bundle or
-    model.json, invalid JSON, a schema newer than this interest, a missing
-    part and a part whose sha256 differs from model.json.
+    model.json, invalid or unbounded JSON, a value of the wrong type, a schema
+    newer than this interest, a missing part, a part whose sha256 differs from
+    model.json, and any part that fails the checks of
+    :mod:`interest.models.safe_io`. Safe to call while another process saves
+    the bundle: it reads one version throughout.
     """
+    path = Path(path)
+    return read_consistently(path, lambda bundle: _load(path, bundle))
+
+
+def _load(path: Path, bundle: BundleDir) -> "InterestModel":
     from interest.models.common import PCA, Prototypes, Ridge, StackedBooster
     from interest.models.groups import TrendGroupClassifier
     from interest.models.model import InterestModel
     from interest.models.user_heads import UserHeads
 
-    path = Path(path)
     meta_path = path / MODEL_JSON
-    if not path.is_dir():
-        raise InterestError(f"{path}: no model bundle here; train one with `interest train DATA --out {path}`")
-    if not meta_path.is_file():
+    raw = bundle.read(MODEL_JSON, safe_io.MAX_JSON_BYTES)
+    if raw is None:
         raise InterestError(f"{meta_path}: not found; {path} is not a model bundle (train one with `interest train`)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InterestError(f"{meta_path}: not valid JSON ({_first_line(exc)}); restore the bundle or retrain") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("schema_version"), int):
+    meta = safe_io.read_json(raw, str(meta_path))
+    if not isinstance(meta, dict) or type(meta.get("schema_version")) is not int:
         raise InterestError(f"{meta_path}: no integer schema_version; this is not an interest model.json")
     if meta["schema_version"] > SCHEMA_VERSION:
         raise InterestError(
@@ -163,18 +175,23 @@ def load_bundle(path: str | os.PathLike) -> "InterestModel":
     parts = meta.get("parts")
     if not isinstance(parts, dict):
         raise InterestError(f"{meta_path}: no 'parts' table of part checksums; restore the bundle or retrain")
+    _check_meta(meta, str(meta_path))
     if meta.get("kind") == "linear":  # only a common head (interest.models.study)
         from interest.models.study import load_linear_bundle
 
-        return load_linear_bundle(path, meta, {name: _read_part(path, name, digest) for name, digest in parts.items()})
+        return load_linear_bundle(path, meta, {name: _read_part(path, name, digest, bundle) for name, digest in parts.items()})
     for name in REQUIRED_PARTS:
         if name not in parts:
             raise InterestError(f"{meta_path}: part '{name}' is not listed; restore the bundle or retrain")
     for key in ("backbone", "features"):
         if not isinstance(meta.get(key), dict):
             raise InterestError(f"{meta_path}: missing '{key}' section; restore the bundle or retrain")
+    for key in ("features.pca_components", "features.head_components"):
+        safe_io.field(meta, key, "int", str(meta_path), lo=1, hi=100_000)
+    safe_io.field(meta, "features.app", "list", str(meta_path), items="str", hi=100_000)
+    safe_io.field(meta, "features.full", "list", str(meta_path), items="str", hi=100_000, default=[])
 
-    data = {name: _read_part(path, name, digest) for name, digest in parts.items()}
+    data = {name: _read_part(path, name, digest, bundle) for name, digest in parts.items()}
     common = _npz(path, "common.npz", data, ["pca_mean", "pca_components", "pca_explained_variance",
                                               "ridge_coef", "ridge_intercept", "ridge_alpha",
                                               "prototype_centroids", "prototype_ci"])
@@ -188,7 +205,7 @@ def load_bundle(path: str | os.PathLike) -> "InterestModel":
     prototypes.centroids_, prototypes.ci_ = common["prototype_centroids"], common["prototype_ci"]
 
     training = meta.get("training", {})
-    booster = StackedBooster(num_threads=int(training.get("num_threads", 2)))
+    booster = StackedBooster(num_threads=training.get("num_threads", 2))
     booster.app_booster_ = _lightgbm(path, "common_app.lgb.txt", data)
     booster.full_booster_ = _lightgbm(path, FULL_PART, data) if FULL_PART in data else None
     booster.app_features_ = list(meta["features"].get("app", []))
@@ -215,13 +232,40 @@ def load_bundle(path: str | os.PathLike) -> "InterestModel":
     return model
 
 
-def _read_part(path: Path, name: str, digest: str) -> bytes:
+def _check_meta(meta: dict, where: str) -> None:
+    """The model.json values every loader reads, checked for type and range: one InterestError line each."""
+    field = safe_io.field
+    for key in ("backbone", "features", "training", "data", "label_settings", "thresholds", "personalized",
+                "metrics", "common", "user_heads"):
+        field(meta, key, "dict", where, default=None)
+    field(meta, "kind", "str", where, default=None)
+    field(meta, "backbone.id", "str", where)
+    field(meta, "backbone.dim", "int", where, lo=1, hi=2**20)
+    field(meta, "backbone.preprocessing", "dict", where, default=None, optional=True)
+    field(meta, "training.num_threads", "int", where, default=2, lo=1, hi=4096)
+    for key in ("label_settings.group_cuts", "thresholds.group_cuts"):
+        field(meta, key, "list", where, default=None, optional=True, items="float", lo=2, hi=2)
+    as_of = field(meta, "data.metadata_as_of", "str", where, default=None, optional=True)
+    if as_of is not None:
+        import pandas as pd
+
+        try:
+            pd.Timestamp(as_of)
+        except (ValueError, TypeError, OverflowError):
+            raise InterestError(f"{where}: 'data.metadata_as_of' is not a date ({safe_io._short(as_of)}); restore the bundle or retrain") from None
+    for name, digest in meta["parts"].items():
+        if not isinstance(digest, str):
+            raise InterestError(f"{where}: the checksum of part '{safe_io._short(name)}' is not a string; restore the bundle")
+
+
+def _read_part(path: Path, name: str, digest: str, bundle: BundleDir | None = None) -> bytes:
     file = path / name
-    if Path(name).name != name:  # a part name must not point outside the bundle
-        raise InterestError(f"{path / MODEL_JSON}: part name '{name}' is not a plain file name; restore the bundle")
-    if not file.is_file():
+    # a part name must not point outside the bundle (nor at the bundle itself)
+    if Path(name).name != name or name in (".", "..") or "\\" in name or "\0" in name:
+        raise InterestError(f"{path / MODEL_JSON}: part name '{safe_io._short(name)}' is not a plain file name; restore the bundle")
+    data = (bundle or BundleDir(path)).read(name)
+    if data is None:
         raise InterestError(f"{file}: part missing from the bundle; restore it or retrain the model")
-    data = file.read_bytes()
     if sha256_bytes(data) != digest:
         raise InterestError(
             f"{file}: sha256 differs from the one in model.json (edited by hand or damaged); restore it or retrain"
@@ -229,25 +273,33 @@ def _read_part(path: Path, name: str, digest: str) -> bytes:
     return data
 
 
+# What the loaders expect of the arrays they read: key -> (dtype kinds, ndim); "?" marks an optional key.
+# Any other part, and any other array, still gets safe_io's size, dtype and header checks.
+_ARRAY_SPECS: dict[str, dict[str, tuple[str, int | None]]] = {
+    "common.npz": {
+        "pca_mean": ("f", 1), "pca_components": ("f", 2), "pca_explained_variance": ("f", 1),
+        "ridge_coef": ("f", 1), "ridge_intercept": ("fi", 0), "ridge_alpha": ("fi", 0),
+        "prototype_centroids": ("f", 2), "prototype_ci": ("f", 1),
+    },
+    "groups.npz": {"mean": ("f", 1), "scale": ("f", 1), "coef": ("f", 2), "intercept": ("f", 1), "temperature": ("fi", 0)},
+    "user_heads.npz": {
+        "users": ("U", 1), "n_favourites": ("?iu", 1), "weights": ("?f", 2), "offsets": ("?f", 1),
+        "kappa": ("?fi", 0), "power": ("?fi", 0), "scale": ("?fi", 0), "min_favourites": ("?iu", 0),
+    },
+}
+
+
 def _npz(path: Path, name: str, data: dict[str, bytes], keys: list[str]) -> dict[str, np.ndarray]:
-    try:
-        with np.load(io.BytesIO(data[name]), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise InterestError(f"{path / name}: not a readable pickle-free npz ({_first_line(exc)}); restore it or retrain") from None
+    arrays = safe_io.read_npz(data[name], str(path / name))
     for key in keys:
         if key not in arrays:
             raise InterestError(f"{path / name}: array '{key}' is missing; restore it or retrain")
+    safe_io.check_arrays(arrays, _ARRAY_SPECS.get(name, {}), str(path / name))
     return arrays
 
 
 def _lightgbm(path: Path, name: str, data: dict[str, bytes]):
-    import lightgbm as lgb
-
-    try:
-        return lgb.Booster(model_str=data[name].decode("utf-8"))
-    except (lgb.basic.LightGBMError, UnicodeDecodeError) as exc:
-        raise InterestError(f"{path / name}: not a LightGBM text model ({_first_line(exc)}); restore it or retrain") from None
+    return safe_io.read_lgb(data[name], str(path / name))
 
 
 def _check_shapes(model, path: Path) -> None:
@@ -259,6 +311,11 @@ def _check_shapes(model, path: Path) -> None:
         ("common.npz", model.prototypes.centroids_.shape == (len(model.prototypes.ci_), model._n_pca)),
         ("common_app.lgb.txt", model.booster.app_booster_.num_feature() == k + 2),
         ("groups.npz", model.groups.coef_.shape == (3, k + 2)),
+        ("groups.npz", model.groups.mean_.shape == model.groups.scale_.shape == (k + 2,)
+         and model.groups.intercept_.shape == (3,)),
+        ("common.npz", model.pca.mean_.shape == (d,) and model.pca.explained_variance_.shape == (model._n_pca,)),
+        (FULL_PART, model.booster.full_booster_ is None
+         or model.booster.full_booster_.num_feature() == k + 2 + len(model._extra)),
         ("user_heads.npz", model._heads.weights_.shape == (len(model._heads.users_), h)),
     ]
     for name, ok in checks:

@@ -1,0 +1,212 @@
+"""Bundle directories on disk: one writer at a time across processes, atomic switches, consistent reads.
+
+A bundle is replaced whole: the new version is written into a temporary
+directory beside it and switched in with one atomic rename (``renameat2``
+with ``RENAME_EXCHANGE`` on Linux; elsewhere two renames, with a moment in
+between when the path is missing). A reader opens the directory once and
+reads every file relative to that handle, so it sees one version even if a
+writer switches in another meanwhile; should that older version vanish
+under it, :func:`read_consistently` tries again on the new one.
+
+Writers (``save_bundle``, the service's personalisation, ``interest
+personalize``) hold :func:`bundle_lock`, an ``fcntl.flock`` on
+``.NAME.lock`` beside the bundle (beside, not inside: the directory itself
+is swapped, and a lock inside it would be a different file for the next
+writer). The lock is re-entrant within a process, so a caller holding it
+can save without deadlocking itself. Without ``fcntl`` (Windows) it only
+serialises the threads of one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import shutil
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+from interest.errors import InterestError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
+T = TypeVar("T")
+
+MAX_PART_BYTES = 8 * 2**30  # no part of a real bundle comes near; a link to /dev/zero would never end
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    """The lock file guarding the bundle at ``path`` (beside it)."""
+    path = Path(path).absolute()
+    return path.parent / f".{path.name}.lock"
+
+
+class _ProcessLock:
+    def __init__(self) -> None:
+        self.rlock = threading.RLock()
+        self.depth = 0
+        self.fd: int | None = None
+
+
+_locks: dict[str, _ProcessLock] = {}
+_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def bundle_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the write lock of the bundle at ``path``: other threads and processes wait.
+
+    Hold it across a read-modify-write (load, personalize, save) so that two
+    writers never lose each other's changes.
+    """
+    key = str(lock_path(path))
+    with _locks_guard:
+        lock = _locks.setdefault(key, _ProcessLock())
+    with lock.rlock:
+        if lock.depth == 0 and fcntl is not None:
+            Path(key).parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            lock.fd = fd
+        lock.depth += 1
+        try:
+            yield
+        finally:
+            lock.depth -= 1
+            if lock.depth == 0 and lock.fd is not None:
+                fd, lock.fd = lock.fd, None
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+
+def switch_in(new: Path, path: Path) -> None:
+    """Make directory ``new`` the one at ``path``, atomically where the system allows; the old one is removed."""
+    if not path.exists():
+        os.replace(new, path)
+        return
+    if _exchange(new, path):
+        shutil.rmtree(new, ignore_errors=True)  # ``new`` now holds the previous version
+        return
+    # no atomic exchange here: two renames; a crash between them leaves the old version in .NAME.*.old/bundle
+    import tempfile
+
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.replace(path, old / "bundle")
+    os.replace(new, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step with Linux's renameat2(RENAME_EXCHANGE); False where that is unavailable."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, f"cannot switch in the new version of {b}: {os.strerror(err)}")
+
+
+class BundleDir:
+    """An open bundle directory: every read is relative to the directory opened, one version throughout."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self.identity: tuple[int, int] | None = None
+        if os.open in os.supports_dir_fd and hasattr(os, "O_DIRECTORY"):
+            try:
+                self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                raise InterestError(f"{path}: no model bundle here; train one with `interest train DATA --out {path}`") from None
+            except NotADirectoryError:
+                raise InterestError(f"{path}: not a directory, so not a model bundle; give the bundle's folder") from None
+            st = os.fstat(self._fd)
+            self.identity = (st.st_dev, st.st_ino)
+        elif not path.is_dir():
+            raise InterestError(f"{path}: no model bundle here; train one with `interest train DATA --out {path}`")
+
+    def read(self, name: str, max_bytes: int = MAX_PART_BYTES) -> bytes | None:
+        """The bytes of regular file ``name`` in the bundle (None if absent), refusing anything over ``max_bytes``."""
+        try:
+            if self._fd is not None:
+                fd = os.open(name, os.O_RDONLY, dir_fd=self._fd)
+            else:
+                fd = os.open(self.path / name, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except IsADirectoryError:
+            raise InterestError(f"{self.path / name}: a directory, not a file; restore the bundle") from None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise InterestError(f"{self.path / name}: not a regular file (a device or pipe?); restore the bundle")
+            if st.st_size > max_bytes:
+                raise InterestError(f"{self.path / name}: {st.st_size} bytes, over the limit of {max_bytes}; restore the bundle")
+            data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:  # grew while being read
+            raise InterestError(f"{self.path / name}: over the limit of {max_bytes} bytes; restore the bundle")
+        return data
+
+    def replaced(self) -> bool:
+        """Whether the path now names another directory than the one opened (a writer switched a version in)."""
+        if self.identity is None:
+            return False
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self.identity
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_consistently(path: Path, load: Callable[[BundleDir], T], attempts: int = 4) -> T:
+    """``load(BundleDir(path))``, again (a few times) when it failed because a writer switched versions meanwhile."""
+    for attempt in range(attempts):
+        last = attempt == attempts - 1
+        try:
+            bundle = BundleDir(path)
+        except InterestError:
+            # the two-rename fallback leaves a moment with no bundle at the path
+            if last or not _save_in_progress(path):
+                raise
+            time.sleep(0.02 * (attempt + 1))
+            continue
+        try:
+            return load(bundle)
+        except InterestError:
+            if last or not bundle.replaced():
+                raise
+        finally:
+            bundle.close()
+    raise AssertionError("unreachable")
+
+
+def _save_in_progress(path: Path) -> bool:
+    try:
+        return any(p.name.startswith(f".{path.name}.") and p.name.endswith((".tmp", ".old"))
+                   for p in path.parent.iterdir())
+    except OSError:
+        return False
