@@ -19,8 +19,10 @@ is also a relative folder under ``features/``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -132,6 +134,43 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
     """Write JSON atomically, sorted and indented so that diffs stay readable."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+# ---------------------------------------------------------------- image files
+
+IMAGES_DIR = "images"
+#: ids that may name a file as they are: Flickr's are digits; never a dot, a slash or a leading dash
+_SAFE_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,63}")
+_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".gif")
+
+
+def image_filename(photo_id: str) -> str:
+    """The file name stem of a photo's image: the id when it is a safe name, else a hash of it.
+
+    An id comes from a stranger (a favourites answer, a CSV), so it never
+    becomes a path as it is: ``../../x``, ``/etc/x`` or ``a/b`` get
+    ``_<sha256 of the id>``, which no safe id can equal (a safe id starts with
+    a letter or digit).
+    """
+    photo_id = str(photo_id)
+    if _SAFE_ID.fullmatch(photo_id):
+        return photo_id
+    return "_" + hashlib.sha256(photo_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def image_relpath(photo_id: str, url: str | None = None) -> str:
+    """The image's path relative to the collection: ``images/<image_filename(id)>.<ext of the URL>``."""
+    ext = os.path.splitext(url.split("?", 1)[0])[1].lower() if isinstance(url, str) else ""
+    return f"{IMAGES_DIR}/{image_filename(photo_id)}{ext if ext in _IMAGE_EXTS else '.jpg'}"
+
+
+def inside_collection(root: str | os.PathLike, relpath: str) -> Path:
+    """``root / relpath``, after checking it stays inside ``root`` (links resolved); else InterestError."""
+    root = Path(root).resolve()
+    target = (root / relpath).resolve()
+    if target == root or root not in target.parents:
+        raise InterestError(f"{relpath}: not inside the collection {root}; refusing to write there")
+    return target
 
 
 # ---------------------------------------------------------------- tables

@@ -144,20 +144,21 @@ def test_snowball_adds_the_most_frequent_owners(world, seeds, tmp_path):
     assert summary["crawl_users"] == 9
 
 
-@pytest.mark.parametrize("fault", ["malformed", "unavailable", "http_500"])
-def test_persistent_api_faults_are_recorded_not_fatal(world, seeds, tmp_path, fault):
+@pytest.mark.parametrize("fault, reason", [("malformed", "bad_json"), ("unavailable", "unavailable"), ("http_500", "http_500")])
+def test_persistent_api_faults_are_recorded_not_fatal(world, seeds, tmp_path, fault, reason):
     summary, stats = crawl(world, tmp_path / "out", faults=FaultConfig(**{fault: 1.0}), users=seeds[:3], retries=2)
     assert summary["users"] == summary["favorites"] == 0
-    assert summary["failures"] == {"people.getInfo:" + fault: 3, "profile.getProfile:" + fault: 3, "favorites.getPublicList:" + fault: 3}
+    assert summary["failures"] == {"people.getInfo:" + reason: 3, "profile.getProfile:" + reason: 3, "favorites.getPublicList:" + reason: 3}
     assert stats["flickr.people.getInfo"] == 6  # two tries each, then given up
     assert len(read_table(tmp_path / "out", "users")) == 0
 
 
 def test_truncated_images_are_recorded_as_bad(world, seeds, tmp_path):
-    summary, stats = crawl(world, tmp_path / "out", faults=FaultConfig(truncated=1.0), users=seeds[:3], retries=2, enrich="none")
+    summary, stats = crawl(world, tmp_path / "out", faults=FaultConfig(truncated=1.0), users=seeds[:3], body_tries=2, enrich="none")
     photos = read_table(tmp_path / "out", "photos")
     assert len(photos) > 0 and (photos["status"] == "bad_image").all() and photos["path"].isna().all()
-    assert summary["failures"] == {"image:bad_image": len(photos)}
+    assert (photos["status_reason"] == "truncated").all()
+    assert summary["failures"] == {"image:truncated": len(photos)}
     assert stats["image"] == 2 * len(photos)
     images = tmp_path / "out" / "images"
     assert not images.exists() or list(images.iterdir()) == []  # nothing half-written

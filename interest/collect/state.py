@@ -16,16 +16,23 @@ Tables:
   (``ok`` or ``failed``); payload is the answer's needed fields as JSON.
 * ``list_photos`` and ``favorites``: what the favourites pages returned.
 * ``images(photo_id, status, path, sha256, reason)``: the download stage.
+* ``retrying(kind, key)``: what the last ``--retry-failed`` put back to be tried again.
+
+:class:`CrawlLock` keeps a second crawl off a collection being crawled.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 import sqlite3
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
+from interest.collect.client import is_transient
 from interest.errors import InterestError
 
 _SCHEMA = """
@@ -42,6 +49,7 @@ CREATE TABLE IF NOT EXISTS favorites (
     PRIMARY KEY (user_id, photo_id));
 CREATE TABLE IF NOT EXISTS images (
     photo_id TEXT PRIMARY KEY, status TEXT NOT NULL, path TEXT, sha256 TEXT, reason TEXT);
+CREATE TABLE IF NOT EXISTS retrying (kind TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (kind, key));
 """
 
 LIST_METHOD = "flickr.favorites.getPublicList"
@@ -72,8 +80,12 @@ class CrawlState:
         self.db.close()
 
     def _tx(self, statements: Iterable[tuple[str, tuple | list]]) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        # BEGIN inside the try: a Ctrl-C landing right after it must still roll back,
+        # or the next transaction (the call counters in a finally) cannot start
         try:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            self.db.execute("BEGIN IMMEDIATE")
             for sql, params in statements:
                 if isinstance(params, list):
                     if params:
@@ -82,7 +94,8 @@ class CrawlState:
                     self.db.execute(sql, params)
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
 
     # ------------------------------------------------------------ meta
@@ -149,8 +162,11 @@ class CrawlState:
         """Record a call that failed for good."""
         self._tx([("INSERT OR REPLACE INTO calls VALUES (?, ?, 'failed', NULL, ?, ?)", (method, key, reason, detail))])
 
-    def record_page(self, user_id: str, page: int, per_page: int, payload: dict, photos: list[tuple], faves: list[tuple]) -> None:
-        """Record one favourites page: its totals, its photos and the user's favourites on it."""
+    def record_page(
+        self, user_id: str, page: int, per_page: int, payload: dict, photos: list[tuple], faves: list[tuple],
+        malformed: list[tuple[str, str]] = (),
+    ) -> None:
+        """Record one favourites page: its totals, its photos, the user's favourites on it, and entries left out."""
         self.record_ok(
             LIST_METHOD,
             f"{user_id}:{page}",
@@ -158,6 +174,10 @@ class CrawlState:
             [
                 ("INSERT OR IGNORE INTO list_photos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", photos),
                 ("INSERT OR IGNORE INTO favorites VALUES (?, ?, ?, ?)", faves),
+                (
+                    "INSERT OR REPLACE INTO calls VALUES ('list_entry', ?, 'failed', NULL, 'malformed', ?)",
+                    [(key, why) for key, why in malformed],
+                ),
             ],
         )
 
@@ -176,10 +196,90 @@ class CrawlState:
 
     # ------------------------------------------------------------ images
 
-    def image_rows(self) -> dict[str, tuple[str, str | None, str | None]]:
-        """photo_id -> (status, path, sha256) of every image the download stage settled."""
-        return {p: (s, path, h) for p, s, path, h in self.db.execute("SELECT photo_id, status, path, sha256 FROM images")}
+    def image_rows(self) -> dict[str, tuple[str, str | None, str | None, str | None]]:
+        """photo_id -> (status, path, sha256, reason) of every image the download stage settled."""
+        return {p: (s, path, h, r) for p, s, path, h, r in self.db.execute("SELECT photo_id, status, path, sha256, reason FROM images")}
 
     def record_image(self, photo_id: str, status: str, path: str | None, sha256: str | None, reason: str | None) -> None:
         """Record the outcome of one download."""
         self._tx([("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?)", (photo_id, status, path, sha256, reason))])
+
+    # ------------------------------------------------------------ --retry-failed
+
+    def retry_transient_failures(self, *, calls: bool = True) -> dict[str, int]:
+        """Put back every item that failed for a transient reason (HTTP 5xx/429, timeout, connection, truncated).
+
+        Their rows are deleted, so the next stages ask for them again, and they
+        are remembered in ``retrying`` (one transaction: a kill leaves either
+        all or none put back). Returns how many, by kind.
+        """
+        images = [(p,) for p, r in self.db.execute("SELECT photo_id, reason FROM images WHERE status!='ok'") if is_transient(r or "")]
+        failed = [(m, k) for m, k, r in self.db.execute("SELECT method, key, reason FROM calls WHERE status='failed'") if is_transient(r or "")] if calls else []
+        self._tx(
+            [
+                ("DELETE FROM retrying", ()),
+                ("DELETE FROM images WHERE photo_id=?", images),
+                ("DELETE FROM calls WHERE method=? AND key=?", failed),
+                ("INSERT INTO retrying VALUES ('image', ?)", images),
+                ("INSERT INTO retrying VALUES (?, ?)", [(f"call:{m}", k) for m, k in failed]),
+            ]
+        )
+        return {"images": len(images), "calls": len(failed)}
+
+    def retried_outcome(self) -> dict[str, int]:
+        """Of what the last ``--retry-failed`` put back: how many, and how many came back (now ok)."""
+        retried = self.db.execute("SELECT COUNT(*) FROM retrying").fetchone()[0]
+        back = self.db.execute(
+            """SELECT (SELECT COUNT(*) FROM retrying r JOIN images i ON r.kind='image' AND i.photo_id=r.key AND i.status='ok')
+                    + (SELECT COUNT(*) FROM retrying r JOIN calls c
+                       ON r.kind='call:' || c.method AND c.key=r.key AND c.status='ok')"""
+        ).fetchone()[0]
+        return {"retried": retried, "came_back": back}
+
+
+class CrawlLock:
+    """One crawl per collection: an exclusive ``flock`` on ``<out>/.collect/lock``.
+
+    The kernel drops the lock when its process ends, however it ends, so a
+    lock file left by a killed run never blocks ``--resume``; the file only
+    names the last holder, for the message a second crawl gets.
+    """
+
+    def __init__(self, out: str | os.PathLike, command: str = "interest collect") -> None:
+        self.out = Path(out)
+        self.path = self.out / ".collect" / "lock"
+        self.command = command
+        self._fd: int | None = None
+
+    def acquire(self) -> "CrawlLock":
+        """Take the lock or raise InterestError naming the process that holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 400, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise InterestError(
+                f"{self.out}: another crawl is writing this collection ({holder}); "
+                "wait for it to finish or stop it, then re-run with --resume"
+            ) from None
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        text = f"pid {os.getpid()} on {socket.gethostname()}, {self.command}, started {started}"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode("utf-8"), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Drop the lock (the file stays: removing it would race with a process about to take it)."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "CrawlLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
