@@ -27,11 +27,33 @@ if TYPE_CHECKING:
 __all__ = ["InterestModel", "__version__", "load"]
 
 
-def load(path: str | os.PathLike) -> "InterestModel":
-    """Load a model bundle directory (see docs/models.md); raises InterestError if it is missing or damaged."""
+def load(
+    path: str | os.PathLike,
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
+    cache_dir: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+) -> "InterestModel":
+    """Load a model bundle: a directory, or a Hugging Face Hub name ``hf-hub:ORG/NAME[@REVISION]``.
+
+    A Hub bundle is fetched once into the Hugging Face cache (``HF_HOME``, or
+    ``cache_dir``) and read from there afterwards, offline too. ``device``
+    (cpu, cuda[:N], mps, auto), ``precision`` (fp32, fp16, bf16), ``cache_dir``
+    (the backbone's weights cache or the folder of its local checkpoint) and
+    ``weights`` (the backbone checkpoint file itself) say how images are
+    embedded; scoring embeddings needs none of them. Raises InterestError
+    (one line) if the bundle is missing, damaged or not cached while offline.
+    """
+    from interest.hub import is_hub_name, resolve_bundle
     from interest.models.bundle import load_bundle
 
-    return load_bundle(path)
+    if is_hub_name(str(path)):
+        model = load_bundle(resolve_bundle(str(path), cache_dir=cache_dir))
+        model.name = str(path)
+    else:
+        model = load_bundle(path)
+    return model.configure_backbone(device=device, precision=precision, cache_dir=cache_dir, weights=weights)
 
 
 def __getattr__(name: str) -> Any:

@@ -22,6 +22,7 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
     """Run the demo into ``out``; returns the evaluation metrics."""
     from interest.analyze import report
     from interest.collect import CollectConfig, collect
+    from interest.collect.crawl import make_client
     from interest.evaluate import evaluate, format_metrics
     from interest.features.embed import characterize, embed_collection
     from interest.labels import label_collection
@@ -41,12 +42,12 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
 
     seeds = pd.read_parquet(world / "users.parquet", columns=["user_id"])["user_id"].tolist()
     _remove_own_output(collection, bundle)
-    api_key = "demo-key"  # the local server's key; a real crawl reads FLICKR_API_KEY
+    api_key = "demo-key"  # the local server's key, whatever FLICKR_API_KEY holds (a real crawl reads that)
     with serve_world(world, api_key=api_key) as server:
         config = CollectConfig(
             rest_url=server.rest_url, image_host=server.image_host, api_key=api_key, users=seeds, rate=0
         )
-        collect(collection, config)
+        collect(collection, config, client=make_client(config, environment=False))
     # The world's answer key sits beside the collection so that evaluate can report agreement with it.
     shutil.copytree(world / "ground_truth", collection / "ground_truth")
 

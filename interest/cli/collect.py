@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional, TypeVar
 
 import typer
 
@@ -13,8 +15,30 @@ from interest.errors import InterestError
 import_app = typer.Typer(help="Import published datasets into a collection.", no_args_is_help=True)
 app.add_typer(import_app, name="import", rich_help_panel="Collect")
 
+F = TypeVar("F", bound=Callable)
+
+
+def on_interrupt(hint: str) -> Callable[[F], F]:
+    """Decorate a command: Ctrl-C ends it with exit status 130 and one line saying how to go on."""
+
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def run(*args, **kwargs):
+            try:
+                return command(*args, **kwargs)
+            except KeyboardInterrupt:
+                if sys.stderr.isatty():
+                    sys.stderr.write("\n")  # a progress bar may hold the current line
+                typer.echo(f"interrupted: {hint}", err=True)
+                raise typer.Exit(130) from None
+
+        return run  # type: ignore[return-value]
+
+    return decorate
+
 
 @app.command(rich_help_panel="Collect")
+@on_interrupt("nothing is lost; re-run the same command with --resume to continue")
 def collect(
     out: Path = typer.Argument(..., help="Collection directory to write (tables, images/, manifest.json)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML config (see configs/collect.yaml)."),
@@ -33,6 +57,9 @@ def collect(
     image_host: Optional[str] = typer.Option(None, "--image-host", help="Replace the static image host, e.g. http://127.0.0.1:8000."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (calls per stage, time at the rate) and stop."),
     resume: bool = typer.Option(False, "--resume", help="Continue the crawl recorded in OUT."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="With --resume: try again what failed for a transient reason (5xx/429, timeouts, truncated)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
 ) -> None:
     """Collect Flickr users' favourites (metadata and images) into a collection; resumable.
@@ -65,7 +92,7 @@ def collect(
     if dry_run:
         typer.echo(format_plan(plan_crawl(cfg, make_client(cfg, threads=1))))
         return
-    summary = run_collect(out, cfg, progress=progress, resume=resume)
+    summary = run_collect(out, cfg, progress=progress, resume=resume, retry_failed=retry_failed)
     if not progress:
         from interest.collect import format_summary
 
@@ -73,11 +100,15 @@ def collect(
 
 
 @import_app.command("flickruser")
+@on_interrupt("nothing is lost; re-run the same command to continue the downloads")
 def import_flickruser(
     paths: List[Path] = typer.Argument(..., help="FlickrUser CSV file(s), then the output collection directory."),
     download: bool = typer.Option(False, "--download", help="Also download the images (same downloader as collect)."),
     image_host: Optional[str] = typer.Option(None, "--image-host", help="Replace the static image host (a mirror)."),
     threads: int = typer.Option(8, "--threads", help="Concurrent downloads."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="With --download: try again the images that failed for a transient reason."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
 ) -> None:
     """Import the published FlickrUser CSVs (definition/additional, or the older single file) into OUT."""
@@ -86,8 +117,16 @@ def import_flickruser(
     if len(paths) < 2:
         raise InterestError("give one or more FlickrUser CSV files and then the output directory")
     *csvs, out = paths
-    summary = run_import(csvs, out, download=download, image_host=image_host, threads=threads, progress=progress)
+    summary = run_import(
+        csvs, out, download=download, image_host=image_host, threads=threads, progress=progress, retry_failed=retry_failed
+    )
     typer.echo(
         f"imported {summary['users']} users, {summary['photos']} photos, {summary['favorites']} favourites "
         f"into {out} (rows skipped: {summary['rows_skipped']}; images: {summary['images']})"
     )
+    for column, rows in summary["out_of_range"].items():
+        shown = ", ".join(str(r) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+        typer.echo(f"  {column}: {len(rows)} values out of range left empty (rows {shown})")
+    if "retry_failed" in summary:
+        r = summary["retry_failed"]
+        typer.echo(f"retry-failed: {r['retried']} retried, {r['came_back']} came back")

@@ -25,6 +25,12 @@ photo_id) with a ``published_`` prefix: ``published_ci_score``,
 ``published_cluster_label``, ``published_ci_r_score``, ``published_VILA_*``,
 ``published_CLIP_emotion_*``, plus ``set`` (train/test). ``set`` is also a
 column of ``photos.parquet``. They are for comparison only: no stage reads them.
+
+Every file is read and checked before anything is written: counts that are
+not numbers in 0..10**12 (``1e400``, a 23-digit number, a negative count) and
+dates outside 1970..2100 (upload_date ``99999999999``) become nulls, and the
+summary names each one by file, line and column. Image file names never come
+from the ids as they are (:func:`interest.collection.image_relpath`).
 """
 
 from __future__ import annotations
@@ -34,12 +40,16 @@ import re
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 from interest.collect.client import FlickrClient
+from interest.collect.crawl import MAX_COUNT, MAX_TIMESTAMP
 from interest.collect.download import download_images, remove_temporaries
-from interest.collect.state import CrawlState
+from interest.collect.state import CrawlLock, CrawlState
 from interest.collection import (
+    TABLES,
+    coerce_columns,
     read_manifest,
     update_manifest,
     write_json_atomic,
@@ -126,6 +136,7 @@ def read_flickruser_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, int]:
     for col in df.columns:
         if col.startswith(("VILA_", "CLIP_emotion_")):
             rows[f"published_{col}"] = df[col]
+    rows["_where"] = [f"{path.name}:{i + 2}" for i in range(len(df))]  # line numbers: the header is line 1
     keep = rows["photo_id"].notna() & rows["user_id"].notna()
     return rows[keep], int((~keep).sum())
 
@@ -135,15 +146,26 @@ def _as_bool(col: pd.Series) -> pd.Series:
     return pd.Series(pd.NA, index=col.index, dtype="boolean").mask(text.isin(_TRUE), True).mask(text.isin(_FALSE), False)
 
 
-def _as_date(col: pd.Series) -> pd.Series:
+def _as_date(col: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(dates, which given values were out of range or unreadable) of a date column."""
     text = col.astype("string").str.strip()
-    numeric = pd.to_numeric(text.where(text.str.fullmatch(r"\d+(\.\d+)?", na=False)), errors="coerce")
-    dates = pd.to_datetime(text.where(numeric.isna()), utc=True, errors="coerce", format="mixed")
-    return dates.fillna(pd.to_datetime(numeric, unit="s", utc=True))
+    is_number = text.str.fullmatch(r"\d+(\.\d+)?", na=False)
+    numeric = pd.to_numeric(text.where(is_number), errors="coerce")
+    numeric_ok = numeric.between(0, MAX_TIMESTAMP)
+    dates = pd.to_datetime(text.where(~is_number), utc=True, errors="coerce", format="mixed")
+    low, high = pd.Timestamp(0, unit="s", tz="UTC"), pd.Timestamp(MAX_TIMESTAMP, unit="s", tz="UTC")
+    dates = dates.where((dates >= low) & (dates <= high))
+    seconds = pd.to_datetime(numeric.where(numeric_ok), unit="s", utc=True)
+    out = dates.fillna(seconds)
+    return out, text.notna() & (text != "") & out.isna()
 
 
-def _as_int(col: pd.Series) -> pd.Series:
-    return pd.to_numeric(col, errors="coerce").round().astype("Int64")
+def _as_int(col: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(counts as Int64, which given values were out of range or not numbers) of a count column."""
+    given = col.notna() & (col.astype("string").str.strip() != "")
+    numeric = pd.to_numeric(col, errors="coerce").astype("float64")
+    ok = np.isfinite(numeric) & (numeric >= 0) & (numeric <= MAX_COUNT)
+    return numeric.where(ok).round().astype("Int64"), given & ~ok
 
 
 def _published(col: pd.Series) -> pd.Series:
@@ -162,12 +184,18 @@ def import_flickruser(
     retries: int = 6,
     timeout: float = 30.0,
     progress: bool = True,
+    retry_failed: bool = False,
+    **download_options: object,
 ) -> dict:
     """Import FlickrUser CSVs into collection ``out``; with ``download``, fetch the images too.
 
-    Writes ``users``, ``photos``, ``favorites`` and ``reference.parquet``;
-    returns a summary (rows per table, rows skipped, images by status).
-    ``image_host`` replaces the static host of the URLs (a mirror or a local server).
+    Writes ``users``, ``photos``, ``favorites`` and ``reference.parquet``, only
+    after every file has been read and checked; returns a summary (rows per
+    table, rows skipped, values out of range by column, images by status).
+    ``image_host`` replaces the static host of the URLs (a mirror or a local
+    server). Downloads resume where an earlier import stopped;
+    ``retry_failed`` first puts back those that failed for a transient reason.
+    ``download_options`` go to :func:`interest.collect.download.download_images`.
     """
     paths = [Path(p) for p in csv_paths]
     if not paths:
@@ -179,19 +207,20 @@ def import_flickruser(
         skipped += n_skipped
     rows = pd.concat(parts, ignore_index=True)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
 
     users = rows.drop_duplicates("user_id")[["user_id", "gender", "timezone_label", "timezone_id", "country"]]
     photos = rows.drop_duplicates("photo_id")
+    checked, out_of_range = {}, {}
+    for col in ("views", "faves", "comments", "upload_date"):
+        checked[col], bad = (_as_date if col == "upload_date" else _as_int)(photos[col])
+        if bad.any():
+            out_of_range[col] = photos.loc[bad, "_where"].tolist()
     photos = pd.DataFrame(
         {
             "photo_id": photos["photo_id"],
             "owner_id": pd.NA,
             "url": photos["url"],
-            "views": _as_int(photos["views"]),
-            "faves": _as_int(photos["faves"]),
-            "comments": _as_int(photos["comments"]),
-            "upload_date": _as_date(photos["upload_date"]),
+            **checked,
             "owner_ispro": _as_bool(photos["owner_ispro"]),
             "owner_occupation": photos["owner_occupation"],
             "set": photos["set"],
@@ -203,20 +232,48 @@ def import_flickruser(
     for col in ref_cols:
         reference[col] = _published(reference[col])
 
-    images = {}
-    if download:
-        remove_temporaries(out)
-        state = CrawlState(CrawlState.for_output(out))
-        try:
+    # the same coercion write_table does, for every table, before anything is written
+    for name, table in (("users", users), ("photos", photos), ("favorites", favorites)):
+        coerce_columns(table, TABLES[name].columns)
+
+    if retry_failed and not download:
+        raise InterestError("--retry-failed retries failed downloads: add --download")
+    out.mkdir(parents=True, exist_ok=True)
+    with CrawlLock(out, "interest import flickruser"):
+        images, retried = {}, None
+        if download:
+            remove_temporaries(out)
+            state = CrawlState(CrawlState.for_output(out))
             client = FlickrClient("", image_host=image_host, retries=retries, timeout=timeout, threads=threads)
-            download_images(out, zip(photos["photo_id"], photos["url"]), client, state, threads=threads, progress=progress)
-            images = state.image_rows()
-        finally:
-            state.close()
+            try:
+                if retry_failed:
+                    state.retry_transient_failures(calls=False)
+                download_images(
+                    out, zip(photos["photo_id"], photos["url"]), client, state, threads=threads, progress=progress,
+                    retries=retries, **download_options,
+                )
+                images = state.image_rows()
+                retried = state.retried_outcome() if retry_failed else None
+            except BaseException:
+                client.stop()
+                raise
+            finally:
+                state.close()
+        summary = _write_import(out, paths, users, photos, favorites, reference, ref_cols, images, skipped, out_of_range)
+    if retried is not None:
+        summary["retry_failed"] = retried
+    return summary
+
+
+def _write_import(
+    out: Path, paths: list[Path], users: pd.DataFrame, photos: pd.DataFrame, favorites: pd.DataFrame,
+    reference: pd.DataFrame, ref_cols: list[str], images: dict, skipped: int, out_of_range: dict[str, list[str]],
+) -> dict:
     settled = [images.get(p) for p in photos["photo_id"]]
     photos["path"] = [s[1] if s else None for s in settled]
     photos["sha256"] = [s[2] if s else None for s in settled]
     photos["status"] = [s[0] if s else "not_downloaded" for s in settled]
+    photos["status_reason"] = pd.array([s[3] if s else None for s in settled], dtype="string")
 
     info = {"source": "FlickrUser CSV import", "files": [p.name for p in paths]}
     write_table(out, "users", users.sort_values("user_id"), **info)
@@ -231,6 +288,7 @@ def import_flickruser(
         "rows_skipped": skipped,
         "sets": {k: int(v) for k, v in photos["set"].value_counts().items()},
         "images": {k: int(v) for k, v in photos["status"].value_counts().items()},
+        "out_of_range": out_of_range,
     }
     manifest = read_manifest(out)
     manifest["import"] = summary

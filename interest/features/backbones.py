@@ -250,7 +250,7 @@ class OpenClipBackbone(Backbone):
     has_text = True
 
     def __init__(self, model: Any, preprocess: Callable, tokenizer: Callable, *, backbone_id: str,
-                 device: str, precision: str, random_weights: bool) -> None:
+                 device: str, precision: str, random_weights: bool, checkpoint_sha256: str | None = None) -> None:
         import open_clip
 
         self.id = backbone_id
@@ -266,6 +266,8 @@ class OpenClipBackbone(Backbone):
             **{k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
             "loader": "interest.features.images.load_image",
         }
+        if checkpoint_sha256:  # a local checkpoint: the file itself names the space, whatever its name
+            self.preprocessing["checkpoint_sha256"] = checkpoint_sha256
         out_dim = getattr(getattr(model, "visual", None), "output_dim", None)
         self.dim = int(out_dim) if out_dim else int(self.embed([Image.new("RGB", (8, 8))]).shape[1])
         self.logit_scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
@@ -385,12 +387,14 @@ def load_openclip(model: str, pretrained: str | None, *, device: str = "cpu", ca
     if not model.startswith("hf-hub:") and model not in open_clip.list_models():
         raise InterestError(f"model '{model}': not an open_clip model name (see open_clip.list_models())")
     weights: str | None = None
+    checkpoint_sha256: str | None = None
     if not random_weights and not model.startswith("hf-hub:"):
         weights = str(pretrained)
         is_path = Path(weights).expanduser().is_file()
         tags = open_clip.list_pretrained_tags_by_model(model)
         if is_path:
             weights = str(Path(weights).expanduser())
+            checkpoint_sha256 = file_sha256(weights)
         elif weights not in tags:
             looks_like_path = os.sep in weights or "/" in weights or Path(weights).suffix in CHECKPOINT_SUFFIXES[1:]
             if looks_like_path:
@@ -398,6 +402,15 @@ def load_openclip(model: str, pretrained: str | None, *, device: str = "cpu", ca
             raise InterestError(
                 f"--pretrained {weights}: not a pretrained tag of {model} (tags: {', '.join(tags) or 'none'}); "
                 "give a tag, a checkpoint file path or none"
+            )
+    if not random_weights and checkpoint_sha256 is None:
+        from interest.hub import check_network, hub_offline
+
+        check_network()  # weights may come from the Hub: when it is unreachable, fail from the cache at once
+        if hub_offline() and weights is not None and _tag_cached(model, weights, cache_dir) is False:
+            raise InterestError(
+                f"{backbone_id}: cannot load the weights (not cached, and the Hugging Face Hub is unreachable or "
+                f"HF_HUB_OFFLINE is set); {_weights_help(cache_dir)}"
             )
     try:
         with torch.random.fork_rng(devices=[]):
@@ -410,20 +423,61 @@ def load_openclip(model: str, pretrained: str | None, *, device: str = "cpu", ca
     except InterestError:
         raise
     except Exception as exc:  # noqa: BLE001 - open_clip and huggingface_hub raise many types
+        from interest.hub import hub_offline
+
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if len(text) > 160:
             text = text[:157] + "..."
+        if hub_offline():
+            text = "not cached, and the Hugging Face Hub is unreachable or HF_HUB_OFFLINE is set"
         raise InterestError(f"{backbone_id}: cannot load the weights ({text}); {_weights_help(cache_dir)}") from None
     net.eval()
     net.requires_grad_(False)
     if random_weights:
         _warn_random(backbone_id)
     return OpenClipBackbone(net, preprocess, tokenizer, backbone_id=backbone_id, device=device,
-                            precision=precision, random_weights=random_weights)
+                            precision=precision, random_weights=random_weights, checkpoint_sha256=checkpoint_sha256)
+
+
+def _tag_cached(model: str, tag: str, cache_dir: str | None) -> bool | None:
+    """Whether the Hub file behind open_clip's ``model``/``tag`` is in the Hugging Face cache (None: not a Hub file).
+
+    Checked before building the model, so that offline a missing file costs no model build.
+    """
+    import open_clip
+
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    hub = open_clip.get_pretrained_cfg(model, tag).get("hf_hub", "")
+    if not hub:
+        return None
+    repo, filename = os.path.split(hub)
+    filename = filename or "open_clip_pytorch_model.bin"
+    names = [filename]
+    if filename == "open_clip_pytorch_model.bin":  # open_clip prefers these safetensors twins
+        names.insert(0, "open_clip_model.safetensors")
+    elif filename.endswith((".bin", ".pth")):
+        names.insert(0, filename[:-4] + ".safetensors")
+    return any(isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir), str) for name in names)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a (checkpoint) file, read in blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _find_checkpoint(name: str, cache_dir: str | None) -> str | None:
-    for folder in [cache_dir] if cache_dir else []:
+    folders = [cache_dir] if cache_dir else []
+    folders += [f for f in os.environ.get("INTEREST_CHECKPOINTS", "").split(os.pathsep) if f]
+    for folder in folders:
         for suffix in CHECKPOINT_SUFFIXES:
             candidate = Path(folder) / f"{name}{suffix}"
             if candidate.is_file():
@@ -432,11 +486,15 @@ def _find_checkpoint(name: str, cache_dir: str | None) -> str | None:
 
 
 def load_backbone(backbone_id: str, *, device: str = "cpu", cache_dir: str | None = None,
-                  precision: str = "fp32") -> Backbone:
+                  precision: str = "fp32", weights: str | os.PathLike | None = None) -> Backbone:
     """The backbone named by ``backbone_id`` (``perceptual/v1`` or ``openclip/<model>/<pretrained>``).
 
     For an id made from a local checkpoint (``openclip/<model>/<file stem>``)
-    the checkpoint is looked up as ``<cache_dir>/<stem>{,.safetensors,.pt,.pth,.bin}``.
+    the checkpoint is looked up as ``<folder>/<stem>{,.safetensors,.pt,.pth,.bin}``
+    in ``cache_dir`` and then the folders of ``$INTEREST_CHECKPOINTS``
+    (``os.pathsep``-separated). ``weights``, a checkpoint file, is used instead
+    of any lookup or download; the backbone keeps the id asked for, and its
+    ``preprocessing`` records the file's sha256 (which a bundle compares).
     ``synthetic/...`` ids name embeddings written directly by the synthetic
     world: there is no image model behind them, which raises InterestError.
     """
@@ -450,6 +508,16 @@ def load_backbone(backbone_id: str, *, device: str = "cpu", cache_dir: str | Non
             f"backbone '{backbone_id}': no image backbone (its embeddings were written directly by the "
             "synthetic world); score precomputed embeddings instead"
         )
+    if kind == "openclip" and rest and weights is not None:
+        if rest.startswith("hf-hub:"):
+            raise InterestError(f"backbone '{backbone_id}': weights come from its Hub repo; give weights only for "
+                                "openclip/<model>/<pretrained> backbones")
+        model = rest.partition("/")[0]
+        if not Path(weights).expanduser().is_file():
+            raise InterestError(f"weights {weights}: checkpoint file not found; give the checkpoint's path")
+        backbone = load_openclip(model, str(weights), device=device, cache_dir=cache_dir, precision=precision)
+        backbone.id = backbone_id
+        return backbone
     if kind == "openclip" and rest:
         if rest.startswith("hf-hub:"):
             return load_openclip(rest, None, device=device, cache_dir=cache_dir, precision=precision)

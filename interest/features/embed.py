@@ -203,22 +203,24 @@ def embed_paths(
     workers: int = 0,
     progress: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    raw: bool = False,
 ) -> tuple[np.ndarray, list[str | None]]:
     """Embed image files: an (n, dim) float32 matrix and, per file, a failure reason or None.
 
     Rows of files that could not be read are NaN. Files go through exactly
     the loader and transform that :func:`embed_collection` uses, so a photo
     app that embeds with this function gets the collection's embeddings.
+    ``raw``: rows before L2 normalisation (embedding * norm), for heads trained on raw features.
     """
     from interest.progress import progress_bar
 
     out = np.full((len(paths), backbone.dim), np.nan, dtype=np.float32)
     reasons: list[str | None] = [None] * len(paths)
     with progress_bar(total=len(paths), unit="img", desc="embed", enabled=progress) as bar:
-        for index, emb, failed in iter_embeddings(
+        for index, emb, norms, failed in iter_embeddings_with_norms(
             paths, backbone, batch_size=batch_size, workers=workers, max_pixels=max_pixels
         ):
-            out[index] = emb
+            out[index] = emb * norms[:, None] if raw else emb
             for i, reason in failed:
                 reasons[i] = reason
             bar.update(len(index) + len(failed))

@@ -36,6 +36,8 @@ class InterestModel:
 
     #: whether the common head reads raw (un-normalised) features; see interest.models.study
     needs_raw_features: bool = False
+    #: how the backbone is loaded (see configure_backbone); CPU and fp32 unless configured
+    backbone_options: dict = {"device": "cpu", "precision": "fp32", "cache_dir": None, "weights": None}
 
     def __init__(self, *, pca, ridge, prototypes, booster, groups, heads, metadata: dict, name: str = "model"):
         self.pca = pca
@@ -67,6 +69,11 @@ class InterestModel:
     def label_settings(self) -> dict:
         """How the training labels were made (commonality, trend-group cuts, clusters, seed, ...)."""
         return dict(self.metadata.get("label_settings", {}))
+
+    @property
+    def backbone(self):
+        """The image backbone (loaded on first use, once, with :meth:`configure_backbone`'s options)."""
+        return self._load_backbone()
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -113,6 +120,7 @@ class InterestModel:
         if fresh.backbone_id != self.backbone_id:
             raise InterestError(f"{path}: backbone {fresh.backbone_id} differs from the running model's {self.backbone_id}")
         fresh._backbone = self._backbone
+        fresh.backbone_options = dict(self.backbone_options)
         return fresh
 
     # ------------------------------------------------------------ scoring
@@ -256,9 +264,39 @@ class InterestModel:
             self.metadata = {**self.metadata, "personalized": personalized}
         return self
 
+    def configure_backbone(
+        self,
+        *,
+        device: str = "cpu",
+        precision: str = "fp32",
+        cache_dir: str | os.PathLike | None = None,
+        weights: str | os.PathLike | None = None,
+    ) -> "InterestModel":
+        """Where and how the backbone runs when images are scored: ``device`` (cpu, cuda[:N], mps or
+        auto), ``precision`` (fp32, fp16, bf16), ``cache_dir`` (where its weights are cached or its
+        local checkpoint lies) and ``weights`` (a checkpoint file to use). Takes effect at the next
+        image scored if the backbone is not loaded yet. Returns self.
+        """
+        from interest.features.backbones import PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise InterestError(f"precision '{precision}': use one of {', '.join(PRECISIONS)}")
+        if weights is not None and not Path(weights).expanduser().is_file():
+            raise InterestError(f"weights {weights}: checkpoint file not found; give the backbone checkpoint's path")
+        self.backbone_options = {
+            "device": str(device), "precision": precision,
+            "cache_dir": None if cache_dir is None else str(cache_dir),
+            "weights": None if weights is None else str(Path(weights).expanduser()),
+        }
+        return self
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the model as a bundle directory (atomically: a crash leaves the old bundle intact)."""
+        from interest.hub import is_hub_name
         from interest.models.bundle import save_bundle
+
+        if is_hub_name(str(path)):
+            raise InterestError(f"{path}: a Hub bundle is read-only here; save to a local directory instead")
 
         save_bundle(self, path)
 
@@ -336,9 +374,23 @@ class InterestModel:
             if self._backbone is None:
                 from interest.features.backbones import load_backbone
 
-                backbone = load_backbone(self.backbone_id)
+                options = dict(self.backbone_options)
+                if str(self.backbone_id).startswith(("perceptual/", "synthetic/")):
+                    options["device"] = "cpu"  # weight-free: nothing to place on an accelerator
+                elif options.get("device") == "auto":
+                    from interest.features.backbones import resolve_device
+
+                    options["device"] = resolve_device("auto")
+                backbone = load_backbone(self.backbone_id, **options)
                 want = self.metadata["backbone"].get("preprocessing")
                 have = getattr(backbone, "preprocessing", None)
+                if want and have and want.get("checkpoint_sha256") and \
+                        want.get("checkpoint_sha256") != have.get("checkpoint_sha256"):
+                    raise InterestError(
+                        f"backbone '{self.backbone_id}': the checkpoint loaded (sha256 "
+                        f"{str(have.get('checkpoint_sha256'))[:12]}...) is not the one {self.name} was trained on "
+                        f"({want['checkpoint_sha256'][:12]}...); give that file as weights= / --weights"
+                    )
                 if want and have and _jsonable(have) != _jsonable(want):
                     raise InterestError(
                         f"backbone '{self.backbone_id}' preprocesses images as {have}, but {self.name} was "

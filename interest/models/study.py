@@ -405,6 +405,7 @@ def linear_model(
     raw: bool,
     group_cuts: Sequence[float] | None = None,
     background: str | os.PathLike | None = None,
+    preprocessing: dict | None = None,
     extra_metadata: dict | None = None,
 ) -> LinearHeadModel:
     """A :class:`LinearHeadModel` over ``backbone_id`` from a head's weights (not yet saved).
@@ -412,6 +413,7 @@ def linear_model(
     ``raw``: the head reads un-normalised features. ``group_cuts`` (lower,
     upper) on ``ci_score`` give trend groups. ``background``: a collection with
     embeddings of the backbone whose favourites set the user heads' background.
+    ``preprocessing``: the backbone's (as recorded with its embeddings), checked when images are scored.
     """
     from interest.labels.groups import check_group_cuts
 
@@ -423,7 +425,7 @@ def linear_model(
     scale = float(np.linalg.norm(weight)) * (_median_norm(background, backbone_id) if raw else 1.0)
     metadata = {
         "kind": LINEAR_KIND,
-        "backbone": {"id": backbone_id, "dim": dim, "preprocessing": None},
+        "backbone": {"id": backbone_id, "dim": dim, "preprocessing": preprocessing},
         "common": {"kind": LINEAR_KIND, "input": "raw" if raw else "normalized"},
         "features": {"head_components": dim, "head_space": "L2-normalised embedding"},
         "label_settings": {"group_cuts": cuts} if cuts else {},

@@ -90,7 +90,8 @@ def curate(
         raise InterestError(f"user {user}: no head in this model; run `interest personalize` for them first")
 
     files = find_images(photos_dir)
-    paths, emb, errors = embed_files(files, bundle.backbone_id, batch_size=batch_size, progress=progress)
+    paths, emb, errors = embed_files(files, bundle.backbone, batch_size=batch_size, progress=progress,
+                                     raw=bundle.needs_raw_features)
     if not paths:
         raise InterestError(f"{photos_dir}: none of the {len(files)} image files could be read ({errors[0][1]}, ...)")
     scores = bundle.score_embeddings(emb, user=user, backbone_id=bundle.backbone_id)
@@ -101,7 +102,9 @@ def curate(
         if col not in ("photo_id", "path"):
             table[col] = scores[col].to_numpy()
     table["score"] = table[score_col].to_numpy(dtype=float)
-    table["group"] = group_near_duplicates(emb, similarity)
+    from interest.collection import l2_normalize
+
+    table["group"] = group_near_duplicates(l2_normalize(emb), similarity)  # cosine: raw rows normalised first
     table["group_size"] = table.groupby("group")["path"].transform("size").astype(int)
     # best of each group: highest score, ties to the first path (files are sorted) so reruns agree
     order = table.sort_values(["group", "score", "path"], ascending=[True, False, True], kind="mergesort")
@@ -134,17 +137,20 @@ def curate(
 
 
 def embed_files(
-    files: list[Path], backbone_id: str, *, batch_size: int = 32, progress: bool = True
+    files: list[Path], backbone: Any, *, batch_size: int = 32, progress: bool = True, raw: bool = False
 ) -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
-    """Embed image files with backbone ``backbone_id``: (readable paths, embeddings, [(path, error)]).
+    """Embed image files with ``backbone`` (a Backbone or an id): (readable paths, embeddings, [(path, error)]).
 
     Files go through the collection's own loader and transform
     (:func:`interest.features.embed.embed_paths`), so scores match ``interest score``.
+    ``raw``: un-normalised rows, for a head trained on raw features.
     """
     from interest.features.backbones import load_backbone
     from interest.features.embed import embed_paths
 
-    emb, reasons = embed_paths(files, load_backbone(backbone_id), batch_size=batch_size, progress=progress)
+    if isinstance(backbone, str):
+        backbone = load_backbone(backbone)
+    emb, reasons = embed_paths(files, backbone, batch_size=batch_size, progress=progress, raw=raw)
     ok = np.array([r is None for r in reasons], dtype=bool)
     good = [f for f, keep in zip(files, ok) if keep]
     errors = [(f, str(r)) for f, r in zip(files, reasons) if r is not None]
