@@ -99,7 +99,7 @@ def labelled(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     fav = world_favourites()
     make_collection(root, fav)
-    label_collection(root, clusters=3, merge_ratio=1.0, test_fraction=0.5, seed=0, progress=False)
+    label_collection(root, method="paper", user_test_fraction=0.0, clusters=3, merge_ratio=1.0, test_fraction=0.5, seed=0, progress=False)
     return root, fav, read_labels(root)
 
 
@@ -227,7 +227,7 @@ def test_bad_inputs(labelled, tmp_path):
     model.label_settings = {}
     no_test = tmp_path / "no_test"
     make_collection(no_test, fav)
-    label_collection(no_test, clusters=4, test_fraction=0.0, progress=False)
+    label_collection(no_test, method="paper", user_test_fraction=0.0, clusters=4, test_fraction=0.0, progress=False)
     with pytest.raises(InterestError, match="no held-out \\(test\\) photos"):
         evaluate(model, no_test, progress=False)
 
@@ -273,7 +273,7 @@ def test_small_world_with_ridge_stand_in(small_world, tmp_path):
     root = shutil.copytree(small_world, tmp_path / "world")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        label_collection(root, clusters=60, progress=False)
+        label_collection(root, method="paper", user_test_fraction=0.0, clusters=60, progress=False)
     m = evaluate(RidgeStandIn(root), root, progress=False)
     assert m["reliability"]["split_half_spearman"] > 0.3
     assert m["ci"]["label"]["spearman"] > 0.5
@@ -290,7 +290,7 @@ def test_real_model_from_train_model(small_world, tmp_path):
     from interest.models.train import train_model
 
     root = shutil.copytree(small_world, tmp_path / "world")
-    label_collection(root, clusters=100, progress=False)
+    label_collection(root, method="paper", user_test_fraction=0.0, clusters=100, progress=False)
     model = train_model(root, tmp_path / "model", progress=False)
     m = evaluate(model, root, progress=False)
     assert m["backbone"] == model.backbone_id and m["used_metadata"] is False

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import spearmanr
 
 from interest.collection import read_manifest, write_embeddings, write_table
 from interest.errors import InterestError
@@ -81,7 +82,7 @@ def reference_ci(labels: pd.DataFrame, favourites: pd.DataFrame, on_set: str) ->
 
 def test_paper_ci_and_size_adjusted_by_hand(tmp_path):
     root = make_collection(tmp_path)
-    labels = label_collection(root, clusters=4, merge_ratio=0.5, test_fraction=0.0, progress=False)
+    labels = label_collection(root, method="paper", user_test_fraction=0.0, clusters=4, merge_ratio=0.5, test_fraction=0.0, progress=False)
     assert (labels["set"] == "train").all()
     topic = labels["photo_id"].str[0]
     # Each topic is one cluster; A+B and C+D are the two partitions.
@@ -117,7 +118,7 @@ def test_paper_ci_and_size_adjusted_by_hand(tmp_path):
 def test_size_adjusted_is_selectable_and_drives_groups(tmp_path):
     root = make_collection(tmp_path)
     labels = label_collection(
-        root, clusters=4, merge_ratio=0.5, test_fraction=0.0, commonality="size_adjusted", progress=False
+        root, method="paper", user_test_fraction=0.0, clusters=4, merge_ratio=0.5, test_fraction=0.0, commonality="size_adjusted", progress=False
     )
     assert (labels["ci_score"] == labels["ci_size_adjusted"]).all()
     # The big {C,D} partition's 3 users are about what chance gives it: its adjusted CI is below {A,B}'s.
@@ -130,7 +131,7 @@ def test_size_adjusted_is_selectable_and_drives_groups(tmp_path):
 def test_held_out_photos_take_nearest_partition_and_test_favourites(tmp_path):
     favourites = {**FAVOURITES, "u7": [("C", i) for i in range(2, 12)], "u8": [("A", i) for i in range(3, 9)]}
     root = make_collection(tmp_path, favourites=favourites)
-    labels = label_collection(root, clusters=4, merge_ratio=0.5, test_fraction=0.25, seed=3, progress=False)
+    labels = label_collection(root, method="paper", user_test_fraction=0.0, clusters=4, merge_ratio=0.5, test_fraction=0.25, seed=3, progress=False)
     assert (labels["set"] == "test").sum() == 15
     topic = labels["photo_id"].str[0]
     # Test photos share their topic's (train) cluster, partition and CI.
@@ -178,7 +179,7 @@ def test_trend_groups_cut_points():
 def test_group_cuts_given_and_recorded(tmp_path):
     root = make_collection(tmp_path)
     labels = label_collection(
-        root, clusters=4, merge_ratio=0.5, test_fraction=0.0, group_cuts=(0.55, 0.6), progress=False
+        root, method="paper", user_test_fraction=0.0, clusters=4, merge_ratio=0.5, test_fraction=0.0, group_cuts=(0.55, 0.6), progress=False
     )
     topic = labels["photo_id"].str[0]
     # {A,B} CI 4/6 >= 0.6: common; {C,D} 3/6 < 0.55: subjective.
@@ -190,7 +191,7 @@ def test_group_cuts_given_and_recorded(tmp_path):
 
 
 def test_default_cuts_are_train_terciles(small_world_copy):
-    labels = label_collection(small_world_copy, clusters=40, progress=False)
+    labels = label_collection(small_world_copy, method="paper", user_test_fraction=0.0, clusters=40, progress=False)
     lo, hi = label_settings(small_world_copy)["group_cuts"]
     train = labels[labels["set"] == "train"]
     assert (lo, hi) == pytest.approx(tuple(np.quantile(train["ci_score"], [1 / 3, 2 / 3])))
@@ -202,12 +203,12 @@ def test_deterministic_for_a_seed(tmp_path):
     favourites = {**FAVOURITES, "u7": [("C", i) for i in range(2, 12)]}
     a = make_collection(tmp_path / "a", favourites=favourites)
     b = make_collection(tmp_path / "b", favourites=favourites)
-    la = label_collection(a, clusters=4, seed=5, progress=False)
-    lb = label_collection(b, clusters=4, seed=5, progress=False)
+    la = label_collection(a, method="paper", user_test_fraction=0.0, clusters=4, seed=5, progress=False)
+    lb = label_collection(b, method="paper", user_test_fraction=0.0, clusters=4, seed=5, progress=False)
     pd.testing.assert_frame_equal(la, lb)
     pd.testing.assert_frame_equal(pd.read_parquet(a / "labels.parquet"), pd.read_parquet(b / "labels.parquet"))
     pd.testing.assert_frame_equal(pd.read_parquet(partitions_path(a)), pd.read_parquet(partitions_path(b)))
-    other = label_collection(b, clusters=4, seed=6, progress=False)
+    other = label_collection(b, method="paper", user_test_fraction=0.0, clusters=4, seed=6, progress=False)
     assert not other["set"].equals(la["set"])
 
 
@@ -215,7 +216,7 @@ def test_minibatch_path_on_large_collections(tmp_path, monkeypatch):
     # Above FULL_KMEANS_MAX mini-batch k-means runs; train photos must still sit in their nearest cluster.
     monkeypatch.setattr(ci_module, "FULL_KMEANS_MAX", 10)
     root = make_collection(tmp_path)
-    labels = label_collection(root, clusters=4, merge_ratio=0.5, test_fraction=0.2, progress=False)
+    labels = label_collection(root, method="paper", user_test_fraction=0.0, clusters=4, merge_ratio=0.5, test_fraction=0.2, progress=False)
     topic = labels["photo_id"].str[0]
     assert labels.groupby(topic)["cluster_label"].nunique().eq(1).all()
     assert labels.groupby(topic)["cluster_label"].first().nunique() == 4
@@ -224,7 +225,7 @@ def test_minibatch_path_on_large_collections(tmp_path, monkeypatch):
 def test_clusters_reduced_with_warning(tmp_path):
     root = make_collection(tmp_path)
     with pytest.warns(UserWarning, match="using 6"):
-        labels = label_collection(root, clusters=50, test_fraction=0.0, progress=False)
+        labels = label_collection(root, method="paper", user_test_fraction=0.0, clusters=50, test_fraction=0.0, progress=False)
     assert labels["cluster_label"].nunique() == 6
     assert label_settings(root)["clusters_used"] == 6
 
@@ -234,9 +235,9 @@ def test_skips_photos_not_ok(tmp_path):
     extra = pd.DataFrame({"photo_id": ["X00", "Y00"], "status": ["missing", None]})
     root = make_collection(tmp_path, extra_photos=extra, favourites={**FAVOURITES, "u9": [("X", 0)]})
     with pytest.raises(InterestError, match=r"photo_id Y00 has no embedding; run `interest embed"):
-        label_collection(root, clusters=4, progress=False)
+        label_collection(root, method="paper", user_test_fraction=0.0, clusters=4, progress=False)
     write_table(root, "photos", pd.read_parquet(root / "photos.parquet").query("photo_id != 'Y00'"))
-    labels = label_collection(root, clusters=4, merge_ratio=0.5, test_fraction=0.0, progress=False)
+    labels = label_collection(root, method="paper", user_test_fraction=0.0, clusters=4, merge_ratio=0.5, test_fraction=0.0, progress=False)
     assert "X00" not in set(labels["photo_id"]) and len(labels) == 60
     # u9's only favourite was skipped: 6 users remain.
     assert label_settings(root)["users_train"] == 6
@@ -246,26 +247,26 @@ def test_bad_inputs(tmp_path):
     root = make_collection(tmp_path / "c")
     (root / "favorites.parquet").unlink()
     with pytest.raises(InterestError, match="favorites.parquet: missing table"):
-        label_collection(root, progress=False)
+        label_collection(root, method="paper", user_test_fraction=0.0, progress=False)
 
     root = make_collection(tmp_path / "d", favourites={**FAVOURITES, "u9": [("Z", 9)]})
     with pytest.raises(InterestError, match="photo_id Z09 is favourited but not in photos.parquet"):
-        label_collection(root, progress=False)
+        label_collection(root, method="paper", user_test_fraction=0.0, progress=False)
 
     root = make_collection(tmp_path / "e", favourites={})
     with pytest.raises(InterestError, match="favorites.parquet: no favourites"):
-        label_collection(root, progress=False)
+        label_collection(root, method="paper", user_test_fraction=0.0, progress=False)
 
     root = tmp_path / "f"
     write_table(root, "photos", pd.DataFrame({"photo_id": pd.Series([], dtype=str)}))
     write_table(root, "favorites", pd.DataFrame({"user_id": ["u1"], "photo_id": ["A00"]}))
     write_embeddings(root, BACKBONE, ["A00"], np.ones((1, 8)))
     with pytest.raises(InterestError, match="photos.parquet: no photos"):
-        label_collection(root, progress=False)
+        label_collection(root, method="paper", user_test_fraction=0.0, progress=False)
 
     root = make_collection(tmp_path / "g", embed=False)
     with pytest.raises(InterestError, match="no embeddings in this collection; run `interest embed"):
-        label_collection(root, progress=False)
+        label_collection(root, method="paper", user_test_fraction=0.0, progress=False)
 
     root = make_collection(tmp_path / "h")
     for kwargs, message in (
@@ -276,17 +277,17 @@ def test_bad_inputs(tmp_path):
         ({"group_cuts": (0.3,)}, "group cuts"),
     ):
         with pytest.raises(InterestError, match=message):
-            label_collection(root, progress=False, **kwargs)
+            label_collection(root, method="paper", user_test_fraction=0.0, progress=False, **kwargs)
     # Too few photos for even two clusters.
     with pytest.raises(InterestError, match="only 6 definition photos"):
-        label_collection(root, test_fraction=0.9, progress=False)
+        label_collection(root, method="paper", user_test_fraction=0.0, test_fraction=0.9, progress=False)
     assert not (root / "labels.parquet").exists()
 
 
 def test_small_world_against_ground_truth(small_world_copy):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # 1200 definition photos are enough for 100 clusters: no warning
-        labels = label_collection(small_world_copy, clusters=100, seed=0, progress=False)
+        labels = label_collection(small_world_copy, method="paper", user_test_fraction=0.0, clusters=100, seed=0, progress=False)
     settings = json.loads(json.dumps(label_settings(small_world_copy)))
     assert settings["n_test"] == 300 and settings["partitions"] == 60
     truth = pd.read_parquet(small_world_copy / "ground_truth" / "photos.parquet")
@@ -304,3 +305,61 @@ def test_small_world_against_ground_truth(small_world_copy):
 def small_world_copy(small_world, tmp_path):
     """A private copy of the shared small world, so labelling it does not race other tests."""
     return shutil.copytree(small_world, tmp_path / "world")
+
+
+# ---------------------------------------------------------------- the default (image-level) label on the world family
+
+
+@pytest.fixture(scope="module")
+def family_pair(tmp_path_factory):
+    """Two small members of the world family: today's world and the confounded crawl."""
+    from interest.synthetic.family import make_family_world
+
+    roots = []
+    for name in ("flat-s0", "confounded-s1"):
+        root = tmp_path_factory.mktemp(name)
+        make_family_world(name, root, n_users=200, n_photos=1500, heldout_photos=0)
+        roots.append(root)
+    return roots
+
+
+def _truth_spearman(root, labels):
+    truth = pd.read_parquet(root / "ground_truth" / "photos.parquet").set_index("photo_id")["true_commonality"]
+    return spearmanr(labels["ci_score"], truth.reindex(labels["photo_id"]).to_numpy())[0]
+
+
+def test_default_label_beats_the_paper_recipe_against_truth(family_pair):
+    import warnings
+
+    for root in family_pair:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            paper = _truth_spearman(root, label_collection(root, method="paper", progress=False))
+            default = _truth_spearman(root, label_collection(root, progress=False))
+        # measured: flat-s0 paper 0.55, image 0.88; confounded-s1 paper 0.74, image 0.87
+        assert default > paper + 0.08 and default > 0.8, (root.name, default, paper)
+
+
+def test_held_out_users_are_recorded_and_never_counted(family_pair):
+    from interest.labels import read_user_split
+
+    root = family_pair[0]
+    labels = label_collection(root, clusters=50, seed=2, user_test_fraction=0.25, progress=False)
+    split = read_user_split(root)
+    favorites = pd.read_parquet(root / "favorites.parquet")
+    assert set(split["user_id"]) == set(favorites["user_id"])
+    assert split["set"].eq("test").mean() == pytest.approx(0.25, abs=0.01)
+    train_users = set(split.loc[split["set"] == "train", "user_id"])
+    counted = favorites[favorites["user_id"].isin(train_users)].groupby("photo_id")["user_id"].nunique()
+    got = labels.set_index("photo_id")["distinct_users"]
+    assert (got == counted.reindex(got.index).fillna(0).astype(int)).all()
+    assert label_settings(root)["method"] == "image" and label_settings(root)["n_users_test"] == 50
+    # every photo has a positive CI; groups follow the photo's own CI and the cuts
+    lo, hi = label_settings(root)["group_cuts"]
+    expected = np.where(labels["ci_score"] >= hi, 0, np.where(labels["ci_score"] >= lo, 1, 2))
+    assert (labels["ci_score"] > 0).all() and (labels["trend_group"].to_numpy() == expected).all()
+
+
+def test_unknown_method_is_a_one_line_error(family_pair):
+    with pytest.raises(InterestError, match="method='clusters'"):
+        label_collection(family_pair[0], method="clusters", progress=False)

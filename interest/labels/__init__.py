@@ -1,4 +1,4 @@
-"""Labels: the paper's CI score (clusters -> partitions -> distinct users) and trend groups."""
+"""Labels: the CI score (image-level by default, or the paper's clusters -> partitions -> distinct users) and trend groups."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import pandas as pd
 from interest.collection import check_parquet, read_manifest, read_table, table_path
 from interest.labels.ci import (
     COMMONALITIES,
+    METHODS,
     SETTINGS_KEY,
     Commonality,
     label_collection,
     partition_commonality,
     partitions_path,
+    read_user_split,
 )
 from interest.labels.groups import (
     COMMON,
@@ -27,6 +29,7 @@ from interest.labels.groups import (
 __all__ = [
     "COMMON",
     "COMMONALITIES",
+    "METHODS",
     "DEFAULT_GROUP_QUANTILES",
     "INTERPLAY",
     "SUBJECTIVE",
@@ -36,6 +39,7 @@ __all__ = [
     "label_settings",
     "partition_commonality",
     "partitions_path",
+    "read_user_split",
     "quantile_cuts",
     "read_labels",
 ]

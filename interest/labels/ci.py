@@ -17,6 +17,23 @@ chance-corrected share ``(D_p - E_p) / (U - E_p)`` (``D_p`` observed distinct
 users, ``U`` users): 0 at chance, 1 when every user is there, slightly
 negative when users concentrate below chance. For small partitions
 ``E_p ~ 0`` and it equals the paper's ``D_p / U``.
+
+Two methods (``method``):
+
+* ``paper`` — the study's recipe as documented: the partition CI above
+  (``commonality`` picks D_p / U or the size-adjusted share).
+* ``image`` (the default, chosen on the synthetic world family, see
+  docs/labels.md) — each photo's own count of distinct favouriting users,
+  zero-truncated (a crawl keeps only favourited photos), smoothed across
+  photos by a cross-fitted log-linear model of the embedding
+  (:class:`~interest.models.common.ZeroTruncatedPoisson`): ``ci_score`` is
+  the out-of-fold expected share of users who favourite the photo. No
+  cluster merge; the clusters stay as ``partition`` for the map and the
+  secondary, partition-level evaluation.
+
+Both hold out a seeded ``user_test_fraction`` of the users whole: their
+favourites never enter the labels (nor training), and ``label_users.parquet``
+records the split, so ``evaluate`` can rank new users' favourites.
 """
 
 from __future__ import annotations
@@ -48,7 +65,9 @@ from interest.labels.groups import (
 from interest.progress import progress_bar
 
 COMMONALITIES = ("users", "size_adjusted")
+METHODS = ("image", "paper")
 PARTITIONS_FILE = "partitions.parquet"
+USERS_FILE = "label_users.parquet"  # user_id, set (train/test): the users held out whole
 SETTINGS_KEY = "interest.labels"  # key of the label settings in labels.parquet's metadata
 # Full Lloyd k-means up to this many definition photos; above it mini-batch
 # k-means, which clusters 400k x 512 in seconds instead of minutes.
@@ -123,6 +142,36 @@ def split_photos(n_photos: int, test_fraction: float, seed: int) -> np.ndarray:
     return is_test
 
 
+def split_users(n_users: int, test_fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of held-out (test) users: a seeded ``test_fraction`` of ``n_users``, from its own stream."""
+    is_test = np.zeros(n_users, dtype=bool)
+    n_test = int(round(test_fraction * n_users))
+    is_test[np.random.default_rng([seed, 0x05E7]).permutation(n_users)[:n_test]] = True
+    return is_test
+
+
+def photo_distinct_users(n_photos: int, fav_user: np.ndarray, fav_photo: np.ndarray) -> np.ndarray:
+    """Number of distinct users with a favourite on each photo (int64, length ``n_photos``)."""
+    if len(fav_user) == 0:
+        return np.zeros(n_photos, dtype=np.int64)
+    n_users = int(np.max(fav_user)) + 1
+    pairs = np.unique(np.asarray(fav_photo, dtype=np.int64) * n_users + np.asarray(fav_user, dtype=np.int64))
+    return np.bincount(pairs // n_users, minlength=n_photos).astype(np.int64)
+
+
+def image_level_ci(emb: np.ndarray, distinct_users: np.ndarray, n_users: int, seed: int):
+    """The ``image`` method's CI: the fitted zero-truncated Poisson model and each row's out-of-fold share.
+
+    Returns (model, out-of-fold CI of each row); the model's linear predictor
+    is the log share (log of expected distinct users / ``n_users``).
+    """
+    from interest.models.common import ZeroTruncatedPoisson
+
+    model = ZeroTruncatedPoisson(seed=seed).fit(emb, distinct_users)
+    model.intercept_ -= float(np.log(n_users))
+    return model, np.exp(model.oof_prediction_.astype(np.float64) - np.log(n_users))
+
+
 def fit_clusters(emb: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """k-means of the rows of ``emb``: (cluster of each row, centroids (k, dim))."""
     from sklearn.cluster import KMeans, MiniBatchKMeans
@@ -184,17 +233,27 @@ def label_collection(
     commonality: str = "users",
     group_cuts: tuple[float, float] | None = None,
     progress: bool = True,
+    method: str = "image",
+    user_test_fraction: float = 0.2,
 ) -> pd.DataFrame:
-    """Label a collection with the paper's CI score; write labels.parquet and partitions.parquet.
+    """Label a collection with a CI score; write labels.parquet, partitions.parquet and label_users.parquet.
 
     Photos whose ``status`` is neither null nor "ok" are skipped. A seeded
-    ``test_fraction`` of the photos is held out (``set`` = "test"); the rest
+    ``test_fraction`` of the photos is held out (``set`` = "test"), and a
+    seeded ``user_test_fraction`` of the users with a favourite is held out
+    whole (their favourites are ignored here and in training). The rest
     (the definition set) is clustered into ``clusters`` k-means clusters
-    (fewer, with a warning, when there are under 10 photos per cluster),
-    merged into about ``merge_ratio * clusters`` partitions. ``commonality``
+    (fewer, with a warning, when there are under 10 photos per cluster).
+    ``method`` "image" (default) scores each photo by its image-level
+    commonality (see the module docstring) and keeps the clusters as
+    partitions; "paper" is the study's recipe: clusters merged into about
+    ``merge_ratio * clusters`` partitions, and ``commonality``
     picks ``ci_score``: "users" (the paper's distinct users / users) or
     "size_adjusted" (corrected for what a partition of that size reaches by
-    chance); both are stored as ``ci_users`` and ``ci_size_adjusted``.
+    chance); both are stored as ``ci_users`` and ``ci_size_adjusted`` by
+    either method, with ``distinct_users`` (the photo's own count of distinct
+    definition users). ``user_test_fraction=0`` with ``method="paper"`` is
+    the study's definition over all users.
     ``group_cuts`` = (lower, upper) CI cut points for the trend groups;
     default: terciles of the definition photos' CI.
 
@@ -202,14 +261,23 @@ def label_collection(
     with its settings in ``.attrs["interest.labels"]``.
     """
     clusters, merge_ratio, test_fraction = _check_settings(clusters, merge_ratio, test_fraction, commonality)
+    if method not in METHODS:
+        raise InterestError(f"method={method!r}: choose one of {', '.join(METHODS)}")
+    if not 0.0 <= float(user_test_fraction) < 1.0:
+        raise InterestError(f"user_test_fraction={user_test_fraction!r}: give a number in [0, 1)")
+    user_test_fraction = float(user_test_fraction)
     if group_cuts is not None:
         group_cuts = check_group_cuts(group_cuts)
     bar = progress_bar(total=5, desc="label", unit="step", enabled=progress, leave=False)
 
     bar.set_postfix_str("reading")
     backbone_id, emb_ids, emb = read_embeddings(root, backbone)
-    photo_ids, emb_rows, fav_user_ids, fav_photo = _read_collection(root, backbone_id, emb_ids)
+    photo_ids, emb_rows, fav_user_ids, fav_photo, user_ids = _read_collection(root, backbone_id, emb_ids)
     is_test = split_photos(len(photo_ids), test_fraction, seed)
+    user_is_test = split_users(len(user_ids), user_test_fraction, seed)
+    # held-out users' favourites never define anything: drop them before any count
+    keep_fav = ~user_is_test[fav_user_ids]
+    fav_user_ids, fav_photo = fav_user_ids[keep_fav], fav_photo[keep_fav]
     train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
     k = min(clusters, len(train) // 10)
     if k < 2:
@@ -228,12 +296,14 @@ def label_collection(
     train_emb = emb[emb_rows[train]]
     cluster = np.empty(len(photo_ids), dtype=np.int64)
     cluster[train], centroids = fit_clusters(train_emb, k, seed)
-    cluster[test] = nearest_centroid(emb[emb_rows[test]], centroids)
-    del emb  # the definition photos' copy is all that is needed from here on
+    test_emb = emb[emb_rows[test]]
+    cluster[test] = nearest_centroid(test_emb, centroids)
+    del emb  # the definition and test photos' copies are all that is needed from here on
     bar.update()
 
     bar.set_postfix_str("merging")
-    n_partitions = max(1, int(round(merge_ratio * k)))
+    # the image method keeps every cluster: a hard merge fuses clusters of very different appeal
+    n_partitions = max(1, int(round(merge_ratio * k))) if method == "paper" else k
     cluster_partition, partition_labels = merge_clusters(centroids, n_partitions)
     n_partitions = len(partition_labels)
     part = cluster_partition[cluster]
@@ -257,8 +327,22 @@ def label_collection(
     )
     ci_users, ci_adjusted = defined.ci_users, defined.ci_size_adjusted
     ci_part = defined.score(commonality)
+    # every photo's own count of distinct definition users (test photos' counts are only stored, never fitted)
+    distinct = photo_distinct_users(len(photo_ids), fav_user_ids, fav_photo)
+    if method == "paper":
+        ci_photo = ci_part[part]
+    else:
+        bar.set_postfix_str("image-level")
+        image_model, oof = image_level_ci(train_emb, distinct[train], defined.n_users, seed)
+        ci_photo = np.empty(len(photo_ids))
+        ci_photo[train] = oof
+        if len(test):
+            ci_photo[test] = np.exp(image_model.predict(test_emb).astype(np.float64))
+        # a partition's CI for the map: the mean image-level CI of its definition photos
+        sums = np.bincount(part[train], weights=ci_photo[train], minlength=n_partitions)
+        ci_part = sums / np.maximum(defined.n_photos, 1)
     if group_cuts is None:
-        cuts = quantile_cuts(ci_part[part[train]])
+        cuts = quantile_cuts(ci_photo[train])
         cuts_source = f"quantiles {list(DEFAULT_GROUP_QUANTILES)} of train CI"
     else:
         cuts, cuts_source = group_cuts, "given"
@@ -271,11 +355,12 @@ def label_collection(
             "set": np.where(is_test, "test", "train"),
             "cluster_label": cluster,
             "partition": np.asarray(partition_labels, dtype=object)[part],
-            "ci_score": ci_part[part],
-            "trend_group": group_part[part],
+            "ci_score": ci_photo,
+            "trend_group": assign_trend_groups(ci_photo, cuts),
             "ci_users": ci_users[part],
             "ci_size_adjusted": ci_adjusted[part],
             "ci_heldout": ci_heldout,
+            "distinct_users": distinct,
         }
     )
     settings = {
@@ -287,6 +372,9 @@ def label_collection(
         "seed": int(seed),
         "test_fraction": test_fraction,
         "commonality": commonality,
+        "method": method,
+        "user_test_fraction": user_test_fraction,
+        "n_users_test": int(user_is_test.sum()),
         "group_cuts": [float(c) for c in cuts],
         "group_cuts_source": cuts_source,
         "n_train": int(len(train)),
@@ -318,6 +406,11 @@ def label_collection(
     partitions["x"], partitions["y"] = xy[:, 0], xy[:, 1]
     write_table(root, "labels", labels, **settings)
     write_parquet_atomic(partitions_path(root), partitions)
+    users_table = pd.DataFrame(
+        {"user_id": pd.array(user_ids, dtype="string"), "set": np.where(user_is_test, "test", "train")}
+    )
+    write_parquet_atomic(users_path(root), users_table)
+    update_manifest(root, "label_users", rows=len(users_table), seed=int(seed), test_fraction=user_test_fraction)
     update_manifest(root, "partitions", rows=len(partitions), backbone=backbone_id, seed=int(seed))
     bar.update()
     bar.close()
@@ -327,6 +420,22 @@ def label_collection(
 def partitions_path(root: str | os.PathLike) -> Path:
     """Path of the partitions table written beside labels.parquet."""
     return Path(root) / PARTITIONS_FILE
+
+
+def users_path(root: str | os.PathLike) -> Path:
+    """Path of the users split (user_id, set) written beside labels.parquet."""
+    return Path(root) / USERS_FILE
+
+
+def read_user_split(root: str | os.PathLike) -> pd.DataFrame | None:
+    """label_users.parquet (user_id, set) of collection ``root``; None when labels predate it."""
+    from interest.collection import read_parquet_checked
+
+    path = users_path(root)
+    if not path.is_file():
+        return None
+    users = read_parquet_checked(path, ["user_id", "set"], required=["user_id", "set"])
+    return users.assign(user_id=users["user_id"].astype(str), set=users["set"].astype(str))
 
 
 def _check_settings(
@@ -349,7 +458,8 @@ def _read_collection(
     """The photos to label and their favourites.
 
     Returns (photo ids sorted, row of each in the embeddings, favourites' user
-    codes, favourites' photo indices); favourites of skipped photos dropped.
+    codes, favourites' photo indices, user id of each code); favourites of
+    skipped photos dropped.
     """
     photos = read_table(root, "photos", ["photo_id", "status"], required=["photo_id"])
     favorites = read_table(root, "favorites", ["user_id", "photo_id"])
@@ -390,8 +500,8 @@ def _read_collection(
     fav_index = pd.Index(photo_ids).get_indexer(fav_photo_ids)
     kept = fav_index >= 0  # favourites of skipped (not ok) photos drop out with them
     fav_users = favorites["user_id"].astype(str).to_numpy()[kept]
-    _, fav_user_codes = np.unique(fav_users, return_inverse=True)
-    return photo_ids, emb_rows, fav_user_codes.astype(np.int64), fav_index[kept].astype(np.int64)
+    user_ids, fav_user_codes = np.unique(fav_users, return_inverse=True)
+    return photo_ids, emb_rows, fav_user_codes.astype(np.int64), fav_index[kept].astype(np.int64), user_ids
 
 
 def _partition_map(

@@ -316,6 +316,7 @@ class StackedBooster:
         n_valid = int(round(n * self.validation_fraction))
         if n_valid >= 10 and n - n_valid >= 10:
             is_valid[rng.choice(n, n_valid, replace=False)] = True
+        self.validation_rows_ = np.flatnonzero(is_valid)  # rows the boosters did not fit on (trend-group calibration)
         self.app_features_ = [f"pca_{i}" for i in range(Z.shape[1])] + list(stack_names)[: stack.shape[1]]
         app_X = self.app_matrix(Z, stack)
         self.validation_ = {}
@@ -419,3 +420,132 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     if ra.std() == 0 or rb.std() == 0:
         return float("nan")
     return float(np.corrcoef(ra, rb)[0, 1])
+
+
+# Candidate L2 penalties of the image-level model, relative to the mean eigenvalue of the
+# embedding's covariance (as for the ridge): one grid for 64-d toys and 768-d CLIP.
+GLM_RELATIVE_ALPHAS = (0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+class ZeroTruncatedPoisson:
+    """Image-level commonality: ``log E[distinct users] = x·w + b``, fitted on zero-truncated counts.
+
+    A crawl keeps only photos somebody favourited, so every collected photo
+    has at least one favourite: a photo's count of distinct favouriting users
+    is zero-truncated Poisson, ``P(c) = λ^c e^-λ / (c! (1 - e^-λ))``, c >= 1.
+    Fitting a plain Poisson (or a ridge on log counts) to such counts
+    flattens the slope, since the many photos with one favourite look alike.
+    Rows with count 0 (photos whose favourites all came from held-out users)
+    carry no training signal and are left out of the fit, not of the
+    out-of-fold predictions.
+
+    L-BFGS on the mean negative log-likelihood plus ``alpha/2 |w|^2``; alpha
+    chosen from ``relative_alphas`` × the mean eigenvalue of the embedding's
+    covariance by seeded K-fold cross-validated deviance on at most
+    ``cv_max_samples`` rows; each fit uses at most ``max_samples`` rows (a
+    seeded sample) so paper scale stays within minutes.
+
+    Learned, like :class:`Ridge` (the bundle stores it in the same place):
+    ``coef_`` (d,) float32, ``intercept_``, ``alpha_``, ``cv_deviance_`` (per
+    candidate) and ``oof_prediction_`` (n,) float32: each row's linear
+    predictor from the model fitted without its fold.
+    """
+
+    def __init__(
+        self,
+        relative_alphas: tuple[float, ...] = GLM_RELATIVE_ALPHAS,
+        folds: int = 5,
+        seed: int = 0,
+        max_samples: int = 50_000,
+        cv_max_samples: int = 20_000,
+        max_iter: int = 300,
+    ):
+        self.relative_alphas = relative_alphas
+        self.folds = folds
+        self.seed = seed
+        self.max_samples = max_samples
+        self.cv_max_samples = cv_max_samples
+        self.max_iter = max_iter
+
+    def fit(self, X: np.ndarray, counts: np.ndarray) -> "ZeroTruncatedPoisson":
+        """Fit on embeddings ``X`` (n, d) and each row's count of distinct favouriting users (n,)."""
+        counts = np.asarray(counts, dtype=np.float64)
+        n = len(counts)
+        k = max(2, min(self.folds, n))
+        fold = _fold_ids(n, k, self.seed)
+        rng = np.random.default_rng(self.seed)
+        positive = np.flatnonzero(counts > 0)
+        if len(positive) < 2:
+            raise ValueError("the image-level model needs at least two photos with a favourite")
+        cv_rows = positive if len(positive) <= self.cv_max_samples else np.sort(
+            rng.choice(positive, self.cv_max_samples, replace=False)
+        )
+        Xcv = np.asarray(X[cv_rows], dtype=np.float64)
+        scale = float(np.trace(np.cov(Xcv.T)) / X.shape[1]) if len(cv_rows) > 1 else 1.0
+        alphas = np.asarray(self.relative_alphas, dtype=np.float64) * max(scale, 1e-12)
+        self.cv_deviance_ = np.zeros(len(alphas))
+        for j in range(k):
+            train, valid = fold[cv_rows] != j, fold[cv_rows] == j
+            if not train.any() or not valid.any():
+                continue
+            for a, alpha in enumerate(alphas):
+                w, b = self._fit_one(Xcv[train], counts[cv_rows][train], alpha)
+                self.cv_deviance_[a] += _zt_nll(Xcv[valid] @ w + b, counts[cv_rows][valid]).sum()
+        best = int(np.argmin(self.cv_deviance_))
+        self.alpha_ = float(alphas[best])
+        self.oof_prediction_ = np.empty(n, dtype=np.float32)
+        for j in range(k):
+            rows = self._sample(positive[fold[positive] != j], rng)
+            w, b = self._fit_one(np.asarray(X[rows], dtype=np.float64), counts[rows], self.alpha_)
+            out = np.flatnonzero(fold == j)
+            for start in range(0, len(out), _CHUNK):
+                part = out[start : start + _CHUNK]
+                self.oof_prediction_[part] = (matmul64(X[part], w[:, None])[:, 0] + b).astype(np.float32)
+        rows = self._sample(positive, rng)
+        w, b = self._fit_one(np.asarray(X[rows], dtype=np.float64), counts[rows], self.alpha_)
+        self.coef_ = w.astype(np.float32)
+        self.intercept_ = float(b)
+        return self
+
+    def _sample(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if len(rows) <= self.max_samples:
+            return rows
+        return np.sort(rng.choice(rows, self.max_samples, replace=False))
+
+    def _fit_one(self, X: np.ndarray, c: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+        """(w, b) minimising the mean zero-truncated negative log-likelihood + alpha/2 |w|^2."""
+        from scipy.optimize import minimize
+
+        mean = X.mean(axis=0)
+        Xc = X - mean
+        n = len(c)
+
+        def loss(theta):
+            w, b = theta[:-1], theta[-1]
+            eta = Xc @ w + b
+            nll, grad_eta = _zt_nll(eta, c, gradient=True)
+            value = nll.mean() + 0.5 * alpha * (w @ w)
+            return value, np.append(Xc.T @ grad_eta / n + alpha * w, grad_eta.mean())
+
+        start = np.zeros(X.shape[1] + 1)
+        start[-1] = np.log(max(float(c.mean()) - 0.5, 0.1))
+        result = minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": self.max_iter})
+        w, b = result.x[:-1], float(result.x[-1])
+        return w, b - float(mean @ w)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The linear predictor (log expected distinct users, plus any offset folded into the intercept): (n,) float32."""
+        return (matmul64(X, self.coef_[:, None])[:, 0] + self.intercept_).astype(np.float32)
+
+
+def _zt_nll(eta: np.ndarray, c: np.ndarray, gradient: bool = False):
+    """Zero-truncated Poisson negative log-likelihood per row (up to log c!), and its derivative in eta."""
+    eta = np.clip(eta, -30.0, 30.0)
+    lam = np.exp(eta)
+    # log(1 - e^-λ), stable for small λ
+    log_q = np.log(-np.expm1(-lam))
+    nll = lam + log_q - c * eta
+    if not gradient:
+        return nll
+    # d/deta: λ + λ e^-λ / (1 - e^-λ) - c
+    return nll, lam + lam / np.expm1(lam) - c

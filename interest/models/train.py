@@ -29,7 +29,7 @@ from interest.collection import (
 )
 from interest.config import config_to_dict
 from interest.errors import InterestError
-from interest.models.common import PCA, Prototypes, Ridge, StackedBooster, _spearman
+from interest.models.common import PCA, Prototypes, Ridge, StackedBooster, ZeroTruncatedPoisson, _spearman
 from interest.models.groups import TrendGroupClassifier
 from interest.models.model import InterestModel
 from interest.models.user_heads import UserHeads
@@ -47,6 +47,9 @@ class TrainConfig:
     pca_max_samples: int = 100_000
     ridge_alpha: float | None = None
     ridge_folds: int = 5
+    # first-level linear model: "image" = zero-truncated Poisson on each photo's distinct users
+    # (image-level signal, chosen on the world family); "label" = ridge on the label (the study's CI_R)
+    common_signal: str = "image"
     lgb_num_boost_round: int = 150
     lgb_learning_rate: float = 0.1
     lgb_num_leaves: int = 31
@@ -70,6 +73,8 @@ class TrainConfig:
     head_max_validation_per_user: int = 20
 
     def __post_init__(self) -> None:
+        if self.common_signal not in ("image", "label"):
+            raise InterestError(f"train config: 'common_signal' must be image or label, got {self.common_signal!r}")
         for name in ("pca_components", "head_components", "ridge_folds", "lgb_num_boost_round", "num_threads"):
             if int(getattr(self, name)) < 1:
                 raise InterestError(f"train config: '{name}' must be at least 1, got {getattr(self, name)!r}")
@@ -119,7 +124,13 @@ def train_model(
     k, h = min(config.pca_components, Z.shape[1]), min(config.head_components, Z.shape[1])
     step("ridge")
 
-    ridge = Ridge(alpha=config.ridge_alpha, folds=config.ridge_folds, seed=config.seed).fit(X, y)
+    if config.common_signal == "image":
+        # its linear predictor is the log share of users expected to favourite the photo
+        ridge = ZeroTruncatedPoisson(folds=config.ridge_folds, seed=config.seed).fit(X, data["distinct_users"])
+        ridge.intercept_ -= float(np.log(data["n_label_users"]))
+        ridge.oof_prediction_ = ridge.oof_prediction_ - np.float32(np.log(data["n_label_users"]))
+    else:
+        ridge = Ridge(alpha=config.ridge_alpha, folds=config.ridge_folds, seed=config.seed).fit(X, y)
     step("prototypes")
 
     prototypes = Prototypes(folds=config.ridge_folds, seed=config.seed).fit(Z, data["clusters"], y)
@@ -190,7 +201,8 @@ def train_model(
             "metadata_as_of": data["metadata_as_of"],
         },
         "metrics": {
-            "ridge": {"alpha": ridge.alpha_, "cv_mse": float(ridge.cv_mse_.min()),
+            "ridge": {"alpha": ridge.alpha_, "model": type(ridge).__name__,
+                      "cv_loss": float(getattr(ridge, "cv_mse_", getattr(ridge, "cv_deviance_", np.nan)).min()),
                       "oof_spearman": _spearman(ridge.oof_prediction_, y)},
             "prototypes": {"n": int(len(prototypes.ci_)), "oof_spearman": _spearman(prototypes.oof_prediction_, y)},
             "common": booster.validation_,
@@ -258,6 +270,13 @@ def read_training_data(root: str | os.PathLike, backbone: str | None, config: Tr
         raise InterestError(f"{table_path(root, 'labels')}: only {len(y)} training photos; training needs at least 20")
 
     favs = read_table(root, "favorites", ["user_id", "photo_id"])
+    from interest.labels import read_user_split
+
+    split = read_user_split(root)
+    if split is not None:
+        # users held out whole by `interest label` stay unseen: no counts, no heads
+        held_out = split.loc[split["set"] == "test", "user_id"]
+        favs = favs[~favs["user_id"].astype(str).isin(held_out)]
     position = pd.Series(np.arange(len(photo_ids)), index=pd.Index(photo_ids))
     fav_rows = position.reindex(favs["photo_id"].astype(str).to_numpy())
     on_train = fav_rows.notna().to_numpy()
@@ -292,6 +311,8 @@ def read_training_data(root: str | os.PathLike, backbone: str | None, config: Tr
         "preprocessing": preprocessing,
         "emb": X,
         "ci": y,
+        "distinct_users": _distinct_users(train, favs, photo_ids),
+        "n_label_users": max(int(settings.get("users_train") or favs["user_id"].nunique()), 1),
         "groups": g,
         "clusters": clusters.astype(str).to_numpy(),
         "photo_ids": photo_ids,
@@ -321,3 +342,15 @@ def _jsonable_settings(settings: dict) -> dict:
     import json
 
     return json.loads(json.dumps(settings, default=str))
+
+
+def _distinct_users(train: pd.DataFrame, favs: pd.DataFrame, photo_ids: np.ndarray) -> np.ndarray:
+    """Each training photo's count of distinct (not held-out) favouriting users.
+
+    From labels.parquet's ``distinct_users`` when the labeller wrote it, else
+    counted from the favourites (labels made by another program).
+    """
+    if "distinct_users" in train and train["distinct_users"].notna().all():
+        return train["distinct_users"].to_numpy(dtype=np.float64)
+    counts = favs.drop_duplicates(["user_id", "photo_id"])["photo_id"].astype(str).value_counts()
+    return counts.reindex(photo_ids).fillna(0).to_numpy(dtype=np.float64)
