@@ -111,7 +111,7 @@ def test_export_hub_writes_a_loadable_folder_with_a_model_card(bundle, photos, t
     assert fields["license"] == "cc-by-nc-4.0" and fields["backbone"] == "perceptual/v1"
     assert {"intended_use", "data_provenance", "consent", "metrics"} <= set(fields)
     assert "consent" in fields["consent"]
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "linear_head.npz", "model.json", "user_heads.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "direction_heads.npz", "linear_head.npz", "model.json"]
     fill_cache(tmp_path / "cache", "acme/exported", out)
     again = interest.load("hf-hub:acme/exported", cache_dir=tmp_path / "cache")
     np.testing.assert_allclose(again.score(photos, progress=False)["ci_score"],

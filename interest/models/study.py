@@ -39,7 +39,11 @@ STUDY_DIM = 768
 STUDY_KEYS = ("fc.0.weight", "fc.0.bias")
 LINEAR_KIND = "linear"
 LINEAR_PART = "linear_head.npz"
-HEADS_PART = "user_heads.npz"
+HEADS_PART = "direction_heads.npz"  # not user_heads.npz: that name is the trained (anchor) heads' format
+LINEAR_SPEC = {"weight": ("f", 1), "bias": ("fi", 0)}
+HEADS_SPEC = {"users": ("U", 1), "n_favourites": ("iu", 1), "mean": ("f", 1), "precision": ("f", 2),
+              "weights": ("f", 2), "offsets": ("f", 1), "kappa": ("fi", 0), "scale": ("fi", 0),
+              "min_favourites": ("iu", 0)}
 # user heads on an imported head: shrinkage strength, floor and background ridge
 HEAD_KAPPA, HEAD_MIN_FAVOURITES, HEAD_RIDGE = 5.0, 5, 0.1
 
@@ -372,18 +376,19 @@ def linear_parts(model: LinearHeadModel) -> dict[str, bytes]:
 
 def load_linear_bundle(path: Path, meta: dict, data: dict[str, bytes]) -> LinearHeadModel:
     """The :class:`LinearHeadModel` of a bundle whose model.json says ``kind: linear`` (parts already checked)."""
-    from interest.models.bundle import MODEL_JSON, _npz
+    from interest.models import safe_io
+    from interest.models.bundle import MODEL_JSON
 
     for name in (LINEAR_PART, HEADS_PART):
         if name not in data:
             raise InterestError(f"{path / MODEL_JSON}: part '{name}' is not listed; restore the bundle")
     if not isinstance(meta.get("common"), dict) or not isinstance(meta.get("backbone"), dict):
         raise InterestError(f"{path / MODEL_JSON}: missing 'common' or 'backbone' section; restore the bundle")
-    lin = _npz(path, LINEAR_PART, data, ["weight", "bias"])
-    h = _npz(path, HEADS_PART, data, ["users", "n_favourites", "mean", "precision", "weights", "offsets",
-                                      "kappa", "scale", "min_favourites"])
-    if h["users"].dtype.kind != "U":
-        raise InterestError(f"{path / HEADS_PART}: 'users' must be fixed-width unicode; restore the bundle")
+    arrays = {}
+    for name, spec in ((LINEAR_PART, LINEAR_SPEC), (HEADS_PART, HEADS_SPEC)):
+        arrays[name] = safe_io.read_npz(data[name], str(path / name), fix="restore the bundle")
+        safe_io.check_arrays(arrays[name], spec, str(path / name), fix="restore the bundle")
+    lin, h = arrays[LINEAR_PART], arrays[HEADS_PART]
     try:
         model = LinearHeadModel(weight=lin["weight"], bias=float(lin["bias"]), heads=DirectionHeads.from_arrays(h),
                                 metadata=meta, name=str(path))
