@@ -9,3 +9,17 @@ and exits with status 2; everything else is a bug and keeps its traceback.
 
 class InterestError(Exception):
     """A user-facing error: one line, names the culprit, says what to do."""
+
+
+def require(module: str, extra: str, purpose: str):
+    """Import the optional dependency ``module``, or raise the one-line error naming the extra to install.
+
+    Every optional part checks its dependencies this way, so a user without
+    them reads e.g. "interest serve needs fastapi: pip install 'interest[serve]'".
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InterestError(f"{purpose} needs {module.split('.')[0]}: pip install 'interest[{extra}]'") from None

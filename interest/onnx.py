@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from interest.errors import InterestError
+from interest.errors import InterestError, require
 from interest.features.images import embed_image_files, expand_image_paths
 
 MANIFEST = "interest-onnx.json"  # interest.serve.export_onnx.MANIFEST (not imported: it needs onnx)
@@ -45,8 +45,7 @@ class OnnxModel:
     """
 
     def __init__(self, path: str | os.PathLike, *, threads: int | None = None, providers: list[str] | None = None):
-        import onnxruntime as ort
-
+        ort = require("onnxruntime", "onnx", "scoring an ONNX export")
         self.path = Path(path)
         manifest_path = self.path / MANIFEST
         if not manifest_path.is_file():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -191,19 +193,41 @@ def test_unreadable_image_names_the_file(tmp_path):
     out = tmp_path / "scores.csv"
     out.write_text("previous results\n")
     proc = run("score", tmp_path / "m", bad, "--out", out, check=False)
-    assert_user_error(proc, "broken.jpg")
+    # nothing could be scored: exit 2, the file named with its reason, then the one-line error
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"skipped {bad}: ") and lines[1].startswith("error: none of the 1 images")
     assert out.read_text() == "previous results\n"  # nothing already written is damaged
 
     good = sorted((world / "images").glob("*.jpg"))[:3]
     run("score", tmp_path / "m", *good, "--out", out)
     assert len(pd.read_csv(out)) == 3
 
+    # a folder with three bad files among good ones: all three named in one run, the rest scored, exit 0
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for image in good:
+        shutil.copy(image, folder / image.name)
+    (folder / "a_truncated.jpg").write_bytes(good[0].read_bytes()[:200])
+    (folder / "b_text.png").write_text("not an image")
+    (folder / "c_empty.jpg").write_bytes(b"")
+    proc = run("score", tmp_path / "m", folder, "--out", out)
+    skipped = [line for line in proc.stderr.splitlines() if line.startswith("skipped ")]
+    assert [line.split(":")[0] for line in skipped] == [
+        f"skipped {folder / name}" for name in ("a_truncated.jpg", "b_text.png", "c_empty.jpg")
+    ]
+    table = pd.read_csv(out)
+    assert sorted(Path(p).name for p in table["path"]) == sorted(image.name for image in good)
+    assert "error" not in table.columns and table["trend_group"].isin([0, 1, 2]).all()
+
     # --liked and --disliked each take several images (or folders), as in the README
     images = sorted((world / "images").glob("*.jpg"))
     run("personalize", tmp_path / "m", "--user", "fan", "--liked", *images[:6], "--disliked", *images[6:8])
     run("score", tmp_path / "m", *good, "--user", "fan", "--out", out)
     assert pd.read_csv(out)["deviation"].abs().max() > 0
-    assert_user_error(run("personalize", tmp_path / "m", "--user", "x", images[0], check=False), "--liked")
+    # a path before any --liked is a usage error that points at --liked (click's usage message, exit 2)
+    proc = run("personalize", tmp_path / "m", "--user", "x", images[0], check=False)
+    assert proc.returncode == 2 and "--liked" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_nan_metadata_is_handled(small_world, tmp_path):
@@ -228,3 +252,115 @@ def test_user_without_favourites_cannot_be_personalized_from_nothing(trained, tm
     before = sorted(p.read_bytes() for p in bundle.iterdir() if p.is_file())
     assert_user_error(run("personalize", bundle, "--user", "x", "--liked", empty, check=False), "empty.parquet")
     assert sorted(p.read_bytes() for p in bundle.iterdir() if p.is_file()) == before
+
+
+# ---------------------------------------------------------------- manners
+
+
+def test_version_help_and_choices():
+    from interest import __version__
+
+    assert run("--version").stdout.strip() == f"interest {__version__}"
+    env_help = {"COLUMNS": "200"}
+    for command in ([], ["synthetic"], ["embed"], ["score"], ["personalize"], ["curate"]):
+        proc = subprocess.run([*INTEREST, *command, "--help"], capture_output=True, text=True, env={**os.environ, **env_help})
+        assert proc.returncode == 0, proc.stderr
+        assert "<bool>" not in proc.stdout, command  # flags take no value
+    root = run("--help").stdout
+    assert "--install-completion" in root and "--log-level" in root and "--verbose" in root
+    personalize = run("personalize", "--help").stdout
+    assert "--liked" in personalize and "--disliked" in personalize
+    embed = subprocess.run([*INTEREST, "embed", "--help"], capture_output=True, text=True, env={**os.environ, **env_help}).stdout
+    assert "fp32|fp16|bf16" in embed and "local|ray" in embed and "auto|cpu|cuda[:N]|mps" in embed
+    proc = run("embed", ".", "--precision", "fp8", check=False)
+    assert proc.returncode == 2 and "fp8" in proc.stderr
+    assert_user_error(run("embed", ".", "--device", "tpu", check=False), "--device tpu", "cuda[:N]")
+    # the weight-free perceptual backbone runs on the CPU: a GPU request is refused, not silently ignored
+    assert_user_error(run("embed", ".", "--backbone", "perceptual/v1", "--device", "cuda", check=False), "perceptual/v1")
+
+
+def test_shell_completion_offers_the_choices():
+    script = Path(sys.executable).parent / "interest"  # completion is keyed on the installed command's name
+    env = {**os.environ, "_INTEREST_COMPLETE": "complete_bash", "COMP_WORDS": "interest embed --device c", "COMP_CWORD": "3"}
+    proc = subprocess.run([str(script)], capture_output=True, text=True, env=env)
+    assert proc.stdout.split() == ["cpu", "cuda"], proc.stdout + proc.stderr
+    env["COMP_WORDS"], env["COMP_CWORD"] = "interest embed --precision ", "3"
+    assert subprocess.run([str(script)], capture_output=True, text=True, env=env).stdout.split() == ["fp32", "fp16", "bf16"]
+
+
+def test_log_level_shows_debug_retries(rendered_world, tmp_path):
+    """-vv (or --log-level debug) shows the client's retries, logged at DEBUG; without it they stay quiet."""
+    from interest.collection import read_table
+    from interest.synthetic.server import FaultConfig, serve_world
+
+    seeds = ",".join(sorted(read_table(rendered_world, "users")["user_id"])[:3])
+    config = tmp_path / "collect.yaml"
+    config.write_text("backoff: 0.001\ntimeout: 2.0\n")
+    env = {**os.environ, "FLICKR_API_KEY": "cli-test-key"}
+    outputs = {}
+    with serve_world(rendered_world, faults=FaultConfig(http_500=0.3, seed=4), api_key="cli-test-key") as srv:
+        for flags in ([], ["-vv"], ["--log-level", "debug"]):
+            args = [*flags, "collect", tmp_path / f"out{len(outputs)}", "--config", config, "--users", seeds,
+                    "--rest-url", srv.rest_url, "--no-download", "--rate", "0", "--no-progress"]
+            proc = subprocess.run([*INTEREST, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+            assert proc.returncode == 0, proc.stderr
+            outputs[" ".join(flags)] = proc.stderr
+    assert "retry" not in outputs[""]
+    for flags in ("-vv", "--log-level debug"):
+        retries = [line for line in outputs[flags].splitlines() if line.startswith("DEBUG: ") and "http_500, retry" in line]
+        assert retries, outputs[flags]
+    assert "cli-test-key" not in "".join(outputs.values())
+
+
+def test_label_warning_is_one_clean_line(tmp_path):
+    """A library warning reaches the user as one log line, not Python's file:line plus the quoted source."""
+    from interest.synthetic.world import generate_world
+
+    root = tmp_path / "w"
+    generate_world(root, n_users=30, n_photos=120, n_topics=4, render=False, embed_dim=16, seed=1, progress=False)
+    proc = run("label", root, "--clusters", "60")
+    warnings = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING: ") and "too few" in warnings[0], proc.stderr
+    assert ".py:" not in proc.stderr and "label_collection(" not in proc.stderr
+
+
+# ---------------------------------------------------------------- optional parts
+
+BLOCKED = (
+    "import sys\n"
+    "for name in sys.argv[1].split(','):\n"
+    "    sys.modules[name] = None  # as if the extra were not installed: importing it raises ImportError\n"
+    "sys.argv = ['interest', *sys.argv[2:]]\n"
+    "from interest.cli import main\n"
+    "main()\n"
+)
+
+
+def run_without(modules: str, *args: object) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", BLOCKED, modules, *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_optional_parts_name_their_extra(trained, tmp_path):
+    _, model = trained
+    assert_user_error(run_without("fastapi", "serve", model), "interest serve needs fastapi", "pip install 'interest[serve]'")
+    assert_user_error(run_without("multipart", "serve", model), "needs multipart", "'interest[serve]'")
+    out = tmp_path / "onnx-export"
+    for blocked in ("onnx", "onnxmltools"):
+        proc = run_without(blocked, "export-onnx", model, out)
+        assert_user_error(proc, f"exporting to ONNX needs {blocked}", "pip install 'interest[onnx]'")
+        assert not out.exists()  # no empty output folder left behind
+    backbone, _, _ = read_embeddings(trained[0])
+    proc = run_without("ray", "score", model, trained[0], "--engine", "ray")
+    assert_user_error(proc, "the Ray engine needs ray", "pip install 'interest[ray]'")
+    # the Python API says the same, as an InterestError
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "import interest.onnx\n"
+        "from interest.errors import InterestError\n"
+        "try:\n    interest.onnx.load(sys.argv[1])\n"
+        "except InterestError as exc:\n    print(exc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "scoring an ONNX export needs onnxruntime: pip install 'interest[onnx]'", proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -10,15 +11,37 @@ import typer
 from interest.cli import app
 from interest.errors import InterestError
 
-# Allowed values of the string options, checked here so that a typo is a one-line error.
+# --device stays a string because it takes an index (cuda:1); its choices still complete in the
+# shell, show in --help and are checked here, so that a typo is a one-line error.
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "fp16", "bf16")
+DEVICE_METAVAR = "auto|cpu|cuda[:N]|mps"
 
 
-def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    base = value.split(":")[0] if name == "--device" else value
-    if base not in allowed:
-        raise InterestError(f"{name} {value}: use one of {', '.join(allowed)}")
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+def complete_device(incomplete: str) -> list[str]:
+    """Shell completion of --device."""
+    return [d for d in DEVICES if d.startswith(incomplete)]
+
+
+def check_device(device: str, backbone_id: Optional[str] = None) -> None:
+    """A one-line error for an unknown --device, or an accelerator with the CPU-only perceptual backbone."""
+    if device.split(":")[0] not in DEVICES:
+        raise InterestError(f"--device {device}: use one of {DEVICE_METAVAR}")
+    if backbone_id is not None and backbone_id.startswith("perceptual/") and device.split(":")[0] in ("cuda", "mps"):
+        raise InterestError(
+            f"--device {device}: backbone {backbone_id} is image statistics computed on the CPU, not a model; "
+            "leave out --device (or embed with an open_clip model to use the GPU)"
+        )
 
 
 @app.command(rich_help_panel="Features")
@@ -32,28 +55,26 @@ def embed(
         None, help="A backbone id instead of --model/--pretrained, e.g. perceptual/v1 (weight-free, offline)."
     ),
     cache_dir: Optional[str] = typer.Option(None, help="Where open_clip keeps downloaded weights (default: HF_HOME)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    device: str = typer.Option("auto", metavar=DEVICE_METAVAR, autocompletion=complete_device, help="Where the model runs."),
     batch_size: Optional[int] = typer.Option(None, help="Images per model batch (default: 64 on CPU, 256 on GPU)."),
     workers: Optional[int] = typer.Option(None, help="Decoding processes beside the model (default: by device)."),
-    precision: str = typer.Option("fp32", help="fp32, fp16 or bf16 (autocast; fp16 is the fast choice on a GPU)."),
+    precision: Precision = typer.Option(Precision.fp32, help="Autocast precision; fp16 is the fast choice on a GPU."),
     max_pixels: int = typer.Option(89_478_485, help="Images with more pixels are recorded as bad (decompression bombs)."),
     out: Optional[Path] = typer.Option(
         None, help="For a plain folder of images: the collection to write (default: <folder>_interest beside it)."
     ),
     part_size: int = typer.Option(1024, help="Embeddings per Parquet part written during the run (what a killed run keeps)."),
     progress: bool = typer.Option(True, help="Show progress bars on stderr."),
-    engine: str = typer.Option("local", help="local, or ray (an actor pool over a Ray cluster; collections only; docs/apps.md)."),
+    engine: Engine = typer.Option(Engine.local, help="ray: an actor pool over a Ray cluster (collections only; docs/apps.md)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address for --engine ray (default: start Ray on this machine)."),
 ) -> None:
     """Embed a collection's photos (or a folder of images) into features/<backbone-id>/embeddings.parquet."""
     from interest.features.embed import embed_collection, embed_folder
 
-    _check("--device", device, DEVICES)
-    _check("--precision", precision, PRECISIONS)
-    _check("--engine", engine, ("local", "ray"))
+    check_device(device, backbone)
     if not data.is_dir():
         raise InterestError(f"{data}: not a directory (give a collection directory or a folder of images)")
-    if engine == "ray":
+    if engine is Engine.ray:
         from interest.features.backbones import backbone_id_for
         from interest.serve.ray_engine import embed_collection_ray
 
@@ -67,7 +88,7 @@ def embed(
         return
     options = dict(
         model=model, pretrained=pretrained, backbone_id=backbone, cache_dir=cache_dir, device=device,
-        batch_size=batch_size, workers=workers, precision=precision, max_pixels=max_pixels, part_size=part_size, progress=progress,
+        batch_size=batch_size, workers=workers, precision=precision.value, max_pixels=max_pixels, part_size=part_size, progress=progress,
     )
     if (data / "photos.parquet").is_file():
         if out is not None and out.resolve() != data.resolve():
@@ -109,14 +130,14 @@ def characterize(
         None, help="A linear aesthetic head .npz (weight, bias, backbone_id); without it: aesthetic_proxy."
     ),
     cache_dir: Optional[str] = typer.Option(None, help="Where open_clip keeps downloaded weights (default: HF_HOME)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    device: str = typer.Option("auto", metavar=DEVICE_METAVAR, autocompletion=complete_device, help="Where CLIP runs."),
     workers: Optional[int] = typer.Option(None, help="Decoding processes (default: the cores, at most 8)."),
     progress: bool = typer.Option(True, help="Show progress bars on stderr."),
 ) -> None:
     """Write features/characteristics.parquet: emotions, styles, perceptual measures, aesthetic score."""
     from interest.features.characteristics import characterize as run
 
-    _check("--device", device, DEVICES)
+    check_device(device)
     if not (data / "photos.parquet").is_file():
         raise InterestError(f"{data}: not a collection (no photos.parquet); run `interest embed` on a folder first")
     path = run(data, backbone=backbone, clip=clip, prompts=prompts, aesthetic_head=aesthetic_head,

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from interest.cli import app
+from interest.cli.features import Engine
 from interest.errors import InterestError
 
 
@@ -118,15 +120,17 @@ def score(
     inputs: List[Path] = typer.Argument(..., help="Image files or folders, or one Parquet file of embeddings (photo_id, embedding)."),
     user: Optional[str] = typer.Option(None, help="Add this user's personal score and deviation."),
     out: Optional[Path] = typer.Option(None, help="Write .csv, .parquet or .json (by suffix); a table on stdout without it."),
-    engine: str = typer.Option("local", help="local, or ray: INPUT is then one Parquet embeddings file or a collection (docs/apps.md)."),
+    engine: Engine = typer.Option(Engine.local, help="ray: INPUT is then one Parquet embeddings file or a collection (docs/apps.md)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address for --engine ray (default: start Ray on this machine)."),
 ) -> None:
-    """Score images or precomputed embeddings: CI score, trend group and group probabilities."""
+    """Score images or precomputed embeddings: CI score, trend group and group probabilities.
+
+    Unreadable images are skipped, each named on stderr with the reason; the
+    command fails (exit 2) only when no image at all could be scored.
+    """
     import interest
 
-    if engine not in ("local", "ray"):
-        raise InterestError(f"--engine {engine}: use local or ray")
-    if engine == "ray":
+    if engine is Engine.ray:
         from interest.serve.ray_engine import score_ray
 
         if len(inputs) != 1 or not (inputs[0].is_dir() or inputs[0].suffix == ".parquet"):
@@ -138,56 +142,69 @@ def score(
     if isinstance(resolved, Path):
         table = _score_embeddings_file(bundle, resolved, user)
     else:
-        table = bundle.score(resolved, user=user)
+        table = _score_images(bundle, resolved, user)
     _write_scores(table, out)
 
 
-@app.command(
-    rich_help_panel="Model",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    options_metavar="--user USER --liked INPUT... [--disliked INPUT...]",
-)
+def _score_images(bundle, paths: List[Path], user: Optional[str]):
+    """Score image files and folders, skipping (and naming on stderr) every file that cannot be read."""
+    table = bundle.score(paths, user=user, errors="coerce")
+    failed = table["error"].notna()
+    for path, reason in table.loc[failed, ["path", "error"]].itertuples(index=False):
+        typer.echo(f"skipped {path}: {reason}", err=True)
+    if failed.all():
+        raise InterestError(f"none of the {len(table)} images could be read (reasons above); nothing was scored")
+    table = table[~failed].drop(columns="error").reset_index(drop=True)
+    if "trend_group" in table:  # a bundle with only a common head may have no trend groups
+        table["trend_group"] = table["trend_group"].astype("int64")
+    return table
+
+
+class _SeveralValuesCommand(TyperCommand):
+    """A command whose list options each take several values: ``--liked A B C --disliked D``.
+
+    click reads one value per occurrence, so ``--liked A B`` is rewritten to
+    ``--liked A --liked B`` before parsing; the options stay ordinary ones,
+    listed in --help and completed by the shell.
+    """
+
+    several = ("--liked", "--disliked")
+
+    def parse_args(self, ctx, args: List[str]) -> List[str]:
+        rewritten, current = [], None
+        for arg in args:
+            flag = arg.partition("=")[0]
+            if arg.startswith("-"):
+                current = flag if flag in self.several else None
+            elif current is not None and rewritten[-1] != current:
+                rewritten.append(current)  # a further value of the list option before it
+            rewritten.append(arg)
+        return super().parse_args(ctx, rewritten)
+
+
+@app.command(rich_help_panel="Model", cls=_SeveralValuesCommand)
 def personalize(
-    ctx: typer.Context,
     model: Path = typer.Argument(..., help="Model bundle directory (updated in place)."),
     user: str = typer.Option(..., help="User id whose head to fit or replace."),
+    liked: List[Path] = typer.Option(
+        ..., "--liked", metavar="INPUT...", help="Photos the user likes: image files, folders, or one Parquet embeddings file."
+    ),
+    disliked: Optional[List[Path]] = typer.Option(
+        None, "--disliked", metavar="INPUT...", help="Photos the user dislikes (optional), in the same forms."
+    ),
 ) -> None:
     """Fit a user's head from photos they like (and optionally dislike); saves it into the bundle.
 
-    --liked INPUT... and --disliked INPUT... each take one or more image files,
-    folders, or one Parquet embeddings file, e.g.
-    `interest personalize MODEL --user alice --liked a.jpg b.jpg trip/ --disliked c.jpg`.
+    Example: `interest personalize MODEL --user alice --liked a.jpg b.jpg trip/ --disliked c.jpg`.
     Fewer liked photos than the model's head_min_favourites (5 by default)
     leave the user at the common score.
     """
     import interest
 
-    liked, disliked = _liked_and_disliked(ctx.args)
     bundle = interest.load(model)
     bundle.personalize(user, _resolve_inputs(liked), _resolve_inputs(disliked) if disliked else None)
     bundle.save(model)
     typer.echo(f"personalized user {user} in {model}")
-
-
-def _liked_and_disliked(args: List[str]) -> tuple[List[Path], List[Path]]:
-    """Split `--liked A B --disliked C` (either may repeat, `--liked=A` too) into two lists of paths."""
-    lists: dict[str, List[Path]] = {"--liked": [], "--disliked": []}
-    current = None
-    for arg in args:
-        flag, _, value = arg.partition("=")
-        if flag in lists:
-            current = lists[flag]
-            if value:
-                current.append(Path(value))
-        elif arg.startswith("-"):
-            raise InterestError(f"personalize: unknown option {arg}; see `interest personalize --help`")
-        elif current is None:
-            raise InterestError(f"personalize: {arg} comes before --liked or --disliked; put it after one of them")
-        else:
-            current.append(Path(arg))
-    if not lists["--liked"]:
-        raise InterestError("personalize: give the photos the user likes with --liked INPUT...")
-    return lists["--liked"], lists["--disliked"]
 
 
 @app.command(rich_help_panel="Synthetic world")

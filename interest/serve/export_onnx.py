@@ -42,12 +42,15 @@ def export_onnx(model: Any, out: str | os.PathLike, *, opset: int = 17, cache_di
     ``cache_dir`` is where the backbone's weights are (as for ``interest embed``).
     """
     import interest
+    from interest.errors import require
 
+    for module in ("onnx", "onnxmltools"):
+        require(module, "onnx", "exporting to ONNX")
     bundle = interest.load(model) if isinstance(model, (str, os.PathLike)) else model
     out = Path(out)
+    heads = build_heads_graph(bundle)  # before the folder exists: a failure here leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    heads = build_heads_graph(bundle)
     with atomic_path(out / "heads.onnx") as tmp:
         tmp.write_bytes(heads.SerializeToString())
     files.append(out / "heads.onnx")
@@ -168,12 +171,11 @@ def build_heads_graph(model: Any) -> Any:
 
 def _booster_subgraph(booster: Any, n_features: int, input_name: str) -> tuple[list, list, str]:
     """A LightGBM booster as ONNX nodes reading ``input_name``: (nodes, initializers, output name)."""
-    try:
-        import onnxmltools
-        from onnxmltools.convert.common.data_types import FloatTensorType
-    except ImportError:
-        raise InterestError("exporting LightGBM to ONNX needs onnxmltools: pip install 'interest[onnx]'") from None
+    from interest.errors import require
+
+    onnxmltools = require("onnxmltools", "onnx", "exporting LightGBM to ONNX")
     from onnx import compose
+    from onnxmltools.convert.common.data_types import FloatTensorType
 
     converted = onnxmltools.convert_lightgbm(
         booster, initial_types=[("x", FloatTensorType([None, n_features]))], target_opset=HEADS_OPSET

@@ -33,10 +33,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
 
     A Ray instance already initialised in this process is reused as is.
     """
-    try:
-        import ray
-    except ImportError:
-        raise InterestError("the Ray engine needs Ray: pip install 'interest[ray]'") from None
+    from interest.errors import require
+
+    ray = require("ray", "ray", "the Ray engine")
     if ray.is_initialized():
         return ray
     try:

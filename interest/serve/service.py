@@ -33,16 +33,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import JSONResponse
-from PIL import Image
-from starlette.concurrency import run_in_threadpool
 
-from interest.errors import InterestError
+from interest.errors import InterestError, require
+
+require("fastapi", "serve", "the scoring service")
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
+from PIL import Image  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 TREND_GROUP_NAMES = ("common", "interplay", "subjective")
-# Flickr NSIDs look like 12345678@N00; matched with fullmatch: "$" would also match before a final newline
-USER_ID = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
+USER_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")  # Flickr NSIDs look like 12345678@N00
 
 
 @dataclass(frozen=True)
@@ -263,12 +264,8 @@ class _State:
             return None
         return st.st_ino, st.st_mtime_ns
 
-    def current(self, *, strict: bool = False) -> Any:
-        """The model, reloaded first if the bundle changed on disk since it was loaded.
-
-        A bundle that fails to reload keeps the model we have, unless ``strict``
-        (a writer, which must start from the newest heads or not at all).
-        """
+    def current(self) -> Any:
+        """The model, reloaded first if the bundle changed on disk since it was loaded."""
         stamp = self._bundle_stamp()
         if stamp is None or stamp == self._stamp:
             return self.model
@@ -276,9 +273,7 @@ class _State:
             if stamp != self._stamp:
                 try:
                     fresh = self.model.reloaded(self.model_path)
-                except InterestError:
-                    if strict:
-                        raise
+                except InterestError:  # caught between the two renames of a save: keep the model we have
                     return self.model
                 self.model, self._stamp = fresh, stamp
         return self.model
@@ -296,12 +291,9 @@ class _State:
             raise HTTPException(503, f"the request took over {self.limits.timeout_s:g} s; retry later or send fewer images") from None
 
     def personalize(self, user: str, liked: list, disliked: list | None) -> None:
-        from interest.models.storage import bundle_lock
-
-        # One writer at a time across threads *and* worker processes, each starting from the bundle
-        # on disk as the previous writer left it: two heads saved at once must not lose either.
-        with bundle_lock(self.model_path):
-            model = self.current(strict=True)
+        # One writer at a time: two heads saved at once must not lose either.
+        model = self.current()
+        with self._write:
             model.personalize(user, liked, disliked)
             model.save(self.model_path)
             self._stamp = self._bundle_stamp()
@@ -366,7 +358,7 @@ def _check_batch(files: list[UploadFile], limits: Limits) -> None:
 
 
 def _check_user_id(user: str) -> None:
-    if not USER_ID.fullmatch(user):
+    if not USER_ID.match(user):
         raise HTTPException(422, f"user id {user!r}: use 1-128 letters, digits or _ . @ -")
 
 
