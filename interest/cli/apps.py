@@ -11,10 +11,15 @@ from interest.cli import app
 from interest.cli.collect import import_app
 from interest.errors import InterestError
 
+DEVICE_HELP = "Where the backbone runs: cpu, cuda[:N], mps or auto."
+PRECISION_HELP = "Backbone precision: fp32, fp16 or bf16."
+CACHE_HELP = "Hugging Face cache (backbone weights, Hub bundles) or the folder of a local checkpoint."
+WEIGHTS_HELP = "The backbone's checkpoint file (for a bundle trained on embed --pretrained PATH)."
+
 
 @app.command(rich_help_panel="Photo apps")
 def curate(
-    model: Path = typer.Argument(..., help="Model bundle directory."),
+    model: Path = typer.Argument(..., help="Model bundle directory or hf-hub:ORG/NAME."),
     photos_dir: Path = typer.Argument(..., help="Folder of photos (searched recursively)."),
     user: Optional[str] = typer.Option(None, help="Rank by this user's personal score (default: the common CI score)."),
     keep: Optional[int] = typer.Option(None, help="Select this many photos (best shot of each group first)."),
@@ -25,12 +30,17 @@ def curate(
     out: Optional[Path] = typer.Option(None, help="Write the table (all photos, selected first) as CSV."),
     copy_to: Optional[Path] = typer.Option(None, help="Copy the selected photos here, named <rank>_<name>."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
+    weights: Optional[Path] = typer.Option(None, help=WEIGHTS_HELP),
 ) -> None:
     """Group near-duplicate shots (bursts, re-edits), keep the best of each and rank what remains."""
+    import interest
     from interest.serve.curate import curate as run_curate
 
     table = run_curate(
-        model, photos_dir, user=user, keep=keep, top_percent=top_percent, similarity=similarity,
+        interest.load(model, device=device, precision=precision, cache_dir=cache_dir, weights=weights), photos_dir, user=user, keep=keep, top_percent=top_percent, similarity=similarity,
         out=out, copy_to=copy_to, progress=progress,
     )
     selected = table[table["selected"]]
@@ -114,3 +124,15 @@ def import_study_model(
     model = run_import(pth, out, group_cuts=cuts, cuts_from=cuts_from)
     groups = f"trend groups at {model.group_cuts}" if model.group_cuts else "no trend groups (give --group-cuts)"
     typer.echo(f"wrote {out}: the study's common head over {model.backbone_id}, {groups}")
+
+
+@app.command("export-hub", rich_help_panel="Photo apps")
+def export_hub(
+    model: str = typer.Argument(..., help="Model bundle directory or hf-hub:ORG/NAME."),
+    out: Path = typer.Argument(..., help="New folder to write (upload it with `hf upload ORG/NAME OUT`)."),
+    license: str = typer.Option("other", help="Licence for the model card's front matter (e.g. mit, cc-by-nc-4.0)."),
+) -> None:
+    """Write a Hugging Face Hub-ready folder: the bundle and a model card (README.md)."""
+    from interest.hub import export_hub as run_export
+
+    typer.echo(f"wrote {run_export(model, out, license=license)}")
