@@ -5,16 +5,11 @@ default) or behind the app's own gateway. Endpoints:
 
 - ``POST /score``: multipart image uploads (``files``) and an optional ``user``;
   one result per upload, with a per-image ``error`` for an unreadable image
-  (never a failed batch). Or a JSON body of precomputed embeddings
-  (:class:`EmbeddingsRequest`). Concurrent requests are micro-batched: the
-  images of requests that arrive while the model is busy (or within
-  ``Limits.batch_wait_s`` of each other) are embedded in one backbone call.
+  (never a failed batch).
 - ``POST /users/{user}/personalize``: ``liked`` (and optional ``disliked``)
   uploads fit that user's head; it is saved atomically, so it survives a
   restart.
-- ``GET /health`` (liveness), ``GET /ready`` (readiness: model and backbone
-  loaded; 503 until they are), ``GET /model``; OpenAPI docs at ``/docs``, every
-  answer a typed model in the schema.
+- ``GET /health``, ``GET /model``; OpenAPI docs at ``/docs``.
 
 Nothing here reads a path sent by a client: images arrive as uploads only.
 Limits (:class:`Limits`) bound the request body, each upload, the decoded
@@ -45,7 +40,6 @@ require("fastapi", "serve", "the scoring service")
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from PIL import Image  # noqa: E402
-from pydantic import BaseModel, Field  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 TREND_GROUP_NAMES = ("common", "interplay", "subjective")
@@ -62,8 +56,6 @@ class Limits:
     ``max_batch`` the images in one request, ``timeout_s`` the time a request
     may wait and compute, and ``max_concurrent`` how many model calls run at
     once (more only oversubscribes the cores: one call already uses them all).
-    Scoring requests are micro-batched: a batch takes every request waiting,
-    and waits up to ``batch_wait_s`` for more, up to ``batch_images`` images.
     """
 
     max_upload_bytes: int = 20 * 2**20
@@ -71,83 +63,11 @@ class Limits:
     max_batch: int = 32
     timeout_s: float = 60.0
     max_concurrent: int = 1
-    batch_wait_s: float = 0.005
-    batch_images: int = 64
 
     @property
     def max_body_bytes(self) -> int:
         """The largest request body accepted: a full batch plus room for the form's headers."""
         return self.max_batch * self.max_upload_bytes + 2**20
-
-
-# ------------------------------------------------------------------ the API's types (the OpenAPI schema)
-
-
-class ScoreResult(BaseModel):
-    """One scored image (or embedding); ``error`` instead of scores when it could not be read."""
-
-    filename: str | None = Field(None, description="The upload's file name (image requests).")
-    id: str | None = Field(None, description="The embedding's id (embeddings requests).")
-    ci_score: float | None = Field(None, description="Common interestingness score.")
-    trend_group: int | None = Field(None, description="0 common, 1 interplay, 2 subjective (when the model has groups).")
-    trend_group_name: str | None = None
-    p_common: float | None = None
-    p_interplay: float | None = None
-    p_subjective: float | None = None
-    user_score: float | None = Field(None, description="The user's personal score (with `user`).")
-    deviation: float | None = Field(None, description="user_score - ci_score.")
-    error: str | None = Field(None, description="Why this image was not scored.")
-
-
-class ScoreResponse(BaseModel):
-    backbone_id: str
-    user: str | None = None
-    results: list[ScoreResult]
-
-
-class EmbeddingsRequest(BaseModel):
-    """Precomputed embeddings of the model's backbone, one row per photo."""
-
-    embeddings: list[list[float]] = Field(..., description="Rows of the backbone's dimension.")
-    ids: list[str] | None = Field(None, description="A name per row, echoed as `id`.")
-    norms: list[float] | None = Field(
-        None, description="Each row's L2 norm before normalisation (the embeddings table's `norm` column), "
-                          "for a model whose head reads raw features."
-    )
-    user: str | None = Field(None, description="A user with a head: adds user_score and deviation.")
-
-
-class HealthResponse(BaseModel):
-    status: str
-    backbone_id: str
-
-
-class ReadyResponse(BaseModel):
-    ready: bool
-    model_loaded: bool
-    backbone_loaded: bool = Field(..., description="Whether the image backbone is in memory (image requests wait for it otherwise).")
-    backbone_id: str
-
-
-class PersonalizeError(BaseModel):
-    filename: str | None
-    error: str
-
-
-class PersonalizeResponse(BaseModel):
-    user: str
-    liked: int
-    disliked: int
-    errors: list[PersonalizeError]
-
-
-class ModelCard(BaseModel):
-    backbone_id: str
-    n_users: int
-    capabilities: list[str]
-    trend_groups: list[str]
-    metadata: dict[str, Any]
-    limits: dict[str, Any]
 
 
 class _ImageRejected(Exception):
