@@ -1,7 +1,32 @@
-"""The evaluation protocol: how well a model predicts commonality on held-out photos.
+"""The evaluation protocol: how well a model predicts commonality on held-out photos and users.
 
 Nothing the model saw in training is scored: only the labels' test photos
 (``set == "test"``), and every target comes from test favourites alone.
+
+The headline (printed first) cannot be reached by a model that knows nothing
+of commonality, and every figure has baselines measured in the same run: a
+seeded random score and the study's recipe done plainly (k-means 200 of the
+definition photos, distinct users per cluster, no merge, ridge on the
+embedding).
+
+* **new_users** — users held out whole by ``interest label``
+  (``label_users.parquet``; never in the labels or the training): each one's
+  favourites among the test photos are ranked among up to ``negatives``
+  seeded other test photos by the common score alone; mean AUC and NDCG@10
+  over those users. That is what "commonly interesting" means: a stranger
+  is likely to like it.
+* **photo_level** — each test photo's number of distinct held-out users
+  against the prediction: Spearman over photos, and the Poisson deviance
+  explained (1 - D/D0) when the prediction, times one fitted scale, is the
+  expected count (D0: every photo the mean count).
+* **truth** — on a synthetic world, Spearman of the prediction against the
+  true commonality (expected distinct users of the population) of the test
+  photos and of the photos the collection never held
+  (``ground_truth/heldout/``, when their embeddings match the model's).
+
+Secondary, partition-level rows (the earlier protocol; a model that only
+knows which partition a photo falls in scores well on them, whatever the
+partitions' relation to common appeal):
 
 * **reliability** — the users with a test favourite are split into two seeded
   random halves; each half's held-out commonality is computed per test photo
@@ -163,7 +188,150 @@ def evaluate(
         progress=progress,
     )
     metrics["ground_truth"] = _ground_truth(root, test["photo_id"], pred_ci, label_ci)
+
+    # ---- the headline: new users, photo-level counts, truth; each beside its baselines
+    baselines = _baselines(root, labels, favorites, backbone_id, test_emb, seed)
+    scores = {"model": pred_ci, **{name: b["test"] for name, b in baselines.items()}}
+    from interest.labels import read_user_split
+
+    split = read_user_split(root)
+    held_out = set() if split is None else set(split.loc[split["set"] == "test", "user_id"])
+    is_new = np.isin(fav_user, list(held_out)) & is_test_fav
+    metrics["new_users"] = new_user_ranking(
+        scores, fav_user[is_new], fav_photo[is_new], len(test), negatives=negatives, seed=seed
+    ) if held_out else None
+    metrics["photo_level"] = photo_level_commonality(scores, fav_user[is_new], fav_photo[is_new], len(test)) if held_out else None
+    metrics["truth"] = _truth(root, model, test["photo_id"], scores, baselines, backbone_id)
     return _json_ready(metrics)
+
+
+def new_user_ranking(
+    scores: dict[str, np.ndarray],
+    fav_user: np.ndarray,
+    fav_photo: np.ndarray,
+    n_test: int,
+    *,
+    negatives: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Mean AUC and NDCG@10 over new users of their test favourites among other test photos, per score.
+
+    ``scores`` maps a name to a score per test photo; ``fav_user``/``fav_photo``
+    are the new users' favourites on test photos (ids, indices). Every score
+    ranks the same positives and the same seeded negatives.
+    """
+    rng = np.random.default_rng([seed, 0xA0C])
+    users, codes = np.unique(np.asarray(fav_user), return_inverse=True)
+    per_score = {name: {"auc": [], "ndcg": []} for name in scores}
+    for u in range(len(users)):
+        pos = np.unique(np.asarray(fav_photo)[codes == u])
+        if n_test - len(pos) < 1:
+            continue
+        draw = rng.choice(n_test, size=min(n_test, negatives + len(pos)), replace=False)
+        neg = draw[~np.isin(draw, pos)][:negatives]
+        idx = np.concatenate([pos, neg])
+        is_pos = np.zeros(len(idx), dtype=bool)
+        is_pos[: len(pos)] = True
+        for name, score in scores.items():
+            per_score[name]["auc"].append(auc(score[idx], is_pos))
+            per_score[name]["ndcg"].append(ndcg_at(score[idx], is_pos))
+    out = {"n_users": int(len(users)), "negatives": int(negatives), "ndcg_at": NDCG_AT}
+    for name, values in per_score.items():
+        aucs = [v for v in values["auc"] if v is not None]
+        ndcgs = [v for v in values["ndcg"] if v is not None]
+        out[name] = {
+            "auc": float(np.mean(aucs)) if aucs else None,
+            "ndcg": float(np.mean(ndcgs)) if ndcgs else None,
+        }
+    return out
+
+
+def photo_level_commonality(scores: dict[str, np.ndarray], fav_user: np.ndarray, fav_photo: np.ndarray, n_test: int) -> dict:
+    """Per score: Spearman with each test photo's distinct new users, and the Poisson deviance explained.
+
+    The deviance treats ``scale × score`` as the expected count (one scale
+    fitted, ``sum(count) / sum(score)``; scores clipped at 0), against the
+    null of every photo at the mean count: 1 - D/D0, 0 for no better than
+    the mean, negative for worse.
+    """
+    pairs = np.unique(np.column_stack([pd.factorize(np.asarray(fav_user))[0], np.asarray(fav_photo)]), axis=0)
+    count = np.bincount(pairs[:, 1], minlength=n_test).astype(float) if len(pairs) else np.zeros(n_test)
+    out = {"n_photos": int(n_test), "n_favourites": int(len(pairs)), "mean_count": float(count.mean()) if n_test else None}
+    null = _poisson_deviance(count, np.full(n_test, count.mean()))
+    for name, score in scores.items():
+        mu = np.clip(np.asarray(score, dtype=float), 0, None)
+        mu = mu * (count.sum() / mu.sum()) if mu.sum() > 0 else np.full(n_test, count.mean())
+        dev = _poisson_deviance(count, np.maximum(mu, 1e-9))
+        out[name] = {"spearman": _spearman(score, count), "deviance_explained": 1 - dev / null if null > 0 else None}
+    return out
+
+
+def _poisson_deviance(y: np.ndarray, mu: np.ndarray) -> float:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(y > 0, y * np.log(y / mu), 0.0)
+    return float(2 * np.sum(term - (y - mu)))
+
+
+def _baselines(root, labels, favorites, backbone_id, test_emb, seed) -> dict:
+    """Scores no better model should lose to, for the test photos and a scorer for other embeddings.
+
+    * ``random`` — seeded uniform scores;
+    * ``study_recipe`` — the study's recipe done plainly: k-means 200 (at most
+      one cluster per 10) of the definition photos, each cluster's distinct
+      definition users over all of them, no merge, a ridge from the embedding
+      to that CI.
+    """
+    from interest.labels import read_user_split
+    from interest.labels.ci import fit_clusters
+    from interest.models.common import Ridge
+
+    rng = np.random.default_rng([seed, 0xBA5E])
+    train_ids = labels.loc[labels["set"] == "train", "photo_id"].astype(str).to_numpy()
+    _, emb_ids, emb = read_embeddings(root, backbone_id)
+    train_emb = emb[pd.Index(emb_ids).get_indexer(train_ids)]
+    del emb
+    split = read_user_split(root)
+    favs = favorites
+    if split is not None:
+        favs = favs[~favs["user_id"].astype(str).isin(set(split.loc[split["set"] == "test", "user_id"]))]
+    fav_photo = pd.Index(train_ids).get_indexer(favs["photo_id"].astype(str))
+    on_train = fav_photo >= 0
+    k = max(2, min(200, len(train_ids) // 10))
+    cluster, _ = fit_clusters(train_emb, k, seed)
+    users = pd.factorize(favs["user_id"].astype(str).to_numpy()[on_train])[0]
+    c = partition_commonality(cluster, k, users, fav_photo[on_train])
+    ridge = Ridge(seed=seed).fit(train_emb, c.ci_users[cluster])
+    return {
+        "study_recipe": {"test": ridge.predict(test_emb).astype(float), "score": ridge.predict},
+        "random": {"test": rng.random(len(test_emb)), "score": lambda e: np.random.default_rng([seed, 0xBA5E, 1]).random(len(e))},
+    }
+
+
+def _truth(root, model, test_ids: pd.Series, scores: dict, baselines: dict, backbone_id: str) -> dict | None:
+    """Spearman against the true commonality: test photos, and photos the collection never held."""
+    gt = Path(root) / "ground_truth"
+    if not (gt / "photos.parquet").is_file():
+        return None
+    truth = read_parquet_checked(gt / "photos.parquet", ["photo_id", "true_commonality"])
+    if "true_commonality" not in truth:
+        return None
+    target = truth.set_index(truth["photo_id"].astype(str))["true_commonality"].reindex(test_ids.astype(str)).to_numpy(float)
+    known = np.isfinite(target)
+    out = {"test": {name: _spearman(score[known], target[known]) for name, score in scores.items()}, "never_held": None}
+    heldout_emb = gt / "heldout" / "embeddings.parquet"
+    if heldout_emb.is_file() and (gt / "heldout" / "photos.parquet").is_file():
+        from interest.synthetic.family import heldout_photos
+
+        photos, emb = heldout_photos(root)
+        # the generator writes held-out embeddings only in its own synthetic space
+        if backbone_id == f"synthetic/d{emb.shape[1]}":
+            target = photos["true_commonality"].to_numpy(float)
+            never = {"model": model.score_embeddings(emb)["ci_score"].to_numpy(float)}
+            never.update({name: np.asarray(b["score"](emb), dtype=float) for name, b in baselines.items()})
+            out["never_held"] = {name: _spearman(v, target) for name, v in never.items()}
+            out["n_never_held"] = int(len(photos))
+    out["n_test"] = int(known.sum())
+    return out
 
 
 def split_half_reliability(
@@ -325,7 +493,7 @@ def ndcg_at(scores: np.ndarray, is_pos: np.ndarray, k: int = NDCG_AT) -> float |
 
 
 def format_metrics(metrics: dict) -> str:
-    """The metrics of :func:`evaluate` as a readable plain-text table."""
+    """The metrics of :func:`evaluate` as a readable plain-text table, headline first."""
     f = _fmt
     corner = "true \\ predicted"
     rel, ci, groups, users = metrics["reliability"], metrics["ci"], metrics["groups"], metrics["users"]
@@ -334,6 +502,9 @@ def format_metrics(metrics: dict) -> str:
         f"backbone {metrics['backbone']}, commonality {metrics['commonality']}, "
         f"metadata {'used' if metrics['used_metadata'] else 'not used'}",
         "",
+        *_headline_lines(metrics),
+        "secondary, partition-level (a model that only knows a photo's partition scores well here, "
+        "whatever the partitions' relation to common appeal):",
         f"reliability (split-half, {rel['splits']} splits of {rel['n_users']} users): "
         f"spearman {f(rel['split_half_spearman'])} ± {f(rel['split_half_spearman_sd'])}, "
         f"spearman-brown {f(rel['spearman_brown'])}, full-set ceiling {f(rel['full_ceiling'])}",
@@ -371,6 +542,43 @@ def format_metrics(metrics: dict) -> str:
             f"label CI {f(gt['spearman_label'])}",
         ]
     return "\n".join(lines)
+
+
+def _headline_lines(metrics: dict) -> list[str]:
+    f = _fmt
+    names = ("model", "study_recipe", "random")
+    lines = []
+    new, photo, truth = metrics.get("new_users"), metrics.get("photo_level"), metrics.get("truth")
+    if new:
+        lines += [
+            f"new users ({new['n_users']} held out whole; their held-out favourites among up to {new['negatives']} "
+            f"held-out photos, by the common score alone)",
+            f"  {'score':<16}{'AUC':>8}{'NDCG@' + str(new['ndcg_at']):>10}",
+        ]
+        lines += [f"  {n:<16}{f(new[n]['auc']):>8}{f(new[n]['ndcg']):>10}" for n in names if n in new]
+    else:
+        lines.append("new users: none held out (re-run `interest label` with --user-test-fraction above 0)")
+    if photo:
+        lines += [
+            "",
+            f"photo-level held-out commonality (distinct new users per held-out photo, mean {f(photo['mean_count'])}): "
+            "Spearman, Poisson deviance explained (one fitted scale)",
+        ]
+        lines += [
+            f"  {n:<16}{f(photo[n]['spearman']):>8}{f(photo[n]['deviance_explained']):>10}" for n in names if n in photo
+        ]
+    if truth:
+        never = truth.get("never_held") or {}
+        lines += [
+            "",
+            f"ground truth (synthetic): Spearman vs true commonality; held-out photos ({truth['n_test']})"
+            + (f", photos never held ({truth.get('n_never_held')})" if never else ""),
+        ]
+        lines += [
+            f"  {n:<16}{f(truth['test'].get(n)):>8}" + (f"{f(never.get(n)):>10}" if never else "")
+            for n in names if n in truth["test"]
+        ]
+    return [*lines, ""]
 
 
 # ---------------------------------------------------------------- helpers

@@ -20,6 +20,11 @@ class Commonality(str, Enum):
     size_adjusted = "size_adjusted"
 
 
+class LabelMethod(str, Enum):
+    image = "image"
+    paper = "paper"
+
+
 @app.command(rich_help_panel="Synthetic world")
 def synthetic(
     out: Path = typer.Argument(..., help="Directory to write the synthetic collection to."),
@@ -48,8 +53,10 @@ def label(
     test_fraction: float = typer.Option(0.2, help="Share of photos held out as the test set."),
     merge_ratio: float = typer.Option(0.6, help="Partitions per cluster after merging centroids (the paper: ~120 of 200)."),
     group_cuts: Optional[str] = typer.Option(None, help="CI cut points 'LOWER,UPPER' for the trend groups (default: terciles)."),
+    method: LabelMethod = typer.Option(LabelMethod.image, help="image: each photo's distinct users, zero-truncated, smoothed over the embedding (default, docs/labels.md); paper: the study's clusters -> merged partitions -> distinct users."),
+    user_test_fraction: float = typer.Option(0.2, help="Share of users held out whole (never labelled or trained on) for evaluate's new-user ranking; 0 with --method paper is the study's definition."),
 ) -> None:
-    """Compute the paper's CI score, partitions and trend groups; writes labels.parquet."""
+    """Compute the CI score (image-level by default, or the paper's), partitions and trend groups; writes labels.parquet."""
     from interest.labels import label_collection
 
     _need_dir(data)
@@ -68,6 +75,8 @@ def label(
         test_fraction=test_fraction,
         commonality=commonality.value,
         group_cuts=cuts,
+        method=method.value,
+        user_test_fraction=user_test_fraction,
     )
     counts = labels["trend_group"].value_counts().sort_index()
     groups = ", ".join(f"{name} {int(counts.get(i, 0))}" for i, name in enumerate(("common", "interplay", "subjective")))
