@@ -20,11 +20,24 @@ Faults (:class:`FaultConfig`) are drawn per request from a seeded generator:
 HTTP 429 with ``Retry-After``, HTTP 500, ``stat: fail`` 105, slow answers,
 answers slower than the client's timeout, malformed JSON, and truncated image
 bodies (sent with a matching Content-Length, as a broken upstream would).
+
+Damage is drawn per photo instead (a seeded hash of the id, so the same photos
+every request and every run), in disjoint shares of the photos: images always
+cut in half (``truncated_photos``), moved behind a 301 (``moved_photos``),
+deleted and answered with Flickr-style "photo unavailable" placeholder bytes
+directly (``placeholder_photos``) or after a 302 to ``/images/photo_unavailable_z.png``
+(``placeholder_redirect_photos``), and down with HTTP 503 (``outage_photos``:
+set it to 0 mid-run to heal the outage). :meth:`RunningServer.damaged` names them.
+
+``RunningServer.tamper_api`` / ``tamper_image`` let a test rewrite answers
+(hostile values, oversize bodies) on their way out.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import math
 import random
@@ -37,6 +50,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable, Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pandas as pd
@@ -44,12 +58,26 @@ import pandas as pd
 from interest.collection import read_table
 
 REST_PATH = "/services/rest/"
+PLACEHOLDER_PATH = "/images/photo_unavailable_z.png"
+_MOVED = "/moved"
 _IMAGE_PATH = re.compile(r"^/(?P<server>[^/]+)/(?P<id>\d+)_(?P<secret>[0-9a-zA-Z]+)(?:_(?P<size>[a-z0-9]+))?\.jpg$")
 _OAUTH_KEY = re.compile(r'oauth_consumer_key="([^"]*)"')
 #: url_* extra -> static size suffix (Flickr's "url_l" is the "_b" file)
 _URL_EXTRAS = {"url_z": "z", "url_c": "c", "url_l": "b", "url_b": "b", "url_m": "m", "url_n": "n", "url_q": "q"}
 _API_FAULTS = ("http_429", "http_500", "unavailable", "slow", "timeout", "malformed")
 _IMAGE_FAULTS = ("http_429", "http_500", "slow", "timeout", "truncated")
+_DAMAGE = ("truncated_photos", "moved_photos", "placeholder_photos", "placeholder_redirect_photos", "outage_photos")
+
+
+def placeholder_image() -> bytes:
+    """The local server's "This photo is no longer available" image (a fixed PNG)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (320, 240), (230, 230, 230))
+    ImageDraw.Draw(img).text((70, 110), "This photo is no longer available", fill=(90, 90, 90))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 @dataclass
@@ -67,6 +95,23 @@ class FaultConfig:
     timeout_seconds: float = 3.0
     retry_after: int = 0  # the Retry-After header of a 429, in seconds
     seed: int = 0
+    # per-photo damage: disjoint shares of the photos, the same ones on every request
+    truncated_photos: float = 0.0  # image always cut in half
+    moved_photos: float = 0.0  # 301 to /moved/<path>, which serves the image
+    placeholder_photos: float = 0.0  # deleted: the placeholder image served at the photo's URL
+    placeholder_redirect_photos: float = 0.0  # deleted: 302 to PLACEHOLDER_PATH
+    outage_photos: float = 0.0  # HTTP 503 until this is set back to 0
+
+    def damage(self, photo_id: str) -> str | None:
+        """The damage of one photo, if any (a seeded hash of the id, so the same on every request)."""
+        digest = hashlib.sha256(f"{self.seed}:{photo_id}".encode()).digest()
+        u = int.from_bytes(digest[:8], "big") / 2**64
+        edge = 0.0
+        for kind in _DAMAGE:
+            edge += getattr(self, kind)
+            if u < edge:
+                return kind
+        return None
 
     @classmethod
     def uniform(cls, rate: float, *, seed: int = 0, **settings: float) -> "FaultConfig":
@@ -141,6 +186,8 @@ class FlickrWorldServer(ThreadingHTTPServer):
 
     def __init__(self, world: World, port: int, faults: FaultConfig | None, api_key: str) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
+        host, bound = self.server_address[:2]
+        self.image_host = f"http://{host}:{bound}"
         self.world = world
         self.faults = faults or FaultConfig()
         self.api_key = api_key
@@ -148,6 +195,9 @@ class FlickrWorldServer(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self._rng = random.Random(self.faults.seed)
         self._lock = threading.Lock()
+        self.placeholder = placeholder_image()
+        self.tamper_api: Callable[[dict, dict], dict | bytes | Iterable[bytes]] | None = None
+        self.tamper_image: Callable[[str, bytes], bytes | Iterable[bytes]] | None = None
 
     def handle_error(self, request: object, client_address: object) -> None:
         """A client that hangs up (its deadline passed) is normal here, not an error to print."""
@@ -360,7 +410,12 @@ class _Handler(BaseHTTPRequestHandler):
             reply = {"stat": "fail", "code": exc.code, "message": exc.message}
         except (TypeError, ValueError):  # e.g. per_page=abc
             reply = {"stat": "fail", "code": 116, "message": "Bad URL found"}
-        text = json.dumps(reply, default=str).encode("utf-8")
+        if srv.tamper_api is not None:
+            reply = srv.tamper_api(params, reply)
+        if not isinstance(reply, (dict, bytes)):
+            self._stream(reply, "application/json")
+            return
+        text = reply if isinstance(reply, bytes) else json.dumps(reply, default=str).encode("utf-8")
         if fault == "malformed":
             text = text[: len(text) // 2]
         self._send(200, text, "application/json")
@@ -374,21 +429,45 @@ class _Handler(BaseHTTPRequestHandler):
     def _image(self, path: str) -> None:
         srv = self.server
         srv.count("image")
+        if path == PLACEHOLDER_PATH:
+            self._send(200, srv.placeholder, "image/png")
+            return
+        moved = path.startswith(_MOVED + "/")
         fault = srv.draw_fault(_IMAGE_FAULTS)
         if self._http_fault(fault):
             return
-        m = _IMAGE_PATH.match(path)
+        m = _IMAGE_PATH.match(path[len(_MOVED):] if moved else path)
         p = srv.world.photos.get(m.group("id")) if m else None
         if p is None or str(p.get("secret")) != m.group("secret") or str(p.get("server")) != m.group("server"):
             self._send(404, b"not found", "text/plain")
+            return
+        damage = srv.faults.damage(p["photo_id"])
+        if damage:
+            srv.count(f"damage:{damage}")
+        if damage == "outage_photos":
+            self._send(503, b"Service Unavailable", "text/plain")
+            return
+        if damage == "placeholder_redirect_photos":
+            self._send(302, b"", "text/plain", {"Location": f"{srv.image_host}{PLACEHOLDER_PATH}"})
+            return
+        if damage == "placeholder_photos":
+            self._send(200, srv.placeholder, "image/png")
+            return
+        if damage == "moved_photos" and not moved:
+            self._send(301, b"", "text/plain", {"Location": f"{srv.image_host}{_MOVED}{path}"})
             return
         file = srv.world.image_file(p["photo_id"])
         if not file.is_file():
             self._send(404, b"not found", "text/plain")
             return
         body = file.read_bytes()
-        if fault == "truncated":
+        if fault == "truncated" or damage == "truncated_photos":
             body = body[: len(body) // 2]
+        if srv.tamper_image is not None:
+            body = srv.tamper_image(p["photo_id"], body)
+            if not isinstance(body, bytes):
+                self._stream(body, "image/jpeg")
+                return
         self._send(200, body, "image/jpeg")
 
     def _http_fault(self, fault: str | None) -> bool:
@@ -404,6 +483,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, b"Internal Server Error", "text/plain")
             return True
         return False
+
+    def _stream(self, chunks: Iterable[bytes], content_type: str) -> None:
+        """Send a body of unannounced length (no Content-Length; the connection closes at its end)."""
+        self.close_connection = True
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for chunk in chunks:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (its cap or deadline): nothing more to send
 
     def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         try:
@@ -434,6 +527,33 @@ class RunningServer:
     def stats(self) -> Counter[str]:
         """Requests answered per API method, ``image`` for image files, ``fault:<kind>`` per fault."""
         return self._server.stats
+
+    @property
+    def tamper_api(self) -> Callable[[dict, dict], dict | bytes | Iterable[bytes]] | None:
+        """A hook ``(params, reply) -> reply``: a JSON object, raw bytes, or chunks sent with no length."""
+        return self._server.tamper_api
+
+    @tamper_api.setter
+    def tamper_api(self, hook: Callable[[dict, dict], dict | bytes | Iterable[bytes]] | None) -> None:
+        self._server.tamper_api = hook
+
+    @property
+    def tamper_image(self) -> Callable[[str, bytes], bytes | Iterable[bytes]] | None:
+        """A hook ``(photo_id, body) -> body`` on image answers (chunks are sent with no length)."""
+        return self._server.tamper_image
+
+    @tamper_image.setter
+    def tamper_image(self, hook: Callable[[str, bytes], bytes | Iterable[bytes]] | None) -> None:
+        self._server.tamper_image = hook
+
+    def damaged(self, kind: str) -> set[str]:
+        """The photo ids with per-photo damage ``kind`` (e.g. ``truncated_photos``) under the current faults."""
+        return {pid for pid in self._server.world.photos if self.faults.damage(pid) == kind}
+
+    @property
+    def placeholder_sha256(self) -> str:
+        """SHA-256 of this server's placeholder image."""
+        return hashlib.sha256(self._server.placeholder).hexdigest()
 
     @property
     def faults(self) -> FaultConfig:
