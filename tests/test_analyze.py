@@ -384,3 +384,124 @@ def test_quantile_by_bisection_equals_cumulative_sum():
     # unit weights: the plain inverted-CDF quantile
     ones = np.ones((1, 12))
     assert stats._ClusterQuantile(x, codes, 12)(ones, 0.5)[0] == np.quantile(x, 0.5, method="inverted_cdf")
+
+
+# ---------------------------------------------------------------- the published FlickrUser CSVs, straight away
+
+STUDY_STYLES = ["hdr", "duo tones", "macro", "negative image", "long exposure"]
+STUDY_EMOTIONS = ["excitement", "awe", "amusement", "sadness"]
+
+
+def _flickruser_rows(seed: int = 0) -> pd.DataFrame:
+    """Favourite rows as the study's definition CSV has them: one per user and photo, photo columns repeated."""
+    rng = np.random.default_rng(seed)
+    photos = []
+    for i in range(60):
+        g = i % 3
+        photos.append({
+            "pid": str(70_000 + i), "trend_group": g, "partition": f"{i % 9}.0", "cluster_label": i % 9,
+            "ci_score": round(0.5 - 0.2 * g + 0.01 * (i % 5), 3),
+            # the common group leans to hdr and excitement; one photo in eleven has no main style
+            "VILA_main_feature": None if i % 11 == 0 else STUDY_STYLES[(i * 7 + (0 if g else 3)) % 5],
+            "CLIP_emotion_main_category": STUDY_EMOTIONS[(i * 3 + g) % 4],
+            "VILA_aesthetic_score": round(float(rng.uniform(0.3, 0.7)) + 0.05 * (2 - g), 4),
+        })
+    rows = []
+    for u in range(14):
+        for k in rng.choice(len(photos), 16, replace=False):
+            p = photos[k]
+            rows.append({"user": f"{u}@N0{u % 3}", "pid": p["pid"], **{c: v for c, v in p.items() if c != "pid"}})
+    return pd.DataFrame(rows)
+
+
+def _notebook(df: pd.DataFrame, group: str = "trend_group") -> dict[str, pd.DataFrame]:
+    """The study notebook's computation on the CSV rows, written independently of the package."""
+    out = {}
+    for name, col in (("study_main_style", "VILA_main_feature"), ("study_main_emotion", "CLIP_emotion_main_category")):
+        out[name] = df.groupby(group)[col].value_counts(normalize=True).mul(100).unstack(0).fillna(0.0)
+    out["study_aesthetic_quartiles"] = df.groupby(group)["VILA_aesthetic_score"].quantile([0.25, 0.5, 0.75]).mul(100).unstack(0)
+    return out
+
+
+def _check_against_notebook(tables_dir: Path, expected: dict[str, pd.DataFrame], prefix: str = "") -> None:
+    for name, want in expected.items():
+        got = pd.read_csv(tables_dir / f"{name}.csv", index_col=0)
+        for g, col in enumerate(("common", "interplay", "subjective")):
+            values = got[f"{prefix}{col}"]
+            np.testing.assert_allclose(values.to_numpy(), want[g].reindex(values.index).to_numpy() if name != "study_aesthetic_quartiles" else want[g].to_numpy(), rtol=1e-12)
+        np.testing.assert_allclose(got[f"{prefix}delta"], got[f"{prefix}common"] - got[f"{prefix}subjective"], rtol=1e-12)
+
+
+def test_imported_flickruser_analyses_and_reports_straight_away(tmp_path):
+    """import flickruser, then analyze and report at once: the study's Tables 1 and 3 as its notebook computes them."""
+    import subprocess
+    import sys
+
+    def interest(*args):
+        proc = subprocess.run([sys.executable, "-m", "interest", *map(str, args)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    rows = _flickruser_rows()
+    definition = pd.DataFrame({
+        "user_id": rows["user"], "user_gender": "female", "user_country": None, "user_timezone_label": None, "user_timezone_id": None,
+        "favimg_url": [f"https://live.staticflickr.com/65535/{p}_ab12cd_z.jpg" for p in rows["pid"]],
+        "favimg_num_views": None, "favimg_num_favorites": None, "favimg_num_comments": None,  # all null, as in some releases
+        "favimg_upload_date": "2019-05-01", "favimg_owner_ispro": 1, "favimg_owner_occupation": None,
+        "VILA_hdr": 0.5, "VILA_main_feature": rows["VILA_main_feature"], "VILA_aesthetic_score": rows["VILA_aesthetic_score"],
+        "CLIP_emotion_awe": 0.2, "CLIP_emotion_main_category": rows["CLIP_emotion_main_category"],
+        "cluster_label": rows["cluster_label"], "partition": rows["partition"], "trend_group": rows["trend_group"], "ci_score": rows["ci_score"],
+    })
+    definition.to_csv(tmp_path / "FlickrUser_definition.csv", index=False)
+    additional = pd.DataFrame({"user_id": ["1@N01"], "favimg_url": ["https://live.staticflickr.com/1/99999_ff_z.jpg"], "ci_r_score": [0.2]})
+    additional.to_csv(tmp_path / "FlickrUser_additional.csv", index=False)
+    out = tmp_path / "OUT"
+    interest("import", "flickruser", tmp_path / "FlickrUser_definition.csv", tmp_path / "FlickrUser_additional.csv", out, "--no-progress")
+
+    proc = interest("analyze", out, "--out", tmp_path / "analysis", "--n-boot", "20", "--no-progress")
+    expected = _notebook(rows)
+    _check_against_notebook(tmp_path / "analysis", expected)
+    counts = pd.read_csv(tmp_path / "analysis" / "study_rows.csv", index_col=0)
+    assert counts.loc["favourites"].tolist() == rows["trend_group"].value_counts().sort_index().tolist()
+    assert counts.loc["favourites"].sum() == len(definition)  # the additional set has no trend group
+    assert "rows = favourites" in proc.stderr and "published ones" in proc.stderr
+    # the per-photo tables run on the published labels too
+    groups = pd.read_csv(tmp_path / "analysis" / "groups.csv", index_col=0)
+    assert groups["photos"].sum() == rows["pid"].nunique()
+
+    report = tmp_path / "report.html"
+    interest("report", out, "--out", report, "--n-boot", "20", "--no-progress")
+    text = report.read_text()
+    assert "As the study&#x27;s notebook computes them" in text or "As the study's notebook computes them" in text
+    _check_against_notebook(tmp_path / "report_tables", expected)
+
+    # once this package has its own labels, they appear beside the published ones, over the same favourites
+    ours = rows.drop_duplicates("pid").set_index("pid")["trend_group"].map({0: 0, 1: 2, 2: 1})  # a different grouping
+    write_table(out, "labels", pd.DataFrame({
+        "photo_id": ours.index, "set": "train", "cluster_label": 0, "partition": [f"p{g}" for g in ours], "ci_score": 1.0 - ours.to_numpy() / 2,
+        "trend_group": ours.to_numpy(),
+    }))
+    interest("analyze", out, "--out", tmp_path / "analysis2", "--n-boot", "20", "--no-progress")
+    _check_against_notebook(tmp_path / "analysis2", expected)
+    _check_against_notebook(tmp_path / "analysis2", _notebook(rows.assign(ours=rows["pid"].map(ours)), group="ours"), prefix="ours_")
+    published = pd.read_csv(tmp_path / "analysis2" / "published.csv", index_col=0)
+    assert published.loc["trend group: agreement %", "value"] == pytest.approx(100 * (ours == ours.index.map(rows.drop_duplicates("pid").set_index("pid")["trend_group"])).mean())
+
+
+def test_older_single_file_with_group_names(tmp_path):
+    """The older FlickrUser.csv names its groups ("common", ...); the study tables read them the same."""
+    from interest.collect import import_flickruser
+
+    rows = _flickruser_rows(seed=1)
+    names = np.array(["common", "interplay", "subjective"])
+    old = pd.DataFrame({
+        "user": rows["user"], "img_id": rows["pid"], "img_url": [f"https://live.staticflickr.com/1/{p}_aa_z.jpg" for p in rows["pid"]],
+        "views": 10, "favorites": None, "comments": None, "upload_date": "2015-03-03", "set": "train", "ci_score": rows["ci_score"],
+        "cluster_label": rows["cluster_label"], "partition": rows["partition"], "group": names[rows["trend_group"]],
+        "VILA_main_feature": rows["VILA_main_feature"], "VILA_aesthetic_score": rows["VILA_aesthetic_score"],
+        "CLIP_emotion_main_category": rows["CLIP_emotion_main_category"],
+    })
+    old.to_csv(tmp_path / "FlickrUser.csv", index=False)
+    import_flickruser([tmp_path / "FlickrUser.csv"], tmp_path / "OUT", progress=False)
+    analyze(tmp_path / "OUT", out=tmp_path / "analysis", n_boot=0, progress=False)
+    _check_against_notebook(tmp_path / "analysis", _notebook(rows))

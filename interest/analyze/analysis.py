@@ -21,6 +21,7 @@ from interest.analyze import compare, drivers, taste
 from interest.analyze import tables as T
 from interest.collection import (
     atomic_path,
+    has_table,
     read_embeddings,
     read_manifest,
     read_parquet_checked,
@@ -54,6 +55,8 @@ class Analysis:
     embeddings: tuple[np.ndarray, np.ndarray] | None = None
     # the published labels and characteristics of an imported FlickrUser collection
     reference: pd.DataFrame | None = None
+    # True when the collection has no labels of its own and ``frame`` holds the published ones
+    published_only: bool = False
 
     def note(self, section: str, text: str) -> None:
         """Record why a part of the analysis was skipped or how to read it."""
@@ -98,17 +101,31 @@ def run_analysis(
     root = Path(root)
     if not root.is_dir():
         raise InterestError(f"{root}: not a directory; give a collection directory")
-    frame = T.photo_table(root)
-    labels_info = read_manifest(root).get("tables", {}).get("labels", {})
-    result = Analysis(root=root, frame=frame, partitions=read_partitions(root), label_settings=dict(labels_info))
-    result.reference = compare.read_reference(root)
+    reference = compare.read_reference(root)
+    published_only = not has_table(root, "labels") and reference is not None and compare.published_groups(reference).notna().any()
+    if published_only:
+        # an imported FlickrUser collection before `interest label`: analyse the study's own labels
+        frame = T.photo_table(root, labels=compare.published_labels(reference))
+        labels_info = {"source": f"the study's published labels ({compare.REFERENCE_FILE}); no labels.parquet yet"}
+    else:
+        frame = T.photo_table(root)
+        labels_info = read_manifest(root).get("tables", {}).get("labels", {})
+    result = Analysis(
+        root=root, frame=frame, partitions=read_partitions(root), label_settings=dict(labels_info),
+        reference=reference, published_only=published_only,
+    )
+    if published_only:
+        result.note(
+            "study", "no labels.parquet: trend groups and partitions are the study's published ones; run `interest embed` "
+            "and `interest label` on this collection for its own, which then appear beside the published ones"
+        )
     if result.reference is not None:
         for column in compare.fill_from_published(frame, result.reference):
             result.note("study", f"{column} taken from the published FlickrUser columns (this collection has no own {column})")
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
     result.model = model
-    steps = [_predictions, _study_tables, _characteristic_tables, _drivers, _taste, _published]
+    steps = [_predictions, _notebook_tables, _study_tables, _characteristic_tables, _drivers, _taste, _published]
     for step in progress_bar(steps, desc="analyze", unit="part", enabled=progress, leave=False):
         step(result, seed=seed, n_boot=n_boot, progress=progress)
     return result
@@ -163,6 +180,24 @@ def _predictions(result: Analysis, *, seed: int, n_boot: int, progress: bool) ->
     result.embeddings = ids, emb
     scores = result.model.score_embeddings(emb)["ci_score"].to_numpy(dtype=float)
     result.frame["ci_predicted"] = pd.Series(scores, index=ids).reindex(result.frame.index)
+
+
+def _notebook_tables(result: Analysis, *, seed: int, n_boot: int, progress: bool) -> None:
+    """Tables 1 and 3 exactly as the study's notebook computes them from the published CSV, ours beside them."""
+    reference = result.reference
+    if reference is None or compare.published_groups(reference).notna().sum() == 0:
+        return
+    from interest.collection import read_table
+
+    favorites = read_table(result.root, "favorites", columns=["user_id", "photo_id"])
+    ours = None if result.published_only else result.frame
+    tables = compare.study_tables(compare.study_rows(favorites, reference, ours))
+    if not tables:
+        result.note("study", f"{compare.REFERENCE_FILE} has published trend groups but no VILA or CLIP emotion columns")
+        return
+    result.tables.update(tables)
+    beside = "; the ours_* columns group the same rows by this package's trend groups" if ours is not None else ""
+    result.note("study", f"study_* tables: computed as the study's notebook does, {compare.STUDY_ROWS}{beside}")
 
 
 def _study_tables(result: Analysis, *, seed: int, n_boot: int, progress: bool) -> None:
@@ -270,6 +305,9 @@ def _published(result: Analysis, *, seed: int, n_boot: int, progress: bool) -> N
     reference = result.reference
     if reference is None:
         result.note("published", "no published labels (reference.parquet): only a collection imported from the FlickrUser CSVs has them")
+        return
+    if result.published_only:
+        result.note("published", "the labels analysed are the published ones: run `interest label` to compare this package's own with them")
         return
     metrics, confusion = compare.compare_published(result.frame, reference)
     if metrics.empty:

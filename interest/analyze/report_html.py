@@ -108,7 +108,7 @@ class _Builder:
         counts["with an image file"] = int(frame["path"].notna().sum()) if "path" in frame else 0
         rows = [(k, f"{v:,}") for k, v in counts.items()]
         settings = self.r.label_settings
-        for key in ("backbone", "commonality", "clusters_used", "partitions", "group_cuts", "group_cuts_source", "seed"):
+        for key in ("source", "backbone", "commonality", "clusters_used", "partitions", "group_cuts", "group_cuts_source", "seed"):
             if key in settings:
                 rows.append((f"labels: {key.replace('_', ' ')}", _plain(settings[key])))
         chars = characteristic_columns(frame)
@@ -157,7 +157,8 @@ class _Builder:
         return "".join(parts) + self._notes("groups")
 
     def _study_tables(self) -> str:
-        parts = ['<p>Share of each group\'s photos whose main style / main emotion is the category (percent), and aesthetic quartiles; Δ = common − subjective with its 95 % interval.</p>']
+        parts = self._notebook_tables()
+        parts.append('<p>Share of each group\'s photos whose main style / main emotion is the category (percent), and aesthetic quartiles; Δ = common − subjective with its 95 % interval.</p>')
         if "main_style" in self.t:
             parts.append(_df_html(self.t["main_style"], caption="Main style per trend group (% of photos)"))
             parts.append(_figure(plots.delta_forest(self.t["main_style"], title="Main style: common − subjective"), "Filled points: real differences."))
@@ -170,6 +171,25 @@ class _Builder:
         if "omnibus" in self.t:
             parts.append(_df_html(self.t["omnibus"], caption="Does the mix differ across the three groups at all?"))
         return "".join(parts) + self._notes("study")
+
+    def _notebook_tables(self) -> list[str]:
+        """The study's Tables 1 and 3 as its notebook computes them from the published CSV (imported collections)."""
+        if "study_rows" not in self.t:
+            return []
+        ours = any(str(c).startswith("ours_") for c in self.t["study_rows"].columns)
+        parts = [
+            "<h3>As the study's notebook computes them</h3><p>From the published FlickrUser_definition.csv columns: one row per "
+            "favourite (a user and a photo) of the definition photos, grouped by the published trend_group; no intervals, as in the "
+            "notebook." + (" The <i>ours</i> columns group the same favourites by this package's trend groups." if ours else "") + "</p>",
+            _df_html(self.t["study_rows"], caption="Rows of these tables per group"),
+        ]
+        for name, caption in (("study_main_style", "VILA main feature per trend group (% of favourites)"),
+                              ("study_aesthetic_quartiles", "VILA aesthetic score × 100 per trend group"),
+                              ("study_main_emotion", "CLIP main emotion per trend group (% of favourites)")):
+            if name in self.t:
+                parts.append(_df_html(self.t[name], caption=caption))
+        parts.append("<h3>Per photo, with intervals</h3>")
+        return parts
 
     def _owners_metadata(self) -> str:
         parts = []

@@ -32,8 +32,12 @@ ALPHA = 0.05  # significance level for `real`, after Holm's correction
 _NOT_CHARACTERISTICS = {"photo_id", "main_style", "main_emotion"}
 
 
-def photo_table(root: str | os.PathLike) -> pd.DataFrame:
+def photo_table(root: str | os.PathLike, labels: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per labelled photo: labels, raw metadata, metadata features, characteristics.
+
+    The labels are the collection's labels.parquet, or ``labels`` when given
+    (the same columns; e.g. the study's published ones, see
+    :func:`interest.analyze.compare.published_labels`).
 
     Indexed by photo_id; ``group`` is the trend group's name. ``main_style``
     and ``main_emotion`` are taken from characteristics.parquet, or derived as
@@ -42,7 +46,8 @@ def photo_table(root: str | os.PathLike) -> pd.DataFrame:
     the owner's occupation; an empty occupation counts as not a photographer
     (it stays unknown only when the collection has no occupations at all).
     """
-    labels = read_table(root, "labels", required=["photo_id", "partition", "ci_score", "trend_group"])
+    if labels is None:
+        labels = read_table(root, "labels", required=["photo_id", "partition", "ci_score", "trend_group"])
     labels = labels.dropna(subset=["trend_group"])
     if labels.empty:
         raise InterestError(f"{Path(root) / 'labels.parquet'}: no labelled photos; run `interest label {root}`")
