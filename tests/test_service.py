@@ -161,3 +161,76 @@ def test_serve_binds_loopback_by_default():
 
     assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
     assert inspect.signature(serve_command).parameters["host"].default.default == "127.0.0.1"
+
+
+class _CountingBackbone:
+    """The model's real backbone, counting the backbone calls and the images in each."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls: list[int] = []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed(self, images):
+        self.calls.append(len(images))
+        return self.inner.embed(images)
+
+
+def test_concurrent_requests_share_backbone_calls(world, bundle):
+    _, model = world
+    images = _images(world, 8)
+    expected = model.score(images, progress=False)
+    app = create_app(bundle, limits=Limits(batch_wait_s=0.05, batch_images=64))
+    state = app.state.interest
+    counting = _CountingBackbone(state.model.backbone)
+    state.model._backbone = counting
+    with background_server(app) as url:
+
+        def call(i):
+            with httpx.Client(base_url=url, timeout=60) as client:
+                return i, client.post("/score", files=_upload([images[i]]))
+
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(call, range(8)))
+    for i, r in responses:
+        assert r.status_code == 200, r.text
+        assert r.json()["results"][0]["ci_score"] == pytest.approx(float(expected["ci_score"][i]), abs=1e-5)
+    # eight one-image requests, fewer backbone calls: batches formed across requests
+    assert sum(counting.calls) == 8 and len(counting.calls) < 8 and max(counting.calls) > 1
+
+
+def test_readiness_schema_and_json_embeddings(world, bundle):
+    _, model = world
+    from interest.collection import read_embeddings
+
+    _, ids, emb = read_embeddings(world[0], "perceptual/v1")
+    expected = model.score_embeddings(emb[:5], user=model.users[0])
+    cold = create_app(bundle, warm_up=False)
+    with background_server(cold) as url, httpx.Client(base_url=url, timeout=60) as client:
+        r = client.get("/ready")
+        assert r.status_code == 503 and r.json() == {"ready": False, "model_loaded": True, "backbone_loaded": False,
+                                                     "backbone_id": "perceptual/v1"}
+        # precomputed embeddings need no backbone
+        r = client.post("/score", json={"embeddings": emb[:5].tolist(), "ids": list(ids[:5]), "user": model.users[0]})
+        assert r.status_code == 200, r.text
+        rows = r.json()["results"]
+        assert [row["id"] for row in rows] == list(ids[:5])
+        np.testing.assert_allclose([row["ci_score"] for row in rows], expected["ci_score"], atol=1e-5)
+        np.testing.assert_allclose([row["user_score"] for row in rows], expected["user_score"], atol=1e-5)
+        assert client.get("/ready").status_code == 503
+        client.post("/score", files=_upload(_images(world, 1)))
+        assert client.get("/ready").json()["ready"] is True
+        r = client.post("/score", json={"embeddings": [[0.1, 0.2]]})
+        assert r.status_code == 400 and "expects (n, 90)" in r.json()["detail"]
+        r = client.post("/score", json={"embeddings": emb[:2].tolist(), "ids": ["a"]})
+        assert r.status_code == 422 and "1 ids for 2 embeddings" in r.json()["detail"]
+        schema = client.get("/openapi.json").json()
+    assert "/ready" in schema["paths"]
+    components = schema["components"]["schemas"]
+    assert {"ScoreResponse", "ScoreResult", "EmbeddingsRequest", "ReadyResponse", "HealthResponse",
+            "PersonalizeResponse", "ModelCard"} <= set(components)
+    score_op = schema["paths"]["/score"]["post"]
+    assert set(score_op["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
+    assert score_op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("ScoreResponse")

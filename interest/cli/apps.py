@@ -72,8 +72,14 @@ def serve(
     max_pixels: int = typer.Option(40_000_000, help="Largest decoded image accepted (width x height)."),
     max_batch: int = typer.Option(32, help="Most images in one request."),
     timeout: float = typer.Option(60.0, help="Seconds a request may take, queueing included."),
+    batch_wait_ms: float = typer.Option(5.0, help="How long a scoring batch waits for more requests (micro-batching)."),
+    batch_images: int = typer.Option(64, help="Most images embedded in one batch across requests."),
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
+    weights: Optional[Path] = typer.Option(None, help=WEIGHTS_HELP),
 ) -> None:
-    """Serve the model over HTTP: POST /score, POST /users/{user}/personalize, GET /health, GET /model; docs at /docs."""
+    """Serve the model over HTTP: POST /score, POST /users/{user}/personalize, GET /health, /ready, /model; docs at /docs."""
     from interest.errors import require
 
     for module in ("fastapi", "uvicorn", "multipart"):  # multipart: python-multipart, for uploads
@@ -83,10 +89,15 @@ def serve(
 
     if workers < 1:
         raise InterestError(f"--workers {workers}: give at least 1")
+    if batch_wait_ms < 0 or batch_images < 1:
+        raise InterestError("--batch-wait-ms must be >= 0 and --batch-images >= 1")
     limits = Limits(
-        max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels, max_batch=max_batch, timeout_s=timeout
+        max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels, max_batch=max_batch, timeout_s=timeout,
+        batch_wait_s=batch_wait_ms / 1000, batch_images=batch_images,
     )
-    run_service(model, host=host, port=port, workers=workers, limits=limits)
+    backbone = {"device": device, "precision": precision, "cache_dir": cache_dir,
+                "weights": None if weights is None else str(weights)}
+    run_service(model, host=host, port=port, workers=workers, limits=limits, backbone=backbone)
 
 
 @app.command("export-onnx", rich_help_panel="Photo apps")

@@ -76,6 +76,21 @@ class InterestModel:
         return self._load_backbone()
 
     @property
+    def backbone_loaded(self) -> bool:
+        """Whether the image backbone is in memory already (scoring images will not wait for it)."""
+        return self._backbone is not None
+
+    def embed_images(self, images: list, batch_size: int = 64) -> np.ndarray:
+        """PIL images as the (n, dim) embeddings :meth:`score_embeddings` takes (raw rows for a head on raw features).
+
+        Embedding is the costly step: a service embeds the images of several
+        requests in one call and scores each request's rows apart.
+        """
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._embed_images(list(images), batch_size, False)
+
+    @property
     def capabilities(self) -> frozenset[str]:
         """What this model can answer: ``ci_score``, ``trend_group``, ``group_probabilities``,
         ``user_heads`` and ``metadata_model`` (the full model, given photo metadata).

@@ -5,11 +5,16 @@ default) or behind the app's own gateway. Endpoints:
 
 - ``POST /score``: multipart image uploads (``files``) and an optional ``user``;
   one result per upload, with a per-image ``error`` for an unreadable image
-  (never a failed batch).
+  (never a failed batch). Or a JSON body of precomputed embeddings
+  (:class:`EmbeddingsRequest`). Concurrent requests are micro-batched: the
+  images of requests that arrive while the model is busy (or within
+  ``Limits.batch_wait_s`` of each other) are embedded in one backbone call.
 - ``POST /users/{user}/personalize``: ``liked`` (and optional ``disliked``)
   uploads fit that user's head; it is saved atomically, so it survives a
   restart.
-- ``GET /health``, ``GET /model``; OpenAPI docs at ``/docs``.
+- ``GET /health`` (liveness), ``GET /ready`` (readiness: model and backbone
+  loaded; 503 until they are), ``GET /model``; OpenAPI docs at ``/docs``, every
+  answer a typed model in the schema.
 
 Nothing here reads a path sent by a client: images arrive as uploads only.
 Limits (:class:`Limits`) bound the request body, each upload, the decoded
@@ -37,9 +42,10 @@ import numpy as np
 from interest.errors import InterestError, require
 
 require("fastapi", "serve", "the scoring service")
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile  # noqa: E402
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from PIL import Image  # noqa: E402
+from pydantic import BaseModel, Field  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 TREND_GROUP_NAMES = ("common", "interplay", "subjective")
@@ -56,6 +62,8 @@ class Limits:
     ``max_batch`` the images in one request, ``timeout_s`` the time a request
     may wait and compute, and ``max_concurrent`` how many model calls run at
     once (more only oversubscribes the cores: one call already uses them all).
+    Scoring requests are micro-batched: a batch takes every request waiting,
+    and waits up to ``batch_wait_s`` for more, up to ``batch_images`` images.
     """
 
     max_upload_bytes: int = 20 * 2**20
@@ -63,11 +71,83 @@ class Limits:
     max_batch: int = 32
     timeout_s: float = 60.0
     max_concurrent: int = 1
+    batch_wait_s: float = 0.005
+    batch_images: int = 64
 
     @property
     def max_body_bytes(self) -> int:
         """The largest request body accepted: a full batch plus room for the form's headers."""
         return self.max_batch * self.max_upload_bytes + 2**20
+
+
+# ------------------------------------------------------------------ the API's types (the OpenAPI schema)
+
+
+class ScoreResult(BaseModel):
+    """One scored image (or embedding); ``error`` instead of scores when it could not be read."""
+
+    filename: str | None = Field(None, description="The upload's file name (image requests).")
+    id: str | None = Field(None, description="The embedding's id (embeddings requests).")
+    ci_score: float | None = Field(None, description="Common interestingness score.")
+    trend_group: int | None = Field(None, description="0 common, 1 interplay, 2 subjective (when the model has groups).")
+    trend_group_name: str | None = None
+    p_common: float | None = None
+    p_interplay: float | None = None
+    p_subjective: float | None = None
+    user_score: float | None = Field(None, description="The user's personal score (with `user`).")
+    deviation: float | None = Field(None, description="user_score - ci_score.")
+    error: str | None = Field(None, description="Why this image was not scored.")
+
+
+class ScoreResponse(BaseModel):
+    backbone_id: str
+    user: str | None = None
+    results: list[ScoreResult]
+
+
+class EmbeddingsRequest(BaseModel):
+    """Precomputed embeddings of the model's backbone, one row per photo."""
+
+    embeddings: list[list[float]] = Field(..., description="Rows of the backbone's dimension.")
+    ids: list[str] | None = Field(None, description="A name per row, echoed as `id`.")
+    norms: list[float] | None = Field(
+        None, description="Each row's L2 norm before normalisation (the embeddings table's `norm` column), "
+                          "for a model whose head reads raw features."
+    )
+    user: str | None = Field(None, description="A user with a head: adds user_score and deviation.")
+
+
+class HealthResponse(BaseModel):
+    status: str
+    backbone_id: str
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    model_loaded: bool
+    backbone_loaded: bool = Field(..., description="Whether the image backbone is in memory (image requests wait for it otherwise).")
+    backbone_id: str
+
+
+class PersonalizeError(BaseModel):
+    filename: str | None
+    error: str
+
+
+class PersonalizeResponse(BaseModel):
+    user: str
+    liked: int
+    disliked: int
+    errors: list[PersonalizeError]
+
+
+class ModelCard(BaseModel):
+    backbone_id: str
+    n_users: int
+    capabilities: list[str]
+    trend_groups: list[str]
+    metadata: dict[str, Any]
+    limits: dict[str, Any]
 
 
 class _ImageRejected(Exception):
@@ -149,20 +229,28 @@ async def _too_large(send: Any, max_bytes: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(model_path: str | os.PathLike, *, limits: Limits | None = None, warm_up: bool = True) -> FastAPI:
+def create_app(
+    model_path: str | os.PathLike,
+    *,
+    limits: Limits | None = None,
+    warm_up: bool = True,
+    backbone: dict | None = None,
+) -> FastAPI:
     """A FastAPI app scoring images with the model bundle at ``model_path``.
 
     The bundle is loaded now (a missing or broken bundle fails here, not on
     the first request); with ``warm_up`` one blank image is scored so that the
-    backbone is loaded before the first request arrives. Personalised heads
-    are saved back into the bundle, atomically, so the bundle directory must
-    be writable for ``/users/{user}/personalize``.
+    backbone is loaded before the first request arrives (``/ready`` says so).
+    ``backbone`` holds :func:`interest.load`'s device, precision, cache_dir
+    and weights. Personalised heads are saved back into the bundle,
+    atomically, so the bundle directory must be writable for
+    ``/users/{user}/personalize``.
     """
     import interest
 
     limits = limits or Limits()
     model_path = Path(model_path)
-    model = interest.load(model_path)
+    model = interest.load(model_path, **(backbone or {}))
     if warm_up:
         model.score([Image.new("RGB", (64, 64), (128, 128, 128))], progress=False)
 
@@ -182,43 +270,84 @@ def create_app(model_path: str | os.PathLike, *, limits: Limits | None = None, w
     async def _image_rejected(request: Request, exc: _ImageRejected) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
-    @app.get("/health", summary="Liveness: the model is loaded and the service answers.")
-    async def health() -> dict:
-        return {"status": "ok", "backbone_id": state.model.backbone_id}  # no disk access: liveness only
+    @app.get("/health", summary="Liveness: the process answers.", response_model=HealthResponse)
+    async def health() -> HealthResponse:
+        return HealthResponse(status="ok", backbone_id=state.model.backbone_id)  # no disk access: liveness only
 
-    @app.get("/model", summary="The model card: backbone, preprocessing, users with heads, evaluation, limits.")
-    async def model_card() -> dict:
+    @app.get("/ready", summary="Readiness: the model and its image backbone are loaded (503 until they are).",
+             response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
+    async def ready() -> Any:
+        loaded = bool(state.model.backbone_loaded)
+        answer = ReadyResponse(ready=loaded, model_loaded=True, backbone_loaded=loaded,
+                               backbone_id=state.model.backbone_id)
+        return answer if loaded else JSONResponse(answer.model_dump(), status_code=503)
+
+    @app.get("/model", summary="The model card: backbone, preprocessing, users with heads, evaluation, limits.",
+             response_model=ModelCard)
+    async def model_card() -> ModelCard:
         model = await run_in_threadpool(state.current)
         meta = dict(model.metadata or {})
-        return {
-            "backbone_id": model.backbone_id,
-            "n_users": len(model.users),
-            "trend_groups": list(TREND_GROUP_NAMES),
-            "metadata": _json_ready(meta),
-            "limits": asdict(limits),
-        }
+        return ModelCard(
+            backbone_id=model.backbone_id,
+            n_users=len(model.users),
+            capabilities=sorted(model.capabilities),
+            trend_groups=list(TREND_GROUP_NAMES),
+            metadata=_json_ready(meta),
+            limits=asdict(limits),
+        )
 
-    @app.post("/score", summary="Score uploaded images: CI score, trend group, group probabilities; personal score with `user`.")
-    async def score(
-        files: list[UploadFile] = File(..., description="Image files (JPEG, PNG, WebP, ...)."),
-        user: str | None = Form(None, description="A user with a head: adds user_score and deviation."),
-    ) -> dict:
-        _check_batch(files, limits)
-        if user is not None:
-            _check_user_id(user)
-        images, errors = await _decode_uploads(files, limits)
-        results = iter(await state.call(_score_images, state, images, user))
+    @app.post(
+        "/score",
+        summary="Score uploaded images (multipart `files`, optional `user`) or precomputed embeddings "
+                "(a JSON EmbeddingsRequest): CI score, trend group, group probabilities; personal score with `user`.",
+        response_model=ScoreResponse,
+        response_model_exclude_none=True,
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
+                "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                          "description": "Image files (JPEG, PNG, WebP, ...)."},
+                "user": {"type": "string", "description": "A user with a head: adds user_score and deviation."},
+            }}},
+            "application/json": {"schema": {"$ref": "#/components/schemas/EmbeddingsRequest"}},
+        }}},
+    )
+    async def score(request: Request) -> ScoreResponse:
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+            return await _score_json(request, state)
+        async with request.form(max_files=limits.max_batch + 1, max_fields=16) as form:
+            files = [f for f in form.getlist("files") if hasattr(f, "read")]
+            user = form.get("user")
+            if not files:
+                raise HTTPException(422, "no images: upload them as multipart `files`, or POST embeddings as JSON")
+            if user is not None and not isinstance(user, str):
+                raise HTTPException(422, "`user` must be a form field, not a file")
+            _check_batch(files, limits)
+            if user is not None:
+                _check_user_id(user)
+            images, errors = await _decode_uploads(files, limits)
+        results = iter(await state.batcher.submit(images, user))
         out = []
         for upload, image_error in zip(files, errors):
-            row: dict[str, Any] = {"filename": upload.filename}
-            if image_error is not None:
-                row["error"] = image_error
-            else:
-                row.update(next(results))
-            out.append(row)
-        return {"backbone_id": state.model.backbone_id, "user": user, "results": out}
+            out.append(ScoreResult(filename=upload.filename, error=image_error) if image_error is not None
+                       else ScoreResult(filename=upload.filename, **next(results)))
+        return ScoreResponse(backbone_id=state.model.backbone_id, user=user, results=out)
 
-    @app.post("/users/{user}/personalize", summary="Fit (or replace) a user's head from liked and disliked images; kept across restarts.")
+    # the JSON body's schema is referenced from /score's openapi_extra: register it with the app's schema
+    app.openapi_schema = None
+    _openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = _openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {})["EmbeddingsRequest"] = \
+                EmbeddingsRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.post("/users/{user}/personalize", summary="Fit (or replace) a user's head from liked and disliked images; kept across restarts.",
+              response_model=PersonalizeResponse)
     async def personalize(
         user: str,
         liked: list[UploadFile] = File(..., description="Images the user likes."),
@@ -257,6 +386,7 @@ class _State:
         self._slots = asyncio.Semaphore(limits.max_concurrent)
         self._write = threading.Lock()
         self._stamp = self._bundle_stamp()
+        self.batcher = _Batcher(self)
 
     def _bundle_stamp(self) -> tuple[int, int] | None:
         try:
@@ -309,14 +439,100 @@ class _State:
             self._stamp = self._bundle_stamp()
 
 
-def _score_images(state: _State, images: list, user: str | None) -> list[dict]:
+class _Batcher:
+    """Micro-batching of scoring requests: one backbone call embeds the images of several requests.
+
+    One task takes the first waiting request, then every request already
+    queued and, for up to ``Limits.batch_wait_s``, those that arrive, up to
+    ``Limits.batch_images`` images; embeds them together in the thread pool,
+    and scores each request's rows on its own (its user, its errors). A lone
+    request waits only ``batch_wait_s``; under load, requests queue while the
+    model is busy and the next batch takes them all.
+    """
+
+    def __init__(self, state: "_State") -> None:
+        self.state = state
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+
+    async def submit(self, images: list, user: str | None) -> list[dict]:
+        """Scores of ``images`` (one dict per image), within the request timeout (waiting included)."""
+        if not images:
+            return []
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done():
+            self._queue = asyncio.Queue()
+            self._task = loop.create_task(self._run())
+        done = loop.create_future()
+        await self._queue.put((images, user, done))
+        try:
+            return await asyncio.wait_for(done, self.state.limits.timeout_s)
+        except asyncio.TimeoutError:
+            raise HTTPException(
+                503, f"the request took over {self.state.limits.timeout_s:g} s; retry later or send fewer images"
+            ) from None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        limits = self.state.limits
+        while True:
+            batch = [await self._queue.get()]
+            n = len(batch[0][0])
+            deadline = loop.time() + limits.batch_wait_s
+            while n < limits.batch_images:
+                try:
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), left)
+                    except asyncio.TimeoutError:
+                        break
+                batch.append(item)
+                n += len(item[0])
+            batch = [item for item in batch if not item[2].done()]  # a request that timed out is gone
+            if not batch:
+                continue
+            try:
+                answers = await run_in_threadpool(_score_batch, self.state, [(i, u) for i, u, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - the batch's failure is each request's answer
+                answers = [exc] * len(batch)
+            for (_, _, done), answer in zip(batch, answers):
+                if done.done():
+                    continue
+                if isinstance(answer, BaseException):
+                    done.set_exception(answer)
+                else:
+                    done.set_result(answer)
+
+
+def _score_batch(state: "_State", requests: list[tuple[list, str | None]]) -> list[Any]:
+    """Embed every request's images in one call, then score each request apart: its rows, or its exception."""
     model = state.current()
-    if user is not None and user not in model.users:
-        raise HTTPException(404, f"user {user}: no head in this model; POST /users/{user}/personalize first")
-    if not images:
-        return []
-    table = model.score(images, user=user, errors="coerce", progress=False)
-    keep = [c for c in ("ci_score", "trend_group", "p_common", "p_interplay", "p_subjective", "user_score", "deviation", "error") if c in table]
+    answers: list[Any] = [None] * len(requests)
+    for k, (_, user) in enumerate(requests):
+        if user is not None and user not in model.users:
+            answers[k] = HTTPException(404, f"user {user}: no head in this model; POST /users/{user}/personalize first")
+    todo = [k for k in range(len(requests)) if answers[k] is None]
+    images = [image for k in todo for image in requests[k][0]]
+    emb = model.embed_images(images) if images else None
+    start = 0
+    for k in todo:
+        n = len(requests[k][0])
+        try:
+            answers[k] = _rows(model.score_embeddings(emb[start : start + n], user=requests[k][1]))
+        except InterestError as exc:
+            answers[k] = exc
+        start += n
+    return answers
+
+
+def _rows(table: Any) -> list[dict]:
+    """A score table as the API's rows (JSON values, group names added)."""
+    keep = [c for c in ("ci_score", "trend_group", "p_common", "p_interplay", "p_subjective", "user_score",
+                        "deviation", "error") if c in table]
     rows = []
     for record in table[keep].to_dict(orient="records"):
         row = {k: _plain(v) for k, v in record.items()}
@@ -326,6 +542,45 @@ def _score_images(state: _State, images: list, user: str | None) -> list[dict]:
             row["trend_group_name"] = TREND_GROUP_NAMES[int(row["trend_group"])]
         rows.append(row)
     return rows
+
+
+async def _score_json(request: Request, state: "_State") -> "ScoreResponse":
+    """``POST /score`` with a JSON :class:`EmbeddingsRequest`: scored directly (no backbone, no batching)."""
+    from pydantic import ValidationError
+
+    try:
+        body = EmbeddingsRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ())) or "body"
+        raise HTTPException(422, f"embeddings request: {where}: {first.get('msg')}") from None
+    n = len(body.embeddings)
+    if n == 0 or n > state.limits.batch_images * 16:
+        raise HTTPException(422, f"embeddings request: give 1 to {state.limits.batch_images * 16} rows, not {n}")
+    for name, values in (("ids", body.ids), ("norms", body.norms)):
+        if values is not None and len(values) != n:
+            raise HTTPException(422, f"embeddings request: {len(values)} {name} for {n} embeddings; give one per row")
+    if body.user is not None:
+        _check_user_id(body.user)
+    if len({len(row) for row in body.embeddings}) != 1:
+        raise HTTPException(422, "embeddings request: rows of different lengths")
+    emb = np.asarray(body.embeddings, dtype=np.float32)
+    if body.norms is not None:
+        norms = np.asarray(body.norms, dtype=np.float32)
+        if not (np.isfinite(norms).all() and (norms > 0).all()):
+            raise HTTPException(422, "embeddings request: norms must be positive numbers")
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-30) * norms[:, None]
+
+    def run() -> list[dict]:
+        model = state.current()
+        if body.user is not None and body.user not in model.users:
+            raise HTTPException(404, f"user {body.user}: no head in this model; POST /users/{body.user}/personalize first")
+        return _rows(model.score_embeddings(emb, user=body.user))
+
+    rows = await state.call(run)
+    ids = body.ids or [str(i) for i in range(n)]
+    results = [ScoreResult(id=i, **row) for i, row in zip(ids, rows)]
+    return ScoreResponse(backbone_id=state.model.backbone_id, user=body.user, results=results)
 
 
 async def _decode_uploads(files: list[UploadFile], limits: Limits) -> tuple[list[Image.Image], list[str | None]]:
@@ -413,7 +668,7 @@ def app_from_env() -> Any:
     if not path:
         raise InterestError("INTEREST_MODEL is not set; start the service with `interest serve MODEL`")
     limits = Limits(**json.loads(os.environ.get("INTEREST_LIMITS", "{}")))
-    return create_app(path, limits=limits)
+    return create_app(path, limits=limits, backbone=json.loads(os.environ.get("INTEREST_BACKBONE", "{}")))
 
 
 def serve(
@@ -423,8 +678,12 @@ def serve(
     port: int = 8000,
     workers: int = 1,
     limits: Limits | None = None,
+    backbone: dict | None = None,
 ) -> None:
-    """Run the service with uvicorn until interrupted (blocking)."""
+    """Run the service with uvicorn until interrupted (blocking).
+
+    ``backbone``: :func:`interest.load`'s device, precision, cache_dir and weights.
+    """
     import uvicorn
 
     limits = limits or Limits()
@@ -433,12 +692,13 @@ def serve(
     if workers > 1:
         import interest
 
-        interest.load(model_path)  # a broken bundle is one line here, not a traceback in every worker
+        interest.load(model_path, **(backbone or {}))  # a broken bundle is one line here, not in every worker
         os.environ["INTEREST_MODEL"] = str(Path(model_path).resolve())
         os.environ["INTEREST_LIMITS"] = json.dumps(asdict(limits))
+        os.environ["INTEREST_BACKBONE"] = json.dumps(backbone or {})
         uvicorn.run("interest.serve.service:app_from_env", factory=True, host=host, port=port, workers=workers, timeout_keep_alive=5)
     else:
-        uvicorn.run(create_app(model_path, limits=limits), host=host, port=port, timeout_keep_alive=5)
+        uvicorn.run(create_app(model_path, limits=limits, backbone=backbone), host=host, port=port, timeout_keep_alive=5)
 
 
 @contextlib.contextmanager
