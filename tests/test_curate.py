@@ -81,6 +81,11 @@ def test_groups_burst_and_keeps_the_best(photos, tmp_path):
 
     written = pd.read_csv(out)
     assert written["path"].tolist() == table["path"].tolist()
+    # the unreadable file leaves trend_group an integer column (no "0.0" in the CSV), empty for that file only
+    assert str(table["trend_group"].dtype) == "Int64" and table["trend_group"].isna().sum() == 1
+    text = out.read_text().splitlines()
+    at = text[0].split(",").index("trend_group")
+    assert {line.split(",")[at] for line in text[1:]} <= {"0", "1", "2", ""}
     copied = sorted(p.name for p in copies.iterdir())
     assert copied[0].startswith("001_") and len(copied) == 8
     first = selected.iloc[0]["path"]

@@ -124,8 +124,10 @@ def curate(
         bad["best_in_group"] = False
         bad["rank"] = pd.array([pd.NA] * len(bad), dtype="Int64")
         table = pd.concat([table, bad.astype({"error": "string"})], ignore_index=True)
-    table["group"] = table["group"].astype("Int64")
-    table["group_size"] = table["group_size"].astype("Int64")
+    # integer columns stay integers (nullable) when unreadable files add empty rows: concat would make them floats
+    for col in ("group", "group_size", "trend_group"):
+        if col in table:
+            table[col] = table[col].astype("Int64")
     table = _ordered(table)
 
     if out is not None:
