@@ -96,3 +96,36 @@ def test_cli_user_mistake_is_one_line_exit_2(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "enrich" in result.stderr
+
+
+def test_ctrl_c_exits_130_with_one_line_and_resume_finishes(rendered_world, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLICKR_API_KEY", KEY)
+    seeds = sorted(read_table(rendered_world, "users")["user_id"])[:6]
+    reference = tmp_path / "reference"
+    with serve_world(rendered_world, api_key=KEY) as srv:
+        collect(reference, CollectConfig(rest_url=srv.rest_url, image_host=srv.image_host, rate=0, users=seeds, **SETTINGS), progress=False)
+    out = tmp_path / "out"
+    env = {**os.environ, "FLICKR_API_KEY": KEY, "OMP_NUM_THREADS": "1"}
+    interrupted = 0
+    with serve_world(rendered_world, faults=FaultConfig(slow=1.0, slow_seconds=0.02), api_key=KEY) as srv:
+        # Ctrl-C (the signal a terminal sends) during API calls, then during downloads
+        for run, (counter, at) in enumerate([("flickr.photos.getInfo", 20), ("image", 10)]):
+            start = srv.stats[counter]
+            proc = subprocess.Popen(_cli(out, seeds, srv, *(["--resume"] if run else [])), env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and srv.stats[counter] - start < at and time.monotonic() < deadline:
+                time.sleep(0.002)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                interrupted += 1
+            _, err = proc.communicate(timeout=60)
+            if proc.returncode == 0:
+                continue
+            assert proc.returncode == 130, err
+            assert err.strip().count("\n") == 0 and "--resume" in err and "Traceback" not in err
+        done = subprocess.run(_cli(out, seeds, srv, "--resume"), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert interrupted == 2
+    for name, df in _tables(reference).items():
+        pd.testing.assert_frame_equal(_tables(out)[name], df, obj=name)
