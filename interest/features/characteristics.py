@@ -298,8 +298,9 @@ def characterize(
         info["zero_shot"] = clip_id
         info["prompts"] = str(prompts) if prompts else "interest/features/prompts.yaml"
     else:
-        note = ("skipped: no CLIP text tower; run `interest embed` with an open_clip model or pass "
-                "--clip MODEL/PRETRAINED")
+        note = ("skipped: no CLIP text tower (they need pretrained CLIP weights, in the Hugging Face cache or a "
+                "local checkpoint: `interest embed --pretrained PATH`, or --clip MODEL/PRETRAINED); the perceptual "
+                "measures and aesthetic_proxy need no weights and are computed")
         _warn(f"emotion and style scores {note}")
         info["zero_shot"] = note
 
