@@ -81,6 +81,7 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
         f"  model bundle               {bundle}\n"
         f"  metrics                    {out / 'metrics.json'}\n"
         f"  report (open in a browser) {report_path}\n"
+        f"  the report's tables (CSV)  {report_path.with_name(report_path.stem + '_tables')}\n"
         f"Try: {_command()} score {bundle} {images[0]} --user {user}"
     )
     return metrics
