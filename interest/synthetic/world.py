@@ -391,7 +391,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         if not overwrite:
             raise InterestError(
                 f"{out}: directory is not empty; generate into a new or empty directory "
-                "(or pass overwrite=True to replace an earlier synthetic world)"
+                "(or replace an earlier synthetic world: --overwrite, overwrite=True in Python)"
             )
         if not (out / "ground_truth" / "world.json").is_file():
             raise InterestError(
