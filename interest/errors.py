@@ -23,3 +23,8 @@ def require(module: str, extra: str, purpose: str):
         return importlib.import_module(module)
     except ImportError:
         raise InterestError(f"{purpose} needs {module.split('.')[0]}: pip install 'interest[{extra}]'") from None
+
+
+def not_a_model_bundle(path) -> InterestError:
+    """The one error for a path that holds no model bundle, worded the same by every command that meets it."""
+    return InterestError(f"{path}: not a model bundle (no model.json); train one with `interest train DATA --out {path}`")

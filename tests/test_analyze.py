@@ -281,7 +281,7 @@ def test_missing_inputs_are_one_line_errors_or_notes(tmp_path):
     tables = analyze(root, n_boot=50, progress=False)
     assert "main_style" not in tables and "characteristics" not in tables
     assert any("characterize" in n for n in tables["notes"]["note"])
-    with pytest.raises(InterestError, match="no such model bundle"):
+    with pytest.raises(InterestError, match=r"nope: not a model bundle \(no model.json\)"):
         analyze(root, model=tmp_path / "nope", progress=False)
 
 

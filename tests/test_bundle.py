@@ -85,8 +85,8 @@ def test_same_seed_same_parts(collection, bundle, tmp_path):
 @pytest.mark.parametrize(
     "damage, match",
     [
-        (lambda p: shutil.rmtree(p), r"model[/\\]?: no model bundle here"),
-        (lambda p: (p / "model.json").unlink(), r"model.json: not found"),
+        (lambda p: shutil.rmtree(p), r"model[/\\]?: not a model bundle \(no model.json\); train one"),
+        (lambda p: (p / "model.json").unlink(), r"model[/\\]?: not a model bundle \(no model.json\); train one"),
         (lambda p: (p / "model.json").write_text("{not json"), r"model.json: not valid JSON"),
         (lambda p: _edit_json(p, schema_version=2), r"model.json: written by a newer interest.*upgrade"),
         (lambda p: (p / "groups.npz").unlink(), r"groups.npz: part missing"),

@@ -26,7 +26,7 @@ from interest.collection import (
     read_manifest,
     read_parquet_checked,
 )
-from interest.errors import InterestError
+from interest.errors import InterestError, not_a_model_bundle
 
 PARTITIONS_FILE = "partitions.parquet"
 # Photos sampled for the model-based parts; enough for stable means, bounded at paper scale.
@@ -136,7 +136,7 @@ def load_model(path: str | os.PathLike):
     import interest
 
     if not Path(path).exists():
-        raise InterestError(f"{path}: no such model bundle; train one with `interest train` or leave out --model")
+        raise not_a_model_bundle(path)
     return interest.load(path)
 
 

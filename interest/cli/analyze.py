@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from interest.cli import app
-from interest.errors import InterestError
+from interest.errors import InterestError, not_a_model_bundle
 
 
 @app.command(rich_help_panel="Analysis")
@@ -53,6 +53,6 @@ def _check(data: Path, model: Optional[Path], n_boot: int) -> None:
     if not data.is_dir():
         raise InterestError(f"{data}: not a directory; give a labelled collection directory")
     if model is not None and not model.is_dir():
-        raise InterestError(f"{model}: not a model bundle directory; train one with `interest train` or leave out --model")
+        raise not_a_model_bundle(model)
     if n_boot < 0:
         raise InterestError(f"--n-boot {n_boot}: give 0 (no intervals) or more replicates")

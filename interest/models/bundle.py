@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from interest.errors import InterestError
+from interest.errors import InterestError, not_a_model_bundle
 from interest.models import safe_io
 from interest.models.storage import BundleDir, bundle_lock, read_consistently, switch_in
 
@@ -163,7 +163,7 @@ def _load(path: Path, bundle: BundleDir) -> "InterestModel":
     meta_path = path / MODEL_JSON
     raw = bundle.read(MODEL_JSON, safe_io.MAX_JSON_BYTES)
     if raw is None:
-        raise InterestError(f"{meta_path}: not found; {path} is not a model bundle (train one with `interest train`)")
+        raise not_a_model_bundle(path)
     meta = safe_io.read_json(raw, str(meta_path))
     if not isinstance(meta, dict) or type(meta.get("schema_version")) is not int:
         raise InterestError(f"{meta_path}: no integer schema_version; this is not an interest model.json")

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from interest.errors import InterestError
+from interest.errors import InterestError, not_a_model_bundle
 
 try:
     import fcntl
@@ -136,13 +136,13 @@ class BundleDir:
             try:
                 self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
             except FileNotFoundError:
-                raise InterestError(f"{path}: no model bundle here; train one with `interest train DATA --out {path}`") from None
+                raise not_a_model_bundle(path) from None
             except NotADirectoryError:
-                raise InterestError(f"{path}: not a directory, so not a model bundle; give the bundle's folder") from None
+                raise not_a_model_bundle(path) from None
             st = os.fstat(self._fd)
             self.identity = (st.st_dev, st.st_ino)
         elif not path.is_dir():
-            raise InterestError(f"{path}: no model bundle here; train one with `interest train DATA --out {path}`")
+            raise not_a_model_bundle(path)
 
     def read(self, name: str, max_bytes: int = MAX_PART_BYTES) -> bytes | None:
         """The bytes of regular file ``name`` in the bundle (None if absent), refusing anything over ``max_bytes``."""

@@ -39,7 +39,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from interest.errors import InterestError, require
+from interest.errors import InterestError, not_a_model_bundle, require
 
 require("fastapi", "serve", "the scoring service")
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile  # noqa: E402
@@ -688,7 +688,7 @@ def serve(
 
     limits = limits or Limits()
     if not Path(model_path, "model.json").is_file():
-        raise InterestError(f"{model_path}: not a model bundle (no model.json); train one with `interest train`")
+        raise not_a_model_bundle(model_path)
     if workers > 1:
         import interest
 
