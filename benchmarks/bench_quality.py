@@ -1,12 +1,21 @@
-"""Model quality on the default synthetic world: held-out CI against the split-half ceiling, user heads by activity.
+"""Model quality over the synthetic world family: truth, new users, photo-level counts; median and worst world.
 
-Two versions of the default world (300 users, 3,000 photos, 24 topics), each
-over several seeds: rendered as JPEGs and embedded with the weight-free
-perceptual backbone (what `make demo` does), and with 64-d embeddings written
-directly. Each is labelled, trained and evaluated with the package's own
-protocol (`interest.evaluate`); we print the medians over seeds.
+For every world of ``interest.synthetic.family.FAMILY`` (four structures x two
+seeds, 64-d embeddings written directly): generate, ``label`` (default), ``train``,
+then score the 1,000 held-out photos the collection never held through the
+public API (``interest.load(bundle).score_embeddings``) and compare with their
+true commonality; ``evaluate`` gives the new-user ranking and the photo-level
+held-out counts. In the same run, on the same split:
 
-    .venv/bin/python benchmarks/bench_quality.py [--seeds 0 1 2]
+* ``study_recipe`` — the study's recipe done plainly (k-means 200, distinct
+  users per cluster, no merge, ridge), computed by ``evaluate``;
+* ``ridge_photo_users`` — a ridge from the embedding to each training photo's
+  count of distinct (not held-out) users;
+* ``package_paper`` — this package with ``label --method paper`` (Ward merge)
+  and the same ``train``;
+* ``random`` — a seeded random score.
+
+    nice -n 10 .venv/bin/python benchmarks/bench_quality.py [--worlds flat-s0 ...] [--json out.json]
 """
 
 from __future__ import annotations
@@ -15,57 +24,94 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
+import warnings
 from pathlib import Path
 
-BUCKETS = ("1-4", "5-19", "20-99", "100+", "20+")
 
+def run_world(name: str, root: Path) -> dict:
+    import pandas as pd
 
-def run_once(root: Path, *, render: bool, seed: int) -> dict:
-    from interest.evaluate import evaluate
-    from interest.features.embed import embed_collection
-    from interest.labels import label_collection
+    import interest
+    from interest.collection import read_embeddings
+    from interest.evaluate import _spearman, evaluate
+    from interest.labels import label_collection, read_labels
+    from interest.models.common import Ridge
     from interest.models.train import train_model
-    from interest.synthetic.world import generate_world
+    from interest.synthetic.family import heldout_photos, make_family_world
 
-    generate_world(root, render=render, embed_dim=None if render else 64, seed=seed, progress=False)
-    if render:
-        embed_collection(root, backbone_id="perceptual/v1", progress=False)
-    label_collection(root, seed=seed, progress=False)
-    model = train_model(root, root / "model", progress=False)
-    metrics = evaluate(model, root, seed=seed, progress=False)
-    buckets = {b["bucket"]: b for b in metrics["users"]["buckets"]}
-    buckets["20+"] = metrics["users"]["20+"]
-    row = {
-        "spearman_heldout": metrics["ci"]["heldout"]["spearman"],
-        "split_half_ceiling": metrics["reliability"]["split_half_spearman"],
-        "ratio_to_split_half": metrics["ci"]["heldout"]["spearman_over_ceiling"],
-        "ratio_to_full_set_ceiling": metrics["ci"]["heldout"]["spearman_over_full_ceiling"],
-        "group_macro_f1": metrics["groups"]["macro_f1"],
-        "spearman_vs_ground_truth_appeal": (metrics.get("ground_truth") or {}).get("spearman_predicted"),
+    t0 = time.perf_counter()
+    make_family_world(name, root)
+    photos, emb = heldout_photos(root)
+    truth = photos["true_commonality"].to_numpy(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        label_collection(root, seed=0, progress=False)
+    train_model(root, root / "model", progress=False)
+    model = interest.load(root / "model")
+    m = evaluate(model, root, progress=False)
+    row = {"never_held": {k: v for k, v in m["truth"]["never_held"].items()}}
+    row["never_held"]["model"] = _spearman(model.score_embeddings(emb)["ci_score"].to_numpy(float), truth)
+
+    # ridge on photo-level distinct users, on the same training photos and users
+    labels = read_labels(root)
+    train = labels[labels["set"] == "train"]
+    _, ids, all_emb = read_embeddings(root)
+    X = all_emb[pd.Index(ids).get_indexer(train["photo_id"].astype(str))]
+    ridge = Ridge(seed=0).fit(X, train["distinct_users"].to_numpy(float))
+    row["never_held"]["ridge_photo_users"] = _spearman(ridge.predict(emb), truth)
+
+    # this package with the study's labelling recipe
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        label_collection(root, seed=0, method="paper", progress=False)
+    paper_model = train_model(root, None, progress=False)
+    row["never_held"]["package_paper"] = _spearman(paper_model.score_embeddings(emb)["ci_score"].to_numpy(float), truth)
+    paper_m = evaluate(paper_model, root, progress=False)
+
+    row["new_user_auc"] = {k: m["new_users"][k]["auc"] for k in ("model", "study_recipe", "random")}
+    row["new_user_auc"]["package_paper"] = paper_m["new_users"]["model"]["auc"]
+    row["new_user_ndcg"] = {k: m["new_users"][k]["ndcg"] for k in ("model", "study_recipe", "random")}
+    row["photo_level_spearman"] = {k: m["photo_level"][k]["spearman"] for k in ("model", "study_recipe", "random")}
+    row["photo_level_deviance_explained"] = {
+        k: m["photo_level"][k]["deviance_explained"] for k in ("model", "study_recipe", "random")
     }
-    for name in BUCKETS:
-        bucket = buckets.get(name)
-        row[f"auc_gain_{name}"] = None if bucket is None else bucket["auc_diff"]
-        row[f"users_{name}"] = None if bucket is None else bucket["n_users"]
+    row["test_truth"] = dict(m["truth"]["test"])
+    row["n_new_users"] = m["new_users"]["n_users"]
+    row["seconds"] = round(time.perf_counter() - t0, 1)
     return row
 
 
+def summarise(rows: dict[str, dict]) -> dict:
+    """Median and worst (minimum) over worlds of every figure."""
+    out = {}
+    first = next(iter(rows.values()))
+    for figure, values in first.items():
+        if not isinstance(values, dict):
+            continue
+        out[figure] = {}
+        for key in values:
+            got = [r[figure][key] for r in rows.values() if r[figure].get(key) is not None]
+            out[figure][key] = {"median": statistics.median(got), "worst": min(got)} if got else None
+    return out
+
+
 def main() -> None:
+    from interest.synthetic.family import FAMILY
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--worlds", nargs="+", default=FAMILY)
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    results = {}
-    for name, render in (("rendered + perceptual/v1", True), ("direct 64-d embeddings", False)):
-        rows = []
-        for seed in args.seeds:
-            with tempfile.TemporaryDirectory() as tmp:
-                rows.append(run_once(Path(tmp) / "world", render=render, seed=seed))
-            print(name, "seed", seed, json.dumps(rows[-1]), flush=True)
-        results[name] = {
-            key: statistics.median(r[key] for r in rows if r[key] is not None) if any(r[key] is not None for r in rows) else None
-            for key in rows[0]
-        }
-    print(json.dumps({"seeds": args.seeds, "medians": results}, indent=2))
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.worlds:
+            rows[name] = run_world(name, Path(tmp) / name)
+            print(name, json.dumps(rows[name]), flush=True)
+    result = {"worlds": rows, "summary": summarise(rows)}
+    print(json.dumps(result["summary"], indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=float))
 
 
 if __name__ == "__main__":
