@@ -210,9 +210,12 @@ def personalize(
     """
     import interest
 
-    bundle = interest.load(model)
-    bundle.personalize(user, _resolve_inputs(liked), _resolve_inputs(disliked) if disliked else None)
-    bundle.save(model)
+    from interest.models.storage import bundle_lock
+
+    with bundle_lock(model):  # load to save under the bundle's lock: a service personalising it meanwhile loses no head
+        bundle = interest.load(model)
+        bundle.personalize(user, _resolve_inputs(liked), _resolve_inputs(disliked) if disliked else None)
+        bundle.save(model)
     typer.echo(f"personalized user {user} in {model}")
 
 

@@ -261,13 +261,19 @@ def check_arrays(
     spec: Mapping[str, tuple[str, int | None]],
     where: str,
     *,
+    text: tuple[str, ...] = ("users",),
     fix: str = "restore it or retrain",
 ) -> None:
     """Check ``arrays`` against ``spec``: key -> (dtype kinds, ndim), e.g. ``{"coef": ("f", 1), "kappa": ("fi", 0)}``.
 
     A key in ``spec`` must be present (unless its kinds start with ``?``); ndim
     0 is a scalar; ``None`` any ndim. Float arrays must be finite everywhere.
+    Arrays not in ``spec`` must hold numbers, text only under a name in ``text``
+    (a string where a loader expects numbers would fail deep inside it).
     """
+    for key, a in arrays.items():
+        if key not in spec and a.dtype.kind in "US" and key not in text:
+            raise InterestError(f"{where}: array '{_short(key)}' holds text ({a.dtype}), expected numbers; {fix}")
     for key, (kinds, ndim) in spec.items():
         optional = kinds.startswith("?")
         kinds = kinds.lstrip("?")

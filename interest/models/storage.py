@@ -161,9 +161,10 @@ class BundleDir:
                 raise InterestError(f"{self.path / name}: not a regular file (a device or pipe?); restore the bundle")
             if st.st_size > max_bytes:
                 raise InterestError(f"{self.path / name}: {st.st_size} bytes, over the limit of {max_bytes}; restore the bundle")
-            data = f.read(max_bytes + 1)
-        if len(data) > max_bytes:  # grew while being read
-            raise InterestError(f"{self.path / name}: over the limit of {max_bytes} bytes; restore the bundle")
+            # ask for the size fstat gave (one more byte shows growth): read(n) allocates n bytes up front
+            data = f.read(st.st_size + 1)
+        if len(data) > st.st_size:
+            raise InterestError(f"{self.path / name}: grew while being read; restore the bundle")
         return data
 
     def replaced(self) -> bool:
