@@ -137,7 +137,7 @@ class OnnxModel:
             ci, proba, dev = np.zeros(0, np.float32), np.zeros((0, 3), np.float32), np.zeros(0, np.float32)
         else:
             ci, proba, dev = self.heads.run(None, {"embedding": emb, "user": np.array([index], dtype=np.int64)})
-        out = {"ci_score": ci, "trend_group": proba.argmax(axis=1).astype(np.int64)}
+        out = {"ci_score": ci, "trend_group": _band(ci, self.manifest["group_cuts"])}
         out.update({f"p_{g}": proba[:, i] for i, g in enumerate(TREND_GROUPS)})
         if user is not None:
             out["user_score"] = ci + dev
@@ -155,6 +155,15 @@ class OnnxModel:
             pixels = np.stack([preprocess(im, self.preprocessing) for im in images[start : start + batch_size]])
             out.append(self.backbone.run(None, {"pixels": pixels})[0])
         return _l2_normalize(np.concatenate(out).astype(np.float32))
+
+
+def _band(ci: np.ndarray, cuts: list) -> np.ndarray:
+    """The trend group of each CI score: 0 at or above the upper cut, 2 below the lower (as interest.labels.groups)."""
+    ci = np.asarray(ci, dtype=np.float64)
+    groups = np.ones(ci.shape, dtype=np.int64)
+    groups[ci >= float(cuts[1])] = 0
+    groups[~(ci >= float(cuts[0]))] = 2
+    return groups
 
 
 def preprocess(image: Image.Image, spec: dict) -> np.ndarray:

@@ -18,9 +18,7 @@ from interest.collection import (
 )
 from interest.errors import InterestError
 from interest.models.common import PCA, Prototypes, Ridge, StackedBooster, _spearman
-from interest.models.groups import TrendGroupClassifier
 from interest.models.train import TrainConfig, train_model
-from interest.models.user_heads import UserHeads
 
 FAST = TrainConfig(num_threads=1, lgb_num_boost_round=150, pca_components=16, head_components=32)
 
@@ -124,122 +122,7 @@ def test_pca_is_seeded_and_orthonormal():
     assert np.all(np.diff(a.explained_variance_) <= 0)
 
 
-# ------------------------------------------------------------------ trend groups
-
-
-def test_group_probabilities_sum_to_one_and_are_calibrated():
-    rng = np.random.default_rng(5)
-    F = rng.normal(size=(12000, 4))
-    logits = F @ rng.normal(size=(4, 3)) * 1.5
-    p = np.exp(logits - logits.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    groups = np.array([rng.choice(3, p=row) for row in p])
-    clf = TrendGroupClassifier(seed=0).fit(F[:6000], groups[:6000])
-    proba = clf.predict_proba(F[6000:])
-    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
-    observed = np.bincount(groups[6000:], minlength=3) / 6000
-    np.testing.assert_allclose(proba.mean(axis=0), observed, atol=0.02)
-    # reliability: within confidence bins, confidence matches accuracy
-    conf, hit = proba.max(1), proba.argmax(1) == groups[6000:]
-    for lo in (0.4, 0.6, 0.8):
-        m = (conf >= lo) & (conf < lo + 0.2)
-        assert abs(conf[m].mean() - hit[m].mean()) < 0.05
-    assert 0.5 < clf.temperature_ < 2.0
-    assert clf.validation_["expected_calibration_error"] < 0.05
-    assert np.array_equal(clf.predict(F[:50]), clf.predict_proba(F[:50]).argmax(1))
-
-
-def test_temperature_fixes_an_overconfident_classifier():
-    rng = np.random.default_rng(6)
-    F = rng.normal(size=(3000, 40))  # many noise features, few rows: logistic regression overfits
-    groups = (F[:, 0] > 0).astype(int) + (F[:, 1] > 0.5)
-    clf = TrendGroupClassifier(C=100.0, calibration_fraction=0.3, seed=0).fit(F, groups)
-    assert clf.validation_["log_loss"] <= clf.validation_["log_loss_uncalibrated"]
-
-
-def test_group_missing_from_training_gets_zero_probability():
-    rng = np.random.default_rng(7)
-    F = rng.normal(size=(500, 3))
-    groups = np.where(F[:, 0] > 0, 0, 2)  # no interplay photos at all
-    proba = TrendGroupClassifier(seed=0).fit(F, groups).predict_proba(F)
-    assert proba[:, 1].max() < 1e-6
-    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
-
-
-# ------------------------------------------------------------------ user heads
-
-
-def niche_world(seed=8):
-    """PCA-like features, one niche direction per 'topic', users who favourite their niche or common photos."""
-    rng = np.random.default_rng(seed)
-    n, h, topics = 3000, 16, 8
-    topic = rng.integers(0, topics, size=n)
-    Z = rng.normal(scale=0.3, size=(n, h)).astype(np.float32)
-    Z[np.arange(n), topic] += 1.0
-    base = rng.random(n).astype(np.float32)  # the common score: unrelated to topics here
-    users, rows = [], []
-    for u in range(60):
-        niche = u % topics
-        k = 60 if u < 40 else 3
-        in_niche = rng.choice(np.flatnonzero(topic == niche), size=k // 2, replace=False)
-        common = rng.choice(np.argsort(base)[-600:], size=k - k // 2, replace=False)
-        for r in np.concatenate([in_niche, common]):
-            users.append(f"u{u}")
-            rows.append(r)
-    users.append("lonely")  # a single favourite
-    rows.append(int(np.flatnonzero(topic == 0)[0]))
-    return Z, topic, base, np.array(users), np.array(rows)
-
-
-def test_heads_rank_a_users_niche_and_shrink_light_users():
-    Z, topic, base, users, rows = niche_world()
-    heads = UserHeads(seed=0).fit(Z, users, rows, base)
-    assert heads.scale_ > 0 and heads.validation_["mean_auc_gain"] > 0
-    # fresh photos: a heavy user's head ranks their niche (topic 3 for u3) above everything else
-    rng = np.random.default_rng(9)
-    fresh_topic = rng.integers(0, 8, size=2000)
-    fresh = rng.normal(scale=0.3, size=(2000, 16)).astype(np.float32)
-    fresh[np.arange(2000), fresh_topic] += 1.0
-    dev = heads.deviation("u3", fresh)
-    niche = fresh_topic == 3
-    auc = (dev[niche][:, None] > dev[~niche][None, :]).mean()
-    assert auc > 0.95
-    # the one-favourite user falls back to the common score: deviation near 0
-    lonely = heads.deviation("lonely", fresh)
-    assert np.abs(lonely).max() < 0.1 * np.abs(dev).max()
-    assert heads.n_favourites_[list(heads.users_).index("lonely")] == 1
-    assert heads.min_favourites == 5 and not lonely.any()  # below the floor: exactly the common score
-    w, b = heads.fit_one(Z[rows[users == "u3"]][:4])  # personalising from 4 likes is below it too
-    assert not w.any() and b == 0
-    # deviations are centred on the background: no shift of the whole user's scale
-    assert abs(heads.deviation("u3", Z[rows]).mean()) < 0.05 * np.abs(dev).max()
-
-
-def test_heads_fall_back_to_zero_when_tastes_are_random():
-    rng = np.random.default_rng(10)
-    Z = rng.normal(size=(1000, 8)).astype(np.float32)
-    base = rng.random(1000).astype(np.float32)
-    users = np.repeat([f"u{i}" for i in range(30)], 10)
-    rows = rng.integers(0, 1000, size=300)
-    heads = UserHeads(seed=0).fit(Z, users, rows, base)
-    # heads that cannot help must not hurt: the scale is 0 or the gain is real
-    assert heads.scale_ == 0 or heads.validation_["mean_auc_gain"] > 0
-    for bucket in heads.validation_["buckets"].values():
-        assert bucket["auc_with_head"] >= bucket["auc_common"]
-
-
-def test_fit_one_is_the_training_rule_for_one_user():
-    Z, topic, base, users, rows = niche_world()
-    heads = UserHeads(seed=0).fit(Z, users, rows, base)
-    mine = rows[users == "u5"]
-    w, b = heads.fit_one(Z[mine])
-    i = list(heads.users_).index("u5")
-    np.testing.assert_allclose(w, heads.weights_[i], rtol=1e-4, atol=1e-6)
-    assert b == pytest.approx(float(heads.offsets_[i]), abs=1e-5)
-    # with disliked photos the head moves away from them
-    disliked = Z[topic == 2][:30]
-    w2, b2 = heads.fit_one(Z[mine], disliked)
-    assert (disliked @ w2 + b2).mean() < (disliked @ w + b).mean()
+# trend groups and user heads: tests/test_heads.py
 
 
 # ------------------------------------------------------------------ training and the model
@@ -410,17 +293,17 @@ def test_train_bad_input(collection, tmp_path, embeddings):
     write_embeddings(other, "synthetic/other", ids, emb[:, ::-1])
     with pytest.raises(InterestError, match="labelled on backbone 'synthetic/d64', not 'synthetic/other'"):
         train_model(other, None, config=FAST, progress=False)
-    with pytest.raises(InterestError, match="head_kappas"):
-        TrainConfig(head_kappas=[0])
+    with pytest.raises(InterestError, match="head_pseudo_counts"):
+        TrainConfig(head_pseudo_counts=[0])
 
 
 def test_config_file_round_trip(tmp_path):
     from interest.config import load_config
 
     path = tmp_path / "train.yaml"
-    path.write_text("seed: 3\nhead_kappas: [5, 50]\nridge_alpha: 0.5\n")
+    path.write_text("seed: 3\nhead_pseudo_counts: [5, 50]\nridge_alpha: 0.5\n")
     config = load_config(TrainConfig, path)
-    assert config.seed == 3 and config.head_kappas == [5, 50] and config.ridge_alpha == 0.5
+    assert config.seed == 3 and config.head_pseudo_counts == [5, 50] and config.ridge_alpha == 0.5
     path.write_text("sede: 3\n")
     with pytest.raises(InterestError, match="unknown key 'sede'"):
         load_config(TrainConfig, path)

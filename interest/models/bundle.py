@@ -85,15 +85,7 @@ def part_bytes(model: "InterestModel") -> dict[str, bytes]:
             }
         ),
         "common_app.lgb.txt": booster.app_booster_.model_to_string().encode("utf-8"),
-        "groups.npz": _npz_bytes(
-            {
-                "mean": groups.mean_,
-                "scale": groups.scale_,
-                "coef": groups.coef_,
-                "intercept": groups.intercept_,
-                "temperature": np.float64(groups.temperature_),
-            }
-        ),
+        "groups.npz": _npz_bytes(groups.to_arrays()),
         "user_heads.npz": _npz_bytes(model._heads.to_arrays()),
     }
     if booster.full_booster_ is not None:
@@ -211,13 +203,9 @@ def _load(path: Path, bundle: BundleDir) -> "InterestModel":
     booster.app_features_ = list(meta["features"].get("app", []))
     booster.full_features_ = list(meta["features"].get("full", []))
 
-    g = _npz(path, "groups.npz", data, ["mean", "scale", "coef", "intercept", "temperature"])
-    groups = TrendGroupClassifier()
-    groups.mean_, groups.scale_, groups.coef_, groups.intercept_ = g["mean"], g["scale"], g["coef"], g["intercept"]
-    groups.temperature_ = float(g["temperature"])
+    groups = TrendGroupClassifier.from_arrays(_npz(path, "groups.npz", data, list(TrendGroupClassifier.ARRAY_KEYS)))
 
-    h = _npz(path, "user_heads.npz", data, ["users", "n_favourites", "mean", "precision", "weights", "offsets",
-                                             "kappa", "power", "scale"])
+    h = _npz(path, "user_heads.npz", data, list(UserHeads.ARRAY_KEYS))
     if h["users"].dtype.kind != "U":
         raise InterestError(f"{path / 'user_heads.npz'}: 'users' must be fixed-width unicode; retrain the model")
     heads = UserHeads.from_arrays(h)
@@ -281,10 +269,12 @@ _ARRAY_SPECS: dict[str, dict[str, tuple[str, int | None]]] = {
         "ridge_coef": ("f", 1), "ridge_intercept": ("fi", 0), "ridge_alpha": ("fi", 0),
         "prototype_centroids": ("f", 2), "prototype_ci": ("f", 1),
     },
-    "groups.npz": {"mean": ("f", 1), "scale": ("f", 1), "coef": ("f", 2), "intercept": ("f", 1), "temperature": ("fi", 0)},
+    "groups.npz": {"cuts": ("f", 1), "sigma": ("fi", 0), "prior": ("f", 1), "novelty_scale": ("fi", 0),
+                   "far_width": ("fi", 0)},
     "user_heads.npz": {
-        "users": ("U", 1), "n_favourites": ("?iu", 1), "weights": ("?f", 2), "offsets": ("?f", 1),
-        "kappa": ("?fi", 0), "power": ("?fi", 0), "scale": ("?fi", 0), "min_favourites": ("?iu", 0),
+        "users": ("U", 1), "n_favourites": ("iu", 1), "weights": ("f", 2), "anchors": ("f", 2), "tau": ("fi", 0),
+        "d0": ("fi", 0), "background": ("f", 1), "templates": ("f", 2), "regime_settings": ("f", 2),
+        "shot_settings": ("f", 2), "clip": ("fi", 0),
     },
 }
 
@@ -310,13 +300,14 @@ def _check_shapes(model, path: Path) -> None:
         ("common.npz", model.pca.components_.shape[0] >= max(k, h)),
         ("common.npz", model.prototypes.centroids_.shape == (len(model.prototypes.ci_), model._n_pca)),
         ("common_app.lgb.txt", model.booster.app_booster_.num_feature() == k + 2),
-        ("groups.npz", model.groups.coef_.shape == (3, k + 2)),
-        ("groups.npz", model.groups.mean_.shape == model.groups.scale_.shape == (k + 2,)
-         and model.groups.intercept_.shape == (3,)),
+        ("groups.npz", len(model.groups.cuts_) == 2 and model.groups.cuts_[0] <= model.groups.cuts_[1]
+         and model.groups.prior_.shape == (3,) and model.groups.sigma_ > 0 and model.groups.novelty_scale_ > 0),
         ("common.npz", model.pca.mean_.shape == (d,) and model.pca.explained_variance_.shape == (model._n_pca,)),
         (FULL_PART, model.booster.full_booster_ is None
          or model.booster.full_booster_.num_feature() == k + 2 + len(model._extra)),
-        ("user_heads.npz", model._heads.weights_.shape == (len(model._heads.users_), h)),
+        ("user_heads.npz", model._heads.weights_.shape == (len(model._heads.users_), len(model._heads.anchors_))),
+        ("user_heads.npz", model._heads.anchors_.shape[1:] == (d,)
+         and model._heads.templates_.shape[1:] == model._heads.background_.shape == (len(model._heads.anchors_),)),
     ]
     for name, ok in checks:
         if not ok:

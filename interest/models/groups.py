@@ -1,119 +1,167 @@
-"""The trend-group classifier: common (0), interplay (1) or subjective (2), with calibrated probabilities.
+"""Trend groups from the predicted CI score and the cut points, with calibrated probabilities.
 
-A multinomial logistic regression over the standardised stacking features
-(the leading PCA components of the embedding and the ridge CI prediction),
-fitted on most of the training photos; a temperature is then fitted on a
-seeded held-out fold of them, so that the probabilities mean what they say
-(a photo given p_common = 0.7 is common about 70% of the time). The logistic
-model is not refitted after calibration: the temperature belongs to exactly
-the model it was measured on.
+The group of a photo is the band its own predicted ``ci_score`` falls in
+(common at or above the upper cut, subjective below the lower one), so the
+group never contradicts the score. The probabilities say how sure that is:
+the photo's true CI label is modelled as the prediction plus logistic noise
+of scale ``sigma``, fitted by maximum likelihood on training photos the
+common model did not fit on (the booster's early-stopping rows)::
+
+    p_subjective = F((lower - ci) / sigma)
+    p_common     = 1 - F((upper - ci) / sigma)
+    p_interplay  = 1 - p_subjective - p_common
+
+Far from the training photos the model has seen nothing, so its noise model
+says nothing either: the probabilities are blended towards the training
+photos' group frequencies ``pi`` with a weight that grows with the photo's
+*novelty* ``nu`` (squared distance to the nearest cluster prototype,
+including the part of the embedding outside the PCA subspace, over its 99th
+percentile on the training photos)::
+
+    lambda = 1 - exp(-max(0, nu - 1) / far_width)
+    p      = (1 - lambda) p + lambda pi
+
+A photo inside the training cloud (nu <= 1) keeps the calibrated
+probabilities; one 1.5 times as far as the 99th percentile gets
+lambda = 0.63 and one twice as far 0.86 (default ``far_width`` 0.5).
+
+Near a cut the band of ``ci_score`` is not always the most probable group
+(a prediction just above the lower cut is about as likely to be subjective as
+interplay); ``trend_group`` is the band, the probabilities are how likely each
+band is.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from interest.models.common import matmul64
+
 N_GROUPS = 3  # interest.collection.TREND_GROUPS
 
 
-class TrendGroupClassifier:
-    """Multinomial logistic regression plus temperature scaling.
+def novelty(emb: np.ndarray, pca_mean: np.ndarray, Z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Squared distance of each embedding to its nearest prototype, counting the part outside the PCA subspace.
 
-    Parameters: ``C`` (inverse L2 strength), ``calibration_fraction`` of the
-    rows held out to fit the temperature, ``max_iter``, ``seed``. Learned:
-    ``mean_``/``scale_`` (standardisation), ``coef_`` (3, f),
-    ``intercept_`` (3,), ``temperature_``, ``validation_`` (figures on the
-    calibration fold).
+    ``emb`` (n, d) L2-normalised, ``Z`` (n, c) its PCA features, ``centroids``
+    (C, c) the prototypes in the same PCA space: ``|x - mean|^2 - 2 max_k (z . c_k - |c_k|^2 / 2)``
+    (= ``|z - c_k|^2`` for the nearest k plus the squared residual). (n,) float64.
+    """
+    c = np.asarray(centroids, dtype=np.float64)
+    centred = np.asarray(emb, dtype=np.float64) - np.asarray(pca_mean, dtype=np.float64)
+    dist = np.einsum("ij,ij->i", centred, centred)
+    score = matmul64(np.asarray(Z, dtype=np.float32), c.T) - 0.5 * np.einsum("ij,ij->i", c, c)
+    return np.maximum(dist - 2.0 * score.max(axis=1), 0.0)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+class TrendGroupClassifier:
+    """The band of the predicted CI plus calibrated band probabilities, widened far from the training photos.
+
+    Parameters: ``far_width`` (how fast the probabilities blend to the group
+    frequencies beyond the training cloud, in units of the 99th-percentile
+    novelty). Learned: ``cuts_`` (lower, upper), ``sigma_``, ``prior_`` (3,)
+    group frequencies of the training photos, ``novelty_scale_`` (99th
+    percentile of the training photos' novelty) and ``validation_``.
     """
 
-    def __init__(self, C: float = 1.0, calibration_fraction: float = 0.2, max_iter: int = 300, seed: int = 0):
-        self.C = C
-        self.calibration_fraction = calibration_fraction
-        self.max_iter = max_iter
-        self.seed = seed
+    def __init__(self, far_width: float = 0.5):
+        self.far_width = far_width
 
-    def fit(self, F: np.ndarray, groups: np.ndarray) -> "TrendGroupClassifier":
-        """Fit on features ``F`` (n, f) and trend groups (n,) in {0, 1, 2}; needs two groups or more."""
-        from sklearn.linear_model import LogisticRegression
+    def fit(
+        self,
+        ci_pred: np.ndarray,
+        groups: np.ndarray,
+        cuts: tuple[float, float],
+        train_novelty: np.ndarray,
+        train_groups: np.ndarray,
+    ) -> "TrendGroupClassifier":
+        """Fit ``sigma`` on held-out predictions ``ci_pred`` and their true groups (0, 1, 2).
 
-        F = np.asarray(F, dtype=np.float64)
+        ``cuts``: the labels' (lower, upper) CI cut points; ``train_novelty``
+        (raw :func:`novelty` of every training photo) sets the novelty scale;
+        ``train_groups`` (every training photo's group) the frequencies.
+        """
+        from scipy.optimize import minimize_scalar
+
+        self.cuts_ = (float(cuts[0]), float(cuts[1]))
+        ci_pred = np.asarray(ci_pred, dtype=np.float64)
         groups = np.asarray(groups, dtype=np.int64)
-        n = len(groups)
-        self.mean_ = F.mean(axis=0)
-        self.scale_ = np.where(F.std(axis=0) > 0, F.std(axis=0), 1.0)
-        X = (F - self.mean_) / self.scale_
-        is_calib = np.zeros(n, dtype=bool)
-        n_calib = int(round(n * self.calibration_fraction))
-        if n_calib >= 30:
-            is_calib[np.random.default_rng(self.seed).choice(n, n_calib, replace=False)] = True
-        fit_rows = ~is_calib
-        if len(np.unique(groups[fit_rows])) < 2:  # a tiny set where the split took a whole group away
-            fit_rows = np.ones(n, dtype=bool)
-        lr = LogisticRegression(C=self.C, max_iter=self.max_iter)
-        lr.fit(X[fit_rows], groups[fit_rows])
-        # a group absent from training gets a probability of practically zero, never an index error
-        self.coef_ = np.zeros((N_GROUPS, X.shape[1]))
-        self.intercept_ = np.full(N_GROUPS, -30.0)
-        if len(lr.classes_) == 2:  # sklearn's binary case has one row of coefficients: rebuild both sides
-            coef = np.vstack([-lr.coef_[0] / 2, lr.coef_[0] / 2])
-            intercept = np.array([-lr.intercept_[0] / 2, lr.intercept_[0] / 2])
-        else:
-            coef, intercept = lr.coef_, lr.intercept_
-        self.coef_[lr.classes_] = coef
-        self.intercept_[lr.classes_] = intercept
-        self.temperature_ = 1.0
-        self.validation_ = {}
-        if is_calib.any():
-            logits = X[is_calib] @ self.coef_.T + self.intercept_
-            y = groups[is_calib]
-            before = _nll(logits, y, 1.0)
-            self.temperature_ = _fit_temperature(logits, y)
-            proba = _softmax(logits / self.temperature_)
-            pred = proba.argmax(axis=1)
-            self.validation_ = {
-                "n_calibration": int(is_calib.sum()),
-                "temperature": self.temperature_,
-                "log_loss_uncalibrated": before,
-                "log_loss": _nll(logits, y, self.temperature_),
-                "accuracy": float((pred == y).mean()),
-                "macro_f1": macro_f1(y, pred),
-                "expected_calibration_error": expected_calibration_error(proba, y),
-                "group_frequency": np.bincount(y, minlength=N_GROUPS).tolist(),
-                "mean_probability": proba.mean(axis=0).round(4).tolist(),
-            }
+        self.prior_ = np.bincount(np.asarray(train_groups, dtype=np.int64), minlength=N_GROUPS) / max(len(train_groups), 1)
+        self.novelty_scale_ = float(max(np.quantile(np.asarray(train_novelty, dtype=np.float64), 0.99), 1e-12))
+        spread = float(np.std(ci_pred)) or 1.0
+
+        def nll(log_sigma: float) -> float:
+            p = self._band_probabilities(ci_pred, float(np.exp(log_sigma)))
+            return float(-np.log(np.maximum(p[np.arange(len(groups)), groups], 1e-12)).mean())
+
+        res = minimize_scalar(nll, bounds=(np.log(spread) - 8.0, np.log(spread) + 3.0), method="bounded")
+        self.sigma_ = float(np.exp(res.x))
+        proba = self._band_probabilities(ci_pred, self.sigma_)
+        band = self.predict(ci_pred)
+        self.validation_ = {
+            "n_calibration": int(len(groups)),
+            "sigma": self.sigma_,
+            "log_loss": float(res.fun),
+            "accuracy": float((band == groups).mean()),
+            "macro_f1": macro_f1(groups, band),
+            "expected_calibration_error": expected_calibration_error(proba, groups),
+            "group_frequency": np.bincount(groups, minlength=N_GROUPS).tolist(),
+            "mean_probability": proba.mean(axis=0).round(4).tolist(),
+        }
         return self
 
-    def predict_proba(self, F: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities (n, 3) of common, interplay, subjective; rows sum to 1."""
-        # standardisation and temperature folded into one affine map: a single small matmul per batch
-        W = (self.coef_ / self.scale_[None, :]).T / self.temperature_
-        b = (self.intercept_ - self.coef_ @ (self.mean_ / self.scale_)) / self.temperature_
-        return _softmax(np.asarray(F, dtype=np.float64) @ W + b).astype(np.float32)
+    def _band_probabilities(self, ci: np.ndarray, sigma: float) -> np.ndarray:
+        lo, hi = self.cuts_
+        p_sub = _sigmoid((lo - ci) / sigma)
+        p_common = 1.0 - _sigmoid((hi - ci) / sigma)
+        return np.column_stack([p_common, np.maximum(1.0 - p_sub - p_common, 0.0), p_sub])
 
-    def predict(self, F: np.ndarray) -> np.ndarray:
-        """The most probable trend group per row (n,) int64."""
-        return self.predict_proba(F).argmax(axis=1).astype(np.int64)
+    def far_weight(self, novelty_raw: np.ndarray) -> np.ndarray:
+        """lambda in [0, 1): how far the probabilities are blended towards the group frequencies."""
+        excess = np.maximum(np.asarray(novelty_raw, dtype=np.float64) / self.novelty_scale_ - 1.0, 0.0)
+        return 1.0 - np.exp(-excess / self.far_width)
 
+    def predict_proba(self, ci: np.ndarray, novelty_raw: np.ndarray) -> np.ndarray:
+        """Probabilities (n, 3) of common, interplay, subjective for predicted CI scores; rows sum to 1."""
+        p = self._band_probabilities(np.asarray(ci, dtype=np.float64), self.sigma_)
+        lam = self.far_weight(novelty_raw)[:, None]
+        p = (1.0 - lam) * p + lam * self.prior_[None, :]
+        return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    def predict(self, ci: np.ndarray) -> np.ndarray:
+        """The band of each CI score (n,) int64: 0 common (>= upper), 2 subjective (< lower), 1 between."""
+        from interest.labels.groups import assign_trend_groups
 
+        return assign_trend_groups(np.asarray(ci, dtype=np.float64), self.cuts_)
 
-def _nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
-    z = logits / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-logp[np.arange(len(y)), y].mean())
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The learned state as plain arrays (for an npz)."""
+        return {
+            "cuts": np.asarray(self.cuts_, dtype=np.float64),
+            "sigma": np.float64(self.sigma_),
+            "prior": np.asarray(self.prior_, dtype=np.float64),
+            "novelty_scale": np.float64(self.novelty_scale_),
+            "far_width": np.float64(self.far_width),
+        }
 
+    # arrays a bundle's groups.npz must hold
+    ARRAY_KEYS = ("cuts", "sigma", "prior", "novelty_scale", "far_width")
 
-def _fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The temperature minimising held-out log loss (searched on log T in [e^-3, e^3])."""
-    from scipy.optimize import minimize_scalar
-
-    res = minimize_scalar(lambda t: _nll(logits, y, float(np.exp(t))), bounds=(-3.0, 3.0), method="bounded")
-    return float(np.exp(res.x))
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "TrendGroupClassifier":
+        """Rebuild a fitted classifier from :meth:`to_arrays` output."""
+        clf = cls(far_width=float(arrays["far_width"]))
+        lo, hi = (float(v) for v in np.asarray(arrays["cuts"], dtype=np.float64).ravel()[:2])
+        clf.cuts_ = (lo, hi)
+        clf.sigma_ = float(arrays["sigma"])
+        clf.prior_ = np.asarray(arrays["prior"], dtype=np.float64)
+        clf.novelty_scale_ = float(arrays["novelty_scale"])
+        clf.validation_ = {}
+        return clf
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:

@@ -21,6 +21,7 @@ import pandas as pd
 from interest.collection import TREND_GROUPS, l2_normalize, read_embeddings_file
 from interest.errors import InterestError
 from interest.models.common import matmul64
+from interest.models.groups import novelty
 
 PROBABILITY_COLUMNS = [f"p_{g}" for g in TREND_GROUPS]
 
@@ -169,11 +170,12 @@ class InterestModel:
         Z, stack = self._project(emb)
         Zk = Z[:, : self._k]
         ci = self.booster.predict(Zk, stack, extra)
-        proba = self.groups.predict_proba(self.booster.app_matrix(Zk, stack))
-        out = {"ci_score": ci, "trend_group": proba.argmax(axis=1).astype(np.int64)}
+        # the group is the band of this very score; how sure, widens with the distance to the training photos
+        proba = self.groups.predict_proba(ci, novelty(emb, self.pca.mean_, Z, self.prototypes.centroids_))
+        out = {"ci_score": ci, "trend_group": self.groups.predict(ci)}
         out.update({col: proba[:, i] for i, col in enumerate(PROBABILITY_COLUMNS)})
         if user is not None:
-            dev = heads.deviation(user, Z[:, : self._h])
+            dev = heads.deviation(user, emb)
             out["user_score"] = ci + dev
             out["deviation"] = dev
         return pd.DataFrame(out)
@@ -244,23 +246,23 @@ class InterestModel:
         """``user``'s deviation from the common score for embeddings (n, dim): (n,) float32."""
         heads = self._heads
         self._check_user(heads, user)
-        return heads.deviation(user, self._pca(self._check_embeddings(emb)))
+        return heads.deviation(user, self._check_embeddings(emb))
 
     def user_deviations(self, users: list[str], emb: np.ndarray) -> np.ndarray:
         """Deviations of several users at once, projecting the embeddings once: (n, len(users)) float32."""
         heads = self._heads
         for user in users:
             self._check_user(heads, user)
-        return heads.deviations(users, self._pca(self._check_embeddings(emb)))
+        return heads.deviations(users, self._check_embeddings(emb))
 
     def personalize(self, user: str, liked: Any, disliked: Any = None) -> "InterestModel":
         """Fit (or replace) ``user``'s head from photos they like (and, optionally, dislike).
 
         ``liked``/``disliked`` take anything :meth:`score` takes. The head is
-        contrasted with the background stored in the bundle and shrunk by the
-        same rule as in training: a couple of photos move it only a little, and
-        fewer than the training's ``head_min_favourites`` (5) leave the user at
-        the common score.
+        built by the same rule as in training: the liked photos borrow from the
+        training users whose favourites resemble them (one or two liked photos
+        already move the user's niche up), and the anchors the disliked photos
+        sit on go down. Photos unlike every training photo carry no weight.
         Deterministic; takes milliseconds on embeddings. Returns self (call
         :meth:`save` to keep it).
         """
@@ -269,13 +271,11 @@ class InterestModel:
         if len(liked_emb) == 0:
             raise InterestError(f"personalize {user}: no liked photos given; pass images or embeddings the user likes")
         disliked_emb = None if disliked is None else self._embed_inputs(disliked, "raise", 64, False)[2]
-        Zl = self._pca(liked_emb)
-        Zd = None if disliked_emb is None else self._pca(disliked_emb)
         with self._lock:
-            weights, offset = self._heads.fit_one(Zl, Zd)
-            self._heads = self._heads.with_head(user, weights, offset, len(Zl))
+            weights = self._heads.fit_one(liked_emb, disliked_emb)
+            self._heads = self._heads.with_head(user, weights, len(liked_emb))
             personalized = dict(self.metadata.get("personalized", {}))
-            personalized[str(user)] = {"liked": len(Zl), "disliked": 0 if Zd is None else len(Zd)}
+            personalized[str(user)] = {"liked": len(liked_emb), "disliked": 0 if disliked_emb is None else len(disliked_emb)}
             self.metadata = {**self.metadata, "personalized": personalized}
         return self
 

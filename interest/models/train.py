@@ -30,7 +30,8 @@ from interest.collection import (
 from interest.config import config_to_dict
 from interest.errors import InterestError
 from interest.models.common import PCA, Prototypes, Ridge, StackedBooster, ZeroTruncatedPoisson, _spearman
-from interest.models.groups import TrendGroupClassifier
+from interest.labels.groups import quantile_cuts
+from interest.models.groups import TrendGroupClassifier, novelty
 from interest.models.model import InterestModel
 from interest.models.user_heads import UserHeads
 from interest.progress import progress_bar
@@ -62,12 +63,13 @@ class TrainConfig:
     lgb_validation_fraction: float = 0.1
     use_metadata: bool = True
     use_characteristics: bool = True
-    groups_C: float = 1.0
-    groups_calibration_fraction: float = 0.2
-    head_kappas: list = field(default_factory=lambda: [2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0])
-    head_powers: list = field(default_factory=lambda: [1.0, 2.0])
-    head_min_favourites: int = 5
-    head_ridge: float = 0.1
+    groups_far_width: float = 0.5
+    head_anchors: int | None = None
+    head_bandwidth: float = 0.25
+    head_pseudo_counts: list = field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0])
+    head_sharing: list = field(default_factory=lambda: [0.0, 0.3, 1.0])
+    head_clip: float = 3.0
+    head_template_min_favourites: int = 20
     head_validation_fraction: float = 0.2
     head_negatives: int = 300
     head_max_validation_per_user: int = 20
@@ -80,10 +82,15 @@ class TrainConfig:
                 raise InterestError(f"train config: '{name}' must be at least 1, got {getattr(self, name)!r}")
         if self.ridge_folds < 2:
             raise InterestError(f"train config: 'ridge_folds' must be at least 2, got {self.ridge_folds!r}")
-        for name in ("head_kappas", "head_powers"):
+        for name, low in (("head_pseudo_counts", 0), ("head_sharing", -1e-300)):
             values = getattr(self, name)
-            if not values or any(not isinstance(v, (int, float)) or v <= 0 for v in values):
-                raise InterestError(f"train config: '{name}' must be a list of positive numbers, got {values!r}")
+            if not values or any(not isinstance(v, (int, float)) or v <= low for v in values):
+                what = "positive" if low == 0 else "non-negative"
+                raise InterestError(f"train config: '{name}' must be a list of {what} numbers, got {values!r}")
+        if not self.groups_far_width > 0:
+            raise InterestError(f"train config: 'groups_far_width' must be positive, got {self.groups_far_width!r}")
+        if self.head_anchors is not None and int(self.head_anchors) < 1:
+            raise InterestError(f"train config: 'head_anchors' must be at least 1 (or null), got {self.head_anchors!r}")
 
 
 def train_model(
@@ -153,23 +160,29 @@ def train_model(
     ).fit(Z[:, :k], oof, y, data["extra"])
     step("groups")
 
-    groups = TrendGroupClassifier(
-        C=config.groups_C, calibration_fraction=config.groups_calibration_fraction, seed=config.seed
-    ).fit(booster.app_matrix(Z[:, :k], oof), g)
+    # calibrated where the booster did not fit (its early-stopping rows, first-level inputs out of fold)
+    calib = booster.validation_rows_ if len(booster.validation_rows_) >= 30 else np.arange(len(y))
+    cuts = data["label_settings"].get("group_cuts") or quantile_cuts(y)
+    groups = TrendGroupClassifier(far_width=config.groups_far_width).fit(
+        booster.predict(Z[calib, :k], oof[calib]), g[calib], cuts,
+        novelty(X, pca.mean_, Z, prototypes.centroids_), g,
+    )
     step("heads")
 
     # heads are judged against the common score they will be added to: the app model's
     base = booster.predict(Z[:, :k], np.column_stack([ridge.predict(X), prototypes.predict(Z)]))
     heads = UserHeads(
-        kappas=tuple(float(v) for v in config.head_kappas),
-        powers=tuple(float(v) for v in config.head_powers),
-        min_favourites=config.head_min_favourites,
-        ridge=config.head_ridge,
+        n_anchors=config.head_anchors,
+        bandwidth=config.head_bandwidth,
+        pseudo_counts=tuple(float(v) for v in config.head_pseudo_counts),
+        sharing=tuple(float(v) for v in config.head_sharing),
+        clip=config.head_clip,
+        template_min_favourites=config.head_template_min_favourites,
         validation_fraction=config.head_validation_fraction,
         negatives=config.head_negatives,
         max_validation_per_user=config.head_max_validation_per_user,
         seed=config.seed,
-    ).fit(Z[:, :h], data["fav_users"], data["fav_rows"], base)
+    ).fit(X, data["fav_users"], data["fav_rows"], base)
     step("saving")
 
     metadata = {
@@ -186,10 +199,9 @@ def train_model(
         "label_settings": data["label_settings"],
         "thresholds": {
             "group_cuts": data["label_settings"].get("group_cuts"),
-            "trend_group": "argmax of p_common, p_interplay, p_subjective",
-            "head_kappa": heads.kappa_,
-            "head_power": heads.power_,
-            "head_scale": heads.scale_,
+            "trend_group": "the band of ci_score between group_cuts (probabilities: interest.models.groups)",
+            "head_settings": "metrics.heads.regimes and metrics.heads.few_shot (sharing, pseudo_count, scale)",
+            "head_max_deviation": heads.validation_.get("max_deviation", 0.0),
         },
         "training": config_to_dict(config),
         "data": {

@@ -1,32 +1,50 @@
-"""Per-user heads: each user's deviation from the common score.
+"""Per-user heads: each user's deviation from the common score, borrowing from users of similar taste.
 
-A head is a shrunk linear discriminant in the PCA space of the embedding.
-With ``z`` a photo's leading PCA features, ``mu_u`` the mean of user u's
-favourites, ``mu_bg`` and ``Sigma_bg`` the mean and covariance of all users'
-favourites (the background), and ``n_u`` the user's number of favourites::
+People in a community like the same niches, so a user seen through a few
+favourites is best described by the users whose favourites resemble theirs.
+A head lives on a set of K *anchors* (k-means centroids of the training
+embeddings, in the embedding space itself):
 
-    w_u         = s * shrink(n_u) * (Sigma_bg + lambda I)^-1 (mu_u - mu_bg)
-    shrink(n)   = n^a / (n^a + kappa^a)
-    deviation_u = w_u . (z - mu_bg)
-    user_score  = ci_score + deviation_u
+* a photo ``x`` is softly assigned to the anchors,
+  ``r_k(x) = exp(-d2_k / tau) / (exp(-d0 / tau) + sum_j exp(-d2_j / tau))``
+  with ``d2_k = |x - c_k|^2``. The extra "nowhere" term ``d0`` (the 99th
+  percentile of the training photos' distance to their nearest anchor) takes
+  the mass of a photo that is far from every anchor, so such a photo belongs
+  to no anchor and gets no deviation at all;
+* user u's soft counts over the anchors ``n_u = sum over favourites of r(x)``;
+  the background ``b`` is the share of all favourites on each anchor;
+* **shared taste**: the users with 20 or more favourites are *templates*
+  (their smoothed anchor profiles ``P_v``). A user's prior profile is the
+  templates averaged with posterior weights ``w_v ∝ exp(eta * n_u . log P_v)``
+  (tempered likelihood; a user is never their own template), so two
+  favourites in one niche already pull in the other niches of the users who
+  love it;
+* the user's profile is their counts shrunk towards that prior with ``m``
+  pseudo-favourites, ``p_u = (n_u + m q_u) / (n_u.sum() + m)``, and the head is
+  the log ratio to the background, centred on it and clipped to ``±clip``::
 
-``(Sigma_bg + lambda I)^-1 (mu_u - mu_bg)`` is the direction that best
-separates the user's favourites from everyone's (Fisher/LDA, with a ridge
-``lambda`` relative to the mean variance so that rare directions do not
-explode). ``shrink`` is the shrinkage: the noise in ``mu_u`` falls like
-1/n_u, so a user with one favourite gets a head of about 1/(1 + kappa^a)
-strength and falls back to the common score, while a user with hundreds keeps
-nearly all of it. ``a = 1`` is the textbook empirical-Bayes factor; ``a = 2``
-cuts off light users more sharply (a direction estimated in 64 dimensions
-from a handful of photos is mostly noise) and lets heavy users keep a
-stronger head. ``s`` puts the deviation on the CI scale.
+      t_u        = clip(log(p_u / b) - b . log(p_u / b), -clip, clip)
+      deviation  = s * r(x) . t_u
+      user_score = ci_score + deviation
 
-``kappa``, ``a`` and ``s`` are chosen together on a seeded split of every user's
-training favourites: the pair that most raises the mean per-user AUC of
-ranking held-out favourites above other photos, among the pairs that lower it
-for no activity bucket. The background enters only through its mean and
-covariance, which the bundle stores, so :meth:`UserHeads.fit_one` (personalize)
-needs no training data and runs in well under a millisecond.
+Because ``sum_k r_k(x) <= 1``, ``|deviation| <= s * clip`` whatever the input,
+and ``s * clip`` is kept within the spread of the training photos' common
+scores: a deviation stays on the CI scale, and a photo unlike every training
+photo keeps its common score.
+
+``eta`` (0 = no sharing: the prior is the background), ``m`` and ``s`` are
+chosen on a seeded split of every user's training favourites, by the mean
+per-user AUC of ranking held-out favourites above other photos, separately
+for each activity regime (5-19 and 20+ favourites; users with 1-4 keep the
+common score: casual users with a handful of favourites mostly follow the
+common taste, and too few of their favourites are held out to tell a helpful
+setting from chance) and for each few-shot
+size ``personalize`` is given (1, 2, 4, 8 liked photos, simulated by giving
+users with 10+ favourites only that many). A regime keeps its best setting
+only when the gain beats one standard error; otherwise its deviation is 0, so
+heads lower no activity bucket. The bundle stores the anchors, the background
+and the templates, so :meth:`UserHeads.fit_one` (personalize) needs no
+training data.
 """
 
 from __future__ import annotations
@@ -35,25 +53,24 @@ import itertools
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from interest.models.common import matmul64
 
 # Activity buckets (train favourites per user) the calibration must not hurt.
 ACTIVITY_BUCKETS = ((1, 5), (5, 20), (20, 100), (100, None))
-# candidate scales s, relative to (spread of the common score) / (typical spread of a full-strength head)
-_RELATIVE_SCALES = tuple(float(v) for v in np.logspace(-1.5, 1.5, 13))
+# Regimes with a setting (eta, m, s) of their own: light users are mostly casual, heavy ones have a taste.
+# Training users with 1-4 favourites keep the common score: a held-out favourite or two of a score of such
+# users cannot tell a helpful setting from chance (on the family, every setting passed on validation lowered
+# that bucket on test photos in some world). ``personalize`` with 1-4 photos uses the few-shot settings.
+REGIMES = ((5, 20), (20, None))
+# Few-shot sizes ``personalize`` is calibrated for: k liked photos use the setting of the largest size <= k.
+SHOTS = (1, 2, 4, 8)
+# candidate scales s, relative to (spread of the common score) / (typical spread of a head)
+_RELATIVE_SCALES = tuple(float(v) for v in np.logspace(-1.5, 1.0, 11))
 _TOLERANCE = 0.0  # a head setting may lower no bucket's mean AUC on the held-out favourites
-
-
-def shrinkage(n, kappa: float, power: float, min_favourites: int = 1):
-    """n^a / (n^a + kappa^a): near 0 for a few favourites, near 1 for many; exactly 0 below ``min_favourites``.
-
-    The hard floor is there because a handful of favourites says more about
-    chance than taste: on held-out users even a strongly shrunk head from 1-4
-    favourites ranked slightly worse than the common score.
-    """
-    n = np.asarray(n, dtype=np.float64)
-    return np.where(n >= min_favourites, n**power / (n**power + float(kappa) ** power), 0.0)
+_CHUNK = 16_384  # photos per block when computing anchor memberships
+_KMEANS_SAMPLE = 20_000  # photos the anchors are clustered from
 
 
 def bucket_name(lo: int, hi: int | None) -> str:
@@ -61,90 +78,206 @@ def bucket_name(lo: int, hi: int | None) -> str:
     return f"{lo}+" if hi is None else f"{lo}-{hi - 1}"
 
 
+def _regime(counts: np.ndarray) -> np.ndarray:
+    """Index into REGIMES of each favourite count (-1 below the first)."""
+    out = np.full(len(counts), -1)
+    for i, (lo, hi) in enumerate(REGIMES):
+        out[(counts >= lo) & ((counts < hi) if hi else True)] = i
+    return out
+
+
+def _softmax_rows(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 class UserHeads:
-    """Shrunk LDA heads for many users, fitted in one vectorised pass.
+    """Anchor-profile heads for many users, with shared taste through template users.
 
-    Parameters: ``kappas`` (candidate shrinkage strengths), ``powers``
-    (candidate shrinkage exponents ``a``), ``min_favourites`` (users with
-    fewer get no deviation: the common score), ``ridge``
-    (lambda, relative to the mean background variance),
-    ``validation_fraction`` of each user's favourites held out to choose
-    kappa and the scale, ``negatives`` (background photos each held-out
-    favourite is ranked against), ``max_validation_per_user``, ``seed``.
+    Parameters: ``n_anchors`` (None: about one per 15 training photos, 16 to
+    256), ``bandwidth`` (tau relative to the median squared distance of a
+    training photo to its nearest anchor), ``pseudo_counts`` (candidate m),
+    ``sharing`` (candidate eta; 0 means no borrowing), ``clip`` (bound of
+    ``|t_u|``), ``template_min_favourites``, ``max_templates`` (the most
+    active users first), ``validation_fraction`` of each user's favourites
+    held out to choose the settings, ``negatives``,
+    ``max_validation_per_user``, ``seed``.
 
-    Learned: ``users_`` (U,) unicode, ``n_favourites_`` (U,),
-    ``mean_`` (h,), ``precision_`` (h, h), ``kappa_``, ``power_``, ``scale_``,
-    ``weights_`` (U, h) float32, ``offsets_`` (U,) float32 (so that a
-    deviation is ``z @ weights_[u] + offsets_[u]``) and ``validation_``.
+    Learned: ``anchors_`` (K, d), ``tau_``, ``d0_``, ``background_`` (K,),
+    ``templates_`` (V, K), ``users_`` (U,) unicode, ``n_favourites_`` (U,),
+    ``weights_`` (U, K) float32 (``s * t_u``: a deviation is
+    ``r(x) @ weights_[u]``), ``regime_settings_`` (one (eta, m, s) row per
+    entry of :data:`REGIMES`), ``shot_settings_`` (one per :data:`SHOTS`)
+    and ``validation_``.
     """
 
     def __init__(
         self,
-        kappas: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0),
-        powers: tuple[float, ...] = (1.0, 2.0),
-        min_favourites: int = 5,
-        ridge: float = 0.1,
+        n_anchors: int | None = None,
+        bandwidth: float = 0.25,
+        pseudo_counts: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0),
+        sharing: tuple[float, ...] = (0.0, 0.3, 1.0),
+        clip: float = 3.0,
+        max_deviation: float = 0.5,
+        significance: float = 2.0,
+        template_min_favourites: int = 20,
+        max_templates: int = 3000,
         validation_fraction: float = 0.2,
         negatives: int = 300,
         max_validation_per_user: int = 20,
         seed: int = 0,
     ):
-        self.kappas = kappas
-        self.powers = powers
-        self.min_favourites = min_favourites
-        self.ridge = ridge
+        self.n_anchors = n_anchors
+        self.bandwidth = bandwidth
+        self.pseudo_counts = pseudo_counts
+        self.sharing = sharing
+        self.clip = clip
+        self.max_deviation = max_deviation
+        self.significance = significance
+        self.template_min_favourites = template_min_favourites
+        self.max_templates = max_templates
         self.validation_fraction = validation_fraction
         self.negatives = negatives
         self.max_validation_per_user = max_validation_per_user
         self.seed = seed
 
+    # ------------------------------------------------------------ anchors
+
+    def memberships(self, X: np.ndarray) -> np.ndarray:
+        """Soft anchor memberships r(x) of embeddings ``X`` (n, d): (n, K) float64, rows sum to at most 1."""
+        X = np.asarray(X, dtype=np.float32)
+        c = self.anchors_.astype(np.float64)
+        sq = np.einsum("ij,ij->i", X.astype(np.float64), X.astype(np.float64))[:, None]
+        d2 = sq + np.einsum("ij,ij->i", c, c)[None, :] - 2.0 * matmul64(X, c.T)
+        logits = -np.maximum(d2, 0.0) / self.tau_
+        null = -self.d0_ / self.tau_
+        top = np.maximum(logits.max(axis=1, keepdims=True), null)
+        e = np.exp(logits - top)
+        return e / (e.sum(axis=1, keepdims=True) + np.exp(null - top))
+
+    def _fit_anchors(self, X: np.ndarray) -> None:
+        from sklearn.cluster import KMeans
+
+        rng = np.random.default_rng(self.seed)
+        n = len(X)
+        sample = np.sort(rng.choice(n, min(n, _KMEANS_SAMPLE), replace=False))
+        k = self.n_anchors or int(np.clip(round(n / 15), 16, 256))
+        k = max(1, min(k, len(sample)))
+        km = KMeans(n_clusters=k, n_init=1, max_iter=50, random_state=self.seed).fit(X[sample].astype(np.float64))
+        self.anchors_ = km.cluster_centers_.astype(np.float32)
+        c = self.anchors_.astype(np.float64)
+        Xs = X[sample].astype(np.float64)
+        d2 = np.einsum("ij,ij->i", Xs, Xs)[:, None] + np.einsum("ij,ij->i", c, c)[None, :] - 2.0 * Xs @ c.T
+        nearest = np.maximum(d2.min(axis=1), 0.0)
+        self.tau_ = float(self.bandwidth * max(np.median(nearest), 1e-12))
+        self.d0_ = float(np.quantile(nearest, 0.99))
+
     # ------------------------------------------------------------ fitting
 
-    def fit(self, Z: np.ndarray, user_ids: np.ndarray, photo_rows: np.ndarray, base: np.ndarray) -> "UserHeads":
+    def fit(self, X: np.ndarray, user_ids: np.ndarray, photo_rows: np.ndarray, base: np.ndarray) -> "UserHeads":
         """Fit heads for every user with a favourite.
 
-        ``Z`` (n, h): PCA features of the training photos; ``user_ids`` and
-        ``photo_rows`` (one entry per favourite; rows index ``Z``); ``base``
-        (n,): the common model's scores of the same photos, against which the
-        heads' gain is measured when choosing kappa and the scale.
+        ``X`` (n, d): L2-normalised embeddings of the training photos;
+        ``user_ids`` and ``photo_rows`` (one entry per favourite; rows index
+        ``X``); ``base`` (n,): the common model's scores of the same photos,
+        against which the heads' gain is measured when choosing eta, m and s.
         """
-        Z = np.asarray(Z, dtype=np.float32)
+        X = np.asarray(X, dtype=np.float32)
         users, u = np.unique(np.asarray(user_ids).astype(str), return_inverse=True)
         pairs = np.unique(np.stack([u, np.asarray(photo_rows, dtype=np.int64)], axis=1), axis=0)
         u, p = pairs[:, 0], pairs[:, 1]
-        n_users, n = len(users), len(Z)
+        n_users, n = len(users), len(X)
         counts = np.bincount(u, minlength=n_users).astype(np.float64)
+        base = np.asarray(base, dtype=np.float64)
 
-        # background: every favourite event, so photos favourited by many weigh more
-        photo_weight = np.bincount(p, minlength=n).astype(np.float64)
-        total = photo_weight.sum()
-        self.mean_ = (photo_weight @ Z / total).astype(np.float32)
-        centred = Z - self.mean_
-        cov = (centred.T * photo_weight) @ centred / total
-        lam = self.ridge * float(np.trace(cov)) / cov.shape[0]
-        self.precision_ = np.linalg.inv(cov + lam * np.eye(cov.shape[0])).astype(np.float32)
+        with threadpool_limits(limits=1, user_api="blas"):  # many small products: BLAS threads only contend
+            self._fit_anchors(X)
+        R = np.vstack([self.memberships(X[s : s + _CHUNK]).astype(np.float32) for s in range(0, n, _CHUNK)])
+        # a user's share of the head: at most s * clip, kept within the common score's own spread
+        self.max_deviation_ = self.max_deviation * float(np.quantile(base, 0.99) - np.quantile(base, 0.01))
 
-        self._choose(Z, u, p, counts, base)
-        directions = self._directions(Z, u, p, np.ones(len(u), dtype=bool), n_users)
-        shrink = shrinkage(counts, self.kappa_, self.power_, self.min_favourites)
+        with threadpool_limits(limits=1, user_api="blas"):
+            self._choose(R, u, p, counts, base)
+        N = self._counts(R, u, p, np.ones(len(u), dtype=bool), n_users)
+        self.background_, self.templates_ = self._background_and_templates(N, counts)
+        self.weights_ = np.zeros((n_users, len(self.anchors_)), dtype=np.float32)
+        regime_of = _regime(counts)
+        priors = self._priors(N, self.regime_settings_[:, 0], exclude_self=True)
+        for i, (eta, m, scale) in enumerate(self.regime_settings_):
+            rows = np.flatnonzero(regime_of == i)
+            if scale > 0 and len(rows):
+                self.weights_[rows] = scale * self._tables(N[rows], priors[float(eta)][rows], m)
         self.users_ = users.astype(str)
         self.n_favourites_ = counts.astype(np.int64)
-        self.weights_ = (self.scale_ * shrink[:, None] * directions).astype(np.float32)
-        self.offsets_ = -(self.weights_ @ self.mean_).astype(np.float32)
         self._index = {str(x): i for i, x in enumerate(self.users_)}
         return self
 
-    def _directions(self, Z, u, p, keep, n_users) -> np.ndarray:
-        """(U, h) unshrunk LDA directions from the favourites marked in ``keep``."""
-        A = sp.csr_matrix((np.ones(int(keep.sum())), (u[keep], p[keep])), shape=(n_users, len(Z)))
-        n_u = np.asarray(A.sum(axis=1)).ravel()
-        means = np.asarray(A @ Z.astype(np.float64)) / np.maximum(n_u, 1)[:, None]
-        dirs = (means - self.mean_) @ self.precision_
-        dirs[n_u == 0] = 0.0
-        return dirs
+    @staticmethod
+    def _counts(R, u, p, keep, n_users) -> np.ndarray:
+        """(U, K) soft anchor counts from the favourites marked in ``keep``."""
+        A = sp.csr_matrix((np.ones(int(keep.sum())), (u[keep], p[keep])), shape=(n_users, len(R)))
+        return np.asarray(A @ R)
 
-    def _choose(self, Z, u, p, counts, base) -> None:
-        """Pick kappa, the shrinkage power and the scale on held-out favourites (see the module docstring)."""
+    def _background_and_templates(self, N: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The background share per anchor and the template users' smoothed profiles."""
+        total = N.sum(axis=0)
+        b = (total + 1e-3) / (total.sum() + 1e-3 * len(total))
+        rows = np.flatnonzero(counts >= self.template_min_favourites)
+        rows = rows[np.argsort(-counts[rows], kind="stable")][: self.max_templates]
+        self._template_rows = np.sort(rows)
+        Nt = N[self._template_rows]
+        # one background pseudo-favourite: no template rules an anchor out completely
+        P = (Nt + b) / (Nt.sum(axis=1, keepdims=True) + 1.0)
+        return b, P
+
+    def _priors(self, N: np.ndarray, etas, exclude_self: bool) -> dict[float, np.ndarray]:
+        """{eta: (U, K) prior profiles q_u}: templates averaged by tempered likelihood (the background for eta 0)."""
+        out = {}
+        etas = sorted({float(e) for e in etas})
+        if 0.0 in etas or not len(self.templates_):
+            out.update({e: np.broadcast_to(self.background_, N.shape) for e in etas if e == 0 or not len(self.templates_)})
+        live = [e for e in etas if e not in out]
+        if not live:
+            return out
+        logP = np.log(self.templates_)
+        for e in live:
+            out[e] = np.empty_like(N)
+        rows = self._template_rows
+        for s in range(0, len(N), 1024):  # bounded (1024, V) blocks; the likelihood is shared by every eta
+            ll = N[s : s + 1024] @ logP.T
+            if exclude_self:  # a user is never their own template
+                users = np.arange(s, s + len(ll))
+                slot = np.minimum(np.searchsorted(rows, users), max(len(rows) - 1, 0))
+                own = rows[slot] == users
+                ll[np.flatnonzero(own), slot[own]] = -np.inf
+            alone = ~np.isfinite(ll).any(axis=1)  # the only template was the user: the background is the prior
+            ll[alone] = 0.0
+            for e in live:
+                q = _softmax_rows(e * ll) @ self.templates_
+                q[alone] = self.background_
+                out[e][s : s + 1024] = q
+        return out
+
+    def _tables(self, N: np.ndarray, q: np.ndarray, m: float, contrast: np.ndarray | None = None) -> np.ndarray:
+        """(U, K) clipped, centred log ratios t_u for soft counts N and priors q (see the module docstring)."""
+        b = self.background_
+        profile = (N + m * q) / (N.sum(axis=1, keepdims=True) + m)
+        t = np.log(profile / (b if contrast is None else contrast))
+        t -= (t @ b)[:, None]
+        return np.clip(t, -self.clip, self.clip)
+
+    def _choose(self, R, u, p, counts, base) -> None:
+        """Pick eta, m and s for each activity regime and each few-shot size on held-out favourites.
+
+        Training users: each user's held-out favourites are ranked against
+        ``negatives`` background photos by common + head, the head fitted on
+        the rest. Few-shot: users with 10+ favourites are given only ``k`` of
+        their other favourites, as ``personalize`` would be. A regime keeps the
+        setting with the largest mean gain only when that gain exceeds one
+        standard error; otherwise its heads are 0 (the common score), so no
+        regime is lowered by chance on a few users.
+        """
         rng = np.random.default_rng(self.seed)
         n_users = len(counts)
         # within each user, a random order; the first n_val favourites are held out
@@ -158,74 +291,117 @@ class UserHeads:
             0,
         )
         is_val = pos < n_val[u]
-        self.kappa_, self.power_, self.scale_ = float(self.kappas[0]), float(self.powers[0]), 0.0
+        off = (float(self.sharing[0]), float(self.pseudo_counts[0]), 0.0)
+        self.regime_settings_ = np.array([off] * len(REGIMES))
+        self.shot_settings_ = np.array([off] * len(SHOTS))
         self.validation_ = {"n_users": 0}
         if not is_val.any():
             return
         fit_counts = counts - np.bincount(u[is_val], minlength=n_users)
-        directions = self._directions(Z, u, p, ~is_val, n_users)
+        N = self._counts(R, u, p, ~is_val, n_users)
+        self.background_, self.templates_ = self._background_and_templates(N, fit_counts)
 
-        neg = np.sort(rng.choice(len(Z), min(self.negatives, len(Z)), replace=False))
+        neg = np.sort(rng.choice(len(R), min(self.negatives, len(R)), replace=False))
         # negatives a user favourited are not negatives for that user
-        neg_slot = np.full(len(Z), -1)
+        neg_slot = np.full(len(R), -1)
         neg_slot[neg] = np.arange(len(neg))
-        valid = np.ones((len(neg), n_users), dtype=bool)
+        valid_all = np.ones((len(neg), n_users), dtype=bool)
         hit = neg_slot[p] >= 0
-        valid[neg_slot[p[hit]], u[hit]] = False
+        valid_all[neg_slot[p[hit]], u[hit]] = False
+        regime_of = _regime(counts)
 
-        vu, vp = u[is_val], p[is_val]
-        raw_pos = np.einsum("ij,ij->i", Z[vp] - self.mean_, directions[vu].astype(np.float32))
-        raw_neg = ((Z[neg] - self.mean_) @ directions.T.astype(np.float32))[:, vu]  # (N, pairs)
-        valid = valid[:, vu]
-        base = np.asarray(base, dtype=np.float32)
-        base_pos, base_neg = base[vp], base[neg]
-        spread = float(np.std(base)) / max(float(np.median(np.std(raw_neg, axis=0))), 1e-12)
+        # few-shot users: 10+ fitting favourites, at most 300 of them, each given the first k of a random order
+        shot_users = np.flatnonzero((fit_counts >= 10) & (n_val > 0))
+        if len(shot_users) > 300:
+            shot_users = np.sort(rng.choice(shot_users, 300, replace=False))
+        fit_rank = np.where(is_val, -1, pos - n_val[u])  # 0, 1, 2, ... over each user's fitting favourites
+        shot_rank = np.full(len(u), -1)
+        is_shot_user = np.isin(u, shot_users)
+        shuffled = rng.random(len(u))
+        for user in shot_users:  # a random order of the user's fitting favourites
+            mine = np.flatnonzero((u == user) & ~is_val)
+            shot_rank[mine[np.argsort(shuffled[mine])]] = np.arange(len(mine))
 
-        bucket_of = np.full(n_users, -1)
+        def evaluate(users_sel, counts_for):
+            """Per-setting mean gains: {(eta, m, s): gain per user} for users_sel, heads from counts_for."""
+            sel_pair = is_val & np.isin(u, users_sel)
+            vu, vp = u[sel_pair], p[sel_pair]
+            valid = valid_all[:, vu]
+            n_valid_neg = valid.sum(axis=0)
+            base_pos, base_neg = base[vp].astype(np.float32), base[neg].astype(np.float32)[:, None]
+
+            def user_auc(pos_s, neg_s):
+                # ties count half: (below + at-or-below) / 2, in boolean passes (cheaper than float arithmetic)
+                wins = ((neg_s < pos_s) & valid).sum(axis=0) + ((neg_s <= pos_s) & valid).sum(axis=0)
+                pair_auc = 0.5 * wins / np.maximum(n_valid_neg, 1)
+                return np.bincount(vu, pair_auc, minlength=n_users) / np.maximum(np.bincount(vu, minlength=n_users), 1)
+
+            auc0 = user_auc(base_pos, base_neg)
+            spread = float(np.std(base))
+            out = {}
+            priors = self._priors(counts_for, self.sharing, exclude_self=True)
+            for eta in self.sharing:
+                for m in self.pseudo_counts:
+                    T = self._tables(counts_for, priors[float(eta)], m)
+                    raw_pos = np.einsum("ij,ij->i", R[vp], T[vu]).astype(np.float32)
+                    raw_neg = (R[neg] @ T.T)[:, vu].astype(np.float32)
+                    unit = spread / max(float(np.median(np.std(raw_neg, axis=0))), 1e-12)
+                    for r in _RELATIVE_SCALES:
+                        scale = min(r * unit, self.max_deviation_ / self.clip)
+                        gain = user_auc(base_pos + np.float32(scale) * raw_pos, base_neg + np.float32(scale) * raw_neg)
+                        out[(float(eta), float(m), float(scale))] = gain - auc0
+            return auc0, out
+
+        def pick(gains: dict, users_sel) -> tuple[tuple, float, float]:
+            """The setting with the largest mean gain over users_sel, if it beats one standard error."""
+            best, best_gain, best_se = off, 0.0, 0.0
+            for setting, gain in gains.items():
+                g = gain[users_sel]
+                mean, se = float(g.mean()), float(g.std(ddof=1) / np.sqrt(len(g))) if len(g) > 1 else np.inf
+                if mean > self.significance * se and mean > best_gain:
+                    best, best_gain, best_se = setting, mean, se
+            return best, best_gain, best_se
+
+        scored = np.flatnonzero(np.bincount(u[is_val], minlength=n_users) > 0)
+        auc0, gains = evaluate(scored, N)
+        buckets, regimes = {}, {}
+        for i, (lo, hi) in enumerate(REGIMES):
+            sel = scored[regime_of[scored] == i]
+            if len(sel):
+                setting, g, se = pick(gains, sel)
+                self.regime_settings_[i] = setting
+                regimes[bucket_name(lo, hi)] = {"n_users": int(len(sel)), "sharing": setting[0], "pseudo_count": setting[1],
+                                                "scale": setting[2], "mean_auc_gain": g, "standard_error": se}
+        chosen = np.zeros(n_users)
+        for i in range(len(REGIMES)):
+            setting = tuple(self.regime_settings_[i])
+            if setting[2] > 0:
+                chosen[regime_of == i] = gains[setting][regime_of == i]
         for b, (lo, hi) in enumerate(ACTIVITY_BUCKETS):
-            bucket_of[(counts >= lo) & ((counts < hi) if hi else True)] = b
-        scored = np.bincount(vu, minlength=n_users) > 0
-        n_valid_neg = valid.sum(axis=0)
-
-        def user_auc(strength: np.ndarray) -> np.ndarray:
-            c = strength[vu]
-            pos_s = base_pos + c * raw_pos
-            neg_s = base_neg[:, None] + c[None, :] * raw_neg
-            # ties count half: (below + at-or-below) / 2, in boolean passes (cheaper than float arithmetic)
-            wins = ((neg_s < pos_s) & valid).sum(axis=0) + ((neg_s <= pos_s) & valid).sum(axis=0)
-            pair_auc = 0.5 * wins / np.maximum(n_valid_neg, 1)
-            return np.bincount(vu, pair_auc, minlength=n_users) / np.maximum(np.bincount(vu, minlength=n_users), 1)
-
-        auc0 = user_auc(np.zeros(n_users, dtype=np.float32))
-        best = None
-        for kappa, power in itertools.product(self.kappas, self.powers):
-            shrink = shrinkage(fit_counts, kappa, power, self.min_favourites).astype(np.float32)
-            for r in _RELATIVE_SCALES:
-                gain = user_auc(np.float32(r * spread) * shrink) - auc0
-                bucket_gain = [gain[scored & (bucket_of == b)].mean() for b in range(len(ACTIVITY_BUCKETS))
-                               if (scored & (bucket_of == b)).any()]
-                mean_gain = float(gain[scored].mean())
-                if min(bucket_gain) >= -_TOLERANCE and (best is None or mean_gain > best[0]):
-                    best = (mean_gain, kappa, power, r, gain)
-        if best is None or best[0] <= 0:  # heads did not help anyone: fall back to the common score
-            best = (0.0, float(self.kappas[0]), float(self.powers[0]), 0.0, np.zeros(n_users))
-        mean_gain, kappa, power, r, gain = best
-        self.kappa_, self.power_, self.scale_ = float(kappa), float(power), float(r * spread)
-        buckets = {}
-        for b, (lo, hi) in enumerate(ACTIVITY_BUCKETS):
-            m = scored & (bucket_of == b)
-            if m.any():
+            sel = scored[(counts[scored] >= lo) & ((counts[scored] < hi) if hi else True)]
+            if len(sel):
                 buckets[bucket_name(lo, hi)] = {
-                    "n_users": int(m.sum()),
-                    "auc_common": float(auc0[m].mean()),
-                    "auc_with_head": float((auc0 + gain)[m].mean()),
+                    "n_users": int(len(sel)),
+                    "auc_common": float(auc0[sel].mean()),
+                    "auc_with_head": float((auc0 + chosen)[sel].mean()),
                 }
+        shots = {}
+        if len(shot_users):
+            for j, k in enumerate(SHOTS):
+                keep = is_shot_user & (shot_rank >= 0) & (shot_rank < k)
+                _, shot_gains = evaluate(shot_users, self._counts(R, u, p, keep, n_users))
+                setting, g, se = pick(shot_gains, shot_users)
+                self.shot_settings_[j] = setting
+                shots[str(k)] = {"n_users": int(len(shot_users)), "sharing": setting[0], "pseudo_count": setting[1],
+                                 "scale": setting[2], "mean_auc_gain": g, "standard_error": se}
         self.validation_ = {
-            "n_users": int(scored.sum()),
-            "kappa": self.kappa_,
-            "power": self.power_,
-            "relative_scale": float(r),
-            "mean_auc_gain": mean_gain,
+            "n_users": int(len(scored)),
+            "n_anchors": int(len(self.anchors_)),
+            "n_templates": int(len(self.templates_)),
+            "max_deviation": float(self.regime_settings_[:, 2].max() * self.clip),
+            "mean_auc_gain": float(chosen[scored].mean()),
+            "regimes": regimes,
+            "few_shot": shots,
             "buckets": buckets,
         }
 
@@ -235,33 +411,47 @@ class UserHeads:
         """Whether ``user`` has a head."""
         return str(user) in self._index
 
-    def deviation(self, user: str, Z: np.ndarray) -> np.ndarray:
-        """Deviation of ``user`` (who must have a head) for PCA features ``Z`` (n, h): (n,) float32."""
+    def deviation(self, user: str, X: np.ndarray) -> np.ndarray:
+        """Deviation of ``user`` (who must have a head) for embeddings ``X`` (n, d): (n,) float32."""
         i = self._index[str(user)]
-        return (matmul64(Z, self.weights_[i]) + self.offsets_[i]).astype(np.float32)
+        return (self.memberships(X) @ self.weights_[i].astype(np.float64)).astype(np.float32)
 
-    def deviations(self, users: list[str], Z: np.ndarray) -> np.ndarray:
+    def deviations(self, users: list[str], X: np.ndarray) -> np.ndarray:
         """Deviations of several users at once: (n, len(users)) float32."""
         rows = [self._index[str(x)] for x in users]
-        return (matmul64(Z, self.weights_[rows].T) + self.offsets_[rows]).astype(np.float32)
+        return (self.memberships(X) @ self.weights_[rows].T.astype(np.float64)).astype(np.float32)
 
-    def fit_one(self, Z_liked: np.ndarray, Z_disliked: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-        """A head (weights, offset) from one user's liked (and disliked) PCA features, same shrinkage.
+    def setting_for(self, n_liked: int) -> tuple[float, float, float]:
+        """(eta, m, s) for a user who gives ``n_liked`` photos: the few-shot size at or below it, 20+ as training."""
+        if n_liked >= REGIMES[-1][0]:
+            return tuple(float(v) for v in self.regime_settings_[-1])
+        j = int(np.searchsorted(SHOTS, n_liked, side="right")) - 1
+        return tuple(float(v) for v in self.shot_settings_[max(j, 0)]) if n_liked >= 1 else (0.0, 1.0, 0.0)
 
-        Disliked photos replace the background mean as the contrast, shrunk
-        towards it by the same kappa, so two dislikes barely move it.
+    def fit_one(self, X_liked: np.ndarray, X_disliked: np.ndarray | None = None) -> np.ndarray:
+        """A head (K,) float32 from one user's liked (and disliked) embeddings.
+
+        The liked photos borrow from the templates as a training user's
+        favourites do, with the setting calibrated for that many liked photos
+        (:meth:`setting_for`). Disliked photos replace the background as the
+        contrast, shrunk towards it by the same ``m``, so the anchors they
+        sit on go down.
         """
-        Z_liked = np.asarray(Z_liked, dtype=np.float64)
-        n = len(Z_liked)
-        contrast = self.mean_.astype(np.float64)
-        if Z_disliked is not None and len(Z_disliked):
-            m = len(Z_disliked)
-            contrast = (np.asarray(Z_disliked, dtype=np.float64).sum(axis=0) + self.kappa_ * contrast) / (m + self.kappa_)
-        direction = (Z_liked.mean(axis=0) - contrast) @ self.precision_
-        w = (self.scale_ * shrinkage(n, self.kappa_, self.power_, self.min_favourites) * direction).astype(np.float32)
-        return w, float(-(w @ self.mean_))
+        eta, m, scale = self.setting_for(len(X_liked))
+        if scale == 0 and X_disliked is not None and len(X_disliked):
+            # dislikes alone still say something: use the weakest calibrated strength that is not 0
+            on = [row for row in (*self.shot_settings_, *self.regime_settings_) if row[2] > 0]
+            if on:
+                eta, m, scale = (float(v) for v in min(on, key=lambda row: row[2]))
+        n = np.asarray(self.memberships(X_liked).sum(axis=0, keepdims=True))
+        contrast = None
+        if X_disliked is not None and len(X_disliked):
+            d = self.memberships(X_disliked).sum(axis=0)
+            contrast = (d + m * self.background_) / (d.sum() + m)
+        t = self._tables(n, self._priors(n, [eta], exclude_self=False)[eta], m, contrast)[0]
+        return (scale * t).astype(np.float32)
 
-    def with_head(self, user: str, weights: np.ndarray, offset: float, n_favourites: int) -> "UserHeads":
+    def with_head(self, user: str, weights: np.ndarray, n_favourites: int) -> "UserHeads":
         """A new UserHeads with ``user``'s head added or replaced (this one is left untouched)."""
         new = object.__new__(UserHeads)
         new.__dict__.update(self.__dict__)
@@ -269,19 +459,14 @@ class UserHeads:
         if user in self._index:
             i = self._index[user]
             new.weights_ = self.weights_.copy()
-            new.offsets_ = self.offsets_.copy()
             new.n_favourites_ = self.n_favourites_.copy()
-            new.users_ = self.users_
-            new._index = self._index
         else:
             i = len(self.users_)
             new.users_ = np.append(self.users_, user).astype(str)
             new.weights_ = np.vstack([self.weights_, np.zeros((1, self.weights_.shape[1]), np.float32)])
-            new.offsets_ = np.append(self.offsets_, np.float32(0)).astype(np.float32)
             new.n_favourites_ = np.append(self.n_favourites_, 0).astype(np.int64)
             new._index = {**self._index, user: i}
         new.weights_[i] = weights
-        new.offsets_[i] = offset
         new.n_favourites_[i] = n_favourites
         return new
 
@@ -292,31 +477,35 @@ class UserHeads:
         return {
             "users": np.asarray(self.users_, dtype=str),
             "n_favourites": self.n_favourites_,
-            "mean": self.mean_,
-            "precision": self.precision_,
             "weights": self.weights_,
-            "offsets": self.offsets_,
-            "kappa": np.float64(self.kappa_),
-            "power": np.float64(self.power_),
-            "scale": np.float64(self.scale_),
-            "min_favourites": np.int64(self.min_favourites),
+            "anchors": self.anchors_,
+            "tau": np.float64(self.tau_),
+            "d0": np.float64(self.d0_),
+            "background": self.background_,
+            "templates": self.templates_.astype(np.float32),
+            "regime_settings": self.regime_settings_.astype(np.float64),
+            "shot_settings": self.shot_settings_.astype(np.float64),
+            "clip": np.float64(self.clip),
         }
 
+    # arrays a bundle's user_heads.npz must hold
+    ARRAY_KEYS = ("users", "n_favourites", "weights", "anchors", "tau", "d0", "background", "templates",
+                  "regime_settings", "shot_settings", "clip")
+
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], params: dict | None = None) -> "UserHeads":
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "UserHeads":
         """Rebuild fitted heads from :meth:`to_arrays` output."""
-        heads = cls(**(params or {}))
+        heads = cls(clip=float(arrays["clip"]))
         heads.users_ = np.asarray(arrays["users"]).astype(str)
         heads.n_favourites_ = np.asarray(arrays["n_favourites"], dtype=np.int64)
-        heads.mean_ = np.asarray(arrays["mean"], dtype=np.float32)
-        heads.precision_ = np.asarray(arrays["precision"], dtype=np.float32)
         heads.weights_ = np.asarray(arrays["weights"], dtype=np.float32)
-        heads.offsets_ = np.asarray(arrays["offsets"], dtype=np.float32)
-        heads.kappa_ = float(arrays["kappa"])
-        heads.power_ = float(arrays["power"])
-        heads.scale_ = float(arrays["scale"])
-        # bundles written before the floor existed had none: a floor of 1 keeps their heads as trained
-        heads.min_favourites = int(arrays["min_favourites"]) if "min_favourites" in arrays else 1
+        heads.anchors_ = np.asarray(arrays["anchors"], dtype=np.float32)
+        heads.tau_ = float(arrays["tau"])
+        heads.d0_ = float(arrays["d0"])
+        heads.background_ = np.asarray(arrays["background"], dtype=np.float64)
+        heads.templates_ = np.asarray(arrays["templates"], dtype=np.float64)
+        heads.regime_settings_ = np.asarray(arrays["regime_settings"], dtype=np.float64).reshape(len(REGIMES), 3)
+        heads.shot_settings_ = np.asarray(arrays["shot_settings"], dtype=np.float64).reshape(len(SHOTS), 3)
         heads.validation_ = {}
         heads._index = {str(x): i for i, x in enumerate(heads.users_)}
         return heads

@@ -63,6 +63,8 @@ def export_onnx(model: Any, out: str | os.PathLike, *, opset: int = 17, cache_di
         "dim": int(bundle.dim),
         "backbone": backbone_info,
         "heads": "heads.onnx",
+        # trend_group is the band of ci_score between these cuts (interest.models.groups)
+        "group_cuts": list(bundle.groups.cuts_),
         "users": bundle.users,
         "trend_groups": ["common", "interplay", "subjective"],
         "source_model": {"name": str(bundle.name), "schema_version": bundle.metadata.get("schema_version")},
@@ -83,7 +85,7 @@ def build_heads_graph(model: Any) -> Any:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    k, h, d = model.booster_components, model.head_components, model.dim
+    k, d = model.booster_components, model.dim
     app_features = list(model.metadata["features"]["app"])
     expected = [f"pca_{i}" for i in range(k)] + ["ridge", "prototype"]
     if app_features != expected:
@@ -105,24 +107,32 @@ def build_heads_graph(model: Any) -> Any:
         "zero": np.asarray([0], dtype=np.int64),
         "one": np.asarray([1], dtype=np.int64),
         "k": np.asarray([k], dtype=np.int64),
-        "h": np.asarray([h], dtype=np.int64),
         "flat": np.asarray([-1], dtype=np.int64),
     }
-    # the classifier's standardisation and temperature folded into one affine map, in float64 first
+    # trend-group probabilities (interest.models.groups): band probabilities of ci_score, blended towards
+    # the group frequencies with the photo's novelty
     g = model.groups
-    W = (g.coef_ / g.scale_[None, :]).T / g.temperature_
-    b = (g.intercept_ - g.coef_ @ (g.mean_ / g.scale_)) / g.temperature_
-    init["group_w"] = W.astype(np.float32)
-    init["group_b"] = b.astype(np.float32)
+    f32 = lambda v: np.asarray(v, dtype=np.float32)  # noqa: E731
+    init.update(
+        group_lo_over_sigma=f32([g.cuts_[0] / g.sigma_]), group_hi_over_sigma=f32([g.cuts_[1] / g.sigma_]),
+        inv_sigma=f32([1.0 / g.sigma_]), two=f32([2.0]), one_f=f32([1.0]),
+        inv_novelty_scale=f32([1.0 / g.novelty_scale_]), minus_inv_far=f32([-1.0 / g.far_width]),
+        group_prior=f32(g.prior_[None, :]),
+    )
+    # user heads (interest.models.user_heads): soft anchor memberships with a "nowhere" term, times the user's row
     heads = model.heads
-    init["head_w"] = np.vstack([heads.weights_, np.zeros((1, h), np.float32)]).astype(np.float32)
-    init["head_b"] = np.append(heads.offsets_, np.float32(0)).astype(np.float32)
+    anchors = heads.anchors_.astype(np.float64)
+    init.update(
+        anchors_t=f32(anchors.T), anchors_sq=f32(np.einsum("ij,ij->i", anchors, anchors)),
+        minus_inv_tau=f32([-1.0 / heads.tau_]), null_logit=f32([-heads.d0_ / heads.tau_]), zero_f=f32([0.0]),
+        n_anchors=np.asarray([len(anchors)], dtype=np.int64),
+        head_w=np.vstack([heads.weights_, np.zeros((1, heads.weights_.shape[1]), np.float32)]).astype(np.float32),
+    )
 
     nodes = [
         helper.make_node("Sub", ["embedding", "pca_mean"], ["centred"]),
         helper.make_node("MatMul", ["centred", "pca_t"], ["z"]),
         helper.make_node("Slice", ["z", "zero", "k", "one"], ["z_k"]),
-        helper.make_node("Slice", ["z", "zero", "h", "one"], ["z_h"]),
         helper.make_node("MatMul", ["embedding", "ridge_coef"], ["ridge_raw"]),
         helper.make_node("Add", ["ridge_raw", "ridge_intercept"], ["ridge"]),
         # nearest prototype: argmax of z.c - |c|^2 / 2 (first index on ties, as NumPy)
@@ -131,19 +141,57 @@ def build_heads_graph(model: Any) -> Any:
         helper.make_node("ArgMax", ["proto_score"], ["proto_index"], axis=1, keepdims=1),
         helper.make_node("Gather", ["prototype_ci", "proto_index"], ["prototype"], axis=0),
         helper.make_node("Concat", ["z_k", "ridge", "prototype"], ["app_features"], axis=1),
-        helper.make_node("MatMul", ["app_features", "group_w"], ["group_raw"]),
-        helper.make_node("Add", ["group_raw", "group_b"], ["group_logits"]),
-        helper.make_node("Softmax", ["group_logits"], ["probabilities"], axis=1),
+        # novelty: |x - mean|^2 - 2 max_k (z . c_k - |c_k|^2 / 2), then lambda's complement exp(-max(0, nu - 1) / w)
+        helper.make_node("ReduceSumSquare", ["centred"], ["centred_sq"], axes=[1], keepdims=1),
+        helper.make_node("ReduceMax", ["proto_score"], ["proto_best"], axes=[1], keepdims=1),
+        helper.make_node("Mul", ["proto_best", "two"], ["proto_best2"]),
+        helper.make_node("Sub", ["centred_sq", "proto_best2"], ["novelty_raw"]),
+        helper.make_node("Mul", ["novelty_raw", "inv_novelty_scale"], ["novelty_rel"]),
+        helper.make_node("Sub", ["novelty_rel", "one_f"], ["novelty_excess_raw"]),
+        helper.make_node("Relu", ["novelty_excess_raw"], ["novelty_excess"]),
+        helper.make_node("Mul", ["novelty_excess", "minus_inv_far"], ["keep_log"]),
+        helper.make_node("Exp", ["keep_log"], ["keep"]),
+        helper.make_node("Sub", ["one_f", "keep"], ["far"]),
+        # user head: r(x) . w_u
+        helper.make_node("MatMul", ["embedding", "anchors_t"], ["anchor_dot"]),
+        helper.make_node("ReduceSumSquare", ["embedding"], ["emb_sq"], axes=[1], keepdims=1),
+        helper.make_node("Add", ["emb_sq", "anchors_sq"], ["d2_sum"]),
+        helper.make_node("Mul", ["anchor_dot", "two"], ["anchor_dot2"]),
+        helper.make_node("Sub", ["d2_sum", "anchor_dot2"], ["d2_raw"]),
+        helper.make_node("Relu", ["d2_raw"], ["d2"]),
+        helper.make_node("Mul", ["d2", "minus_inv_tau"], ["anchor_logits"]),
+        helper.make_node("Mul", ["emb_sq", "zero_f"], ["zero_col"]),
+        helper.make_node("Add", ["zero_col", "null_logit"], ["null_col"]),
+        helper.make_node("Concat", ["anchor_logits", "null_col"], ["member_logits"], axis=1),
+        helper.make_node("Softmax", ["member_logits"], ["members_all"], axis=1),
+        helper.make_node("Slice", ["members_all", "zero", "n_anchors", "one"], ["members"]),
         helper.make_node("Gather", ["head_w", "user"], ["user_w"], axis=0),
         helper.make_node("Transpose", ["user_w"], ["user_wt"], perm=[1, 0]),
-        helper.make_node("MatMul", ["z_h", "user_wt"], ["dev_raw"]),
-        helper.make_node("Gather", ["head_b", "user"], ["user_b"], axis=0),
-        helper.make_node("Add", ["dev_raw", "user_b"], ["dev_col"]),
+        helper.make_node("MatMul", ["members", "user_wt"], ["dev_col"]),
         helper.make_node("Reshape", ["dev_col", "flat"], ["deviation"]),
     ]
     booster_nodes, booster_init, booster_out = _booster_subgraph(model.booster.app_booster_, k + 2, "app_features")
     nodes += booster_nodes
+    nodes.append(helper.make_node("Reshape", [booster_out, "col"], ["ci_col"]))
+    nodes += [
+        # band probabilities of ci_score under logistic noise of scale sigma
+        helper.make_node("Mul", ["ci_col", "inv_sigma"], ["ci_over_sigma"]),
+        helper.make_node("Sub", ["group_lo_over_sigma", "ci_over_sigma"], ["lo_z"]),
+        helper.make_node("Sub", ["group_hi_over_sigma", "ci_over_sigma"], ["hi_z"]),
+        helper.make_node("Sigmoid", ["lo_z"], ["p_sub"]),
+        helper.make_node("Sigmoid", ["hi_z"], ["below_hi"]),
+        helper.make_node("Sub", ["one_f", "below_hi"], ["p_com"]),
+        helper.make_node("Sub", ["below_hi", "p_sub"], ["p_int_raw"]),
+        helper.make_node("Relu", ["p_int_raw"], ["p_int"]),
+        helper.make_node("Concat", ["p_com", "p_int", "p_sub"], ["band"], axis=1),
+        helper.make_node("Mul", ["band", "keep"], ["band_kept"]),
+        helper.make_node("Mul", ["group_prior", "far"], ["prior_part"]),
+        helper.make_node("Add", ["band_kept", "prior_part"], ["mixed"]),
+        helper.make_node("ReduceSum", ["mixed", "one"], ["mixed_sum"], keepdims=1),
+        helper.make_node("Div", ["mixed", "mixed_sum"], ["probabilities"]),
+    ]
     nodes.append(helper.make_node("Reshape", [booster_out, "flat"], ["ci_score"]))
+    init["col"] = np.asarray([-1, 1], dtype=np.int64)
 
     graph = helper.make_graph(
         nodes,

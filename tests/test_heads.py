@@ -1,0 +1,256 @@
+"""User heads that borrow shared taste, few-shot personalisation, bounded deviations, and trend groups cut from the CI."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from interest.collection import l2_normalize, read_embeddings, read_table, write_table
+from interest.labels.groups import assign_trend_groups
+from interest.models.groups import TrendGroupClassifier, expected_calibration_error
+from interest.models.train import TrainConfig, train_model
+from interest.models.user_heads import UserHeads
+
+FAST = TrainConfig(num_threads=1, lgb_num_boost_round=100, pca_components=16, head_components=32)
+NEWCOMERS = 12  # community members taken out of the collection before training: new users
+
+
+def _auc(scores: np.ndarray, is_pos: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores)
+    n_pos, n_neg = int(is_pos.sum()), int((~is_pos).sum())
+    return float((ranks[is_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A small community world (200 users, 1,500 photos), some heavy community members held out, labelled and trained."""
+    from interest.labels import label_collection
+    from interest.synthetic.family import make_family_world
+
+    root = tmp_path_factory.mktemp("heads") / "world"
+    make_family_world("communities-s0", root, n_users=200, n_photos=1500)
+    fav = read_table(root, "favorites")
+    truth = pd.read_parquet(root / "ground_truth" / "users.parquet").set_index("user_id")
+    counts = fav["user_id"].value_counts()
+    members = [u for u in counts.index if counts[u] >= 15 and truth.loc[u, "community"] >= 0]
+    newcomers = sorted(members)[:NEWCOMERS]
+    write_table(root, "favorites", fav[~fav["user_id"].isin(newcomers)].reset_index(drop=True))
+    label_collection(root, seed=0, progress=False)
+    model = train_model(root, None, config=FAST, progress=False)
+    _, ids, emb = read_embeddings(root)
+    labels = read_table(root, "labels").set_index("photo_id").loc[ids]
+    return {"root": root, "model": model, "ids": np.asarray(ids), "emb": emb, "labels": labels,
+            "favorites": fav, "newcomers": newcomers, "truth_users": truth,
+            "truth_photos": pd.read_parquet(root / "ground_truth" / "photos.parquet").set_index("photo_id").loc[ids]}
+
+
+def _test_rows(world):
+    return np.flatnonzero((world["labels"]["set"] == "test").to_numpy())
+
+
+# ------------------------------------------------------------------ heads on training users
+
+
+def test_heads_raise_heavy_users_and_lower_no_bucket(world):
+    model, emb, ids = world["model"], world["emb"], world["ids"]
+    test = _test_rows(world)
+    ci = model.score_embeddings(emb[test])["ci_score"].to_numpy(np.float64)
+    fav = world["favorites"]
+    on_test = fav[fav["photo_id"].isin(set(ids[test]))]
+    train_counts = fav[~fav["photo_id"].isin(set(ids[test]))]["user_id"].value_counts()
+    gains = {"1-4": [], "5-19": [], "20+": []}
+    position = {p: i for i, p in enumerate(ids[test])}
+    for user, rows in on_test.groupby("user_id"):
+        if not model.heads.has(user):
+            continue
+        is_pos = np.zeros(len(test), dtype=bool)
+        is_pos[[position[p] for p in rows["photo_id"]]] = True
+        n = int(train_counts.get(user, 0))
+        bucket = "1-4" if n < 5 else "5-19" if n < 20 else "20+"
+        dev = model.user_deviation(user, emb[test]).astype(np.float64)
+        gains[bucket].append(_auc(ci + dev, is_pos) - _auc(ci, is_pos))
+    assert len(gains["20+"]) >= 10
+    # heavy users' heads capture much of their niche taste: a clear margin over the common score
+    assert np.mean(gains["20+"]) > 0.08
+    assert np.mean(gains["5-19"]) > 0.0
+    # casual users (1-4 favourites) keep exactly the common score
+    assert gains["1-4"] and max(abs(g) for g in gains["1-4"]) == 0.0
+    assert model.metadata["metrics"]["heads"]["regimes"]["20+"]["scale"] > 0
+
+
+# ------------------------------------------------------------------ few-shot personalisation of new users
+
+
+def _community_units(world, user):
+    """The niche units a newcomer's community loves most (from the ground truth, as the generator drew them)."""
+    truth = world["truth_users"]
+    members = truth[truth["community"] == truth.loc[user, "community"]]
+    return np.argsort(-np.stack(members["taste"].to_numpy()).mean(axis=0))[:2]
+
+
+def test_personalize_with_two_liked_photos_moves_scores_the_right_way(world):
+    model, emb = world["model"], world["emb"]
+    unit = world["truth_photos"]["unit"].to_numpy()
+    test = _test_rows(world)
+    fav = world["favorites"]
+    row_of = pd.Index(world["ids"])
+    gains, sibling_lift, own_lift = [], [], []
+    for user in world["newcomers"]:
+        assert not model.heads.has(user)  # never seen in training
+        mine = fav[fav["user_id"] == user]["photo_id"].to_numpy()
+        liked = np.sort(mine[~np.isin(mine, world["ids"][test])])[:2]
+        personal = model.personalize(user, liked=emb[row_of.get_indexer(liked)])
+        is_pos = np.isin(world["ids"][test], mine)
+        if not is_pos.any():
+            continue
+        ci = personal.score_embeddings(emb[test])["ci_score"].to_numpy(np.float64)
+        dev = personal.user_deviation(user, emb[test]).astype(np.float64)
+        gains.append(_auc(ci + dev, is_pos) - _auc(ci, is_pos))
+        # the liked photos' own units (other photos of them) go up
+        liked_units = set(unit[row_of.get_indexer(liked)])
+        own_lift.append(dev[np.isin(unit[test], list(liked_units))].mean() - dev.mean())
+        # borrowing: the community's niches the two liked photos were not from go up too
+        others = [u for u in _community_units(world, user) if u not in liked_units]
+        if others:
+            sibling_lift.append(dev[np.isin(unit[test], others)].mean() - dev.mean())
+    assert len(gains) >= 8
+    assert np.mean(gains) > 0.02  # two liked photos already rank the user's held-out favourites higher
+    assert min(own_lift) > 0
+    if sibling_lift and model.heads.setting_for(2)[0] > 0:
+        assert np.mean(sibling_lift) > 0
+
+
+def test_personalize_dislikes_lower_their_photos_and_more_likes_help_more(world):
+    model, emb = world["model"], world["emb"]
+    unit = world["truth_photos"]["unit"].to_numpy()
+    user = world["newcomers"][0]
+    fav = world["favorites"]
+    row_of = pd.Index(world["ids"])
+    mine = row_of.get_indexer(np.sort(fav[fav["user_id"] == user]["photo_id"].to_numpy()))
+    disliked_unit = next(u for u in np.unique(unit) if u not in set(unit[mine]))
+    disliked = np.flatnonzero(unit == disliked_unit)[:3]
+    model.personalize("d-user", liked=emb[mine[:2]])
+    before = model.user_deviation("d-user", emb[unit == disliked_unit]).mean()
+    model.personalize("d-user", liked=emb[mine[:2]], disliked=emb[disliked])
+    after = model.user_deviation("d-user", emb[unit == disliked_unit]).mean()
+    assert after < before
+    assert after < model.user_deviation("d-user", emb[mine]).mean()
+    # deterministic, and one head per user however often it is replaced
+    model.personalize("d-user", liked=emb[mine[:2]], disliked=emb[disliked])
+    assert model.users.count("d-user") == 1
+    assert model.user_deviation("d-user", emb[unit == disliked_unit]).mean() == after
+
+
+# ------------------------------------------------------------------ bounded far from the training photos
+
+
+def test_deviations_stay_on_the_ci_scale_far_from_the_training_photos(world):
+    model, emb = world["model"], world["emb"]
+    rng = np.random.default_rng(0)
+    dim = emb.shape[1]
+    random_dirs = l2_normalize(rng.standard_normal((300, dim)).astype(np.float32))
+    centre = l2_normalize(rng.standard_normal((1, dim)))[0]
+    ood = l2_normalize((centre + rng.normal(0, 0.9 / np.sqrt(dim), (300, dim))).astype(np.float32))
+    scaled = emb[:300] * 50.0  # not normalised: the model normalises rows
+    model.personalize("far-fan", liked=ood[:5])  # a user who likes only photos unlike any training photo
+    users = model.users
+    ci = model.score_embeddings(emb)["ci_score"].to_numpy()
+    spread = float(np.quantile(ci, 0.99) - np.quantile(ci, 0.01))
+    bound = max(row[2] for row in (*model.heads.regime_settings_, *model.heads.shot_settings_)) * model.heads.clip
+    assert 0 < bound <= 0.5 * spread + 1e-9
+    for x in (emb, random_dirs, ood, scaled):
+        dev = model.user_deviations(users, x)
+        assert np.isfinite(dev).all() and np.abs(dev).max() <= bound + 1e-6
+    # far inputs belong to hardly any anchor: a small share of an already bounded deviation
+    assert np.abs(model.user_deviations(users, random_dirs)).max() < 0.1 * spread
+    assert np.abs(model.user_deviations(users, ood)).max() < 0.1 * spread
+    # memberships: near 1 in total for training photos, near 0 far away
+    assert model.heads.memberships(emb).sum(axis=1).mean() > 0.85
+    assert model.heads.memberships(random_dirs).sum(axis=1).mean() < 0.1
+
+
+# ------------------------------------------------------------------ trend groups
+
+
+def test_trend_group_is_always_the_band_of_its_own_ci_score(world):
+    model, emb = world["model"], world["emb"]
+    cuts = model.label_settings["group_cuts"]
+    rng = np.random.default_rng(1)
+    far = l2_normalize(rng.standard_normal((500, emb.shape[1])).astype(np.float32))
+    photos = read_table(world["root"], "photos").set_index("photo_id").loc[world["ids"][:300]].reset_index()
+    for scores in (model.score_embeddings(emb), model.score_embeddings(far),
+                   model.score_embeddings(emb[:300], metadata=photos)):
+        group = assign_trend_groups(scores["ci_score"].to_numpy(), cuts)
+        assert (scores["trend_group"].to_numpy() == group).all()
+        proba = scores[["p_common", "p_interplay", "p_subjective"]].to_numpy()
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+        assert (proba >= 0).all()
+
+
+def test_group_probabilities_calibrated_and_unsure_far_away(world):
+    model, emb = world["model"], world["emb"]
+    test = _test_rows(world)
+    scores = model.score_embeddings(emb[test])
+    proba = scores[["p_common", "p_interplay", "p_subjective"]].to_numpy()
+    y = world["labels"]["trend_group"].to_numpy()[test]
+    assert expected_calibration_error(proba, y) < 0.1
+    rng = np.random.default_rng(2)
+    far = l2_normalize(rng.standard_normal((500, emb.shape[1])).astype(np.float32))
+    far_proba = model.score_embeddings(far)[["p_common", "p_interplay", "p_subjective"]].to_numpy()
+    # never 0.999-sure about a photo unlike every training photo (in this noisy 64-d world a random
+    # direction is only 1.3-2 times as far from the prototypes as the 99th percentile of training photos)
+    assert far_proba.max() < 0.7 and far_proba.max(axis=1).mean() < 0.5
+    assert model.groups.far_weight(np.zeros(1))[0] == 0.0
+
+
+def test_group_probabilities_follow_the_noise_they_were_fitted_on():
+    rng = np.random.default_rng(3)
+    true_ci = rng.uniform(0, 1, 20_000)
+    pred = true_ci + rng.logistic(0, 0.05, true_ci.shape)
+    cuts = (1 / 3, 2 / 3)
+    groups = assign_trend_groups(true_ci, cuts)
+    clf = TrendGroupClassifier().fit(pred[:10_000], groups[:10_000], cuts, np.ones(10_000), groups[:10_000])
+    assert clf.sigma_ == pytest.approx(0.05, rel=0.1)
+    proba = clf.predict_proba(pred[10_000:], np.ones(10_000))
+    assert expected_calibration_error(proba, groups[10_000:]) < 0.02
+    # 1.5 times the training photos' 99th-percentile novelty: blended 63% towards the group frequencies
+    assert clf.far_weight(np.array([1.5 * clf.novelty_scale_]))[0] == pytest.approx(1 - np.exp(-1), abs=1e-9)
+
+
+# ------------------------------------------------------------------ fitting and storage
+
+
+def test_heads_that_cannot_help_stay_at_zero():
+    rng = np.random.default_rng(10)
+    X = l2_normalize(rng.standard_normal((1000, 16)).astype(np.float32))
+    base = rng.random(1000)
+    users = np.repeat([f"u{i}" for i in range(40)], 25)
+    rows = rng.integers(0, 1000, size=1000)  # tastes unrelated to the photos
+    heads = UserHeads(seed=0).fit(X, users, rows, base)
+    for name, regime in heads.validation_["regimes"].items():
+        assert regime["scale"] == 0 or regime["mean_auc_gain"] > 2 * regime["standard_error"], name
+    for bucket in heads.validation_["buckets"].values():
+        assert bucket["auc_with_head"] >= bucket["auc_common"] - 1e-12
+
+
+def test_heads_and_groups_round_trip_without_pickle(world, tmp_path):
+    import interest
+
+    model = world["model"]
+    model.save(tmp_path / "m")
+    for part in ("user_heads.npz", "groups.npz"):
+        with np.load(io.BytesIO((tmp_path / "m" / part).read_bytes()), allow_pickle=False) as npz:
+            assert all(npz[k].dtype != object for k in npz.files)
+    loaded = interest.load(tmp_path / "m")
+    user = next(u for u in model.users if np.abs(model.heads.weights_[model.heads._index[u]]).max() > 0)
+    emb = world["emb"][:200]
+    pd.testing.assert_frame_equal(model.score_embeddings(emb, user=user), loaded.score_embeddings(emb, user=user))
+    # batch size does not change a row's scores
+    one = pd.concat([loaded.score_embeddings(emb[i : i + 1], user=user) for i in range(0, 200, 37)], ignore_index=True)
+    pd.testing.assert_frame_equal(one, loaded.score_embeddings(emb[::37], user=user))
+    np.testing.assert_array_equal(loaded.heads.fit_one(emb[:3]), model.heads.fit_one(emb[:3]))
