@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from interest.cli import app
+from interest.cli.collect import on_interrupt
 from interest.errors import InterestError
 
 # --device stays a string because it takes an index (cuda:1); its choices still complete in the
@@ -45,6 +46,7 @@ def check_device(device: str, backbone_id: Optional[str] = None) -> None:
 
 
 @app.command(rich_help_panel="Features")
+@on_interrupt("the embeddings finished so far are kept; re-run the same command to continue")
 def embed(
     data: Path = typer.Argument(..., help="Collection directory, or a plain folder of images (then give --out)."),
     model: str = typer.Option("ViT-B-32", help="open_clip model name, or hf-hub:ORG/NAME."),
