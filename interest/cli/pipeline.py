@@ -205,8 +205,8 @@ def personalize(
     """Fit a user's head from photos they like (and optionally dislike); saves it into the bundle.
 
     Example: `interest personalize MODEL --user alice --liked a.jpg b.jpg trip/ --disliked c.jpg`.
-    Fewer liked photos than the model's head_min_favourites (5 by default)
-    leave the user at the common score.
+    One liked photo already gives a head: it borrows from training users whose
+    favourites resemble the liked photos (calibrated for 1, 2, 4 and 8 photos).
     """
     import interest
 
