@@ -16,6 +16,8 @@ import os
 from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
+from interest.errors import InterestError
+
 try:
     __version__ = _metadata.version("interest")
 except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
@@ -46,13 +48,20 @@ def load(
     (one line) if the bundle is missing, damaged or not cached while offline.
     """
     from interest.hub import is_hub_name, resolve_bundle
-    from interest.models.bundle import load_bundle
 
-    if is_hub_name(str(path)):
-        model = load_bundle(resolve_bundle(str(path), cache_dir=cache_dir))
-        model.name = str(path)
-    else:
-        model = load_bundle(path)
+    try:
+        from interest.models.bundle import load_bundle
+
+        if is_hub_name(str(path)):
+            model = load_bundle(resolve_bundle(str(path), cache_dir=cache_dir))
+            model.name = str(path)
+        else:
+            model = load_bundle(path)
+    except ImportError as exc:  # a torch-free install (interest[onnx]) has no LightGBM or scipy
+        raise InterestError(
+            f"{path}: loading a model bundle needs {(exc.name or 'lightgbm').split('.')[0]}: "
+            "pip install 'interest[research]' (or score an ONNX export with interest.onnx)"
+        ) from None
     return model.configure_backbone(device=device, precision=precision, cache_dir=cache_dir, weights=weights)
 
 

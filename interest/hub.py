@@ -114,10 +114,9 @@ def offline_help(what: str) -> str:
 
 def resolve_bundle(name: str, *, cache_dir: str | os.PathLike | None = None) -> Path:
     """The local folder of the Hub bundle ``hf-hub:ORG/NAME[@REV]`` (downloaded into the cache when missing)."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise InterestError(f"{name}: loading bundles by Hub name needs huggingface_hub: pip install huggingface_hub") from None
+    from interest.errors import require
+
+    snapshot_download = require("huggingface_hub", "research", "loading a bundle by Hub name").snapshot_download
     repo, revision = parse_hub_name(name)
     check_network()
     try:

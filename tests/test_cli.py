@@ -353,7 +353,7 @@ def test_optional_parts_name_their_extra(trained, tmp_path):
     out = tmp_path / "onnx-export"
     for blocked in ("onnx", "onnxmltools"):
         proc = run_without(blocked, "export-onnx", model, out)
-        assert_user_error(proc, f"exporting to ONNX needs {blocked}", "pip install 'interest[onnx]'")
+        assert_user_error(proc, f"exporting to ONNX needs {blocked}", "pip install 'interest[export]'")
         assert not out.exists()  # no empty output folder left behind
     backbone, _, _ = read_embeddings(trained[0])
     proc = run_without("ray", "score", model, trained[0], "--engine", "ray")

@@ -308,7 +308,9 @@ class OpenClipBackbone(Backbone):
 
 def resolve_device(device: str) -> str:
     """``auto`` -> cuda, mps or cpu, whichever is present; an absent device is an InterestError."""
-    import torch
+    from interest.errors import require
+
+    torch = require("torch", "research", f"device '{device}'")
 
     if device == "auto":
         if torch.cuda.is_available():
@@ -376,8 +378,10 @@ def load_openclip(model: str, pretrained: str | None, *, device: str = "cpu", ca
     Hugging Face cache under ``HF_HOME``); weights that are not cached and
     cannot be downloaded raise one :class:`InterestError` saying how to provide them.
     """
-    import open_clip
-    import torch
+    from interest.errors import require
+
+    open_clip = require("open_clip", "research", f"the open_clip backbone {model}")
+    torch = require("torch", "research", f"the open_clip backbone {model}")
 
     if precision not in PRECISIONS:
         raise InterestError(f"precision '{precision}': use one of {', '.join(PRECISIONS)}")

@@ -58,8 +58,9 @@ def read_linear_state_dict(
     a missing file, a file that is not such a state dict, missing or extra
     keys, a wrong shape, non-finite values.
     """
-    import torch
+    from interest.errors import require
 
+    torch = require("torch", "research", "reading a torch state dict")
     path = Path(path)
     if not path.is_file():
         raise InterestError(f"{path}: file not found; give the path of the study's CI_R_model.pth")

@@ -45,7 +45,7 @@ def export_onnx(model: Any, out: str | os.PathLike, *, opset: int = 17, cache_di
     from interest.errors import require
 
     for module in ("onnx", "onnxmltools"):
-        require(module, "onnx", "exporting to ONNX")
+        require(module, "export", "exporting to ONNX")
     bundle = interest.load(model) if isinstance(model, (str, os.PathLike)) else model
     out = Path(out)
     heads = build_heads_graph(bundle)  # before the folder exists: a failure here leaves nothing behind
@@ -221,7 +221,7 @@ def _booster_subgraph(booster: Any, n_features: int, input_name: str) -> tuple[l
     """A LightGBM booster as ONNX nodes reading ``input_name``: (nodes, initializers, output name)."""
     from interest.errors import require
 
-    onnxmltools = require("onnxmltools", "onnx", "exporting LightGBM to ONNX")
+    onnxmltools = require("onnxmltools", "export", "exporting LightGBM to ONNX")
     from onnx import compose
     from onnxmltools.convert.common.data_types import FloatTensorType
 
