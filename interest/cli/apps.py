@@ -8,11 +8,12 @@ from typing import Optional
 import typer
 
 from interest.cli import app
+from interest.cli.features import DEVICE_METAVAR, Precision, check_device, complete_device
 from interest.cli.collect import import_app
 from interest.errors import InterestError
 
-DEVICE_HELP = "Where the backbone runs: cpu, cuda[:N], mps or auto."
-PRECISION_HELP = "Backbone precision: fp32, fp16 or bf16."
+DEVICE_HELP = "Where the backbone runs."
+PRECISION_HELP = "Backbone precision."
 CACHE_HELP = "Hugging Face cache (backbone weights, Hub bundles) or the folder of a local checkpoint."
 WEIGHTS_HELP = "The backbone's checkpoint file (for a bundle trained on embed --pretrained PATH)."
 
@@ -30,8 +31,8 @@ def curate(
     out: Optional[Path] = typer.Option(None, help="Write the table (all photos, selected first) as CSV."),
     copy_to: Optional[Path] = typer.Option(None, help="Copy the selected photos here, named <rank>_<name>."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
-    device: str = typer.Option("cpu", help=DEVICE_HELP),
-    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    device: str = typer.Option("cpu", metavar=DEVICE_METAVAR, autocompletion=complete_device, help=DEVICE_HELP),
+    precision: Precision = typer.Option(Precision.fp32, help=PRECISION_HELP),
     cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
     weights: Optional[Path] = typer.Option(None, help=WEIGHTS_HELP),
 ) -> None:
@@ -39,8 +40,9 @@ def curate(
     import interest
     from interest.serve.curate import curate as run_curate
 
+    check_device(device)
     table = run_curate(
-        interest.load(model, device=device, precision=precision, cache_dir=cache_dir, weights=weights), photos_dir, user=user, keep=keep, top_percent=top_percent, similarity=similarity,
+        interest.load(model, device=device, precision=precision.value, cache_dir=cache_dir, weights=weights), photos_dir, user=user, keep=keep, top_percent=top_percent, similarity=similarity,
         out=out, copy_to=copy_to, progress=progress,
     )
     selected = table[table["selected"]]
@@ -74,8 +76,8 @@ def serve(
     timeout: float = typer.Option(60.0, help="Seconds a request may take, queueing included."),
     batch_wait_ms: float = typer.Option(5.0, help="How long a scoring batch waits for more requests (micro-batching)."),
     batch_images: int = typer.Option(64, help="Most images embedded in one batch across requests."),
-    device: str = typer.Option("cpu", help=DEVICE_HELP),
-    precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    device: str = typer.Option("cpu", metavar=DEVICE_METAVAR, autocompletion=complete_device, help=DEVICE_HELP),
+    precision: Precision = typer.Option(Precision.fp32, help=PRECISION_HELP),
     cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
     weights: Optional[Path] = typer.Option(None, help=WEIGHTS_HELP),
 ) -> None:
@@ -95,7 +97,8 @@ def serve(
         max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels, max_batch=max_batch, timeout_s=timeout,
         batch_wait_s=batch_wait_ms / 1000, batch_images=batch_images,
     )
-    backbone = {"device": device, "precision": precision, "cache_dir": cache_dir,
+    check_device(device)
+    backbone = {"device": device, "precision": precision.value, "cache_dir": cache_dir,
                 "weights": None if weights is None else str(weights)}
     run_service(model, host=host, port=port, workers=workers, limits=limits, backbone=backbone)
 
