@@ -41,8 +41,10 @@ def curate(
     from interest.serve.curate import curate as run_curate
 
     check_device(device)
+    bundle = interest.load(model, device=device, precision=precision.value, cache_dir=cache_dir, weights=weights)
+    check_device(device, bundle.backbone_id)  # a GPU asked for a backbone that runs on the CPU only
     table = run_curate(
-        interest.load(model, device=device, precision=precision.value, cache_dir=cache_dir, weights=weights), photos_dir, user=user, keep=keep, top_percent=top_percent, similarity=similarity,
+        bundle, photos_dir, user=user, keep=keep, top_percent=top_percent, similarity=similarity,
         out=out, copy_to=copy_to, progress=progress,
     )
     selected = table[table["selected"]]
