@@ -68,6 +68,11 @@ _LGB_OBJECTIVES = frozenset({
 })
 _FLOAT_TOKEN = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,3})?\Z")
 _INT_TOKEN = re.compile(r"[+-]?\d{1,10}\Z")
+# whole lines at once, in C: the tokens are unambiguous, so a failing line costs linear time
+_INT_LINE = re.compile(r"[+-]?\d{1,10}(?: [+-]?\d{1,10})*")
+_FLOAT_ONE = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?"
+_FLOAT_LINE = re.compile(rf"{_FLOAT_ONE}(?: {_FLOAT_ONE})*")
+_FLOAT_OR_INF_LINE = re.compile(rf"(?:{_FLOAT_ONE}|-?inf)(?: (?:{_FLOAT_ONE}|-?inf))*")
 _FEATURE_NAME = re.compile(r"[^\s]{1,256}\Z")
 _NUM = r"(?:[+-]?inf|[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,3})?)"
 _FEATURE_INFO = re.compile(rf"(?:none|\[{_NUM}:{_NUM}\]|-?\d{{1,10}}(?::-?\d{{1,10}})*)\Z")
@@ -426,7 +431,11 @@ def _canonical_tree(fields: dict[str, str], t: int, n_features: int, bad) -> str
         tokens = value.split(" ") if value else []
         if len(tokens) != n:
             raise bad(f"{where}: {key} has {len(tokens)} values, expected {n}")
-        return [_int(tok, f"{where} {key}", lo, hi, bad) for tok in tokens]
+        if tokens and _INT_LINE.fullmatch(value):
+            values = list(map(int, tokens))
+            if lo <= min(values) and max(values) <= hi:
+                return values
+        return [_int(tok, f"{where} {key}", lo, hi, bad) for tok in tokens]  # names the first bad one
 
     def floats(key: str, n: int, allow_empty: bool = False, allow_inf: bool = False) -> list[str]:
         value = fields.get(key, "")
@@ -497,7 +506,7 @@ def _canonical_tree(fields: dict[str, str], t: int, n_features: int, bad) -> str
                 raise bad(f"{where}: node {n} counts {internal_count[n]} rows but its children {count[n]}")
 
     def line(key: str, values: list) -> str:
-        return f"{key}={' '.join(str(v) for v in values)}\n"
+        return f"{key}={' '.join(map(str, values))}\n"
 
     text = (
         f"Tree={t}\n" + f"num_leaves={leaves}\n" + f"num_cat={n_cat}\n" + line("split_feature", split_feature)
@@ -525,6 +534,10 @@ def _float_tokens(value: str, n: int, what: str, bad, allow_inf: bool = False) -
     tokens = value.split(" ") if value else []
     if len(tokens) != n:
         raise bad(f"{what} has {len(tokens)} values, expected {n}")
+    line = _FLOAT_OR_INF_LINE if allow_inf else _FLOAT_LINE
+    # only a 3-digit exponent can overflow to inf
+    if not tokens or (line.fullmatch(value) and not re.search(r"[eE][+-]?\d{3}", value)):
+        return tokens
     for tok in tokens:
         if allow_inf and tok in ("inf", "-inf"):
             continue

@@ -73,8 +73,13 @@ def bundle_lock(path: str | os.PathLike) -> Iterator[None]:
         lock = _locks.setdefault(key, _ProcessLock())
     with lock.rlock:
         if lock.depth == 0 and fcntl is not None:
-            Path(key).parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                Path(key).parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise InterestError(
+                    f"{key}: cannot create the bundle's lock file ({exc.strerror}); saving needs a writable folder"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             except BaseException:
