@@ -48,6 +48,11 @@ def export_onnx(model: Any, out: str | os.PathLike, *, opset: int = 17, cache_di
         require(module, "export", "exporting to ONNX")
     bundle = interest.load(model) if isinstance(model, (str, os.PathLike)) else model
     out = Path(out)
+    if bundle.metadata.get("kind") == "linear":
+        raise InterestError(
+            f"{bundle.name}: holds only a common linear head (e.g. the study's model); the ONNX export covers "
+            "trained bundles: score it with interest.load"
+        )
     heads = build_heads_graph(bundle)  # before the folder exists: a failure here leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
     files = []
