@@ -118,6 +118,9 @@ def test_cli_curate(photos, tmp_path):
     result = CliRunner().invoke(app, ["curate", str(root / "model"), str(folder), "--keep", "2", "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert pd.read_csv(out)["selected"].sum() == 2
+    # the perceptual backbone runs on the CPU: asking for a GPU is refused, not silently ignored
+    gpu = CliRunner().invoke(app, ["curate", str(root / "model"), str(folder), "--device", "cuda", "--no-progress"])
+    assert isinstance(gpu.exception, InterestError) and "perceptual/v1" in str(gpu.exception)
 
 
 def test_complete_linkage_does_not_chain():
