@@ -131,8 +131,14 @@ def score(
     out: Optional[Path] = typer.Option(None, help="Write .csv, .parquet or .json (by suffix); a table on stdout without it."),
     engine: Engine = typer.Option(Engine.local, help="ray: INPUT is then one Parquet embeddings file or a collection (docs/apps.md)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address for --engine ray (default: start Ray on this machine)."),
+    device: str = typer.Option("cpu", help="Where the backbone runs: cpu, cuda[:N], mps or auto."),
+    precision: str = typer.Option("fp32", help="Backbone precision: fp32, fp16 or bf16."),
+    cache_dir: Optional[str] = typer.Option(None, help="Hugging Face cache (weights, Hub bundles) or folder of a local checkpoint."),
+    weights: Optional[Path] = typer.Option(None, help="The backbone's checkpoint file (a bundle trained on --pretrained PATH)."),
 ) -> None:
     """Score images or precomputed embeddings: CI score, trend group and group probabilities.
+
+    MODEL is a bundle directory or a Hugging Face Hub name, hf-hub:ORG/NAME[@REVISION].
 
     Unreadable images are skipped, each named on stderr with the reason; the
     command fails (exit 2) only when no image at all could be scored.
@@ -146,7 +152,7 @@ def score(
             raise InterestError("--engine ray scores one Parquet embeddings file or one collection directory")
         _write_scores(score_ray(model, inputs[0], user=user, address=address), out)
         return
-    bundle = interest.load(model)
+    bundle = interest.load(model, device=device, precision=precision, cache_dir=cache_dir, weights=weights)
     resolved = _resolve_inputs(inputs)
     if isinstance(resolved, Path):
         table = _score_embeddings_file(bundle, resolved, user)
@@ -195,6 +201,10 @@ class _SeveralValuesCommand(TyperCommand):
 def personalize(
     model: Path = typer.Argument(..., help="Model bundle directory (updated in place)."),
     user: str = typer.Option(..., help="User id whose head to fit or replace."),
+    device: str = typer.Option("cpu", help="Where the backbone runs: cpu, cuda[:N], mps or auto."),
+    precision: str = typer.Option("fp32", help="Backbone precision: fp32, fp16 or bf16."),
+    cache_dir: Optional[str] = typer.Option(None, help="Hugging Face cache or folder of the backbone's local checkpoint."),
+    weights: Optional[Path] = typer.Option(None, help="The backbone's checkpoint file."),
     liked: List[Path] = typer.Option(
         ..., "--liked", metavar="INPUT...", help="Photos the user likes: image files, folders, or one Parquet embeddings file."
     ),
@@ -213,7 +223,7 @@ def personalize(
     from interest.models.storage import bundle_lock
 
     with bundle_lock(model):  # load to save under the bundle's lock: a service personalising it meanwhile loses no head
-        bundle = interest.load(model)
+        bundle = interest.load(model, device=device, precision=precision, cache_dir=cache_dir, weights=weights)
         bundle.personalize(user, _resolve_inputs(liked), _resolve_inputs(disliked) if disliked else None)
         bundle.save(model)
     typer.echo(f"personalized user {user} in {model}")
