@@ -169,3 +169,19 @@ def test_embed_writes_the_norm_column(tmp_path):
     ids = pd.read_parquet(table)["photo_id"]
     want = [np.linalg.norm(perceptual_vector(load_image(folder / pid))) for pid in ids]
     np.testing.assert_allclose(norms, want, rtol=1e-5)
+
+
+def test_an_unreadable_image_beside_a_head_without_groups(study, tmp_path):
+    from interest.features.backbones import PERCEPTUAL_DIM
+    from interest.models.study import linear_model
+    from tests.image_files import jpeg_bytes, photo_like
+
+    rng = np.random.default_rng(5)
+    model = linear_model(rng.normal(size=PERCEPTUAL_DIM), 0.0, backbone_id="perceptual/v1", raw=True)
+    good = tmp_path / "good.jpg"
+    good.write_bytes(jpeg_bytes(photo_like(64, 48, seed=1)))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    table = model.score([good, bad], errors="coerce", progress=False)
+    assert list(table.columns) == ["path", "ci_score", "error"]
+    assert np.isfinite(table["ci_score"][0]) and np.isnan(table["ci_score"][1]) and table["error"][1]

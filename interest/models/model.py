@@ -236,7 +236,8 @@ class InterestModel:
                 good = self.score_embeddings(np.ones((1, self.dim), dtype=np.float32), user=user).iloc[:0]
             # failed rows point at row -1, which reindex fills with NaN
             scores = good.reindex(np.where(ok, np.cumsum(ok) - 1, -1)).reset_index(drop=True)
-            scores["trend_group"] = scores["trend_group"].astype("Int64")
+            if "trend_group" in scores:  # a bundle with only a common head may have no trend groups
+                scores["trend_group"] = scores["trend_group"].astype("Int64")
         scores.insert(0, kind, ids)
         if errors == "coerce":
             scores["error"] = pd.array(problems, dtype="string")
