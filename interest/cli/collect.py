@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Callable, List, Optional, TypeVar
 
@@ -11,6 +12,19 @@ import typer
 
 from interest.cli import app
 from interest.errors import InterestError
+
+
+class Enrich(str, Enum):
+    none = "none"
+    owners = "owners"
+    photos = "photos"
+
+
+class ImageSize(str, Enum):
+    z = "z"
+    c = "c"
+    b = "b"
+
 
 import_app = typer.Typer(help="Import published datasets into a collection.", no_args_is_help=True)
 app.add_typer(import_app, name="import", rich_help_panel="Collect")
@@ -48,8 +62,8 @@ def collect(
     max_users: Optional[int] = typer.Option(None, "--max-users", help="Cap on crawl users (0 = none)."),
     min_favorites: Optional[int] = typer.Option(None, "--min-favorites", help="Leave out users with fewer favourites."),
     max_favorites_per_user: Optional[int] = typer.Option(None, "--max-favorites-per-user", help="Newest N per user (0 = all)."),
-    enrich: Optional[str] = typer.Option(None, "--enrich", help="none | owners | photos (per-photo faves and comments)."),
-    image_size: Optional[str] = typer.Option(None, "--image-size", help="z (640 px) | c (800) | b (1024)."),
+    enrich: Optional[Enrich] = typer.Option(None, "--enrich", help="owners: their PRO status and occupation; photos: also per-photo faves and comments."),
+    image_size: Optional[ImageSize] = typer.Option(None, "--image-size", help="z (640 px), c (800) or b (1024)."),
     no_download: bool = typer.Option(False, "--no-download", help="Collect metadata only."),
     rate: Optional[float] = typer.Option(None, "--rate", help="API calls an hour, all threads together (0 = unlimited)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Concurrent requests."),
@@ -81,8 +95,8 @@ def collect(
         max_users=max_users,
         min_favorites=min_favorites,
         max_favorites_per_user=max_favorites_per_user,
-        enrich=enrich,
-        image_size=image_size,
+        enrich=enrich.value if enrich else None,
+        image_size=image_size.value if image_size else None,
         download=False if no_download else None,
         rate=rate,
         threads=threads,
