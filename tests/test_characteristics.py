@@ -156,3 +156,61 @@ def test_aesthetic_head_replaces_the_proxy(small_collection, tmp_path):
     np.savez(head, weight=weight[:10], bias=np.array(0.0), backbone_id=np.array("perceptual/v1"))
     with pytest.raises(InterestError, match="head fitted on this backbone"):
         characterize(small_collection, aesthetic_head=head, workers=0, progress=False)
+
+
+class _LaionMLP(__import__("torch").nn.Module):
+    """The LAION "improved aesthetic predictor": Linear layers with Dropout between, no activations."""
+
+    def __init__(self, dim: int) -> None:
+        import torch
+
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Linear(dim, 32), torch.nn.Dropout(0.2), torch.nn.Linear(32, 16), torch.nn.Dropout(0.2),
+            torch.nn.Linear(16, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 4), torch.nn.Linear(4, 1),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+@pytest.mark.parametrize("form", ["linear", "mlp"])
+def test_laion_aesthetic_heads_load_safely_and_score_as_in_torch(small_collection, tmp_path, form):
+    import torch
+
+    from interest.collection import read_embeddings
+    from interest.features.characteristics import load_aesthetic_head
+
+    embed_collection(small_collection, backbone_id="perceptual/v1", workers=0, progress=False)
+    _, ids, emb = read_embeddings(small_collection, "perceptual/v1")
+    torch.manual_seed(0)
+    net = torch.nn.Linear(emb.shape[1], 1) if form == "linear" else _LaionMLP(emb.shape[1])
+    net.eval()
+    path = tmp_path / f"{form}.pth"
+    torch.save(net.state_dict(), path)
+    with torch.no_grad():
+        want = net(torch.from_numpy(emb)).numpy().ravel()
+    backbone, weight, bias = load_aesthetic_head(path)
+    assert backbone == "openclip/ViT-L-14/openai"
+    assert load_aesthetic_head(path, "perceptual/v1")[0] == "perceptual/v1"
+    np.testing.assert_allclose(emb.astype(np.float64) @ weight + bias, want, atol=1e-5)
+    # in characterize it replaces the proxy, over the CLIP ViT-L/14 embeddings it was fitted on
+    from interest.collection import write_embeddings
+
+    clip = np.random.default_rng(3).normal(size=(len(ids), emb.shape[1])).astype(np.float32)
+    write_embeddings(small_collection, backbone, ids, clip)
+    characterize(small_collection, backbone="perceptual/v1", aesthetic_head=path, workers=0, progress=False)
+    table = read_table(small_collection, "characteristics").set_index("photo_id")
+    assert "aesthetic_proxy" not in table.columns
+    with torch.no_grad():
+        unit = clip / np.linalg.norm(clip, axis=1, keepdims=True)
+        np.testing.assert_allclose(table.loc[list(ids), "aesthetic_score"], net(torch.from_numpy(unit)).numpy().ravel(),
+                                   atol=1e-5)
+    # a state dict of something else is refused in one line naming the key
+    torch.save({"layers.0.weight": torch.zeros(4, emb.shape[1]), "layers.0.bias": torch.zeros(4),
+                "head.scale": torch.ones(1)}, tmp_path / "other.pth")
+    with pytest.raises(InterestError, match="unexpected key 'head.scale'"):
+        load_aesthetic_head(tmp_path / "other.pth")
+    torch.save({"weight": torch.zeros(3, emb.shape[1]), "bias": torch.zeros(3)}, tmp_path / "three.pth")
+    with pytest.raises(InterestError, match="3 outputs"):
+        load_aesthetic_head(tmp_path / "three.pth")

@@ -129,7 +129,8 @@ def characterize(
     ),
     prompts: Optional[Path] = typer.Option(None, help="Prompt sets (default: the package's; see configs/prompts.yaml)."),
     aesthetic_head: Optional[Path] = typer.Option(
-        None, help="A linear aesthetic head .npz (weight, bias, backbone_id); without it: aesthetic_proxy."
+        None, help="An aesthetic head: .npz (weight, bias, backbone_id) or a LAION predictor .pth over "
+                   "openclip/ViT-L-14/openai (linear or MLP); without it: aesthetic_proxy."
     ),
     cache_dir: Optional[str] = typer.Option(None, help="Where open_clip keeps downloaded weights (default: HF_HOME)."),
     device: str = typer.Option("auto", metavar=DEVICE_METAVAR, autocompletion=complete_device, help="Where CLIP runs."),

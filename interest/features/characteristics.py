@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -196,16 +197,25 @@ def _class_vector(backbone, prompts: list[str]) -> np.ndarray:
 # ---------------------------------------------------------------- aesthetic head
 
 
-def load_aesthetic_head(path: str | os.PathLike) -> tuple[str, np.ndarray, float]:
-    """A linear aesthetic head: (backbone_id, weight vector, bias) from an ``.npz`` file.
+LAION_BACKBONE = "openclip/ViT-L-14/openai"  # what the LAION aesthetic predictors were fitted on
 
-    The file holds ``weight`` (dim,), ``bias`` (scalar) and ``backbone_id``
+
+def load_aesthetic_head(path: str | os.PathLike, backbone_id: str | None = None) -> tuple[str, np.ndarray, float]:
+    """A linear aesthetic head: (backbone_id, weight vector, bias) from an ``.npz`` or a LAION ``.pth`` file.
+
+    An ``.npz`` holds ``weight`` (dim,), ``bias`` (scalar) and ``backbone_id``
     (a string: the embedding space the head was fitted on); it is loaded with
-    ``allow_pickle=False``. score = embedding @ weight + bias, on L2-normalised embeddings.
+    ``allow_pickle=False``. A ``.pth`` is one of the LAION aesthetic predictors
+    (see :func:`load_laion_head`), over ``backbone_id`` (default
+    ``openclip/ViT-L-14/openai``). score = embedding @ weight + bias, on
+    L2-normalised embeddings.
     """
     path = Path(path)
     if not path.is_file():
         raise InterestError(f"{path}: aesthetic head file not found")
+    if path.suffix.lower() in (".pth", ".pt", ".bin"):
+        weight, bias = load_laion_head(path)
+        return backbone_id or LAION_BACKBONE, weight, bias
     try:
         with np.load(path, allow_pickle=False) as data:
             weight = np.asarray(data["weight"], dtype=np.float64).reshape(-1)
@@ -216,6 +226,52 @@ def load_aesthetic_head(path: str | os.PathLike) -> tuple[str, np.ndarray, float
     except Exception as exc:  # noqa: BLE001 - numpy raises several types for a damaged file
         raise InterestError(f"{path}: not a readable .npz aesthetic head ({exc})") from None
     return backbone_id, weight, bias
+
+
+def load_laion_head(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    """(weight (d,), bias) of a LAION aesthetic predictor ``.pth``, read with ``torch.load(weights_only=True)``.
+
+    Two published forms: the linear predictor (``weight`` (1, d), ``bias``
+    (1,)), and the "improved" MLP (``layers.{0,2,4,6,7}.weight/bias``:
+    Linear layers with Dropout between and no activation). An MLP without
+    activations is one affine map, so it collapses exactly to one weight
+    vector and bias. Anything else is refused in one line naming the key.
+    """
+    from interest.errors import require
+
+    torch = require("torch", "research", "reading a LAION aesthetic head")
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean "not a safe state dict"
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InterestError(f"{path}: not a state dict readable with weights_only=True ({text[:120]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InterestError(f"{path}: not a state dict of tensors (a LAION aesthetic head .pth)")
+    arrays = {str(k): v.detach().to(torch.float64).numpy() for k, v in state.items()}
+    if set(arrays) == {"weight", "bias"}:
+        layers = [(arrays["weight"], arrays["bias"])]
+    else:
+        unexpected = [k for k in arrays if not re.fullmatch(r"layers\.\d+\.(weight|bias)", k)]
+        if unexpected:
+            raise InterestError(f"{path}: unexpected key '{unexpected[0]}'; expected weight/bias or layers.N.weight/bias")
+        names = sorted({k.rsplit(".", 1)[0] for k in arrays}, key=lambda n: int(n.split(".")[1]))
+        layers = []
+        for name in names:
+            if f"{name}.weight" not in arrays or f"{name}.bias" not in arrays:
+                raise InterestError(f"{path}: '{name}' lacks its weight or bias")
+            layers.append((arrays[f"{name}.weight"], arrays[f"{name}.bias"]))
+    # compose the affine maps x -> W x + b, first layer first
+    W, b = np.eye(layers[0][0].shape[1]), np.zeros(layers[0][0].shape[1])
+    for i, (weight, bias) in enumerate(layers):
+        if weight.ndim != 2 or bias.shape != (weight.shape[0],) or weight.shape[1] != W.shape[0]:
+            raise InterestError(f"{path}: layer {i} has shapes {weight.shape} and {bias.shape}, which do not chain")
+        W, b = weight @ W, weight @ b + bias
+    if W.shape[0] != 1:
+        raise InterestError(f"{path}: the head gives {W.shape[0]} outputs, an aesthetic head gives one")
+    if not (np.isfinite(W).all() and np.isfinite(b).all()):
+        raise InterestError(f"{path}: weights hold NaN or infinite values")
+    return W[0], float(b[0])
 
 
 # ---------------------------------------------------------------- the table
