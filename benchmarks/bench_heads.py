@@ -168,10 +168,11 @@ def run_world(name: str, work: Path, seed: int = 0) -> dict:
     ood = (centre / np.linalg.norm(centre) + far_rng.normal(0, 0.9 / np.sqrt(dim), (500, dim))).astype(np.float32)
     _, heldout_emb = heldout_photos(root)
     spread = float(np.quantile(ci, 0.99) - np.quantile(ci, 0.01))
+    model.personalize("far-fan", liked=ood[:5])  # a user who likes only photos unlike any training photo
     every = list(model.users)
     far = {}
     for label, x in (("random", random_dirs), ("ood_cluster", ood), ("heldout", heldout_emb), ("test", test_emb)):
-        d = model.heads.deviations(every, x)
+        d = model.user_deviations(every, x)  # normalises rows, as scoring does
         s = model.score_embeddings(x)
         far[label] = {
             "max_abs_deviation_over_ci_spread": float(np.abs(d).max() / spread),
