@@ -32,7 +32,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("workers_world")
-    train_image_model(root)
+    train_image_model(root, n_users=30, n_photos=120, clusters=9)  # small: only the saving is under test
     return root
 
 
