@@ -61,6 +61,7 @@ MAX_TREES = 1_000_000
 MAX_FEATURES = 1_000_000
 MAX_CLASSES = 1024
 MAX_TREE_DEPTH = 1024  # SHAP's path buffer grows with depth squared
+MAX_LGB_BYTES = 2**30  # 1000 rounds of 255 leaves is about 50 MB of text
 _LGB_OBJECTIVES = frozenset({
     "regression", "regression_l1", "huber", "fair", "poisson", "quantile", "mape", "gamma", "tweedie",
     "binary", "multiclass", "multiclassova", "cross_entropy", "cross_entropy_lambda", "lambdarank",
@@ -303,6 +304,8 @@ def read_lgb(data: bytes, where: str, *, fix: str = "restore it or retrain") -> 
     """A LightGBM booster from the text-model bytes ``data``, every tree checked before LightGBM parses it."""
     import lightgbm as lgb
 
+    if len(data) > MAX_LGB_BYTES:
+        raise InterestError(f"{where}: {len(data)} bytes, over the limit of {MAX_LGB_BYTES} for a LightGBM model; {fix}")
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError as exc:
