@@ -158,6 +158,7 @@ def test_deviations_stay_on_the_ci_scale_far_from_the_training_photos(world):
     ood = l2_normalize((centre + rng.normal(0, 0.9 / np.sqrt(dim), (300, dim))).astype(np.float32))
     scaled = emb[:300] * 50.0  # not normalised: the model normalises rows
     model.personalize("far-fan", liked=ood[:5])  # a user who likes only photos unlike any training photo
+    assert not model.user_deviation("far-fan", emb).any()  # they say nothing about taste: no head from them
     users = model.users
     ci = model.score_embeddings(emb)["ci_score"].to_numpy()
     spread = float(np.quantile(ci, 0.99) - np.quantile(ci, 0.01))

@@ -70,7 +70,7 @@ SHOTS = (1, 2, 4, 8)
 _RELATIVE_SCALES = tuple(float(v) for v in np.logspace(-1.5, 1.0, 11))
 _TOLERANCE = 0.0  # a head setting may lower no bucket's mean AUC on the held-out favourites
 _CHUNK = 16_384  # photos per block when computing anchor memberships
-_KMEANS_SAMPLE = 20_000  # photos the anchors are clustered from
+_KMEANS_SAMPLE = 10_000  # photos the anchors are clustered from (k-means of 256 in 512-d: ~15 s on one core)
 
 
 def bucket_name(lo: int, hi: int | None) -> str:
@@ -164,7 +164,7 @@ class UserHeads:
         sample = np.sort(rng.choice(n, min(n, _KMEANS_SAMPLE), replace=False))
         k = self.n_anchors or int(np.clip(round(n / 15), 16, 256))
         k = max(1, min(k, len(sample)))
-        km = KMeans(n_clusters=k, n_init=1, max_iter=50, random_state=self.seed).fit(X[sample].astype(np.float64))
+        km = KMeans(n_clusters=k, n_init=1, max_iter=30, random_state=self.seed).fit(X[sample].astype(np.float64))
         self.anchors_ = km.cluster_centers_.astype(np.float32)
         c = self.anchors_.astype(np.float64)
         Xs = X[sample].astype(np.float64)
@@ -433,17 +433,23 @@ class UserHeads:
 
         The liked photos borrow from the templates as a training user's
         favourites do, with the setting calibrated for that many liked photos
-        (:meth:`setting_for`). Disliked photos replace the background as the
-        contrast, shrunk towards it by the same ``m``, so the anchors they
-        sit on go down.
+        (:meth:`setting_for`); liked photos that all lie outside the anchors
+        (unlike every training photo) give no head.
+        Disliked photos replace the background as the contrast, shrunk
+        towards it by the same ``m``, so the anchors they sit on go down; when
+        the liked photos are too few for a calibrated head, dislikes still
+        apply at the weakest calibrated strength.
         """
-        eta, m, scale = self.setting_for(len(X_liked))
+        n = self.memberships(X_liked).sum(axis=0, keepdims=True)
+        # liked photos that together hold less than one photo's worth of anchor membership (all unlike every
+        # training photo) say nothing about the user's taste: no head from them
+        eta, m, scale = self.setting_for(len(X_liked) if n.sum() >= 0.5 else 0)
         if scale == 0 and X_disliked is not None and len(X_disliked):
-            # dislikes alone still say something: use the weakest calibrated strength that is not 0
+            # too few liked photos for a calibrated head, but dislikes still say something: the weakest
+            # calibrated strength that is not 0
             on = [row for row in (*self.shot_settings_, *self.regime_settings_) if row[2] > 0]
             if on:
                 eta, m, scale = (float(v) for v in min(on, key=lambda row: row[2]))
-        n = np.asarray(self.memberships(X_liked).sum(axis=0, keepdims=True))
         contrast = None
         if X_disliked is not None and len(X_disliked):
             d = self.memberships(X_disliked).sum(axis=0)
