@@ -77,7 +77,7 @@ def test_readme_quickstart_runs_as_written(tmp_path):
     env["OMP_NUM_THREADS"] = "1"
 
     commands = quickstart_commands()
-    assert commands[0].startswith("pip install -e .") and commands[1].startswith("export FLICKR_API_KEY=")
+    assert commands[0].startswith("pip install -e ") and commands[1].startswith("export FLICKR_API_KEY=")
     with serve_world(world, api_key=KEY) as srv:
         favourites = read_table(world, "favorites")["user_id"].value_counts()
         values = {"rest_url": srv.rest_url, "image_host": srv.image_host, "user": favourites.index[0]}
