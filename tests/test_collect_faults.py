@@ -117,15 +117,15 @@ def test_outage_then_retry_failed_on_the_healed_server(rendered_world, seeds, re
     out = tmp_path / "out"
     faults = FaultConfig(placeholder_redirect_photos=0.05, outage_photos=0.15, seed=6)
     with serve_world(rendered_world, api_key=KEY, faults=faults) as srv:
-        first = collect(out, settings(srv, seeds, retries=2), progress=False)
+        first = collect(out, settings(srv, seeds, image_retries=2), progress=False)
         down = srv.damaged("outage_photos") & set(read_table(out, "photos")["photo_id"])
         gone = srv.damaged("placeholder_redirect_photos") & set(read_table(out, "photos")["photo_id"])
         assert len(down) >= 10 and first["failures"]["image:http_503"] == len(down)
         with pytest.raises(InterestError, match="--resume"):
-            collect(out, settings(srv, seeds, retries=2), progress=False, retry_failed=True)
+            collect(out, settings(srv, seeds, image_retries=2), progress=False, retry_failed=True)
         srv.faults.outage_photos = 0.0  # the host is back
         before = srv.stats["image"]
-        again = collect(out, settings(srv, seeds, retries=2), progress=False, resume=True, retry_failed=True)
+        again = collect(out, settings(srv, seeds, image_retries=2), progress=False, resume=True, retry_failed=True)
         asked = srv.stats["image"] - before
     assert again["retry_failed"] == {"retried": len(down), "came_back": len(down)}
     assert asked == len(down)  # only what failed for a transient reason: the placeholders are not asked again
@@ -200,7 +200,7 @@ def test_sigkill_during_retry_failed_resumes_cleanly(rendered_world, seeds, refe
     out = tmp_path / "out"
     faults = FaultConfig(outage_photos=0.5, seed=8)
     with serve_world(rendered_world, api_key=KEY, faults=faults) as srv:
-        collect(out, settings(srv, seeds, retries=1), progress=False)
+        collect(out, settings(srv, seeds, image_retries=1), progress=False)
         down = len(srv.damaged("outage_photos") & set(read_table(out, "photos")["photo_id"]))
         assert down >= 40
         srv.faults.outage_photos = 0.0

@@ -73,7 +73,8 @@ class CollectConfig:
     rate: float = 3500.0  # API calls an hour for the whole process; 0 = unlimited
     image_rate: float = 0.0  # image downloads an hour; 0 = unlimited
     threads: int = 8
-    retries: int = 6  # tries per item on transient failures before it is recorded as failed
+    retries: int = 6  # tries of an API call on transient failures before it is recorded as failed
+    image_retries: int = 3  # tries of an image on transient failures (--retry-failed tries again later)
     body_tries: int = 3  # tries of an image whose body never arrives whole, then bad_image
     backoff: float = 2.0  # seconds before the first retry; doubles each try, with jitter
     max_backoff: float = 300.0
@@ -107,7 +108,7 @@ class CollectConfig:
         for name in ("rate", "image_rate", "max_users", "min_favorites", "max_favorites_per_user", "snowball"):
             if getattr(self, name) < 0:
                 raise InterestError(f"{name}: must be >= 0, got {getattr(self, name)}")
-        for name in ("threads", "retries", "body_tries", "max_json_bytes", "max_image_bytes", "max_image_pixels", "max_list_pages"):
+        for name in ("threads", "retries", "image_retries", "body_tries", "max_json_bytes", "max_image_bytes", "max_image_pixels", "max_list_pages"):
             if getattr(self, name) < 1:
                 raise InterestError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if self.max_redirects < 0 or self.timeout <= 0:
@@ -543,7 +544,7 @@ def _run(
     if config.download:
         jobs = sorted(zip(photos["photo_id"], photos["url"]))
         download_images(
-            out, jobs, client, state, threads=config.threads, progress=progress, retries=config.retries,
+            out, jobs, client, state, threads=config.threads, progress=progress, retries=config.image_retries,
             body_tries=config.body_tries, backoff=config.backoff, max_backoff=config.max_backoff,
             placeholder_sha256=config.placeholder_sha256, max_pixels=config.max_image_pixels, seed=config.seed,
         )
@@ -664,6 +665,7 @@ def _write_tables(
         "calls_total": sum(v for k, v in calls.items() if k != "image"),
         "list_calls": calls.get(LIST_METHOD, 0),
         "list_calls_floor": floor,
+        "lists_capped": sum(1 for k, f in firsts.items() if k.endswith(":1") and f.get("capped")),
         "retries": dict(sorted(client.retried.items())),
         "elapsed_s": round(elapsed, 2),
         **extra,

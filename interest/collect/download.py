@@ -76,7 +76,9 @@ def verify_image(body: bytes, max_pixels: int = MAX_PIXELS) -> None:
                 img.load()  # decodes every pixel: a truncated JPEG fails here, not in a later stage
     except BadBody:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise BadBody("too_many_pixels", str(exc)[:200]) from None
+    except UnidentifiedImageError as exc:
         raise BadBody("not_an_image", f"not an image ({type(exc).__name__})") from None
     except Exception as exc:  # PIL raises several types for a body cut short
         raise BadBody("truncated", f"not a whole image ({type(exc).__name__}: {exc})") from None

@@ -181,7 +181,7 @@ def import_flickruser(
     download: bool = False,
     image_host: str | None = None,
     threads: int = 8,
-    retries: int = 6,
+    retries: int = 3,
     timeout: float = 30.0,
     progress: bool = True,
     retry_failed: bool = False,
@@ -193,7 +193,8 @@ def import_flickruser(
     after every file has been read and checked; returns a summary (rows per
     table, rows skipped, values out of range by column, images by status).
     ``image_host`` replaces the static host of the URLs (a mirror or a local
-    server). Downloads resume where an earlier import stopped;
+    server); ``retries`` bounds the tries of an image on transient failures.
+    Downloads resume where an earlier import stopped;
     ``retry_failed`` first puts back those that failed for a transient reason.
     ``download_options`` go to :func:`interest.collect.download.download_images`.
     """
