@@ -481,3 +481,14 @@ def test_fuzzed_bundles_never_crash_hang_or_trace(kind, request, worker, tmp_pat
     assert failures == []
     assert counts["refused"] > (100 if kind == "trained" else 30) and counts["ok"] > 5  # both outcomes really occur
     assert time.monotonic() - start < 120
+
+
+def test_serve_on_a_hostile_bundle_is_one_line_not_a_dead_worker(base, tmp_path):
+    """The issue's symptom: `interest serve` on a bundle with a self-referencing tree died during warm-up."""
+    bundle = _copy(base, tmp_path / "model")
+    _edit_lgb(bundle, lambda t: _tree_line(t, 0, "left_child", "0"))
+    r = subprocess.run([sys.executable, "-m", "interest", "serve", str(bundle), "--port", "0"],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "node 0 is reached twice" in lines[0] and "Traceback" not in r.stderr
