@@ -203,12 +203,13 @@ def _load(path: Path, bundle: BundleDir) -> "InterestModel":
     booster.app_features_ = list(meta["features"].get("app", []))
     booster.full_features_ = list(meta["features"].get("full", []))
 
-    groups = TrendGroupClassifier.from_arrays(_npz(path, "groups.npz", data, list(TrendGroupClassifier.ARRAY_KEYS)))
+    groups = _build(path, "groups.npz", TrendGroupClassifier.from_arrays,
+                    _npz(path, "groups.npz", data, list(TrendGroupClassifier.ARRAY_KEYS)))
 
     h = _npz(path, "user_heads.npz", data, list(UserHeads.ARRAY_KEYS))
     if h["users"].dtype.kind != "U":
         raise InterestError(f"{path / 'user_heads.npz'}: 'users' must be fixed-width unicode; retrain the model")
-    heads = UserHeads.from_arrays(h)
+    heads = _build(path, "user_heads.npz", UserHeads.from_arrays, h)
     try:
         model = InterestModel(
             pca=pca, ridge=ridge, prototypes=prototypes, booster=booster, groups=groups, heads=heads,
@@ -286,6 +287,14 @@ def _npz(path: Path, name: str, data: dict[str, bytes], keys: list[str]) -> dict
             raise InterestError(f"{path / name}: array '{key}' is missing; restore it or retrain")
     safe_io.check_arrays(arrays, _ARRAY_SPECS.get(name, {}), str(path / name))
     return arrays
+
+
+def _build(path: Path, name: str, from_arrays, arrays: dict[str, np.ndarray]):
+    """``from_arrays(arrays)``, its complaints about arrays that do not fit together made one line naming the part."""
+    try:
+        return from_arrays(arrays)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InterestError(f"{path / name}: arrays that do not fit together ({_first_line(exc)}); restore it or retrain") from None
 
 
 def _lightgbm(path: Path, name: str, data: dict[str, bytes]):
