@@ -268,6 +268,10 @@ def _score_embeddings_file(bundle, path: Path, user: Optional[str]):
     from interest.collection import read_embeddings_file
 
     ids, emb = read_embeddings_file(path)
+    if bundle.needs_raw_features:  # e.g. the study's head: raw = embedding * norm
+        from interest.models.model import stored_norms
+
+        emb = emb * stored_norms(path, ids, bundle.name)[:, None]
     parts = path.resolve().parts
     backbone_id = None
     if path.name == "embeddings.parquet" and "features" in parts:

@@ -462,7 +462,7 @@ class InterestModel:
                 raise InterestError("inputs mix Parquet embeddings and images; score them in separate calls")
             read = [read_embeddings_file(p) for p in paths]
             if self.needs_raw_features:
-                read = [(ids, emb * _stored_norms(p, ids, self.name)[:, None]) for p, (ids, emb) in zip(paths, read)]
+                read = [(ids, emb * stored_norms(p, ids, self.name)[:, None]) for p, (ids, emb) in zip(paths, read)]
             for p, (_, e) in zip(paths, read):
                 if e.shape[1] != self.dim:
                     raise InterestError(
@@ -532,8 +532,11 @@ def _norms_checked(norms: np.ndarray, ids: Any, where: str) -> np.ndarray:
     return norms
 
 
-def _stored_norms(path: Path, ids: np.ndarray, name: str) -> np.ndarray:
-    """The ``norm`` column of an embeddings file, for a head trained on raw features."""
+def stored_norms(path: Path, ids: np.ndarray, name: str) -> np.ndarray:
+    """The ``norm`` column of embeddings file ``path`` (rows ``ids``), for a head trained on raw features.
+
+    One line naming the file when the column is missing, or the photo when its norm is.
+    """
     from interest.collection import read_embedding_norms
 
     norms = read_embedding_norms(path)
