@@ -148,6 +148,13 @@ def test_cli_imports_the_study_model(study, tmp_path):
                           "--group-cuts", "-0.2,0.3"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     np.testing.assert_allclose(interest.load(out).score(raw)["ci_score"], expected, atol=1e-5)
+    unit, norms = split_norms(raw)
+    write_parquet_atomic(tmp_path / "emb.parquet", embeddings_to_arrow([f"p{i}" for i in range(len(raw))], unit, norms=norms))
+    scored = subprocess.run([sys.executable, "-m", "interest", "score", str(out), str(tmp_path / "emb.parquet"),
+                             "--out", str(tmp_path / "s.csv"), "--device", "cpu", "--precision", "fp32"],
+                            capture_output=True, text=True)
+    assert scored.returncode == 0, scored.stderr
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "s.csv")["ci_score"], expected, atol=1e-5)
     bad = subprocess.run([sys.executable, "-m", "interest", "import", "study-model", str(tmp_path / "nope.pth"),
                           str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode == 2 and "nope.pth: file not found" in bad.stderr and "Traceback" not in bad.stderr
