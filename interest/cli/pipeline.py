@@ -47,7 +47,7 @@ def synthetic(
 def label(
     data: Path = typer.Argument(..., help="Collection directory."),
     backbone: Optional[str] = typer.Option(None, help="Backbone id under features/ (default: the only one present)."),
-    clusters: int = typer.Option(200, help="k-means clusters before merging into partitions."),
+    clusters: Optional[int] = typer.Option(None, help="k-means clusters (default: 200, the paper's, with --method paper; 100 with image)."),
     seed: int = typer.Option(0, help="Random seed for the split and the clustering."),
     commonality: Commonality = typer.Option(Commonality.users, help="users: the paper's distinct-user count; size_adjusted: relative to chance."),
     test_fraction: float = typer.Option(0.2, help="Share of photos held out as the test set."),

@@ -66,6 +66,8 @@ from interest.progress import progress_bar
 
 COMMONALITIES = ("users", "size_adjusted")
 METHODS = ("image", "paper")
+# The paper's ~200 clusters; the image method's cluster effects were best at about 100 on the world family.
+DEFAULT_CLUSTERS = {"paper": 200, "image": 100}
 PARTITIONS_FILE = "partitions.parquet"
 USERS_FILE = "label_users.parquet"  # user_id, set (train/test): the users held out whole
 SETTINGS_KEY = "interest.labels"  # key of the label settings in labels.parquet's metadata
@@ -159,17 +161,27 @@ def photo_distinct_users(n_photos: int, fav_user: np.ndarray, fav_photo: np.ndar
     return np.bincount(pairs // n_users, minlength=n_photos).astype(np.int64)
 
 
-def image_level_ci(emb: np.ndarray, distinct_users: np.ndarray, n_users: int, seed: int):
+def image_level_ci(emb: np.ndarray, distinct_users: np.ndarray, n_users: int, seed: int, clusters: np.ndarray):
     """The ``image`` method's CI: the fitted zero-truncated Poisson model and each row's out-of-fold share.
 
-    Returns (model, out-of-fold CI of each row); the model's linear predictor
-    is the log share (log of expected distinct users / ``n_users``).
+    ``clusters`` (one per row, 0..k-1) get shrunk effects on top of the
+    linear predictor. Returns (model, out-of-fold CI of each row); the model's
+    linear predictor plus its cluster's effect is the log share (log of
+    expected distinct users / ``n_users``).
     """
     from interest.models.common import ZeroTruncatedPoisson
 
-    model = ZeroTruncatedPoisson(seed=seed).fit(emb, distinct_users)
+    model = ZeroTruncatedPoisson(seed=seed).fit(emb, distinct_users, groups=clusters)
     model.intercept_ -= float(np.log(n_users))
-    return model, np.exp(model.oof_prediction_.astype(np.float64) - np.log(n_users))
+    oof = model.oof_prediction_.astype(np.float64) + model.oof_group_effect_ - np.log(n_users)
+    return model, np.exp(oof)
+
+
+def cluster_effects(model, n_clusters: int) -> np.ndarray:
+    """The image-level model's effect of each cluster 0..n_clusters-1 (0 for a cluster it never saw)."""
+    effect = np.zeros(n_clusters)
+    effect[np.asarray(model.groups_, dtype=np.int64)] = model.group_effect_
+    return effect
 
 
 def fit_clusters(emb: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -226,7 +238,7 @@ def label_collection(
     root: str | os.PathLike,
     *,
     backbone: str | None = None,
-    clusters: int = 200,
+    clusters: int | None = None,
     merge_ratio: float = 0.6,
     seed: int = 0,
     test_fraction: float = 0.2,
@@ -243,7 +255,9 @@ def label_collection(
     seeded ``user_test_fraction`` of the users with a favourite is held out
     whole (their favourites are ignored here and in training). The rest
     (the definition set) is clustered into ``clusters`` k-means clusters
-    (fewer, with a warning, when there are under 10 photos per cluster).
+    (default: 200, the paper's, for "paper"; 100 for "image", where each
+    cluster gets a shrunk effect; fewer, with a warning, when there are
+    under 10 photos per cluster).
     ``method`` "image" (default) scores each photo by its image-level
     commonality (see the module docstring) and keeps the clusters as
     partitions; "paper" is the study's recipe: clusters merged into about
@@ -260,9 +274,11 @@ def label_collection(
     Returns the labels table (one row per labelled photo, sorted by photo_id)
     with its settings in ``.attrs["interest.labels"]``.
     """
-    clusters, merge_ratio, test_fraction = _check_settings(clusters, merge_ratio, test_fraction, commonality)
     if method not in METHODS:
         raise InterestError(f"method={method!r}: choose one of {', '.join(METHODS)}")
+    if clusters is None:
+        clusters = DEFAULT_CLUSTERS[method]
+    clusters, merge_ratio, test_fraction = _check_settings(clusters, merge_ratio, test_fraction, commonality)
     if not 0.0 <= float(user_test_fraction) < 1.0:
         raise InterestError(f"user_test_fraction={user_test_fraction!r}: give a number in [0, 1)")
     user_test_fraction = float(user_test_fraction)
@@ -333,11 +349,12 @@ def label_collection(
         ci_photo = ci_part[part]
     else:
         bar.set_postfix_str("image-level")
-        image_model, oof = image_level_ci(train_emb, distinct[train], defined.n_users, seed)
+        image_model, oof = image_level_ci(train_emb, distinct[train], defined.n_users, seed, cluster[train])
         ci_photo = np.empty(len(photo_ids))
         ci_photo[train] = oof
         if len(test):
-            ci_photo[test] = np.exp(image_model.predict(test_emb).astype(np.float64))
+            effect = cluster_effects(image_model, k)[cluster[test]]
+            ci_photo[test] = np.exp(image_model.predict(test_emb).astype(np.float64) + effect)
         # a partition's CI for the map: the mean image-level CI of its definition photos
         sums = np.bincount(part[train], weights=ci_photo[train], minlength=n_partitions)
         ci_part = sums / np.maximum(defined.n_photos, 1)

@@ -445,10 +445,19 @@ class ZeroTruncatedPoisson:
     ``cv_max_samples`` rows; each fit uses at most ``max_samples`` rows (a
     seeded sample) so paper scale stays within minutes.
 
+    With ``groups`` (a cluster per row), each group also gets an effect
+    ``u_g`` under the same penalty on ``u_g / group_scale``: a shrunk per-cluster
+    correction for what a linear function of the embedding cannot express
+    (on the family, sub-topics outnumber the dimensions). The effects are
+    kept apart from the linear predictor, so the caller applies them (the
+    model's prototypes do).
+
     Learned, like :class:`Ridge` (the bundle stores it in the same place):
     ``coef_`` (d,) float32, ``intercept_``, ``alpha_``, ``cv_deviance_`` (per
     candidate) and ``oof_prediction_`` (n,) float32: each row's linear
-    predictor from the model fitted without its fold.
+    predictor from the model fitted without its fold; with groups also
+    ``groups_`` (the group labels), ``group_effect_`` (one per label) and
+    ``oof_group_effect_`` (n,).
     """
 
     def __init__(
@@ -459,7 +468,9 @@ class ZeroTruncatedPoisson:
         max_samples: int = 50_000,
         cv_max_samples: int = 20_000,
         max_iter: int = 300,
+        group_scale: float = 1.0,
     ):
+        self.group_scale = group_scale
         self.relative_alphas = relative_alphas
         self.folds = folds
         self.seed = seed
@@ -467,9 +478,11 @@ class ZeroTruncatedPoisson:
         self.cv_max_samples = cv_max_samples
         self.max_iter = max_iter
 
-    def fit(self, X: np.ndarray, counts: np.ndarray) -> "ZeroTruncatedPoisson":
-        """Fit on embeddings ``X`` (n, d) and each row's count of distinct favouriting users (n,)."""
+    def fit(self, X: np.ndarray, counts: np.ndarray, groups: np.ndarray | None = None) -> "ZeroTruncatedPoisson":
+        """Fit on embeddings ``X`` (n, d), each row's count of distinct favouriting users (n,) and optional groups."""
         counts = np.asarray(counts, dtype=np.float64)
+        g, self.groups_ = (None, None) if groups is None else pd.factorize(np.asarray(groups), sort=True)
+        n_groups = 0 if g is None else len(self.groups_)
         n = len(counts)
         k = max(2, min(self.folds, n))
         fold = _fold_ids(n, k, self.seed)
@@ -488,23 +501,29 @@ class ZeroTruncatedPoisson:
             train, valid = fold[cv_rows] != j, fold[cv_rows] == j
             if not train.any() or not valid.any():
                 continue
+            gcv = None if g is None else g[cv_rows]
             for a, alpha in enumerate(alphas):
-                w, b = self._fit_one(Xcv[train], counts[cv_rows][train], alpha)
-                self.cv_deviance_[a] += _zt_nll(Xcv[valid] @ w + b, counts[cv_rows][valid]).sum()
+                w, b, u = self._fit_one(Xcv[train], counts[cv_rows][train], alpha, _take(gcv, train), n_groups)
+                eta = Xcv[valid] @ w + b + (0.0 if u is None else u[gcv[valid]])
+                self.cv_deviance_[a] += _zt_nll(eta, counts[cv_rows][valid]).sum()
         best = int(np.argmin(self.cv_deviance_))
         self.alpha_ = float(alphas[best])
         self.oof_prediction_ = np.empty(n, dtype=np.float32)
+        self.oof_group_effect_ = np.zeros(n, dtype=np.float32)
         for j in range(k):
             rows = self._sample(positive[fold[positive] != j], rng)
-            w, b = self._fit_one(np.asarray(X[rows], dtype=np.float64), counts[rows], self.alpha_)
+            w, b, u = self._fit_one(np.asarray(X[rows], dtype=np.float64), counts[rows], self.alpha_, _take(g, rows), n_groups)
             out = np.flatnonzero(fold == j)
             for start in range(0, len(out), _CHUNK):
                 part = out[start : start + _CHUNK]
                 self.oof_prediction_[part] = (matmul64(X[part], w[:, None])[:, 0] + b).astype(np.float32)
+            if u is not None:
+                self.oof_group_effect_[out] = u[g[out]]
         rows = self._sample(positive, rng)
-        w, b = self._fit_one(np.asarray(X[rows], dtype=np.float64), counts[rows], self.alpha_)
+        w, b, u = self._fit_one(np.asarray(X[rows], dtype=np.float64), counts[rows], self.alpha_, _take(g, rows), n_groups)
         self.coef_ = w.astype(np.float32)
         self.intercept_ = float(b)
+        self.group_effect_ = None if u is None else u.astype(np.float32)
         return self
 
     def _sample(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -512,30 +531,41 @@ class ZeroTruncatedPoisson:
             return rows
         return np.sort(rng.choice(rows, self.max_samples, replace=False))
 
-    def _fit_one(self, X: np.ndarray, c: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
-        """(w, b) minimising the mean zero-truncated negative log-likelihood + alpha/2 |w|^2."""
+    def _fit_one(
+        self, X: np.ndarray, c: np.ndarray, alpha: float, g: np.ndarray | None = None, n_groups: int = 0
+    ) -> tuple[np.ndarray, float, np.ndarray | None]:
+        """(w, b, group effects) minimising the mean zero-truncated NLL + alpha/2 (|w|^2 + |u / scale|^2)."""
         from scipy.optimize import minimize
 
         mean = X.mean(axis=0)
         Xc = X - mean
-        n = len(c)
+        n, d = len(c), X.shape[1]
+        s = float(self.group_scale)
+        m = n_groups if g is not None else 0
 
         def loss(theta):
-            w, b = theta[:-1], theta[-1]
-            eta = Xc @ w + b
+            w, v, b = theta[:d], theta[d : d + m], theta[-1]
+            eta = Xc @ w + b + (s * v[g] if m else 0.0)
             nll, grad_eta = _zt_nll(eta, c, gradient=True)
-            value = nll.mean() + 0.5 * alpha * (w @ w)
-            return value, np.append(Xc.T @ grad_eta / n + alpha * w, grad_eta.mean())
+            value = nll.mean() + 0.5 * alpha * (w @ w + v @ v)
+            grad = [Xc.T @ grad_eta / n + alpha * w]
+            if m:
+                grad.append(s * np.bincount(g, grad_eta, minlength=m) / n + alpha * v)
+            return value, np.concatenate([*grad, [grad_eta.mean()]])
 
-        start = np.zeros(X.shape[1] + 1)
+        start = np.zeros(d + m + 1)
         start[-1] = np.log(max(float(c.mean()) - 0.5, 0.1))
         result = minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": self.max_iter})
-        w, b = result.x[:-1], float(result.x[-1])
-        return w, b - float(mean @ w)
+        w, v, b = result.x[:d], result.x[d : d + m], float(result.x[-1])
+        return w, b - float(mean @ w), (s * v if m else None)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The linear predictor (log expected distinct users, plus any offset folded into the intercept): (n,) float32."""
         return (matmul64(X, self.coef_[:, None])[:, 0] + self.intercept_).astype(np.float32)
+
+
+def _take(values: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    return None if values is None else values[rows]
 
 
 def _zt_nll(eta: np.ndarray, c: np.ndarray, gradient: bool = False):

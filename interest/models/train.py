@@ -31,10 +31,15 @@ from interest.config import config_to_dict
 from interest.errors import InterestError
 from interest.models.common import PCA, Prototypes, Ridge, StackedBooster, ZeroTruncatedPoisson, _spearman
 from interest.labels.groups import quantile_cuts
-from interest.models.groups import TrendGroupClassifier, novelty
+from interest.models.groups import TrendGroupClassifier, centred_sq, novelty
 from interest.models.model import InterestModel
 from interest.models.user_heads import UserHeads
 from interest.progress import progress_bar
+
+# Counts that grow with the owner's audience (views, and the faves and comments views bring) say more
+# about the owner's popularity than about the photo; the full model keeps the per-view rate
+# (faves_per_view) and the owner's own fields instead (see docs/models.md).
+OWNER_AUDIENCE_FEATURES = ("log_views", "log_faves", "log_comments")
 
 
 @dataclass
@@ -133,14 +138,20 @@ def train_model(
 
     if config.common_signal == "image":
         # its linear predictor is the log share of users expected to favourite the photo
-        ridge = ZeroTruncatedPoisson(folds=config.ridge_folds, seed=config.seed).fit(X, data["distinct_users"])
+        ridge = ZeroTruncatedPoisson(folds=config.ridge_folds, seed=config.seed).fit(
+            X, data["distinct_users"], groups=data["clusters"]
+        )
         ridge.intercept_ -= float(np.log(data["n_label_users"]))
         ridge.oof_prediction_ = ridge.oof_prediction_ - np.float32(np.log(data["n_label_users"]))
+        # the prototypes carry each cluster's shrunk effect, added to the linear predictor by the booster
+        effect = dict(zip(ridge.groups_, ridge.group_effect_))
+        prototype_target = np.array([effect[c] for c in data["clusters"]], dtype=np.float64)
     else:
         ridge = Ridge(alpha=config.ridge_alpha, folds=config.ridge_folds, seed=config.seed).fit(X, y)
+        prototype_target = y
     step("prototypes")
 
-    prototypes = Prototypes(folds=config.ridge_folds, seed=config.seed).fit(Z, data["clusters"], y)
+    prototypes = Prototypes(folds=config.ridge_folds, seed=config.seed).fit(Z, data["clusters"], prototype_target)
     oof = np.column_stack([ridge.oof_prediction_, prototypes.oof_prediction_])
     step("booster")
 
@@ -160,12 +171,13 @@ def train_model(
     ).fit(Z[:, :k], oof, y, data["extra"])
     step("groups")
 
+    dist_sq = centred_sq(X, pca.mean_)
     # calibrated where the booster did not fit (its early-stopping rows, first-level inputs out of fold)
     calib = booster.validation_rows_ if len(booster.validation_rows_) >= 30 else np.arange(len(y))
     cuts = data["label_settings"].get("group_cuts") or quantile_cuts(y)
     groups = TrendGroupClassifier(far_width=config.groups_far_width).fit(
         booster.predict(Z[calib, :k], oof[calib]), g[calib], cuts,
-        novelty(X, pca.mean_, Z, prototypes.centroids_), g,
+        novelty(dist_sq, Z, prototypes.centroids_), g,
     )
     step("heads")
 
@@ -182,7 +194,7 @@ def train_model(
         negatives=config.head_negatives,
         max_validation_per_user=config.head_max_validation_per_user,
         seed=config.seed,
-    ).fit(X, data["fav_users"], data["fav_rows"], base)
+    ).fit(np.column_stack([Z[:, :h], dist_sq]), data["fav_users"], data["fav_rows"], base)
     step("saving")
 
     metadata = {
@@ -304,7 +316,7 @@ def read_training_data(root: str | os.PathLike, backbone: str | None, config: Tr
         upload = pd.to_datetime(photos.get("upload_date"), utc=True, errors="coerce") if "upload_date" in photos else None
         as_of = upload.max() if upload is not None and upload.notna().any() else None
         meta = metadata_features(photos, as_of=as_of).reindex(photo_ids)
-        metadata_columns = list(METADATA_FEATURES)
+        metadata_columns = [c for c in METADATA_FEATURES if c not in OWNER_AUDIENCE_FEATURES]
         extra_parts.append(meta[metadata_columns])
     if config.use_characteristics and has_table(root, "characteristics"):
         chars = read_table(root, "characteristics")
