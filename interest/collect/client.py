@@ -253,16 +253,22 @@ _WATCHDOG = _Watchdog()
 _current = threading.local()
 
 
-class _DeadlineHTTPConnection(urllib3.connection.HTTPConnection):
-    def request(self, *args, **kwargs):  # type: ignore[override]
+class _DeadlineMixin:
+    """Registers the connection with the current request's deadline before sending (in the caller's thread)."""
+
+    def request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         req = getattr(_current, "request", None)
-        if req is not None and not _WATCHDOG.attach(req, self):
+        if req is not None and not _WATCHDOG.attach(req, self):  # type: ignore[arg-type]
             raise socket.timeout("deadline passed")
-        return super().request(*args, **kwargs)
+        return super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _DeadlineHTTPSConnection(urllib3.connection.HTTPSConnection):
-    request = _DeadlineHTTPConnection.request  # type: ignore[assignment]
+class _DeadlineHTTPConnection(_DeadlineMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPSConnection(_DeadlineMixin, urllib3.connection.HTTPSConnection):
+    pass
 
 
 class _DeadlineHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
