@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,9 @@ from interest.synthetic.world import generate_world
 
 KEY = "bench-key"
 CLI = "import sys; sys.argv[0] = 'interest'; from interest.cli import main; main()"
+#: the CLI, reporting its own peak RSS (KiB) on stderr at exit: RUSAGE_CHILDREN would mix in other children
+CLI_RSS = ("import atexit, resource, sys; atexit.register(lambda: sys.stderr.write("
+           "f'MAXRSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n')); " + CLI)
 
 
 def crawl(world: Path, out: Path, faults: FaultConfig | None = None, **settings) -> tuple[dict, dict, float]:
@@ -104,17 +106,15 @@ def peak_memory(world: Path, tmp: Path) -> None:
         with serve_world(world, api_key=KEY) as srv:
             if arm == "oversize":
                 srv.tamper_api, srv.tamper_image = api, image
-            cmd = [sys.executable, "-c", CLI, "collect", str(tmp / f"mem-{arm}"), "--users-file", str(users),
+            cmd = [sys.executable, "-c", CLI_RSS, "collect", str(tmp / f"mem-{arm}"), "--users-file", str(users),
                    "--rest-url", srv.rest_url, "--image-host", srv.image_host, "--rate", "0", "--enrich", "none",
                    "--no-progress"]
-            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             t0 = time.perf_counter()
             result = subprocess.run(cmd, env=env, capture_output=True, text=True)
             seconds = time.perf_counter() - t0
             if result.returncode:
                 raise SystemExit(result.stderr)
-            # ru_maxrss of children is the max over all of them: the larger arm runs second
-            rss[arm] = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+            rss[arm] = int(result.stderr.rsplit("MAXRSS ", 1)[1].split()[0]) / 1024
             print(f"[memory {arm}] {seconds:.1f} s, peak RSS {rss[arm]:.0f} MiB; "
                   + result.stdout.strip().replace("\n", " / "))
     caps = CollectConfig()

@@ -400,14 +400,16 @@ class FlickrClient:
         length = response.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > cap:
             raise CallFailed("too_large", f"{what}: body of {int(length)} bytes is over the cap of {cap}")
-        body = bytearray()
+        # chunks joined once at the end: a growing buffer would be copied on every resize
+        chunks, size = [], 0
         for chunk in response.iter_content(_CHUNK):
-            body += chunk
-            if len(body) > cap:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap:
                 raise CallFailed("too_large", f"{what}: body over the cap of {cap} bytes")
         if req.expired:
             raise _Expired()
-        return bytes(body)
+        return b"".join(chunks)
 
     def _exchange(self, send: Callable[[], requests.Response], cap: int, what: str) -> tuple[requests.Response, bytes]:
         """Send one request under the deadline; (response, body), the body empty for a redirect."""
