@@ -99,3 +99,25 @@ def test_download_uses_the_collector_downloader(rendered_world, tmp_path):
     for pid, path in zip(photos["photo_id"], photos["path"]):
         assert got.loc[pid, "sha256"] == hashlib.sha256((rendered_world / path).read_bytes()).hexdigest()
         assert (tmp_path / "out" / got.loc[pid, "path"]).is_file()
+
+
+def test_download_retry_failed_after_an_outage(rendered_world, tmp_path):
+    from interest.synthetic.server import FaultConfig
+
+    photos = read_table(rendered_world, "photos").head(40)
+    rows = "\n".join(f"9@N00,,,,,{u},1,1,1,2020-01-01,0," for u in photos["url"])
+    head = "user_id,user_gender,user_country,user_timezone_label,user_timezone_id,favimg_url,favimg_num_views,favimg_num_favorites,favimg_num_comments,favimg_upload_date,favimg_owner_ispro,favimg_owner_occupation\n"
+    csv = _write(tmp_path, "FlickrUser_additional.csv", head + rows + "\n")
+    with serve_world(rendered_world, faults=FaultConfig(outage_photos=0.3, seed=2)) as srv:
+        down = srv.damaged("outage_photos") & set(photos["photo_id"])
+        first = import_flickruser([csv], tmp_path / "out", download=True, image_host=srv.image_host, threads=2,
+                                  retries=1, progress=False)
+        assert len(down) >= 5 and first["images"] == {"ok": 40 - len(down), "failed": len(down)}
+        srv.faults.outage_photos = 0.0
+        before = srv.stats["image"]
+        again = import_flickruser([csv], tmp_path / "out", download=True, image_host=srv.image_host, threads=2,
+                                  retries=1, progress=False, retry_failed=True)
+        assert srv.stats["image"] - before == len(down)  # only the failed ones are asked again
+    assert again["images"] == {"ok": 40} and again["retry_failed"] == {"retried": len(down), "came_back": len(down)}
+    got = read_table(tmp_path / "out", "photos").set_index("photo_id")
+    assert got.loc[sorted(down), "status_reason"].isna().all() and (got["status"] == "ok").all()
