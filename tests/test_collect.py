@@ -35,12 +35,12 @@ def seeds(world):
     return sorted(read_table(world, "users")["user_id"])
 
 
-def crawl(world, out, *, faults=None, resume=False, **settings):
+def crawl(world, out, *, faults=None, resume=False, retry_failed=False, **settings):
     """One crawl of ``world`` into ``out`` through a fresh server; (summary, server stats)."""
     with serve_world(world, faults=faults, api_key=KEY) as srv:
         settings = {"rate": 0, "backoff": 0.001, "timeout": 2.0, **settings}
         config = CollectConfig(rest_url=srv.rest_url, image_host=srv.image_host, **settings)
-        summary = collect(out, config, progress=False, resume=resume)
+        summary = collect(out, config, progress=False, resume=resume, retry_failed=retry_failed)
         return summary, dict(srv.stats)
 
 
@@ -151,6 +151,9 @@ def test_persistent_api_faults_are_recorded_not_fatal(world, seeds, tmp_path, fa
     assert summary["failures"] == {"people.getInfo:" + reason: 3, "profile.getProfile:" + reason: 3, "favorites.getPublicList:" + reason: 3}
     assert stats["flickr.people.getInfo"] == 6  # two tries each, then given up
     assert len(read_table(tmp_path / "out", "users")) == 0
+    # transient failures: --retry-failed against the healed server brings every call back
+    again, _ = crawl(world, tmp_path / "out", users=seeds[:3], retries=2, resume=True, retry_failed=True)
+    assert again["failures"] == {} and again["users"] == 3 and again["retry_failed"] == {"retried": 9, "came_back": 9}
 
 
 def test_truncated_images_are_recorded_as_bad(world, seeds, tmp_path):
