@@ -91,11 +91,11 @@ def test_cli_dry_run_prints_the_plan(rendered_world, tmp_path):
 
 def test_cli_user_mistake_is_one_line_exit_2(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-c", CLI, "collect", str(tmp_path / "out"), "--enrich", "everything", "--users", "1@N00"],
+        [sys.executable, "-c", CLI, "collect", str(tmp_path / "out"), "--max-users", "-1", "--users", "1@N00"],
         env={**os.environ, "FLICKR_API_KEY": KEY}, capture_output=True, text=True,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "enrich" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "max_users" in result.stderr
 
 
 def test_ctrl_c_exits_130_with_one_line_and_resume_finishes(rendered_world, tmp_path, monkeypatch):
