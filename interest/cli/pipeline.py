@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperCommand
 
 from interest.cli import app
-from interest.cli.features import Engine
+from interest.cli.features import DEVICE_METAVAR, Engine, Precision, check_device, complete_device
 from interest.errors import InterestError
 
 
@@ -131,8 +131,8 @@ def score(
     out: Optional[Path] = typer.Option(None, help="Write .csv, .parquet or .json (by suffix); a table on stdout without it."),
     engine: Engine = typer.Option(Engine.local, help="ray: INPUT is then one Parquet embeddings file or a collection (docs/apps.md)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address for --engine ray (default: start Ray on this machine)."),
-    device: str = typer.Option("cpu", help="Where the backbone runs: cpu, cuda[:N], mps or auto."),
-    precision: str = typer.Option("fp32", help="Backbone precision: fp32, fp16 or bf16."),
+    device: str = typer.Option("cpu", metavar=DEVICE_METAVAR, autocompletion=complete_device, help="Where the backbone runs."),
+    precision: Precision = typer.Option(Precision.fp32, help="Backbone precision."),
     cache_dir: Optional[str] = typer.Option(None, help="Hugging Face cache (weights, Hub bundles) or folder of a local checkpoint."),
     weights: Optional[Path] = typer.Option(None, help="The backbone's checkpoint file (a bundle trained on --pretrained PATH)."),
 ) -> None:
@@ -152,7 +152,9 @@ def score(
             raise InterestError("--engine ray scores one Parquet embeddings file or one collection directory")
         _write_scores(score_ray(model, inputs[0], user=user, address=address), out)
         return
-    bundle = interest.load(model, device=device, precision=precision, cache_dir=cache_dir, weights=weights)
+    check_device(device)
+    bundle = interest.load(model, device=device, precision=precision.value, cache_dir=cache_dir, weights=weights)
+    check_device(device, bundle.backbone_id)  # a GPU asked for a backbone that runs on the CPU only
     resolved = _resolve_inputs(inputs)
     if isinstance(resolved, Path):
         table = _score_embeddings_file(bundle, resolved, user)
@@ -201,8 +203,8 @@ class _SeveralValuesCommand(TyperCommand):
 def personalize(
     model: Path = typer.Argument(..., help="Model bundle directory (updated in place)."),
     user: str = typer.Option(..., help="User id whose head to fit or replace."),
-    device: str = typer.Option("cpu", help="Where the backbone runs: cpu, cuda[:N], mps or auto."),
-    precision: str = typer.Option("fp32", help="Backbone precision: fp32, fp16 or bf16."),
+    device: str = typer.Option("cpu", metavar=DEVICE_METAVAR, autocompletion=complete_device, help="Where the backbone runs."),
+    precision: Precision = typer.Option(Precision.fp32, help="Backbone precision."),
     cache_dir: Optional[str] = typer.Option(None, help="Hugging Face cache or folder of the backbone's local checkpoint."),
     weights: Optional[Path] = typer.Option(None, help="The backbone's checkpoint file."),
     liked: List[Path] = typer.Option(
@@ -222,8 +224,9 @@ def personalize(
 
     from interest.models.storage import bundle_lock
 
+    check_device(device)
     with bundle_lock(model):  # load to save under the bundle's lock: a service personalising it meanwhile loses no head
-        bundle = interest.load(model, device=device, precision=precision, cache_dir=cache_dir, weights=weights)
+        bundle = interest.load(model, device=device, precision=precision.value, cache_dir=cache_dir, weights=weights)
         bundle.personalize(user, _resolve_inputs(liked), _resolve_inputs(disliked) if disliked else None)
         bundle.save(model)
     typer.echo(f"personalized user {user} in {model}")
