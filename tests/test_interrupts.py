@@ -22,7 +22,7 @@ def test_ctrl_c_during_embed_exits_130_and_a_rerun_finishes(rendered_world, tmp_
     shutil.copytree(rendered_world / "images", root / "images")
     photos = read_table(rendered_world, "photos")[["photo_id", "path"]]
     # the same files under several ids: enough rows for the interrupt to land inside the embedding loop
-    many = pd.concat([photos.assign(photo_id=photos["photo_id"] + f"-{k}") for k in range(4)], ignore_index=True)
+    many = pd.concat([photos.assign(photo_id=photos["photo_id"] + f"-{k}") for k in range(2)], ignore_index=True)
     write_table(root, "photos", many)
     cmd = [sys.executable, "-c", CLI, "embed", str(root), "--backbone", "perceptual/v1", "--workers", "2",
            "--part-size", "16", "--batch-size", "16", "--no-progress"]
