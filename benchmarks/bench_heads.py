@@ -69,7 +69,7 @@ def _no_sharing(model, root: Path):
 
     data = read_training_data(root, None, TrainConfig())
     base = model.score_embeddings(data["emb"])["ci_score"].to_numpy()
-    return UserHeads(sharing=(0.0,), seed=0).fit(data["emb"], data["fav_users"], data["fav_rows"], base)
+    return UserHeads(sharing=(0.0,), seed=0).fit(model.head_inputs(data["emb"]), data["fav_users"], data["fav_rows"], base)
 
 
 def run_world(name: str, work: Path, seed: int = 0) -> dict:
@@ -102,8 +102,9 @@ def run_world(name: str, work: Path, seed: int = 0) -> dict:
     plain = _no_sharing(model, root)
     rows = []
     users = [u for u in sorted(test_fav["user_id"].unique()) if model.heads.has(u)]
-    dev = model.heads.deviations(users, test_emb).astype(np.float64)
-    dev0 = plain.deviations(users, test_emb).astype(np.float64)
+    test_in = model.head_inputs(test_emb)
+    dev = model.heads.deviations(users, test_in).astype(np.float64)
+    dev0 = plain.deviations(users, test_in).astype(np.float64)
     oracle = oracle_scores(root, np.array(users), truth.reset_index())
     for j, user in enumerate(users):
         is_pos = np.zeros(len(test_ids), dtype=bool)
@@ -149,10 +150,10 @@ def run_world(name: str, work: Path, seed: int = 0) -> dict:
         order = rng.permutation(liked_pool)
         row_of = pd.Index(ids)
         for k in SHOTS:
-            liked = emb[row_of.get_indexer(order[:k])]
+            liked = model.head_inputs(emb[row_of.get_indexer(order[:k])])
             w = model.heads.fit_one(liked)
             w0 = plain.fit_one(liked)
-            r = model.heads.memberships(test_emb)
+            r = model.heads.memberships(test_in)
             gains[k].append(_auc(ci + r @ w, is_pos) - base_auc)
             gains0[k].append(_auc(ci + r @ w0, is_pos) - base_auc)
     result["few_shot"] = {

@@ -76,7 +76,9 @@ def test_perceptual_parity_and_bad_images(tmp_path):
     root = tmp_path / "world"
     model = train_image_model(root)
     images = sorted((root / "images").glob("*.jpg"))[:20]
-    model.personalize("alice", images[:6])  # a head made after training is exported too
+    # a head made after training is exported too (10 liked photos: in this small world only the
+    # 8-photo few-shot setting beats chance on validation, so fewer would leave alice at the common score)
+    model.personalize("alice", images[:10])
     files = export_onnx(model, tmp_path / "onnx")
     assert {f.name for f in files} == {"heads.onnx", "interest-onnx.json"}  # perceptual/v1 is NumPy: no backbone file
     for user in (model.users[1], "alice"):

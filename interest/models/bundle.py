@@ -315,7 +315,7 @@ def _check_shapes(model, path: Path) -> None:
         (FULL_PART, model.booster.full_booster_ is None
          or model.booster.full_booster_.num_feature() == k + 2 + len(model._extra)),
         ("user_heads.npz", model._heads.weights_.shape == (len(model._heads.users_), len(model._heads.anchors_))),
-        ("user_heads.npz", model._heads.anchors_.shape[1:] == (d,)
+        ("user_heads.npz", model._heads.anchors_.shape[1:] == (h,)
          and model._heads.templates_.shape[1:] == model._heads.background_.shape == (len(model._heads.anchors_),)),
     ]
     for name, ok in checks:

@@ -40,18 +40,26 @@ from interest.models.common import matmul64
 N_GROUPS = 3  # interest.collection.TREND_GROUPS
 
 
-def novelty(emb: np.ndarray, pca_mean: np.ndarray, Z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Squared distance of each embedding to its nearest prototype, counting the part outside the PCA subspace.
+def centred_sq(emb: np.ndarray, pca_mean: np.ndarray) -> np.ndarray:
+    """``|x - mean|^2`` of each embedding (n,) float64: with the PCA features, the full distance to any point of the subspace."""
+    emb = np.asarray(emb, dtype=np.float32)
+    mean = np.asarray(pca_mean, dtype=np.float64)
+    # |x|^2 - 2 x.mean + |mean|^2 row by row in float64 (einsum, not BLAS: a row's sum never depends on its
+    # batch), without a float64 copy of the batch
+    return np.einsum("ij,ij->i", emb, emb, dtype=np.float64) - 2.0 * np.einsum("ij,j->i", emb, mean) + mean @ mean
 
-    ``emb`` (n, d) L2-normalised, ``Z`` (n, c) its PCA features, ``centroids``
-    (C, c) the prototypes in the same PCA space: ``|x - mean|^2 - 2 max_k (z . c_k - |c_k|^2 / 2)``
-    (= ``|z - c_k|^2`` for the nearest k plus the squared residual). (n,) float64.
+
+def novelty(dist_sq: np.ndarray, Z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Squared distance of each photo to its nearest prototype, counting the part outside the PCA subspace.
+
+    ``dist_sq`` (n,): :func:`centred_sq`; ``Z`` (n, c) the PCA features,
+    ``centroids`` (C, c) the prototypes in the same PCA space:
+    ``|x - mean|^2 - 2 max_k (z . c_k - |c_k|^2 / 2)`` (= ``|z - c_k|^2`` for
+    the nearest k plus the squared residual). (n,) float64.
     """
     c = np.asarray(centroids, dtype=np.float64)
-    centred = np.asarray(emb, dtype=np.float64) - np.asarray(pca_mean, dtype=np.float64)
-    dist = np.einsum("ij,ij->i", centred, centred)
     score = matmul64(np.asarray(Z, dtype=np.float32), c.T) - 0.5 * np.einsum("ij,ij->i", c, c)
-    return np.maximum(dist - 2.0 * score.max(axis=1), 0.0)
+    return np.maximum(np.asarray(dist_sq, dtype=np.float64) - 2.0 * score.max(axis=1), 0.0)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

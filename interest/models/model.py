@@ -21,7 +21,7 @@ import pandas as pd
 from interest.collection import TREND_GROUPS, l2_normalize, read_embeddings_file
 from interest.errors import InterestError
 from interest.models.common import matmul64
-from interest.models.groups import novelty
+from interest.models.groups import centred_sq, novelty
 
 PROBABILITY_COLUMNS = [f"p_{g}" for g in TREND_GROUPS]
 
@@ -170,12 +170,13 @@ class InterestModel:
         Z, stack = self._project(emb)
         Zk = Z[:, : self._k]
         ci = self.booster.predict(Zk, stack, extra)
+        dist_sq = centred_sq(emb, self.pca.mean_)
         # the group is the band of this very score; how sure, widens with the distance to the training photos
-        proba = self.groups.predict_proba(ci, novelty(emb, self.pca.mean_, Z, self.prototypes.centroids_))
+        proba = self.groups.predict_proba(ci, novelty(dist_sq, Z, self.prototypes.centroids_))
         out = {"ci_score": ci, "trend_group": self.groups.predict(ci)}
         out.update({col: proba[:, i] for i, col in enumerate(PROBABILITY_COLUMNS)})
         if user is not None:
-            dev = heads.deviation(user, emb)
+            dev = heads.deviation(user, np.column_stack([Z[:, : self._h], dist_sq]))
             out["user_score"] = ci + dev
             out["deviation"] = dev
         return pd.DataFrame(out)
@@ -247,14 +248,20 @@ class InterestModel:
         """``user``'s deviation from the common score for embeddings (n, dim): (n,) float32."""
         heads = self._heads
         self._check_user(heads, user)
-        return heads.deviation(user, self._check_embeddings(emb))
+        return heads.deviation(user, self.head_inputs(emb))
 
     def user_deviations(self, users: list[str], emb: np.ndarray) -> np.ndarray:
         """Deviations of several users at once, projecting the embeddings once: (n, len(users)) float32."""
         heads = self._heads
         for user in users:
             self._check_user(heads, user)
-        return heads.deviations(users, self._check_embeddings(emb))
+        return heads.deviations(users, self.head_inputs(emb))
+
+    def head_inputs(self, emb: np.ndarray) -> np.ndarray:
+        """What the user heads see of embeddings (n, dim): the first ``head_components`` PCA features and,
+        last, the squared distance to the PCA mean (n, h + 1) float64 (see :class:`~interest.models.user_heads.UserHeads`)."""
+        emb = self._check_embeddings(emb)
+        return np.column_stack([self._pca(emb), centred_sq(emb, self.pca.mean_)])
 
     def personalize(self, user: str, liked: Any, disliked: Any = None) -> "InterestModel":
         """Fit (or replace) ``user``'s head from photos they like (and, optionally, dislike).
@@ -273,7 +280,9 @@ class InterestModel:
             raise InterestError(f"personalize {user}: no liked photos given; pass images or embeddings the user likes")
         disliked_emb = None if disliked is None else self._embed_inputs(disliked, "raise", 64, False)[2]
         with self._lock:
-            weights = self._heads.fit_one(liked_emb, disliked_emb)
+            weights = self._heads.fit_one(
+                self.head_inputs(liked_emb), None if disliked_emb is None else self.head_inputs(disliked_emb)
+            )
             self._heads = self._heads.with_head(user, weights, len(liked_emb))
             personalized = dict(self.metadata.get("personalized", {}))
             personalized[str(user)] = {"liked": len(liked_emb), "disliked": 0 if disliked_emb is None else len(disliked_emb)}

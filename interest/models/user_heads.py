@@ -3,7 +3,8 @@
 People in a community like the same niches, so a user seen through a few
 favourites is best described by the users whose favourites resemble theirs.
 A head lives on a set of K *anchors* (k-means centroids of the training
-embeddings, in the embedding space itself):
+photos in the PCA subspace; distances to them are full-embedding distances,
+the part of a photo outside the subspace included):
 
 * a photo ``x`` is softly assigned to the anchors,
   ``r_k(x) = exp(-d2_k / tau) / (exp(-d0 / tau) + sum_j exp(-d2_j / tau))``
@@ -70,7 +71,7 @@ SHOTS = (1, 2, 4, 8)
 _RELATIVE_SCALES = tuple(float(v) for v in np.logspace(-1.5, 1.0, 11))
 _TOLERANCE = 0.0  # a head setting may lower no bucket's mean AUC on the held-out favourites
 _CHUNK = 16_384  # photos per block when computing anchor memberships
-_KMEANS_SAMPLE = 10_000  # photos the anchors are clustered from (k-means of 256 in 512-d: ~15 s on one core)
+_KMEANS_SAMPLE = 20_000  # photos the anchors are clustered from (in the PCA subspace: a few seconds)
 
 
 def bucket_name(lo: int, hi: int | None) -> str:
@@ -104,7 +105,7 @@ class UserHeads:
     held out to choose the settings, ``negatives``,
     ``max_validation_per_user``, ``seed``.
 
-    Learned: ``anchors_`` (K, d), ``tau_``, ``d0_``, ``background_`` (K,),
+    Learned: ``anchors_`` (K, h) in PCA coordinates, ``tau_``, ``d0_``, ``background_`` (K,),
     ``templates_`` (V, K), ``users_`` (U,) unicode, ``n_favourites_`` (U,),
     ``weights_`` (U, K) float32 (``s * t_u``: a deviation is
     ``r(x) @ weights_[u]``), ``regime_settings_`` (one (eta, m, s) row per
@@ -144,56 +145,69 @@ class UserHeads:
 
     # ------------------------------------------------------------ anchors
 
-    def memberships(self, X: np.ndarray) -> np.ndarray:
-        """Soft anchor memberships r(x) of embeddings ``X`` (n, d): (n, K) float64, rows sum to at most 1."""
-        X = np.asarray(X, dtype=np.float32)
-        c = self.anchors_.astype(np.float64)
-        sq = np.einsum("ij,ij->i", X.astype(np.float64), X.astype(np.float64))[:, None]
-        d2 = sq + np.einsum("ij,ij->i", c, c)[None, :] - 2.0 * matmul64(X, c.T)
-        logits = -np.maximum(d2, 0.0) / self.tau_
+    def memberships(self, F: np.ndarray) -> np.ndarray:
+        """Soft anchor memberships r(x) of head inputs ``F`` (n, h + 1): (n, K) float64, rows sum to at most 1.
+
+        ``F`` is a photo's first h PCA features and, last, its squared distance
+        to the PCA mean (:meth:`InterestModel.head_inputs`). The anchors lie in
+        the PCA subspace, so ``|x - c_k|^2 = |x - mean|^2 - 2 z . a_k + |a_k|^2``
+        exactly, the part of ``x`` outside the subspace included, for an
+        h-dimensional product instead of a full-embedding one.
+        """
+        F = np.asarray(F)
+        a = self.anchors_.astype(np.float64)
+        # in place on one (n, K) float64 block: scoring many photos for a user is mostly this
+        d2 = matmul64(F[:, :-1], a.T)
+        d2 *= -2.0
+        d2 += F[:, -1:].astype(np.float64)
+        d2 += np.einsum("ij,ij->i", a, a)[None, :]
+        np.maximum(d2, 0.0, out=d2)
+        logits = d2
+        logits *= -1.0 / self.tau_
         null = -self.d0_ / self.tau_
         top = np.maximum(logits.max(axis=1, keepdims=True), null)
-        e = np.exp(logits - top)
-        return e / (e.sum(axis=1, keepdims=True) + np.exp(null - top))
+        logits -= top
+        e = np.exp(logits, out=logits)
+        e /= e.sum(axis=1, keepdims=True) + np.exp(null - top)
+        return e
 
-    def _fit_anchors(self, X: np.ndarray) -> None:
+    def _fit_anchors(self, F: np.ndarray) -> None:
         from sklearn.cluster import KMeans
 
         rng = np.random.default_rng(self.seed)
-        n = len(X)
+        n = len(F)
         sample = np.sort(rng.choice(n, min(n, _KMEANS_SAMPLE), replace=False))
         k = self.n_anchors or int(np.clip(round(n / 15), 16, 256))
         k = max(1, min(k, len(sample)))
-        km = KMeans(n_clusters=k, n_init=1, max_iter=30, random_state=self.seed).fit(X[sample].astype(np.float64))
-        self.anchors_ = km.cluster_centers_.astype(np.float32)
-        c = self.anchors_.astype(np.float64)
-        Xs = X[sample].astype(np.float64)
-        d2 = np.einsum("ij,ij->i", Xs, Xs)[:, None] + np.einsum("ij,ij->i", c, c)[None, :] - 2.0 * Xs @ c.T
+        km = KMeans(n_clusters=k, n_init=1, max_iter=30, random_state=self.seed)
+        self.anchors_ = km.fit(F[sample, :-1].astype(np.float64)).cluster_centers_.astype(np.float32)
+        a = self.anchors_.astype(np.float64)
+        d2 = F[sample, -1:].astype(np.float64) + np.einsum("ij,ij->i", a, a)[None, :] - 2.0 * matmul64(F[sample, :-1], a.T)
         nearest = np.maximum(d2.min(axis=1), 0.0)
         self.tau_ = float(self.bandwidth * max(np.median(nearest), 1e-12))
         self.d0_ = float(np.quantile(nearest, 0.99))
 
     # ------------------------------------------------------------ fitting
 
-    def fit(self, X: np.ndarray, user_ids: np.ndarray, photo_rows: np.ndarray, base: np.ndarray) -> "UserHeads":
+    def fit(self, F: np.ndarray, user_ids: np.ndarray, photo_rows: np.ndarray, base: np.ndarray) -> "UserHeads":
         """Fit heads for every user with a favourite.
 
-        ``X`` (n, d): L2-normalised embeddings of the training photos;
-        ``user_ids`` and ``photo_rows`` (one entry per favourite; rows index
-        ``X``); ``base`` (n,): the common model's scores of the same photos,
+        ``F`` (n, h + 1): head inputs of the training photos (see
+        :meth:`memberships`); ``user_ids`` and ``photo_rows`` (one entry per
+        favourite; rows index ``F``); ``base`` (n,): the common model's scores of the same photos,
         against which the heads' gain is measured when choosing eta, m and s.
         """
-        X = np.asarray(X, dtype=np.float32)
+        F = np.asarray(F, dtype=np.float64)
         users, u = np.unique(np.asarray(user_ids).astype(str), return_inverse=True)
         pairs = np.unique(np.stack([u, np.asarray(photo_rows, dtype=np.int64)], axis=1), axis=0)
         u, p = pairs[:, 0], pairs[:, 1]
-        n_users, n = len(users), len(X)
+        n_users, n = len(users), len(F)
         counts = np.bincount(u, minlength=n_users).astype(np.float64)
         base = np.asarray(base, dtype=np.float64)
 
         with threadpool_limits(limits=1, user_api="blas"):  # many small products: BLAS threads only contend
-            self._fit_anchors(X)
-        R = np.vstack([self.memberships(X[s : s + _CHUNK]).astype(np.float32) for s in range(0, n, _CHUNK)])
+            self._fit_anchors(F)
+        R = np.vstack([self.memberships(F[s : s + _CHUNK]).astype(np.float32) for s in range(0, n, _CHUNK)])
         # a user's share of the head: at most s * clip, kept within the common score's own spread
         self.max_deviation_ = self.max_deviation * float(np.quantile(base, 0.99) - np.quantile(base, 0.01))
 
@@ -411,15 +425,15 @@ class UserHeads:
         """Whether ``user`` has a head."""
         return str(user) in self._index
 
-    def deviation(self, user: str, X: np.ndarray) -> np.ndarray:
-        """Deviation of ``user`` (who must have a head) for embeddings ``X`` (n, d): (n,) float32."""
+    def deviation(self, user: str, F: np.ndarray) -> np.ndarray:
+        """Deviation of ``user`` (who must have a head) for head inputs ``F`` (n, h + 1): (n,) float32."""
         i = self._index[str(user)]
-        return (self.memberships(X) @ self.weights_[i].astype(np.float64)).astype(np.float32)
+        return (self.memberships(F) @ self.weights_[i].astype(np.float64)).astype(np.float32)
 
-    def deviations(self, users: list[str], X: np.ndarray) -> np.ndarray:
+    def deviations(self, users: list[str], F: np.ndarray) -> np.ndarray:
         """Deviations of several users at once: (n, len(users)) float32."""
         rows = [self._index[str(x)] for x in users]
-        return (self.memberships(X) @ self.weights_[rows].T.astype(np.float64)).astype(np.float32)
+        return (self.memberships(F) @ self.weights_[rows].T.astype(np.float64)).astype(np.float32)
 
     def setting_for(self, n_liked: int) -> tuple[float, float, float]:
         """(eta, m, s) for a user who gives ``n_liked`` photos: the few-shot size at or below it, 20+ as training."""
@@ -428,8 +442,8 @@ class UserHeads:
         j = int(np.searchsorted(SHOTS, n_liked, side="right")) - 1
         return tuple(float(v) for v in self.shot_settings_[max(j, 0)]) if n_liked >= 1 else (0.0, 1.0, 0.0)
 
-    def fit_one(self, X_liked: np.ndarray, X_disliked: np.ndarray | None = None) -> np.ndarray:
-        """A head (K,) float32 from one user's liked (and disliked) embeddings.
+    def fit_one(self, F_liked: np.ndarray, F_disliked: np.ndarray | None = None) -> np.ndarray:
+        """A head (K,) float32 from one user's liked (and disliked) photos' head inputs.
 
         The liked photos borrow from the templates as a training user's
         favourites do, with the setting calibrated for that many liked photos
@@ -440,19 +454,19 @@ class UserHeads:
         the liked photos are too few for a calibrated head, dislikes still
         apply at the weakest calibrated strength.
         """
-        n = self.memberships(X_liked).sum(axis=0, keepdims=True)
+        n = self.memberships(F_liked).sum(axis=0, keepdims=True)
         # liked photos that together hold less than one photo's worth of anchor membership (all unlike every
         # training photo) say nothing about the user's taste: no head from them
-        eta, m, scale = self.setting_for(len(X_liked) if n.sum() >= 0.5 else 0)
-        if scale == 0 and X_disliked is not None and len(X_disliked):
+        eta, m, scale = self.setting_for(len(F_liked) if n.sum() >= 0.5 else 0)
+        if scale == 0 and F_disliked is not None and len(F_disliked):
             # too few liked photos for a calibrated head, but dislikes still say something: the weakest
             # calibrated strength that is not 0
             on = [row for row in (*self.shot_settings_, *self.regime_settings_) if row[2] > 0]
             if on:
                 eta, m, scale = (float(v) for v in min(on, key=lambda row: row[2]))
         contrast = None
-        if X_disliked is not None and len(X_disliked):
-            d = self.memberships(X_disliked).sum(axis=0)
+        if F_disliked is not None and len(F_disliked):
+            d = self.memberships(F_disliked).sum(axis=0)
             contrast = (d + m * self.background_) / (d.sum() + m)
         t = self._tables(n, self._priors(n, [eta], exclude_self=False)[eta], m, contrast)[0]
         return (scale * t).astype(np.float32)

@@ -90,7 +90,7 @@ def build_heads_graph(model: Any) -> Any:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    k, d = model.booster_components, model.dim
+    k, h, d = model.booster_components, model.head_components, model.dim
     app_features = list(model.metadata["features"]["app"])
     expected = [f"pca_{i}" for i in range(k)] + ["ridge", "prototype"]
     if app_features != expected:
@@ -112,6 +112,7 @@ def build_heads_graph(model: Any) -> Any:
         "zero": np.asarray([0], dtype=np.int64),
         "one": np.asarray([1], dtype=np.int64),
         "k": np.asarray([k], dtype=np.int64),
+        "h": np.asarray([h], dtype=np.int64),
         "flat": np.asarray([-1], dtype=np.int64),
     }
     # trend-group probabilities (interest.models.groups): band probabilities of ci_score, blended towards
@@ -124,7 +125,8 @@ def build_heads_graph(model: Any) -> Any:
         inv_novelty_scale=f32([1.0 / g.novelty_scale_]), minus_inv_far=f32([-1.0 / g.far_width]),
         group_prior=f32(g.prior_[None, :]),
     )
-    # user heads (interest.models.user_heads): soft anchor memberships with a "nowhere" term, times the user's row
+    # user heads (interest.models.user_heads): soft anchor memberships with a "nowhere" term, times the user's row;
+    # anchors live in the PCA subspace, so |x - c|^2 = |x - mean|^2 - 2 z_h . a + |a|^2
     heads = model.heads
     anchors = heads.anchors_.astype(np.float64)
     init.update(
@@ -138,6 +140,7 @@ def build_heads_graph(model: Any) -> Any:
         helper.make_node("Sub", ["embedding", "pca_mean"], ["centred"]),
         helper.make_node("MatMul", ["centred", "pca_t"], ["z"]),
         helper.make_node("Slice", ["z", "zero", "k", "one"], ["z_k"]),
+        helper.make_node("Slice", ["z", "zero", "h", "one"], ["z_h"]),
         helper.make_node("MatMul", ["embedding", "ridge_coef"], ["ridge_raw"]),
         helper.make_node("Add", ["ridge_raw", "ridge_intercept"], ["ridge"]),
         # nearest prototype: argmax of z.c - |c|^2 / 2 (first index on ties, as NumPy)
@@ -158,14 +161,13 @@ def build_heads_graph(model: Any) -> Any:
         helper.make_node("Exp", ["keep_log"], ["keep"]),
         helper.make_node("Sub", ["one_f", "keep"], ["far"]),
         # user head: r(x) . w_u
-        helper.make_node("MatMul", ["embedding", "anchors_t"], ["anchor_dot"]),
-        helper.make_node("ReduceSumSquare", ["embedding"], ["emb_sq"], axes=[1], keepdims=1),
-        helper.make_node("Add", ["emb_sq", "anchors_sq"], ["d2_sum"]),
+        helper.make_node("MatMul", ["z_h", "anchors_t"], ["anchor_dot"]),
+        helper.make_node("Add", ["centred_sq", "anchors_sq"], ["d2_sum"]),
         helper.make_node("Mul", ["anchor_dot", "two"], ["anchor_dot2"]),
         helper.make_node("Sub", ["d2_sum", "anchor_dot2"], ["d2_raw"]),
         helper.make_node("Relu", ["d2_raw"], ["d2"]),
         helper.make_node("Mul", ["d2", "minus_inv_tau"], ["anchor_logits"]),
-        helper.make_node("Mul", ["emb_sq", "zero_f"], ["zero_col"]),
+        helper.make_node("Mul", ["centred_sq", "zero_f"], ["zero_col"]),
         helper.make_node("Add", ["zero_col", "null_logit"], ["null_col"]),
         helper.make_node("Concat", ["anchor_logits", "null_col"], ["member_logits"], axis=1),
         helper.make_node("Softmax", ["member_logits"], ["members_all"], axis=1),
