@@ -257,7 +257,12 @@ class CrawlLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
+            if not isinstance(exc, BlockingIOError):  # a filesystem without locks, not a second crawl
+                os.close(fd)
+                raise InterestError(
+                    f"{self.path}: cannot lock the collection ({exc.strerror}); put it on a local filesystem"
+                ) from None
             holder = os.pread(fd, 400, 0).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
             raise InterestError(
