@@ -79,3 +79,9 @@ def test_an_onnx_install_has_no_torch_and_scores_an_export(tmp_path):
     load = subprocess.run([str(python), "-c", "import interest; interest.load(__import__('sys').argv[1])",
                            str(root / "model")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert "pip install 'interest[research]'" in load.stderr.strip().splitlines()[-1]
+    # and so does the command line, for the pipeline's commands
+    cli = python.parent / "interest"
+    train = subprocess.run([str(cli), "train", str(root), "--out", str(tmp_path / "m2")], capture_output=True,
+                           text=True, timeout=120, cwd=tmp_path)
+    assert train.returncode == 2 and train.stderr.strip().splitlines() == [
+        train.stderr.strip()] and "pip install 'interest[research]'" in train.stderr, train.stderr

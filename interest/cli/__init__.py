@@ -87,3 +87,17 @@ def main() -> None:
             sys.stderr.write("\n")  # a progress bar may hold the current line
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except ModuleNotFoundError as exc:
+        # a lighter install (e.g. interest[onnx], torch-free) lacks a library this command imports
+        module = (exc.name or "").split(".")[0]
+        if not module or module == "interest":
+            raise  # our own module missing is a bug: keep the traceback
+        extra = _EXTRA_OF.get(module, "research")
+        typer.echo(f"error: this command needs {module}, which is not installed: pip install 'interest[{extra}]'", err=True)
+        sys.exit(2)
+
+
+# which extra brings a module (pyproject.toml); anything else of the pipeline is in `research`
+_EXTRA_OF = {"fastapi": "serve", "uvicorn": "serve", "multipart": "serve", "onnxruntime": "onnx", "onnx": "export",
+             "onnxmltools": "export", "ray": "ray", "nbclient": "notebooks", "nbformat": "notebooks",
+             "jupyter_client": "notebooks"}
