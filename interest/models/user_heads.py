@@ -257,7 +257,8 @@ class UserHeads:
         logP = np.log(self.templates_)
         for e in live:
             out[e] = np.empty_like(N)
-        rows = self._template_rows
+        # training users' own rows, only to exclude them; a loaded model (personalize) has no training users
+        rows = self._template_rows if exclude_self else None
         for s in range(0, len(N), 1024):  # bounded (1024, V) blocks; the likelihood is shared by every eta
             ll = N[s : s + 1024] @ logP.T
             if exclude_self:  # a user is never their own template
