@@ -586,15 +586,21 @@ def serve_world(
 
 
 def main() -> None:
-    """``python -m interest.synthetic.server WORLD [--port N] [--fault-rate R]``: serve until Ctrl-C."""
+    """``python -m interest.synthetic.server WORLD [--port N] [--fault-rate R] [--damage K=S,...]``: serve until Ctrl-C."""
     parser = argparse.ArgumentParser(description="Serve a synthetic world as a local Flickr API.")
     parser.add_argument("world")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key", default="test-key")
     parser.add_argument("--fault-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--damage", default="", help="per-photo damage, e.g. truncated_photos=0.03,placeholder_photos=0.03")
     args = parser.parse_args()
-    faults = FaultConfig.uniform(args.fault_rate, seed=args.seed) if args.fault_rate else None
+    faults = FaultConfig.uniform(args.fault_rate, seed=args.seed) if args.fault_rate else FaultConfig(seed=args.seed)
+    for item in filter(None, args.damage.split(",")):
+        kind, _, share = item.partition("=")
+        if kind.strip() not in _DAMAGE:
+            parser.error(f"--damage {kind.strip()!r}: use {', '.join(_DAMAGE)}")
+        setattr(faults, kind.strip(), float(share))
     with serve_world(args.world, port=args.port, faults=faults, api_key=args.api_key) as srv:
         print(f"rest_url: {srv.rest_url}\nimage_host: {srv.image_host}", flush=True)
         try:
