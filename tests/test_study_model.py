@@ -192,3 +192,29 @@ def test_an_unreadable_image_beside_a_head_without_groups(study, tmp_path):
     table = model.score([good, bad], errors="coerce", progress=False)
     assert list(table.columns) == ["path", "ci_score", "error"]
     assert np.isfinite(table["ci_score"][0]) and np.isnan(table["ci_score"][1]) and table["error"][1]
+
+
+def test_a_background_collection_centres_the_heads(study, tmp_path):
+    from interest.collection import write_embeddings
+
+    _, path, _, _ = study
+    rng = np.random.default_rng(7)
+    shared = rng.normal(size=768) * 3  # CLIP-like: every embedding shares a large component
+    topic_a, topic_b = rng.normal(size=768), rng.normal(size=768)
+    photos = np.vstack([shared + topic_a + rng.normal(size=(500, 768)), shared + topic_b + rng.normal(size=(500, 768))])
+    library = tmp_path / "library"
+    write_embeddings(library, STUDY_BACKBONE, [f"b{i}" for i in range(1000)], photos)
+    model = import_study_model(path, tmp_path / "bundle", background=library)
+    assert model.metadata["user_heads"]["background"].startswith("1000 photos of")
+    liked = (shared + topic_a + rng.normal(size=(20, 768))) * 7.0  # raw features: any scale
+    model.personalize("alice", liked)
+    dev = model.user_deviation("alice", photos)
+    assert dev[:500].mean() > 0 > dev[500:].mean()  # her topic up, the other down
+    assert abs(dev.mean()) < 0.05 * dev.std()  # centred on the background: a re-ranking, not a shift
+    isotropic = import_study_model(path, tmp_path / "iso")
+    isotropic.personalize("alice", liked)
+    flat = isotropic.user_deviation("alice", photos)
+    assert flat.mean() > 3 * flat.std()  # without a background the head mostly shifts every score
+    with pytest.raises(InterestError, match="too few"):
+        write_embeddings(tmp_path / "small", STUDY_BACKBONE, ["x", "y"], photos[:2])
+        import_study_model(path, tmp_path / "b2", background=tmp_path / "small")

@@ -127,6 +127,9 @@ def import_study_model(
     cuts_from: Optional[Path] = typer.Option(
         None, help="A collection from `interest import flickruser`: cut points from its published scores."
     ),
+    background: Optional[Path] = typer.Option(
+        None, help="A collection with embeddings of the backbone: the user heads' background (default: --cuts-from's)."
+    ),
 ) -> None:
     """Import the study's published CI_R model as a bundle over openclip/ViT-L-14-336/openai (docs/apps.md)."""
     from interest.models.study import import_study_model as run_import
@@ -137,7 +140,7 @@ def import_study_model(
             cuts = tuple(float(v) for v in group_cuts.split(","))
         except ValueError:
             raise InterestError(f"--group-cuts {group_cuts}: give two numbers, LOW,HIGH") from None
-    model = run_import(pth, out, group_cuts=cuts, cuts_from=cuts_from)
+    model = run_import(pth, out, group_cuts=cuts, cuts_from=cuts_from, background=background)
     groups = f"trend groups at {model.group_cuts}" if model.group_cuts else "no trend groups (give --group-cuts)"
     typer.echo(f"wrote {out}: the study's common head over {model.backbone_id}, {groups}")
 

@@ -131,26 +131,34 @@ def _background(
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """User heads' background (mean, precision) in the normalised embedding space, and where it came from.
 
-    From the favourites of a collection with embeddings of ``backbone_id``
-    (each favourite event weighs one, as in training); otherwise isotropic
-    around the origin, so a head is the liked photos' direction (contrasted
-    with disliked ones when given).
+    From a collection with embeddings of ``backbone_id``: its favourites (each
+    favourite event weighs one, as in training) or, without a favourites
+    table, all its photos. Otherwise isotropic around the origin, so a head is
+    the liked photos' direction (contrasted with disliked ones when given),
+    which mostly shifts a user's scores rather than re-ranking them.
     """
     from interest.collection import embeddings_path, has_table, read_embeddings_file, read_table
 
-    if collection is not None and embeddings_path(collection, backbone_id).is_file() and has_table(collection, "favorites"):
-        ids, emb = read_embeddings_file(embeddings_path(collection, backbone_id))
+    if collection is None or not embeddings_path(collection, backbone_id).is_file():
+        return np.zeros(dim, np.float32), np.eye(dim, dtype=np.float32), "isotropic (no collection with embeddings)"
+    ids, emb = read_embeddings_file(embeddings_path(collection, backbone_id))
+    rows, what = np.arange(len(ids)), "photos"
+    if has_table(collection, "favorites"):
         favs = read_table(collection, "favorites", columns=["photo_id"])
-        rows = pd.Index(ids).get_indexer(favs["photo_id"].astype(str))
-        rows = rows[rows >= 0]
-        if len(rows) > dim:
-            Z = emb[rows].astype(np.float64)
-            mean = Z.mean(axis=0)
-            cov = np.cov(Z, rowvar=False, bias=True)
-            lam = HEAD_RIDGE * float(np.trace(cov)) / dim
-            precision = np.linalg.inv(cov + lam * np.eye(dim))
-            return mean.astype(np.float32), precision.astype(np.float32), f"{len(rows)} favourites of {collection}"
-    return np.zeros(dim, np.float32), np.eye(dim, dtype=np.float32), "isotropic (no collection with embeddings)"
+        fav_rows = pd.Index(ids).get_indexer(favs["photo_id"].astype(str))
+        if (fav_rows >= 0).sum() > dim:
+            rows, what = fav_rows[fav_rows >= 0], "favourites"
+    if len(rows) <= dim:
+        raise InterestError(
+            f"{collection}: {len(rows)} {what} with embeddings of {backbone_id}, too few for a {dim}-d background; "
+            f"give a collection with more than {dim}"
+        )
+    Z = emb[rows].astype(np.float64)
+    mean = Z.mean(axis=0)
+    cov = np.cov(Z, rowvar=False, bias=True)
+    lam = HEAD_RIDGE * float(np.trace(cov)) / dim
+    precision = np.linalg.inv(cov + lam * np.eye(dim))
+    return mean.astype(np.float32), precision.astype(np.float32), f"{len(rows)} {what} of {collection}"
 
 
 class DirectionHeads:
@@ -459,6 +467,7 @@ def import_study_model(
     *,
     group_cuts: Sequence[float] | None = None,
     cuts_from: str | os.PathLike | None = None,
+    background: str | os.PathLike | None = None,
     backbone_id: str = STUDY_BACKBONE,
 ) -> LinearHeadModel:
     """Write the study's ``CI_R_model.pth`` as a bundle at ``out``; returns the model.
@@ -467,8 +476,9 @@ def import_study_model(
     of ``backbone_id`` (OpenAI CLIP ViT-L/14@336). Trend groups come from
     ``group_cuts`` (lower, upper) or from the published scores in
     ``cuts_from``'s ``reference.parquet`` (see :func:`cuts_from_reference`);
-    with neither, the bundle gives ``ci_score`` only. ``cuts_from`` also sets
-    the user heads' background when it holds embeddings of the backbone.
+    with neither, the bundle gives ``ci_score`` only. ``background`` (default:
+    ``cuts_from``), a collection with embeddings of the backbone, sets the
+    user heads' background (see :func:`_background`).
     """
     from interest.models.bundle import sha256_bytes
 
@@ -485,7 +495,8 @@ def import_study_model(
         group_cuts, agreement = cuts_from_reference(cuts_from)
         provenance["group_cuts_from"] = {"collection": str(Path(cuts_from).resolve()), "agreement": agreement}
     model = linear_model(weight, bias, backbone_id=backbone_id, raw=True, group_cuts=group_cuts,
-                         background=cuts_from, extra_metadata={"provenance": provenance})
+                         background=background if background is not None else cuts_from,
+                         extra_metadata={"provenance": provenance})
     model.save(out)
     return model
 
