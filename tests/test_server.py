@@ -136,3 +136,36 @@ def test_truncated_images_keep_a_consistent_length(world):
     with serve_world(world, faults=FaultConfig(truncated=1.0)) as srv:
         rsp = requests.get(row["url"].replace("https://live.staticflickr.com", srv.image_host))
         assert rsp.status_code == 200 and len(rsp.content) == len(full) // 2 == int(rsp.headers["Content-Length"])
+
+
+def test_per_photo_damage_is_the_same_on_every_request(world):
+    photos = read_table(world, "photos").set_index("photo_id")
+    damage = FaultConfig(truncated_photos=0.2, moved_photos=0.2, placeholder_photos=0.2, placeholder_redirect_photos=0.2,
+                         outage_photos=0.2, seed=9)
+    with serve_world(world, faults=damage) as srv:
+        kinds = {kind: srv.damaged(kind) for kind in ("truncated_photos", "moved_photos", "placeholder_photos",
+                                                      "placeholder_redirect_photos", "outage_photos")}
+        assert sum(map(len, kinds.values())) == len(photos) and all(len(v) > 20 for v in kinds.values())
+        placeholder = None
+        for kind, ids in kinds.items():
+            pid = sorted(ids)[0]
+            url = photos.loc[pid, "url"].replace("https://live.staticflickr.com", srv.image_host)
+            for _ in range(2):  # the same answer twice
+                rsp = requests.get(url, allow_redirects=False)
+                full = (world / photos.loc[pid, "path"]).read_bytes()
+                if kind == "truncated_photos":
+                    assert rsp.status_code == 200 and rsp.content == full[: len(full) // 2]
+                elif kind == "moved_photos":
+                    assert rsp.status_code == 301 and requests.get(rsp.headers["Location"]).content == full
+                elif kind == "placeholder_photos":
+                    assert rsp.status_code == 200 and hashlib.sha256(rsp.content).hexdigest() == srv.placeholder_sha256
+                    placeholder = rsp.content
+                elif kind == "placeholder_redirect_photos":
+                    assert rsp.status_code == 302 and rsp.headers["Location"].endswith("/images/photo_unavailable_z.png")
+                    assert requests.get(rsp.headers["Location"]).content == placeholder
+                else:
+                    assert rsp.status_code == 503
+        srv.faults.outage_photos = 0.0  # healed: the outage's photos are served again, the others keep their damage
+        pid = sorted(kinds["outage_photos"])[0]
+        assert requests.get(photos.loc[pid, "url"].replace("https://live.staticflickr.com", srv.image_host)).status_code == 200
+        assert srv.damaged("moved_photos") == kinds["moved_photos"]
