@@ -687,6 +687,13 @@ def serve(
     import uvicorn
 
     limits = limits or Limits()
+    from interest.hub import is_hub_name
+
+    if is_hub_name(str(model_path)):
+        raise InterestError(
+            f"{model_path}: the service saves personal heads into its bundle, and a Hub bundle is read-only; "
+            "download it into a directory (`hf download ORG/NAME --local-dir DIR`) and serve that"
+        )
     if not Path(model_path, "model.json").is_file():
         raise not_a_model_bundle(model_path)
     if workers > 1:
