@@ -344,12 +344,22 @@ def write_embeddings(
     backbone_id: str,
     photo_ids: list[str] | np.ndarray,
     embeddings: np.ndarray,
+    *,
+    raw: bool = False,
     **manifest_info: object,
 ) -> Path:
-    """Write ``features/<backbone_id>/embeddings.parquet`` atomically, L2-normalising rows."""
-    emb = l2_normalize(np.asarray(embeddings, dtype=np.float32))
+    """Write ``features/<backbone_id>/embeddings.parquet`` atomically, L2-normalising rows.
+
+    ``raw=True``: the rows are features before normalisation (e.g. CLIP's
+    ``encode_image`` output) and their norms go to the ``norm`` column, so
+    heads trained on raw features can use the table. Without it no ``norm``
+    is written: the rows' scale may already be lost.
+    """
+    raw_rows = np.asarray(embeddings, dtype=np.float32)
+    emb = l2_normalize(raw_rows)
+    norms = np.sqrt(np.einsum("ij,ij->i", raw_rows, raw_rows, dtype=np.float64)).astype(np.float32) if raw else None
     path = embeddings_path(root, backbone_id)
-    write_parquet_atomic(path, embeddings_to_arrow(photo_ids, emb))
+    write_parquet_atomic(path, embeddings_to_arrow(photo_ids, emb, norms=norms))
     update_manifest(root, f"features/{backbone_id}", rows=len(emb), dim=int(emb.shape[1]), **manifest_info)
     return path
 

@@ -218,3 +218,17 @@ def test_a_background_collection_centres_the_heads(study, tmp_path):
     with pytest.raises(InterestError, match="too few"):
         write_embeddings(tmp_path / "small", STUDY_BACKBONE, ["x", "y"], photos[:2])
         import_study_model(path, tmp_path / "b2", background=tmp_path / "small")
+
+
+def test_write_embeddings_keeps_the_norms_of_raw_rows(study, tmp_path):
+    from interest.collection import embeddings_path, read_embedding_norms, write_embeddings
+
+    _, path, raw, expected = study
+    ids = [f"p{i}" for i in range(len(raw))]
+    write_embeddings(tmp_path / "c", STUDY_BACKBONE, ids, raw, raw=True)
+    table = embeddings_path(tmp_path / "c", STUDY_BACKBONE)
+    np.testing.assert_allclose(read_embedding_norms(table), np.linalg.norm(raw, axis=1), rtol=1e-6)
+    model = import_study_model(path, tmp_path / "bundle")
+    np.testing.assert_allclose(model.score([table])["ci_score"], expected, atol=1e-5)
+    write_embeddings(tmp_path / "d", STUDY_BACKBONE, ids, raw)  # not raw: no norm column
+    assert read_embedding_norms(embeddings_path(tmp_path / "d", STUDY_BACKBONE)) is None
