@@ -24,6 +24,7 @@ training (they are *new users*), then
   classifier), and the largest probability on far inputs.
 
     nice -n 10 .venv/bin/python benchmarks/bench_heads.py [--worlds flat-s0 ...] [--json out.json]
+    nice -n 10 .venv/bin/python benchmarks/bench_heads.py --scoring   # what a user head adds to scoring
 """
 
 from __future__ import annotations
@@ -263,13 +264,45 @@ def summarise(results: list[dict]) -> dict:
     return out
 
 
+def scoring_cost(repeats: int = 7, n: int = 50_000) -> None:
+    """What a user head adds to scoring: photos/s of score_embeddings without and with ``user`` (512-d, interleaved)."""
+    import time
+
+    from interest.collection import l2_normalize
+    from interest.labels import label_collection
+    from interest.models.train import train_model
+    from interest.synthetic.world import generate_world
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "w"
+        generate_world(root, n_users=300, n_photos=5000, render=False, embed_dim=512, seed=0, progress=False)
+        label_collection(root, progress=False)
+        model = train_model(root, None, progress=False)
+        user = next(u for u in model.users if np.abs(model.heads.weights_[model.heads._index[u]]).max() > 0)
+        emb = l2_normalize(np.random.default_rng(0).normal(size=(n, 512)).astype(np.float32))
+        times = {"common": [], "with user": []}
+        model.score_embeddings(emb[:1000], user=user)
+        for _ in range(repeats):
+            for name, kwargs in (("common", {}), ("with user", {"user": user})):
+                t = time.perf_counter()
+                model.score_embeddings(emb, **kwargs)
+                times[name].append(time.perf_counter() - t)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(json.dumps({k: {"median_s": v, "photos_per_s": n / v} for k, v in med.items()}
+                         | {"ratio_with_user": med["with user"] / med["common"]}))
+
+
 def main() -> None:
     from interest.synthetic.family import FAMILY
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worlds", nargs="+", default=FAMILY)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--scoring", action="store_true", help="only: what a user head adds to scoring time")
     args = parser.parse_args()
+    if args.scoring:
+        scoring_cost()
+        return
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.worlds:
