@@ -220,3 +220,21 @@ def test_scores_on_an_accelerator_match_the_cpu(device, precision, tmp_path, pho
     got = model.score(photos, progress=False)
     assert model.backbone.device.startswith(device)
     np.testing.assert_allclose(got["ci_score"], cpu["ci_score"], atol=1e-3 if precision == "fp32" else 5e-2)
+
+
+def test_a_tag_bundle_accepts_its_weights_as_a_file(tmp_path, photos):
+    from interest.features.backbones import load_openclip
+
+    path = _checkpoint(tmp_path, "downloaded", seed=5)
+    backbone = load_openclip("ViT-S-32", str(path))
+    # a bundle over a backbone named by its tag, with that tag's preprocessing (no file hash)
+    preprocessing = {k: v for k, v in backbone.preprocessing.items() if k != "checkpoint_sha256"}
+    weight = np.random.default_rng(6).normal(size=backbone.dim)
+    linear_model(weight, 0.0, backbone_id="openclip/ViT-S-32/sometag", raw=False,
+                 preprocessing=preprocessing).save(tmp_path / "bundle")
+    from interest.features.images import load_image
+
+    want = backbone.embed([load_image(p) for p in photos]) @ weight
+    model = interest.load(tmp_path / "bundle", weights=path)
+    np.testing.assert_allclose(model.score(photos, progress=False)["ci_score"], want, atol=1e-4)
+    assert model.backbone.id == "openclip/ViT-S-32/sometag"

@@ -416,6 +416,9 @@ class InterestModel:
                         f"{str(have.get('checkpoint_sha256'))[:12]}...) is not the one {self.name} was trained on "
                         f"({want['checkpoint_sha256'][:12]}...); give that file as weights= / --weights"
                     )
+                if want and have and "checkpoint_sha256" not in want:
+                    # trained on a tag's weights, given them as a file (weights=): the file's hash is not in the bundle
+                    have = {k: v for k, v in have.items() if k != "checkpoint_sha256"}
                 if want and have and _jsonable(have) != _jsonable(want):
                     raise InterestError(
                         f"backbone '{self.backbone_id}' preprocesses images as {have}, but {self.name} was "
