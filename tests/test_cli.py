@@ -228,7 +228,10 @@ def test_unreadable_image_names_the_file(tmp_path):
     images = sorted((world / "images").glob("*.jpg"))
     run("personalize", tmp_path / "m", "--user", "fan", "--liked", *images[:6], "--disliked", *images[6:8])
     run("score", tmp_path / "m", *good, "--user", "fan", "--out", out)
-    assert pd.read_csv(out)["deviation"].abs().max() > 0
+    # all six liked and both disliked photos reached the head (how far it moves scores is the heads' own
+    # validation: on a world this small it may choose no deviation at all; tests/test_heads.py checks that)
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["personalized"]["fan"] == {"liked": 6, "disliked": 2}
+    assert pd.read_csv(out)["deviation"].notna().all()
     # a path before any --liked is a usage error that points at --liked (click's usage message, exit 2)
     proc = run("personalize", tmp_path / "m", "--user", "x", images[0], check=False)
     assert proc.returncode == 2 and "--liked" in proc.stderr and "Traceback" not in proc.stderr
