@@ -184,6 +184,14 @@ def _tree_line(text: str, tree: int, key: str, value: str) -> str:
     return text[:start] + block + text[end:]
 
 
+def _first_value(text: str, tree: int, key: str, value: str) -> str:
+    """``text`` with the first value of line ``key=`` of tree ``tree`` set to ``value`` (node 0's)."""
+    start = text.index(f"Tree={tree}\n")
+    end = text.index("\n\n", start)
+    block = re.sub(rf"(?m)^({key}=)\S+", rf"\g<1>{value}", text[start:end], count=1)
+    return text[:start] + block + text[end:]
+
+
 def _edit_meta(bundle: Path, edit) -> None:
     meta = json.loads((bundle / "model.json").read_text())
     edit(meta)
@@ -270,7 +278,8 @@ PROBES = [
     ("lgb-child-range", "LightGBM text: child index out of range", lambda b: _edit_lgb(b, lambda t: _tree_line(t, 0, "left_child", "7"))),
     ("lgb-self-child", "LightGBM text: a node that is its own child", lambda b: _edit_lgb(b, lambda t: _tree_line(t, 0, "left_child", "0"))),
     ("lgb-leaf-count", "LightGBM text: num_leaves disagrees with the arrays", lambda b: _edit_lgb(b, lambda t: _tree_line(t, 0, "num_leaves", "3"))),
-    ("lgb-categorical", "LightGBM text: categorical split pointing past its bitsets", lambda b: _edit_lgb(b, lambda t: _tree_line(t, 0, "decision_type", "1"))),
+    # the threshold is set too, so the refusal names a bitset index that does not depend on what training chose
+    ("lgb-categorical", "LightGBM text: categorical split pointing past its bitsets", lambda b: _edit_lgb(b, lambda t: _first_value(_first_value(t, 0, "decision_type", "1"), 0, "threshold", "7"))),
     ("lgb-tree-sizes", "LightGBM text: shifted tree offsets (tree_sizes)", lambda b: _edit_lgb(b, lambda t: re.sub(r"tree_sizes=(\d+)", lambda m: f"tree_sizes={int(m.group(1)) + 37}", t))),
     ("lgb-truncated", "LightGBM text: cut off in the middle of a tree", lambda b: _edit_lgb(b, lambda t: t[: t.index("Tree=1") + 40])),
     ("json-deep", "model.json: 100,000 nested brackets", _deep_json),
