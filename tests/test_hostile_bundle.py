@@ -464,12 +464,10 @@ def _fuzz_cases(base: Path, root: Path, seed: int = 0):
         key = rng.choice(sorted(arrays))
         a = arrays[key]
         choices = [np.array("abc"), a.astype(str), np.full(a.shape, np.nan), np.full(a.shape, np.inf)]
-        # a heads format checks its own shapes (not every one does yet: BENCHMARKS.md); other parts get shapes too
-        if "heads" not in name:
-            choices += [np.ones(1), np.ones(3), np.float64(1.0), a.T.copy(), a.reshape(-1)[:0], a.reshape(-1)[:1],
-                        np.ones(a.shape + (2,)), np.ones((0,) + a.shape[1:])]
-            if a.dtype.kind in "biuf":
-                choices.append(a.astype(np.int64))
+        choices += [np.ones(1), np.ones(3), np.float64(1.0), a.T.copy(), a.reshape(-1)[:0], a.reshape(-1)[:1],
+                    np.ones(a.shape + (2,)), np.ones((0,) + a.shape[1:])]
+        if a.dtype.kind in "biuf":
+            choices.append(a.astype(np.int64))
         arrays[key] = rng.choice(choices)
         _set_part(b, name, _npz_bytes(arrays))
         yield f"npz {name}:{key} -> {arrays[key].dtype}{arrays[key].shape}", b

@@ -406,7 +406,9 @@ def load_linear_bundle(path: Path, meta: dict, data: dict[str, bytes]) -> Linear
     d = model.dim
     if model.weight.shape != (d,):
         raise InterestError(f"{path / LINEAR_PART}: weight of shape {model.weight.shape}, model.json says dim {d}")
-    if model.heads.weights_.shape[1:] != (d,) or model.heads.precision_.shape != (d, d):
+    heads, n = model.heads, len(model.heads.users_)
+    if (heads.weights_.shape != (n, d) or heads.precision_.shape != (d, d) or heads.mean_.shape != (d,)
+            or heads.offsets_.shape != (n,) or heads.n_favourites_.shape != (n,)):
         raise InterestError(f"{path / HEADS_PART}: shapes disagree with model.json; restore the bundle")
     return model
 
