@@ -260,11 +260,13 @@ def probe_hosts(world, seeds, tmp):
         assert srv.stats["image"] == 0  # refused before any request
     port = {}
 
+    # the raw server closes every connection after one answer, so it says so: a client that
+    # reused the connection for the next hop would otherwise race the close (a "connection" failure)
     def redirect_elsewhere(conn):
-        conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: http://localhost:%d/x.jpg\r\nContent-Length: 0\r\n\r\n" % port["n"])
+        conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: http://localhost:%d/x.jpg\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % port["n"])
 
     def redirect_loop(conn):
-        conn.sendall(b"HTTP/1.1 301 Moved\r\nLocation: /again.jpg\r\nContent-Length: 0\r\n\r\n")
+        conn.sendall(b"HTTP/1.1 301 Moved\r\nLocation: /again.jpg\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 
     for handle, reason in ((redirect_elsewhere, "host_not_allowed"), (redirect_loop, "too_many_redirects")):
         with raw_server(handle) as url:
