@@ -430,7 +430,8 @@ def embed_collection(
             "sha256", pa.array([shas[i] for i in order], pa.string())
         )
         write_parquet_atomic(path, table)
-        for part in sorted((folder / "parts").glob("part-*.parquet")):
+        # ".part-*.tmp": a part whose write an interrupt cut short (its rows are embedded again, never read)
+        for part in [*(folder / "parts").glob("part-*.parquet"), *(folder / "parts").glob(".part-*.tmp")]:
             part.unlink()
         if (folder / "parts").is_dir():
             (folder / "parts").rmdir()
