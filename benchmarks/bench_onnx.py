@@ -68,7 +68,7 @@ def main() -> None:
 
     import interest
     import interest.onnx
-    from interest.serve.export_onnx import export_onnx
+    from interest.apps.export_onnx import export_onnx
 
     torch.set_num_threads(args.threads)
     bundle = build_bundle(args.work)

@@ -38,7 +38,7 @@ def main() -> None:
     from interest.features.embed import embed_collection
     from interest.labels import label_collection
     from interest.models.train import train_model
-    from interest.serve.ray_engine import embed_collection_ray, init_ray, score_ray
+    from interest.pipeline.ray import embed_collection_ray, init_ray, score_ray
     from interest.synthetic.world import generate_world
 
     work = args.work

@@ -26,7 +26,7 @@ from PIL import Image
 from interest.errors import InterestError, require
 from interest.features.images import embed_image_files, expand_image_paths
 
-MANIFEST = "interest-onnx.json"  # interest.serve.export_onnx.MANIFEST (not imported: it needs onnx)
+MANIFEST = "interest-onnx.json"  # interest.apps.export_onnx.MANIFEST (not imported: it needs onnx)
 TREND_GROUPS = ("common", "interplay", "subjective")
 _RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
 

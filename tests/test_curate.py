@@ -14,7 +14,7 @@ from PIL import Image, ImageEnhance
 
 from interest.collection import l2_normalize
 from interest.errors import InterestError
-from interest.serve.curate import curate, group_near_duplicates
+from interest.apps.curate import curate, group_near_duplicates
 
 
 def _reencode(image: Image.Image, quality: int) -> Image.Image:

@@ -360,7 +360,7 @@ def test_npz_bomb_and_huge_headers_are_refused_before_allocating(base):
 def test_service_refuses_a_user_id_with_a_trailing_newline(base, tmp_path):
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
-    from interest.serve.service import background_server, create_app
+    from interest.apps.service import background_server, create_app
 
     import io
 

@@ -71,7 +71,7 @@ def test_openclip_parity_via_cli(openclip_model, tmp_path):
 
 
 def test_perceptual_parity_and_bad_images(tmp_path):
-    from interest.serve.export_onnx import export_onnx
+    from interest.apps.export_onnx import export_onnx
 
     root = tmp_path / "world"
     model = train_image_model(root)

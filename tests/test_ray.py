@@ -16,7 +16,7 @@ from interest.collection import embeddings_path, read_manifest, read_table  # no
 
 @pytest.fixture(scope="module")
 def local_ray():
-    from interest.serve.ray_engine import init_ray
+    from interest.pipeline.ray import init_ray
 
     init_ray(num_cpus=2)
     yield
@@ -84,7 +84,7 @@ def embedded_model(tmp_path_factory):
 
 
 def test_ray_scores_equal_local(local_ray, embedded_model):
-    from interest.serve.ray_engine import score_ray
+    from interest.pipeline.ray import score_ray
 
     root, bundle, model = embedded_model
     source = embeddings_path(root, model.backbone_id)

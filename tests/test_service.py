@@ -15,7 +15,7 @@ pytest.importorskip("fastapi")
 
 from apps_helpers import train_image_model  # noqa: E402
 
-from interest.serve.service import Limits, background_server, create_app  # noqa: E402
+from interest.apps.service import Limits, background_server, create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_serve_binds_loopback_by_default():
     import inspect
 
     from interest.cli.apps import serve as serve_command
-    from interest.serve.service import serve
+    from interest.apps.service import serve
 
     assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
     assert inspect.signature(serve_command).parameters["host"].default.default == "127.0.0.1"

@@ -128,7 +128,7 @@ def test_two_workers_lose_no_head(world, bundle, tmp_path):
     assert len(reloaded.users) == len(set(reloaded.users))
     assert set(users) <= set(reloaded.metadata["personalized"])
     # after a restart every one of them is scored with their head (404 was the symptom)
-    from interest.serve.service import background_server, create_app
+    from interest.apps.service import background_server, create_app
 
     with background_server(create_app(bundle, warm_up=False)) as url2, httpx.Client(base_url=url2, timeout=60) as c:
         files = [("files", (images[0].name, images[0].read_bytes(), "image/jpeg"))]

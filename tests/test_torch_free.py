@@ -56,7 +56,7 @@ print(json.dumps({
 
 @pytest.mark.slow
 def test_an_onnx_install_has_no_torch_and_scores_an_export(tmp_path):
-    from interest.serve.export_onnx import export_onnx
+    from interest.apps.export_onnx import export_onnx
 
     root = tmp_path / "world"
     model = train_image_model(root, backbone_id="openclip/ViT-S-32/none", n_users=30, n_photos=60, n_topics=4,

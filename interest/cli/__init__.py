@@ -74,7 +74,7 @@ def _root(
 
 # Each module registers its commands on `app`; the order here is the order of `interest --help`.
 # isort: off
-from interest.cli import collect, features, pipeline, analyze, apps  # noqa: E402,F401
+from interest.cli import collect, features, synthetic, model, analyze, apps  # noqa: E402,F401
 # isort: on
 
 

@@ -38,7 +38,7 @@ def curate(
 ) -> None:
     """Group near-duplicate shots (bursts, re-edits), keep the best of each and rank what remains."""
     import interest
-    from interest.serve.curate import curate as run_curate
+    from interest.apps.curate import curate as run_curate
 
     check_device(device)
     bundle = interest.load(model, device=device, precision=precision.value, cache_dir=cache_dir, weights=weights)
@@ -88,8 +88,8 @@ def serve(
 
     for module in ("fastapi", "uvicorn", "multipart"):  # multipart: python-multipart, for uploads
         require(module, "serve", "interest serve")
-    from interest.serve.service import Limits
-    from interest.serve.service import serve as run_service
+    from interest.apps.service import Limits
+    from interest.apps.service import serve as run_service
 
     if workers < 1:
         raise InterestError(f"--workers {workers}: give at least 1")
@@ -113,7 +113,7 @@ def export_onnx(
     cache_dir: Optional[str] = typer.Option(None, help="Where open_clip keeps the backbone's weights (as for `interest embed`)."),
 ) -> None:
     """Write the visual backbone and the heads as ONNX, for torch-free scoring with `interest.onnx`."""
-    from interest.serve.export_onnx import export_onnx as run_export
+    from interest.apps.export_onnx import export_onnx as run_export
 
     files = run_export(model, out, opset=opset, cache_dir=cache_dir)
     typer.echo(f"wrote {', '.join(str(f) for f in files)}")

@@ -78,7 +78,7 @@ def embed(
         raise InterestError(f"{data}: not a directory (give a collection directory or a folder of images)")
     if engine is Engine.ray:
         from interest.features.backbones import backbone_id_for
-        from interest.serve.ray_engine import embed_collection_ray
+        from interest.pipeline.ray import embed_collection_ray
 
         if not (data / "photos.parquet").is_file():
             raise InterestError(f"{data}: --engine ray embeds a collection (no photos.parquet here); embed a folder locally")

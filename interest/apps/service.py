@@ -703,7 +703,7 @@ def serve(
         os.environ["INTEREST_MODEL"] = str(Path(model_path).resolve())
         os.environ["INTEREST_LIMITS"] = json.dumps(asdict(limits))
         os.environ["INTEREST_BACKBONE"] = json.dumps(backbone or {})
-        uvicorn.run("interest.serve.service:app_from_env", factory=True, host=host, port=port, workers=workers, timeout_keep_alive=5)
+        uvicorn.run("interest.apps.service:app_from_env", factory=True, host=host, port=port, workers=workers, timeout_keep_alive=5)
     else:
         uvicorn.run(create_app(model_path, limits=limits, backbone=backbone), host=host, port=port, timeout_keep_alive=5)
 

@@ -1,4 +1,4 @@
-"""CLI commands of the modelling pipeline: synthetic, label, train, evaluate, score, personalize, demo."""
+"""CLI commands of the model: label, train, evaluate, score, personalize."""
 
 from __future__ import annotations
 
@@ -23,24 +23,6 @@ class Commonality(str, Enum):
 class LabelMethod(str, Enum):
     image = "image"
     paper = "paper"
-
-
-@app.command(rich_help_panel="Synthetic world")
-def synthetic(
-    out: Path = typer.Argument(..., help="Directory to write the synthetic collection to."),
-    users: int = typer.Option(300, help="Number of favouriting users."),
-    photos: int = typer.Option(3000, help="Number of photos (each someone's favourite)."),
-    topics: int = typer.Option(24, help="Number of topics (a few broadly appealing, most niche)."),
-    render: bool = typer.Option(True, help="Render each photo as a JPEG under images/."),
-    embed_dim: Optional[int] = typer.Option(None, help="Also write embeddings of this size directly (backbone synthetic/d<D>)."),
-    seed: int = typer.Option(0, help="Random seed."),
-    overwrite: bool = typer.Option(False, help="Replace an earlier synthetic world at OUT."),
-) -> None:
-    """Generate a synthetic Flickr world with known ground truth (offline; for demos, tests and benchmarks)."""
-    from interest.synthetic.world import generate_world
-
-    summary = generate_world(out, n_users=users, n_photos=photos, n_topics=topics, render=render, embed_dim=embed_dim, seed=seed, overwrite=overwrite)
-    typer.echo(f"wrote a synthetic world to {out}: {_summary_line(summary)}")
 
 
 @app.command(rich_help_panel="Model")
@@ -146,7 +128,7 @@ def score(
     import interest
 
     if engine is Engine.ray:
-        from interest.serve.ray_engine import score_ray
+        from interest.pipeline.ray import score_ray
 
         if len(inputs) != 1 or not (inputs[0].is_dir() or inputs[0].suffix == ".parquet"):
             raise InterestError("--engine ray scores one Parquet embeddings file or one collection directory")
@@ -232,19 +214,6 @@ def personalize(
     typer.echo(f"personalized user {user} in {model}")
 
 
-@app.command(rich_help_panel="Synthetic world")
-def demo(
-    out: Path = typer.Option(Path("demo-output"), help="Directory for the world, collection, model and report."),
-    users: int = typer.Option(300, help="Users in the synthetic world."),
-    photos: int = typer.Option(3000, help="Photos in the synthetic world."),
-    seed: int = typer.Option(0, help="Random seed."),
-) -> None:
-    """Run the whole pipeline offline on a small synthetic world and print the metrics."""
-    from interest.demo import run_demo
-
-    run_demo(out, n_users=users, n_photos=photos, seed=seed)
-
-
 # ---------------------------------------------------------------- helpers
 
 
@@ -305,10 +274,6 @@ def _write_scores(table, out: Optional[Path]) -> None:
         else:
             table.to_json(tmp, orient="records", indent=2)
     typer.echo(f"wrote {len(table)} scores to {out}", err=True)
-
-
-def _summary_line(summary: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, (int, float, str)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -96,7 +96,7 @@ def build_heads_graph(model: Any) -> Any:
     if app_features != expected:
         raise InterestError(
             f"{model.name}: app features {app_features[k:]} after the PCA ones are not the ones this exporter "
-            "knows (ridge, prototype); update interest.serve.export_onnx for this model version"
+            "knows (ridge, prototype); update interest.apps.export_onnx for this model version"
         )
     comps = np.asarray(model.pca.components_, dtype=np.float32)
     mean = np.asarray(model.pca.mean_, dtype=np.float32)
