@@ -38,8 +38,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from interest.vocabulary import ACTIVITY_BUCKETS, bucket_name
+
 SHOTS = (1, 2, 4, 8)
-BUCKETS = ((1, 5), (5, 20), (20, 100), (100, None))
 
 
 def _auc(scores: np.ndarray, is_pos: np.ndarray) -> float:
@@ -128,10 +129,10 @@ def run_world(name: str, work: Path, seed: int = 0) -> dict:
                   "regimes": [[round(v, 4) for v in row] for row in model.heads.regime_settings_],
                   "shots": [[round(v, 4) for v in row] for row in model.heads.shot_settings_]},
     }
-    for lo, hi in BUCKETS:
+    for lo, hi in ACTIVITY_BUCKETS:
         sel = table[(table["n"] >= lo) & (table["n"] < (hi or 10**9))]
         if len(sel):
-            result["buckets"][f"{lo}-{hi - 1}" if hi else f"{lo}+"] = {
+            result["buckets"][bucket_name(lo, hi)] = {
                 "users": int(len(sel)), **{c: float(sel[c].mean()) for c in ("common", "head", "no_sharing")}
             }
 

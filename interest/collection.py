@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from interest.errors import InterestError
+from interest.numeric import l2_normalize
 
 SCHEMA_VERSION = 1
 
@@ -99,9 +100,6 @@ TABLES: dict[str, Table] = {
         "features/characteristics.parquet", ("photo_id",), {"photo_id": "string"}
     ),
 }
-
-TREND_GROUPS = ("common", "interplay", "subjective")  # trend_group 0, 1, 2
-
 
 # ---------------------------------------------------------------- atomic files
 
@@ -394,18 +392,7 @@ def read_embeddings_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarra
         emb[start : start + len(block)] = block
         ids.append(part_ids)
         start += len(block)
-    return np.concatenate(ids), normalize_rows_inplace(emb)
-
-
-def normalize_rows_inplace(emb: np.ndarray) -> np.ndarray:
-    """Scale the rows of a float32 matrix to unit L2 norm in place (no second matrix); returns it.
-
-    The one normalisation of stored embeddings read for scoring: every engine
-    uses it, so the same file gives bit-identical inputs (and scores) everywhere.
-    """
-    norms = np.sqrt(np.einsum("ij,ij->i", emb, emb))[:, None]
-    emb /= np.where(norms > 0, norms, np.float32(1.0))
-    return emb
+    return np.concatenate(ids), l2_normalize(emb, in_place=True)
 
 
 def _embedding_block(path: Path, ids: np.ndarray, col: pa.Array) -> np.ndarray:
@@ -435,12 +422,6 @@ def read_embeddings(root: str | os.PathLike, backbone_id: str | None = None) -> 
     backbone_id = resolve_backbone(root, backbone_id)
     ids, emb = read_embeddings_file(embeddings_path(root, backbone_id))
     return backbone_id, ids, emb
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
 
 
 # ---------------------------------------------------------------- manifest

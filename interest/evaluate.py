@@ -63,11 +63,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import pearsonr
 from threadpoolctl import threadpool_limits
 
 from interest.collection import (
-    TREND_GROUPS,
     embeddings_path,
     has_table,
     read_embeddings,
@@ -78,10 +77,10 @@ from interest.collection import (
 from interest.errors import InterestError
 from interest.labels import partition_commonality, read_labels
 from interest.labels.ci import SETTINGS_KEY
+from interest.numeric import f1_per_class, macro_f1, spearman
 from interest.progress import progress_bar
+from interest.vocabulary import ACTIVITY_BUCKETS, TREND_GROUPS, bucket_name
 
-# (lower, upper) train favourites per user; upper None = open-ended.
-ACTIVITY_BUCKETS = ((0, 1), (1, 5), (5, 20), (20, 100), (100, None))
 NDCG_AT = 10
 # Label settings that fix which photos are held out: a model is evaluated only on labels that agree on them.
 SPLIT_KEYS = ("seed", "test_fraction", "n_train", "n_test")
@@ -382,15 +381,11 @@ def group_metrics(true: np.ndarray, pred: np.ndarray) -> dict:
     k = len(TREND_GROUPS)
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (np.asarray(true), np.asarray(pred)), 1)
-    tp = np.diag(confusion).astype(float)
-    denom = confusion.sum(axis=0) + confusion.sum(axis=1)
-    # A group absent from both labels and predictions is left out of the macro mean.
-    present = denom > 0
-    f1 = np.where(present, 2 * tp / np.where(present, denom, 1), np.nan)
+    f1 = f1_per_class(true, pred, k)
     return {
-        "macro_f1": float(np.nanmean(f1)) if present.any() else None,
-        "accuracy": float(tp.sum() / confusion.sum()) if confusion.sum() else None,
-        "f1": {name: (None if np.isnan(v) else float(v)) for name, v in zip(TREND_GROUPS, f1)},
+        "macro_f1": _none_if_nan(macro_f1(true, pred, k)),
+        "accuracy": float(np.trace(confusion) / confusion.sum()) if confusion.sum() else None,
+        "f1": {name: _none_if_nan(float(v)) for name, v in zip(TREND_GROUPS, f1)},
         "confusion": confusion.tolist(),
         "groups": list(TREND_GROUPS),
     }
@@ -436,7 +431,7 @@ def user_ranking(
         sel = (table["train_faves"] >= lo) & (table["train_faves"] < (hi if hi is not None else np.inf))
         if lo == 0 and not sel.any():
             continue  # the no-train-favourites bucket only appears when such users exist
-        buckets.append({"bucket": _bucket_name(lo, hi), **_bucket_means(table[sel])})
+        buckets.append({"bucket": bucket_name(lo, hi), **_bucket_means(table[sel])})
     return {
         "negatives": int(negatives),
         "ndcg_at": NDCG_AT,
@@ -640,11 +635,12 @@ def _agreement(pred: np.ndarray, target: np.ndarray) -> dict:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Spearman correlation, None when undefined (fewer than 2 values or a constant side)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return None
-    return float(spearmanr(a, b)[0])
+    """:func:`interest.numeric.spearman` as the report writes it: None where undefined."""
+    return _none_if_nan(spearman(a, b))
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if np.isnan(value) else value
 
 
 def _bucket_means(table: pd.DataFrame) -> dict:
@@ -670,12 +666,6 @@ def _mean_diff(table: pd.DataFrame, a: str, b: str) -> float | None:
     """Mean over users of ``a - b`` (users where both are defined)."""
     diff = (table[a] - table[b]).dropna()
     return float(diff.mean()) if len(diff) else None
-
-
-def _bucket_name(lo: int, hi: int | None) -> str:
-    if hi is None:
-        return f"{lo}+"
-    return str(lo) if hi == lo + 1 else f"{lo}-{hi - 1}"
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:

@@ -25,9 +25,10 @@ from PIL import Image
 
 from interest.errors import InterestError, require
 from interest.features.images import embed_image_files, expand_image_paths
+from interest.numeric import l2_normalize
+from interest.vocabulary import GROUP_PROBABILITY_COLUMNS
 
 MANIFEST = "interest-onnx.json"  # interest.apps.export_onnx.MANIFEST (not imported: it needs onnx)
-TREND_GROUPS = ("common", "interplay", "subjective")
 _RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
 
 
@@ -131,14 +132,14 @@ class OnnxModel:
             raise InterestError(f"embeddings of shape {emb.shape}: this model expects (n, {self.dim}) from '{self.backbone_id}'")
         if user is not None and user not in self._user_index:
             raise InterestError(f"user {user} has no head in {self.path}; personalize them and export again")
-        emb = _l2_normalize(emb)
+        emb = l2_normalize(emb)
         index = self._user_index.get(user, len(self._user_index)) if user is not None else len(self._user_index)
         if len(emb) == 0:
             ci, proba, dev = np.zeros(0, np.float32), np.zeros((0, 3), np.float32), np.zeros(0, np.float32)
         else:
             ci, proba, dev = self.heads.run(None, {"embedding": emb, "user": np.array([index], dtype=np.int64)})
         out = {"ci_score": ci, "trend_group": _band(ci, self.manifest["group_cuts"])}
-        out.update({f"p_{g}": proba[:, i] for i, g in enumerate(TREND_GROUPS)})
+        out.update({col: proba[:, i] for i, col in enumerate(GROUP_PROBABILITY_COLUMNS)})
         if user is not None:
             out["user_score"] = ci + dev
             out["deviation"] = dev
@@ -147,14 +148,14 @@ class OnnxModel:
     def embed(self, images: list[Image.Image], *, batch_size: int = 32) -> np.ndarray:
         """L2-normalised embeddings (n, dim) of RGB images."""
         if self._kind == "numpy":
-            return _l2_normalize(perceptual_embed(images, self.preprocessing))
+            return l2_normalize(perceptual_embed(images, self.preprocessing))
         if self.backbone is None:
             raise InterestError(f"{self.path}: backbone {self.backbone_id} has no image model; score embeddings instead")
         out = []
         for start in range(0, len(images), batch_size):
             pixels = np.stack([preprocess(im, self.preprocessing) for im in images[start : start + batch_size]])
             out.append(self.backbone.run(None, {"pixels": pixels})[0])
-        return _l2_normalize(np.concatenate(out).astype(np.float32))
+        return l2_normalize(np.concatenate(out).astype(np.float32))
 
 
 def _band(ci: np.ndarray, cuts: list) -> np.ndarray:
@@ -206,6 +207,3 @@ def perceptual_embed(images: list[Image.Image], spec: dict) -> np.ndarray:
     return backbone.embed(images)
 
 
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)

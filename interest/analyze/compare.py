@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from interest.collection import TREND_GROUPS, read_parquet_checked
+from interest.collection import read_parquet_checked
+from interest.vocabulary import TREND_GROUPS
 
 REFERENCE_FILE = "reference.parquet"
 # The study's own characteristics in the published CSVs, and the column each stands in for

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from interest.analyze import stats
-from interest.collection import TREND_GROUPS, has_table, read_table
+from interest.collection import has_table, read_table
+from interest.vocabulary import TREND_GROUPS
 from interest.errors import InterestError
 from interest.features.metadata import metadata_features
 

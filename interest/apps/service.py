@@ -39,7 +39,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from interest import __version__
 from interest.errors import InterestError, not_a_model_bundle, require
+from interest.vocabulary import TREND_GROUPS
 
 require("fastapi", "serve", "the scoring service")
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile  # noqa: E402
@@ -48,7 +50,6 @@ from PIL import Image  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 
-TREND_GROUP_NAMES = ("common", "interplay", "subjective")
 # Flickr NSIDs look like 12345678@N00; matched with fullmatch: "$" would also match before a final newline
 USER_ID = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
 
@@ -258,7 +259,7 @@ def create_app(
     app = FastAPI(
         title="interest scoring service",
         summary="Common and personal interestingness of images, from a model trained on Flickr favourites.",
-        version=_package_version(),
+        version=__version__,
     )
     app.state.interest = state
 
@@ -291,7 +292,7 @@ def create_app(
             backbone_id=model.backbone_id,
             n_users=len(model.users),
             capabilities=sorted(model.capabilities),
-            trend_groups=list(TREND_GROUP_NAMES),
+            trend_groups=list(TREND_GROUPS),
             metadata=_json_ready(meta),
             limits=asdict(limits),
         )
@@ -539,7 +540,7 @@ def _rows(table: Any) -> list[dict]:
         if row.get("error") is None:
             row.pop("error", None)
         if row.get("trend_group") is not None:
-            row["trend_group_name"] = TREND_GROUP_NAMES[int(row["trend_group"])]
+            row["trend_group_name"] = TREND_GROUPS[int(row["trend_group"])]
         rows.append(row)
     return rows
 
@@ -647,15 +648,6 @@ def _plain(value: Any) -> Any:
 
 def _json_ready(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
-
-
-def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("interest")
-    except PackageNotFoundError:
-        return "0"
 
 
 def app_from_env() -> Any:

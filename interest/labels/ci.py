@@ -62,6 +62,7 @@ from interest.labels.groups import (
     check_group_cuts,
     quantile_cuts,
 )
+from interest.numeric import nearest_centroid
 from interest.progress import progress_bar
 
 COMMONALITIES = ("users", "size_adjusted")
@@ -74,7 +75,6 @@ SETTINGS_KEY = "interest.labels"  # key of the label settings in labels.parquet'
 # Full Lloyd k-means up to this many definition photos; above it mini-batch
 # k-means, which clusters 400k x 512 in seconds instead of minutes.
 FULL_KMEANS_MAX = 20_000
-_ASSIGN_BATCH = 65_536
 _PCA_FIT_MAX = 20_000
 
 
@@ -195,16 +195,6 @@ def fit_clusters(emb: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.nda
     # train photos and test photos (nearest_centroid) meet the same rule.
     km = MiniBatchKMeans(n_clusters=k, n_init=1, random_state=seed, batch_size=4096).fit(emb)
     return km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float32)
-
-
-def nearest_centroid(emb: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Index of the nearest centroid (Euclidean) of each row of ``emb``, in batches."""
-    half_sq = 0.5 * np.einsum("ij,ij->i", centroids, centroids)
-    out = np.empty(len(emb), dtype=np.int64)
-    for start in range(0, len(emb), _ASSIGN_BATCH):
-        block = emb[start : start + _ASSIGN_BATCH]
-        out[start : start + len(block)] = np.argmax(block @ centroids.T - half_sq, axis=1)
-    return out
 
 
 def merge_clusters(centroids: np.ndarray, n_partitions: int) -> tuple[np.ndarray, list[str]]:

@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from interest.models.common import matmul64
+from interest.numeric import centroid_scores, macro_f1
+from interest.vocabulary import TREND_GROUPS
 
-N_GROUPS = 3  # interest.collection.TREND_GROUPS
+N_GROUPS = len(TREND_GROUPS)
 
 
 def centred_sq(emb: np.ndarray, pca_mean: np.ndarray) -> np.ndarray:
@@ -57,8 +58,7 @@ def novelty(dist_sq: np.ndarray, Z: np.ndarray, centroids: np.ndarray) -> np.nda
     ``|x - mean|^2 - 2 max_k (z . c_k - |c_k|^2 / 2)`` (= ``|z - c_k|^2`` for
     the nearest k plus the squared residual). (n,) float64.
     """
-    c = np.asarray(centroids, dtype=np.float64)
-    score = matmul64(np.asarray(Z, dtype=np.float32), c.T) - 0.5 * np.einsum("ij,ij->i", c, c)
+    score = centroid_scores(np.asarray(Z, dtype=np.float32), centroids)
     return np.maximum(np.asarray(dist_sq, dtype=np.float64) - 2.0 * score.max(axis=1), 0.0)
 
 
@@ -115,7 +115,7 @@ class TrendGroupClassifier:
             "sigma": self.sigma_,
             "log_loss": float(res.fun),
             "accuracy": float((band == groups).mean()),
-            "macro_f1": macro_f1(groups, band),
+            "macro_f1": macro_f1(groups, band, N_GROUPS),
             "expected_calibration_error": expected_calibration_error(proba, groups),
             "group_frequency": np.bincount(groups, minlength=N_GROUPS).tolist(),
             "mean_probability": proba.mean(axis=0).round(4).tolist(),
@@ -170,16 +170,6 @@ class TrendGroupClassifier:
         clf.novelty_scale_ = float(arrays["novelty_scale"])
         clf.validation_ = {}
         return clf
-
-
-def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
-    """Macro-averaged F1 over the groups present in ``y``."""
-    scores = []
-    for g in np.unique(y):
-        tp = np.sum((pred == g) & (y == g))
-        denom = np.sum(pred == g) + np.sum(y == g)
-        scores.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(scores))
 
 
 def expected_calibration_error(proba: np.ndarray, y: np.ndarray, bins: int = 10) -> float:

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interest.collection import TREND_GROUPS, l2_normalize, read_embeddings_file
+from interest.collection import read_embeddings_file
 from interest.errors import InterestError
 from interest.models.common import matmul64
 from interest.models.groups import centred_sq, novelty
-
-PROBABILITY_COLUMNS = [f"p_{g}" for g in TREND_GROUPS]
+from interest.numeric import l2_normalize
+from interest.vocabulary import GROUP_PROBABILITY_COLUMNS
 
 
 class InterestModel:
@@ -174,7 +174,7 @@ class InterestModel:
         # the group is the band of this very score; how sure, widens with the distance to the training photos
         proba = self.groups.predict_proba(ci, novelty(dist_sq, Z, self.prototypes.centroids_))
         out = {"ci_score": ci, "trend_group": self.groups.predict(ci)}
-        out.update({col: proba[:, i] for i, col in enumerate(PROBABILITY_COLUMNS)})
+        out.update({col: proba[:, i] for i, col in enumerate(GROUP_PROBABILITY_COLUMNS)})
         if user is not None:
             dev = heads.deviation(user, np.column_stack([Z[:, : self._h], dist_sq]))
             out["user_score"] = ci + dev

@@ -57,9 +57,8 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from interest.models.common import matmul64
+from interest.vocabulary import ACTIVITY_BUCKETS, bucket_name
 
-# Activity buckets (train favourites per user) the calibration must not hurt.
-ACTIVITY_BUCKETS = ((1, 5), (5, 20), (20, 100), (100, None))
 # Regimes with a setting (eta, m, s) of their own: light users are mostly casual, heavy ones have a taste.
 # Training users with 1-4 favourites keep the common score: a held-out favourite or two of a score of such
 # users cannot tell a helpful setting from chance (on the family, every setting passed on validation lowered
@@ -72,11 +71,6 @@ _RELATIVE_SCALES = tuple(float(v) for v in np.logspace(-1.5, 1.0, 11))
 _TOLERANCE = 0.0  # a head setting may lower no bucket's mean AUC on the held-out favourites
 _CHUNK = 16_384  # photos per block when computing anchor memberships
 _KMEANS_SAMPLE = 20_000  # photos the anchors are clustered from (in the PCA subspace: a few seconds)
-
-
-def bucket_name(lo: int, hi: int | None) -> str:
-    """Readable name of an activity bucket, e.g. '5-19' or '100+'."""
-    return f"{lo}+" if hi is None else f"{lo}-{hi - 1}"
 
 
 def _regime(counts: np.ndarray) -> np.ndarray:

@@ -198,10 +198,10 @@ class _Scorer:
         self.user = user
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from interest.collection import normalize_rows_inplace
+        from interest.numeric import l2_normalize
 
         # the local engine's reader normalises the same way, so both score bit-identical inputs
-        emb = normalize_rows_inplace(np.stack(batch["embedding"]).astype(np.float32))
+        emb = l2_normalize(np.stack(batch["embedding"]).astype(np.float32), in_place=True)
         table = self.model.score_embeddings(emb, user=self.user)
         return {"photo_id": np.asarray(batch["photo_id"]).astype(str), **{c: table[c].to_numpy() for c in table.columns}}
 

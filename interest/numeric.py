@@ -1,0 +1,102 @@
+"""Small numeric helpers every room shares: one definition of each, NumPy only.
+
+``interest.onnx`` imports this module, so it must never import torch or
+pandas (tests/test_torch_free.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_MATMUL_ROWS = 16_384  # rows per float64 block in matmul64: ~64 MB of temporaries for 512-d
+
+
+def l2_normalize(x: np.ndarray, *, in_place: bool = False) -> np.ndarray:
+    """Rows scaled to unit L2 norm, float32 (zero rows stay zero).
+
+    The one normalisation of embeddings: backbones, the embeddings table, the
+    ONNX scorer and every engine use it, so the same rows give bit-identical
+    inputs (and scores) everywhere. ``in_place=True`` scales a float32 matrix
+    without a second copy (a 500k x 512 table is 1 GB) and returns it.
+    """
+    if in_place:
+        if not (isinstance(x, np.ndarray) and x.dtype == np.float32):
+            raise TypeError("l2_normalize(in_place=True) needs a float32 numpy array")
+    else:
+        x = np.array(x, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
+    x /= np.where(norms > 0, norms, np.float32(1.0))
+    return x
+
+
+def matmul64(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x @ w`` accumulated in float64, in blocks of rows: (n, k) float64.
+
+    Every scoring matmul goes through here. float32 BLAS chooses its kernel,
+    and so its order of summation, by the shape of the whole matrix, which made
+    a photo's score depend on the batch it was scored in (by ~1e-7: Ray's
+    batches of 128 disagreed with one local call). In float64 that difference
+    is ~1e-16, far below float32 resolution, so once the caller casts the
+    result to float32 a row scores the same in any batch and on any engine.
+    Blocking by rows keeps memory bounded and cannot change a row's result.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    n = len(x)
+    out = np.empty((n,) + w.shape[1:], dtype=np.float64)
+    for start in range(0, n, _MATMUL_ROWS):
+        out[start : start + _MATMUL_ROWS] = np.asarray(x[start : start + _MATMUL_ROWS], dtype=np.float64) @ w
+    return out
+
+
+def centroid_scores(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """``x . c - |c|^2 / 2`` for every row and centroid, (n, C) float64.
+
+    ``|x - c|^2 = |x|^2 - 2 * score``: the largest score is the nearest
+    centroid (Euclidean), without forming the distances.
+    """
+    c = np.asarray(centroids, dtype=np.float64)
+    return matmul64(x, c.T) - 0.5 * np.einsum("ij,ij->i", c, c)
+
+
+def nearest_centroid(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the nearest centroid (Euclidean) of each row of ``x``: (n,) int64."""
+    return np.argmax(centroid_scores(x, centroids), axis=1).astype(np.int64)
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of the values, ties sharing their average rank (float64)."""
+    _, inverse, counts = np.unique(np.asarray(x, dtype=np.float64), return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return (ends - (counts - 1) / 2.0)[inverse.reshape(-1)]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties).
+
+    NaN when it is undefined: fewer than 2 pairs, a NaN on either side, or
+    either side constant. Callers that write JSON turn NaN into null.
+    """
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if len(a) != len(b):
+        raise ValueError(f"spearman of {len(a)} and {len(b)} values")
+    if len(a) < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()) or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(average_ranks(a), average_ranks(b))[0, 1])
+
+
+def f1_per_class(true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """F1 of each class 0..n_classes-1, NaN for a class in neither ``true`` nor ``pred``."""
+    true, pred = np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    tp = np.bincount(true[true == pred], minlength=n_classes).astype(float)
+    denom = np.bincount(true, minlength=n_classes) + np.bincount(pred, minlength=n_classes)
+    present = denom > 0
+    return np.where(present, 2 * tp / np.where(present, denom, 1), np.nan)
+
+
+def macro_f1(true: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    """Macro-averaged F1 over the classes present in ``true`` or ``pred`` (scikit-learn's convention).
+
+    NaN when there are no rows.
+    """
+    f1 = f1_per_class(true, pred, n_classes)
+    return float(np.nanmean(f1)) if np.isfinite(f1).any() else float("nan")
