@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from interest.errors import InterestError
-from interest.numeric import l2_normalize
+from interest.numeric import l2_normalize, row_norms
 
 SCHEMA_VERSION = 1
 
@@ -355,7 +355,7 @@ def write_embeddings(
     """
     raw_rows = np.asarray(embeddings, dtype=np.float32)
     emb = l2_normalize(raw_rows)
-    norms = np.sqrt(np.einsum("ij,ij->i", raw_rows, raw_rows, dtype=np.float64)).astype(np.float32) if raw else None
+    norms = row_norms(raw_rows) if raw else None
     path = embeddings_path(root, backbone_id)
     write_parquet_atomic(path, embeddings_to_arrow(photo_ids, emb, norms=norms))
     update_manifest(root, f"features/{backbone_id}", rows=len(emb), dim=int(emb.shape[1]), **manifest_info)

@@ -11,6 +11,12 @@ import numpy as np
 _MATMUL_ROWS = 16_384  # rows per float64 block in matmul64: ~64 MB of temporaries for 512-d
 
 
+def row_norms(x: np.ndarray) -> np.ndarray:
+    """L2 norm of each row, (n,) float32, summed in float64 (einsum, not BLAS: a row's norm never depends on its batch)."""
+    x = np.asarray(x, dtype=np.float32)
+    return np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)).astype(np.float32)
+
+
 def l2_normalize(x: np.ndarray, *, in_place: bool = False) -> np.ndarray:
     """Rows scaled to unit L2 norm, float32 (zero rows stay zero).
 
@@ -24,7 +30,7 @@ def l2_normalize(x: np.ndarray, *, in_place: bool = False) -> np.ndarray:
             raise TypeError("l2_normalize(in_place=True) needs a float32 numpy array")
     else:
         x = np.array(x, dtype=np.float32)
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
+    norms = row_norms(x)[:, None]
     x /= np.where(norms > 0, norms, np.float32(1.0))
     return x
 

@@ -30,9 +30,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from interest.collection import l2_normalize
 from interest.errors import InterestError
+from interest.models.inputs import BackboneHolder, read_inputs
 from interest.models.model import InterestModel
+from interest.numeric import l2_normalize
 
 STUDY_BACKBONE = "openclip/ViT-L-14-336/openai"
 STUDY_DIM = 768
@@ -262,7 +263,7 @@ class LinearHeadModel(InterestModel):
         self.metadata = metadata
         self.name = name
         self._lock = threading.Lock()
-        self._backbone = None
+        self.backbone_holder = BackboneHolder()
         self.dim = int(metadata["backbone"]["dim"])
         self._k, self._h, self._extra = 0, self.dim, []
         cuts = metadata.get("thresholds", {}).get("group_cuts")
@@ -333,8 +334,8 @@ class LinearHeadModel(InterestModel):
         empty = liked is None or (isinstance(liked, (list, tuple)) and not liked)
         if empty:
             raise InterestError(f"personalize {user}: no liked photos given; pass images or embeddings the user likes")
-        liked_z = self._pca(self._embed_inputs(liked, "raise", 64, False)[2])
-        disliked_z = None if disliked is None else self._pca(self._embed_inputs(disliked, "raise", 64, False)[2])
+        liked_z = self._pca(read_inputs(self, liked)[2])
+        disliked_z = None if disliked is None else self._pca(read_inputs(self, disliked)[2])
         with self._lock:
             weights, offset = self._heads.fit_one(liked_z, disliked_z)
             self._heads = self._heads.with_head(user, weights, offset, len(liked_z))
@@ -347,18 +348,7 @@ class LinearHeadModel(InterestModel):
         raise InterestError(f"{self.name} holds only a common linear head: it has no full (metadata) model")
 
     def _check_embeddings(self, emb: Any) -> np.ndarray:
-        emb = np.asarray(emb, dtype=np.float32)
-        if emb.ndim == 1:
-            emb = emb[None, :]
-        if emb.ndim != 2 or emb.shape[1] != self.dim:
-            raise InterestError(
-                f"embeddings of shape {emb.shape} cannot be scored by {self.name}: it expects (n, {self.dim}) "
-                f"embeddings of backbone '{self.backbone_id}'; embed the photos with that backbone"
-            )
-        sq = np.einsum("ij,ij->i", emb, emb, dtype=np.float64)
-        finite = np.isfinite(sq)
-        if not finite.all():
-            raise InterestError(f"embedding row {int(np.argmin(finite))} has NaN or infinite values; re-embed that photo")
+        emb, sq = self._checked_rows(emb)
         if not self.needs_raw_features:
             return l2_normalize(emb)
         unit = np.abs(sq - 1.0) <= 1e-4
