@@ -24,7 +24,8 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
     from interest.collect import CollectConfig, collect
     from interest.collect.crawl import make_client
     from interest.evaluate import evaluate, format_metrics
-    from interest.features.embed import characterize, embed_collection
+    from interest.features.characteristics import characterize
+    from interest.features.embed import embed_collection
     from interest.labels import label_collection
     from interest.models.train import train_model
     from interest.synthetic.server import serve_world
@@ -69,7 +70,7 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
     clock.step("7/8 scoring a few images, for everyone and for one user")
     images = sorted((collection / "images").glob("*.jpg"))[:5]
     user = model.users[0]
-    typer.echo(model.score(images, user=user).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    typer.echo(model.score(images, user=user).to_string(index=False, float_format=lambda v: f"{v:.3g}"))  # ci_score is ~0.001-0.05
 
     clock.step("8/8 writing the HTML report")
     report_path = report(collection, model=bundle, out=out / "report.html", progress=False)

@@ -193,14 +193,28 @@ def test_trend_group_is_always_the_band_of_its_own_ci_score(world):
         assert (proba >= 0).all()
 
 
-def test_group_probabilities_calibrated_and_unsure_far_away(world):
+def test_group_probabilities_against_the_true_groups_and_unsure_far_away(world):
+    from dataclasses import replace
+
+    from interest.labels.groups import cuts_with_shares
+
     model, emb = world["model"], world["emb"]
     test = _test_rows(world)
     scores = model.score_embeddings(emb[test])
     proba = scores[["p_common", "p_interplay", "p_subjective"]].to_numpy()
-    y = world["labels"]["trend_group"].to_numpy()[test]
-    # a small world: sigma is fitted on ~120 held-out rows and judged on ~300 test photos (family: ECE 0.01-0.03)
-    assert expected_calibration_error(proba, y) < 0.15
+    # the true groups: the world's true commonality cut at the shares of the labels' groups
+    truth = world["truth_photos"]["true_commonality"].to_numpy()
+    labelled = world["labels"]["trend_group"].to_numpy()
+    true_groups = assign_trend_groups(truth, cuts_with_shares(np.delete(truth, test), np.delete(labelled, test)))[test]
+    # the band of ci_score finds the true group about as often as the label's own group does (0.64 here)
+    accuracy = float((scores["trend_group"].to_numpy() == true_groups).mean())
+    assert accuracy > (labelled[test] == true_groups).mean() - 0.05
+    # probabilities are fitted against the labels, so they are overconfident against the truth (ECE 0.25 here,
+    # BENCHMARKS.md: family 0.18-0.26); the image-level score is no worse at it than the booster it replaced
+    ece = expected_calibration_error(proba, true_groups)
+    booster = train_model(world["root"], None, config=replace(FAST, common_score="booster"), progress=False)
+    booster_proba = booster.score_embeddings(emb[test])[["p_common", "p_interplay", "p_subjective"]].to_numpy()
+    assert ece < expected_calibration_error(booster_proba, true_groups) + 0.03
     rng = np.random.default_rng(2)
     far = l2_normalize(rng.standard_normal((500, emb.shape[1])).astype(np.float32))
     far_proba = model.score_embeddings(far)[["p_common", "p_interplay", "p_subjective"]].to_numpy()

@@ -147,6 +147,53 @@ def test_train_writes_metrics_and_scores_sensibly(model, collection, embeddings)
     np.testing.assert_allclose(scores[["p_common", "p_interplay", "p_subjective"]].sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_app_score_is_the_image_level_models_on_the_labels_scale(model, collection, embeddings, tmp_path):
+    import json
+
+    import interest
+    from interest.models.common import image_score
+
+    _, ids, emb = embeddings
+    meta = model.metadata["common_score"]
+    assert meta["app"] == "image" and meta["scale"] > 0
+    Z, stack = model._project(emb)
+    scores = model.score_embeddings(emb)
+    ci = scores["ci_score"].to_numpy()
+    # exactly offset + scale * exp(linear predictor + cluster effect), not the booster
+    np.testing.assert_array_equal(ci, image_score(stack, meta["offset"], meta["scale"]))
+    boosted = model.booster.app_booster_.predict(model.booster.app_matrix(Z[:, : model._k], stack))
+    assert np.abs(ci - boosted).max() > 1e-3
+    # the least-squares line keeps the score on the label's scale: training photos' mean CI, to a few percent
+    labels = read_table(collection, "labels").set_index("photo_id")
+    train = labels.index[labels["set"] == "train"]
+    rows = pd.Series(np.arange(len(ids)), index=ids)[train].to_numpy()
+    assert abs(ci[rows].mean() - labels.loc[train, "ci_score"].mean()) < 0.05 * labels["ci_score"].std() + 1e-3
+    # the trend group is still the band of this score
+    lo, hi = model.groups.cuts_
+    np.testing.assert_array_equal(scores["trend_group"].to_numpy(), np.where(ci >= hi, 0, np.where(ci >= lo, 1, 2)))
+    # a bundle keeps it; a damaged scale is one line naming the key
+    model.save(tmp_path / "m")
+    np.testing.assert_array_equal(interest.load(tmp_path / "m").score_embeddings(emb)["ci_score"].to_numpy(), ci)
+    doc = json.loads((tmp_path / "m" / "model.json").read_text())
+    doc["common_score"]["scale"] = -1.0
+    (tmp_path / "m" / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(InterestError, match="common_score.scale"):
+        interest.load(tmp_path / "m")
+
+
+def test_common_score_booster_keeps_the_stack(collection, embeddings):
+    from dataclasses import replace
+
+    old = train_model(collection, None, config=replace(FAST, common_score="booster"), progress=False)
+    assert old.booster.app_linear_ is None and old.metadata["common_score"] == {"app": "booster"}
+    _, _, emb = embeddings
+    Z, stack = old._project(emb[:50])
+    expected = old.booster.app_booster_.predict(old.booster.app_matrix(Z[:, : old._k], stack)).astype(np.float32)
+    np.testing.assert_allclose(old.score_embeddings(emb[:50])["ci_score"].to_numpy(), expected, atol=1e-6)
+    with pytest.raises(InterestError, match="common_score"):
+        TrainConfig(common_score="trees")
+
+
 def test_train_is_deterministic(collection, model, embeddings):
     again = train_model(collection, None, config=FAST, progress=False)
     emb = embeddings[2][:200]

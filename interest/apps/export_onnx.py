@@ -84,8 +84,10 @@ def build_heads_graph(model: Any) -> Any:
 
     Mirrors ``InterestModel.score_embeddings`` step by step: PCA and ridge
     (linear), the nearest cluster prototype's CI, the app booster over
-    [PCA features, ridge, prototype], the trend-group classifier over the
-    same matrix, and the user head over the leading PCA features.
+    [PCA features, ridge, prototype] (or, for a model whose app score is the
+    image-level model's, offset + scale * exp(ridge + prototype)), the
+    trend-group classifier over that score, and the user head over the
+    leading PCA features.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -148,7 +150,6 @@ def build_heads_graph(model: Any) -> Any:
         helper.make_node("Add", ["proto_dot", "centroids_half_sq"], ["proto_score"]),
         helper.make_node("ArgMax", ["proto_score"], ["proto_index"], axis=1, keepdims=1),
         helper.make_node("Gather", ["prototype_ci", "proto_index"], ["prototype"], axis=0),
-        helper.make_node("Concat", ["z_k", "ridge", "prototype"], ["app_features"], axis=1),
         # novelty: |x - mean|^2 - 2 max_k (z . c_k - |c_k|^2 / 2), then lambda's complement exp(-max(0, nu - 1) / w)
         helper.make_node("ReduceSumSquare", ["centred"], ["centred_sq"], axes=[1], keepdims=1),
         helper.make_node("ReduceMax", ["proto_score"], ["proto_best"], axes=[1], keepdims=1),
@@ -177,8 +178,20 @@ def build_heads_graph(model: Any) -> Any:
         helper.make_node("MatMul", ["members", "user_wt"], ["dev_col"]),
         helper.make_node("Reshape", ["dev_col", "flat"], ["deviation"]),
     ]
-    booster_nodes, booster_init, booster_out = _booster_subgraph(model.booster.app_booster_, k + 2, "app_features")
-    nodes += booster_nodes
+    if model.booster.app_linear_ is None:
+        booster_nodes, booster_init, booster_out = _booster_subgraph(model.booster.app_booster_, k + 2, "app_features")
+        nodes += [helper.make_node("Concat", ["z_k", "ridge", "prototype"], ["app_features"], axis=1), *booster_nodes]
+    else:  # the app score is the image-level model's: offset + scale * exp(linear predictor + cluster effect)
+        offset, scale = model.booster.app_linear_
+        init.update(image_offset=f32([offset]), image_scale=f32([scale]), eta_lo=f32(-30.0), eta_hi=f32(30.0))
+        booster_init, booster_out = [], "image_ci"
+        nodes += [
+            helper.make_node("Add", ["ridge", "prototype"], ["image_eta_raw"]),
+            helper.make_node("Clip", ["image_eta_raw", "eta_lo", "eta_hi"], ["image_eta"]),
+            helper.make_node("Exp", ["image_eta"], ["image_share"]),
+            helper.make_node("Mul", ["image_share", "image_scale"], ["image_scaled"]),
+            helper.make_node("Add", ["image_scaled", "image_offset"], ["image_ci"]),
+        ]
     nodes.append(helper.make_node("Reshape", [booster_out, "col"], ["ci_col"]))
     nodes += [
         # band probabilities of ci_score under logistic noise of scale sigma

@@ -47,6 +47,18 @@ def quantile_cuts(ci: np.ndarray, quantiles: Sequence[float] = DEFAULT_GROUP_QUA
     return check_group_cuts((lo, hi))
 
 
+def cuts_with_shares(values: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """Cut points on the scale of ``values`` whose bands hold the shares of ``groups`` (0, 1, 2) have.
+
+    How a score on another scale (a synthetic world's true commonality, say)
+    gets trend groups comparable with the labels': the same share of photos
+    common and subjective, ranked by that score instead.
+    """
+    groups = np.asarray(groups, dtype=np.int64)
+    share_sub, share_common = float(np.mean(groups == SUBJECTIVE)), float(np.mean(groups == COMMON))
+    return quantile_cuts(values, (share_sub, 1.0 - share_common))
+
+
 def assign_trend_groups(ci: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
     """Trend group (0 common, 1 interplay, 2 subjective) of each CI score.
 

@@ -202,6 +202,7 @@ def _load(path: Path, bundle: BundleDir) -> "InterestModel":
     booster.full_booster_ = _lightgbm(path, FULL_PART, data) if FULL_PART in data else None
     booster.app_features_ = list(meta["features"].get("app", []))
     booster.full_features_ = list(meta["features"].get("full", []))
+    booster.app_linear_ = _app_linear(meta, str(meta_path))
 
     groups = _build(path, "groups.npz", TrendGroupClassifier.from_arrays,
                     _npz(path, "groups.npz", data, list(TrendGroupClassifier.ARRAY_KEYS)))
@@ -221,11 +222,25 @@ def _load(path: Path, bundle: BundleDir) -> "InterestModel":
     return model
 
 
+def _app_linear(meta: dict, where: str) -> tuple[float, float] | None:
+    """The (offset, scale) of the app score when it is the image-level model's (bundles before it: None)."""
+    kind = safe_io.field(meta, "common_score.app", "str", where, default="booster")
+    if kind == "booster":
+        return None
+    if kind != "image":
+        raise InterestError(f"{where}: 'common_score.app' must be image or booster, not {safe_io._short(kind)}; restore the bundle or retrain")
+    offset = safe_io.field(meta, "common_score.offset", "float", where, lo=-1e6, hi=1e6)
+    scale = safe_io.field(meta, "common_score.scale", "float", where, lo=0, hi=1e6)
+    if not scale > 0:
+        raise InterestError(f"{where}: 'common_score.scale' must be positive; restore the bundle or retrain")
+    return float(offset), float(scale)
+
+
 def _check_meta(meta: dict, where: str) -> None:
     """The model.json values every loader reads, checked for type and range: one InterestError line each."""
     field = safe_io.field
     for key in ("backbone", "features", "training", "data", "label_settings", "thresholds", "personalized",
-                "metrics", "common", "user_heads"):
+                "metrics", "common", "common_score", "user_heads"):
         field(meta, key, "dict", where, default=None)
     field(meta, "kind", "str", where, default=None)
     field(meta, "backbone.id", "str", where)

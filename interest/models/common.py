@@ -263,7 +263,8 @@ class StackedBooster:
     Each variant is early-stopped on a seeded validation split of the training
     rows and keeps that booster, so its validation figures are honest.
 
-    Learned: ``app_booster_``, ``full_booster_`` (None without extra columns),
+    Learned: ``app_booster_``, ``full_booster_`` (None without extra columns), ``app_linear_``
+    (set by the caller: the app score is then the image-level model's, see :func:`fit_image_score`),
     ``app_features_``, ``full_features_``, ``validation_`` (per variant and
     per first-level model: Spearman and MAE on the validation split).
     """
@@ -295,6 +296,7 @@ class StackedBooster:
         self.validation_fraction = validation_fraction
         self.num_threads = num_threads
         self.seed = seed
+        self.app_linear_: tuple[float, float] | None = None  # (offset, scale) of image_score, set by training
 
     def fit(
         self,
@@ -388,7 +390,12 @@ class StackedBooster:
         return np.hstack([np.asarray(Z, dtype=np.float32), _columns(stack)])
 
     def predict(self, Z: np.ndarray, stack: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
-        """CI scores: the ``full`` variant when ``extra`` (n, len(extra features)) is given, else ``app``."""
+        """CI scores: the ``full`` variant when ``extra`` (n, len(extra features)) is given, else ``app``.
+
+        With ``app_linear_`` set, the ``app`` score is the image-level model's own (see :func:`image_score`).
+        """
+        if extra is None and self.app_linear_ is not None:
+            return image_score(stack, *self.app_linear_)
         X = self.app_matrix(Z, stack)
         if extra is None:
             booster = self.app_booster_
@@ -396,6 +403,41 @@ class StackedBooster:
             booster = self.full_booster_
             X = np.hstack([X, np.asarray(extra, dtype=np.float32)])
         return booster.predict(X, num_threads=_threads(self.num_threads, len(X), _SMALL_PREDICT)).astype(np.float32)
+
+
+def fit_image_score(stack: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
+    """(offset, scale) putting the image-level model's score on the label's scale; None when it disagrees with the label.
+
+    ``stack`` holds the out-of-fold first-level predictions (linear predictor,
+    cluster effect) of the training photos; their sum is the image-level
+    model's log share of users. Its exponential (the share itself, what the
+    image-level label is on) is put onto the label by a least-squares line,
+    which keeps ``ci_score`` on the scale the trend-group cuts are on and
+    changes no ranking. The booster's trees cannot extrapolate beyond the
+    training photos, so on photos the collection never held this score ranks
+    closer to the truth (BENCHMARKS.md, issue 9). A non-positive slope would
+    reverse the ranking: the caller then keeps the booster.
+    """
+    share = np.exp(_image_eta(stack))
+    y = np.asarray(y, dtype=np.float64)
+    var = float(share.var())
+    if not var > 0:
+        return None
+    scale = float(((share - share.mean()) * (y - y.mean())).mean() / var)
+    if not (np.isfinite(scale) and scale > 0):
+        return None
+    return float(y.mean() - scale * share.mean()), scale
+
+
+def image_score(stack: np.ndarray, offset: float, scale: float) -> np.ndarray:
+    """``offset + scale * exp(linear predictor + cluster effect)`` per row, in float64 then float32 (batch independent)."""
+    return (float(offset) + float(scale) * np.exp(_image_eta(stack))).astype(np.float32)
+
+
+def _image_eta(stack: np.ndarray) -> np.ndarray:
+    stack = _columns(stack)
+    # clipped as the zero-truncated fit clips it: exp stays finite on any input
+    return np.clip(stack[:, 0].astype(np.float64) + stack[:, 1].astype(np.float64), -30.0, 30.0)
 
 
 # Below these sizes LightGBM runs on one thread: OpenMP's start-up and spin-waiting cost more than

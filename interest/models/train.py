@@ -29,7 +29,15 @@ from interest.collection import (
 )
 from interest.config import config_to_dict
 from interest.errors import InterestError
-from interest.models.common import PCA, Prototypes, Ridge, StackedBooster, ZeroTruncatedPoisson, _spearman
+from interest.models.common import (
+    PCA,
+    Prototypes,
+    Ridge,
+    StackedBooster,
+    ZeroTruncatedPoisson,
+    _spearman,
+    fit_image_score,
+)
 from interest.labels.groups import quantile_cuts
 from interest.models.groups import TrendGroupClassifier, centred_sq, novelty
 from interest.models.model import InterestModel
@@ -56,6 +64,9 @@ class TrainConfig:
     # first-level linear model: "image" = zero-truncated Poisson on each photo's distinct users
     # (image-level signal, chosen on the world family); "label" = ridge on the label (the study's CI_R)
     common_signal: str = "image"
+    # app ci_score: "image" = the image-level model's own score (when common_signal is image; chosen on the
+    # world family: the trees cannot extrapolate to photos the collection never held); "booster" = LightGBM
+    common_score: str = "image"
     lgb_num_boost_round: int = 150
     lgb_learning_rate: float = 0.1
     lgb_num_leaves: int = 31
@@ -82,6 +93,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.common_signal not in ("image", "label"):
             raise InterestError(f"train config: 'common_signal' must be image or label, got {self.common_signal!r}")
+        if self.common_score not in ("image", "booster"):
+            raise InterestError(f"train config: 'common_score' must be image or booster, got {self.common_score!r}")
         for name in ("pca_components", "head_components", "ridge_folds", "lgb_num_boost_round", "num_threads"):
             if int(getattr(self, name)) < 1:
                 raise InterestError(f"train config: '{name}' must be at least 1, got {getattr(self, name)!r}")
@@ -169,6 +182,15 @@ def train_model(
         num_threads=config.num_threads,
         seed=config.seed,
     ).fit(Z[:, :k], oof, y, data["extra"])
+    # only on image-level labels: on the study's labels (--method paper) the app score follows that label
+    if config.common_score == "image" and config.common_signal == "image" and data["label_settings"].get("method") == "image":
+        booster.app_linear_ = fit_image_score(oof, y)
+    common_score = {"app": "booster"} if booster.app_linear_ is None else {
+        "app": "image", "offset": booster.app_linear_[0], "scale": booster.app_linear_[1]}
+    if booster.app_linear_ is not None and len(booster.validation_rows_):
+        v = booster.validation_rows_
+        pred = booster.predict(Z[v, :k], oof[v])
+        booster.validation_["app_image"] = {"spearman": _spearman(pred, y[v]), "mae": float(np.abs(pred - y[v]).mean())}
     step("groups")
 
     dist_sq = centred_sq(X, pca.mean_)
@@ -209,6 +231,7 @@ def train_model(
             "characteristics": data["characteristic_columns"],
         },
         "label_settings": data["label_settings"],
+        "common_score": common_score,
         "thresholds": {
             "group_cuts": data["label_settings"].get("group_cuts"),
             "trend_group": "the band of ci_score between group_cuts (probabilities: interest.models.groups)",
