@@ -100,8 +100,10 @@ def test_crawl_reproduces_the_world(world, clean):
 
 
 def test_faults_do_not_change_the_tables(world, seeds, clean, tmp_path):
+    # every kind of fault, with tries enough that none is given up: a body cut short counts against
+    # body_tries (3 by default), and on a loaded machine a deadline cut mid-body is one more such try
     faults = FaultConfig.uniform(0.15, seed=7, slow_seconds=0.01, timeout_seconds=3.0)
-    summary, stats = crawl(world, tmp_path / "out", faults=faults, users=seeds, enrich="photos", retries=12, image_retries=12, timeout=1.0)
+    summary, stats = crawl(world, tmp_path / "out", faults=faults, users=seeds, enrich="photos", retries=12, image_retries=12, body_tries=12, timeout=1.0)
     injected = {k: v for k, v in stats.items() if k.startswith("fault:")}
     assert set(injected) == {f"fault:{k}" for k in ("http_429", "http_500", "unavailable", "slow", "timeout", "malformed", "truncated")}
     assert sum(injected.values()) > 50

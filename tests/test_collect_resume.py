@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pandas as pd
@@ -98,6 +99,28 @@ def test_cli_user_mistake_is_one_line_exit_2(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "max_users" in result.stderr
 
 
+class _Hold:
+    """A server hook that keeps the n-th matching request waiting until released.
+
+    The crawl cannot finish while one of its requests is held, so a Ctrl-C sent
+    once the hold is reached always lands mid-crawl, however loaded the machine.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n, self.seen = n, 0
+        self.lock = threading.Lock()
+        self.reached, self.released = threading.Event(), threading.Event()
+
+    def __call__(self, reply):
+        with self.lock:
+            self.seen += 1
+            hit = self.seen == self.n
+        if hit:
+            self.reached.set()
+            self.released.wait(60)
+        return reply
+
+
 def test_ctrl_c_exits_130_with_one_line_and_resume_finishes(rendered_world, tmp_path, monkeypatch):
     monkeypatch.setenv("FLICKR_API_KEY", KEY)
     seeds = sorted(read_table(rendered_world, "users")["user_id"])[:6]
@@ -106,26 +129,24 @@ def test_ctrl_c_exits_130_with_one_line_and_resume_finishes(rendered_world, tmp_
         collect(reference, CollectConfig(rest_url=srv.rest_url, image_host=srv.image_host, rate=0, users=seeds, **SETTINGS), progress=False)
     out = tmp_path / "out"
     env = {**os.environ, "FLICKR_API_KEY": KEY, "OMP_NUM_THREADS": "1"}
-    interrupted = 0
     with serve_world(rendered_world, faults=FaultConfig(slow=1.0, slow_seconds=0.02), api_key=KEY) as srv:
         # Ctrl-C (the signal a terminal sends) during API calls, then during downloads
-        for run, (counter, at) in enumerate([("flickr.photos.getInfo", 20), ("image", 10)]):
-            start = srv.stats[counter]
+        for run, stage in enumerate(["api", "image"]):
+            hold = _Hold(20 if stage == "api" else 10)
+            if stage == "api":
+                srv.tamper_api = lambda params, reply: hold(reply) if params.get("method") == "flickr.photos.getInfo" else reply
+            else:
+                srv.tamper_api, srv.tamper_image = None, lambda photo_id, body: hold(body)
             proc = subprocess.Popen(_cli(out, seeds, srv, *(["--resume"] if run else [])), env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            deadline = time.monotonic() + 60
-            while proc.poll() is None and srv.stats[counter] - start < at and time.monotonic() < deadline:
-                time.sleep(0.002)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                interrupted += 1
+            assert hold.reached.wait(60), f"the crawl never reached its {hold.n}th {stage} request"
+            proc.send_signal(signal.SIGINT)
+            threading.Timer(1.0, hold.released.set).start()  # the held request ends; the crawl is stopping by then
             _, err = proc.communicate(timeout=60)
-            if proc.returncode == 0:
-                continue
             assert proc.returncode == 130, err
             assert err.strip().count("\n") == 0 and "--resume" in err and "Traceback" not in err
+        srv.tamper_image = None
         done = subprocess.run(_cli(out, seeds, srv, "--resume"), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert interrupted == 2
     for name, df in _tables(reference).items():
         pd.testing.assert_frame_equal(_tables(out)[name], df, obj=name)
