@@ -36,6 +36,7 @@ def load(
     precision: str = "fp32",
     cache_dir: str | os.PathLike | None = None,
     weights: str | os.PathLike | None = None,
+    encoder: str = "auto",
 ) -> "InterestModel":
     """Load a model bundle: a directory, or a Hugging Face Hub name ``hf-hub:ORG/NAME[@REVISION]``.
 
@@ -43,9 +44,10 @@ def load(
     ``cache_dir``) and read from there afterwards, offline too. ``device``
     (cpu, cuda[:N], mps, auto), ``precision`` (fp32, fp16, bf16), ``cache_dir``
     (the backbone's weights cache or the folder of its local checkpoint) and
-    ``weights`` (the backbone checkpoint file itself) say how images are
-    embedded; scoring embeddings needs none of them. Raises InterestError
-    (one line) if the bundle is missing, damaged or not cached while offline.
+    ``weights`` (the backbone checkpoint file itself) and ``encoder`` (auto,
+    torch or onnx: what runs the image tower) say how images are embedded;
+    scoring embeddings needs none of them. Raises InterestError (one line) if
+    the bundle is missing, damaged or not cached while offline.
     """
     from interest.hub import is_hub_name, resolve_bundle
 
@@ -62,7 +64,8 @@ def load(
             f"{path}: loading a model bundle needs {(exc.name or 'lightgbm').split('.')[0]}: "
             "pip install 'interest[research]' (or score an ONNX export with interest.onnx)"
         ) from None
-    return model.configure_backbone(device=device, precision=precision, cache_dir=cache_dir, weights=weights)
+    return model.configure_backbone(device=device, precision=precision, cache_dir=cache_dir, weights=weights,
+                                    encoder=encoder)
 
 
 def __getattr__(name: str) -> Any:

@@ -292,7 +292,7 @@ def test_shell_completion_offers_the_choices():
     proc = subprocess.run([str(script)], capture_output=True, text=True, env=env)
     assert proc.stdout.split() == ["cpu", "cuda"], proc.stdout + proc.stderr
     env["COMP_WORDS"], env["COMP_CWORD"] = "interest embed --precision ", "3"
-    assert subprocess.run([str(script)], capture_output=True, text=True, env=env).stdout.split() == ["fp32", "fp16", "bf16"]
+    assert subprocess.run([str(script)], capture_output=True, text=True, env=env).stdout.split() == ["fp32", "fp16", "bf16", "int8"]
 
 
 def test_log_level_shows_debug_retries(rendered_world, tmp_path):

@@ -22,6 +22,13 @@ class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
     bf16 = "bf16"
+    int8 = "int8"
+
+
+class Encoder(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    onnx = "onnx"
 
 
 class Engine(str, Enum):
@@ -60,47 +67,59 @@ def embed(
     device: str = typer.Option("auto", metavar=DEVICE_METAVAR, autocompletion=complete_device, help="Where the model runs."),
     batch_size: Optional[int] = typer.Option(None, help="Images per model batch (default: 64 on CPU, 256 on GPU)."),
     workers: Optional[int] = typer.Option(None, help="Decoding processes beside the model (default: by device)."),
-    precision: Precision = typer.Option(Precision.fp32, help="Autocast precision; fp16 is the fast choice on a GPU."),
+    precision: Precision = typer.Option(
+        Precision.fp32, help="fp16/bf16: torch autocast (fp16 is the fast choice on a GPU); int8: onnxruntime's "
+                             "quantised model on the CPU, its own backbone id <id>@int8 (agreement with fp32 printed)."
+    ),
+    encoder: Encoder = typer.Option(
+        Encoder.auto, help="What runs the image model: auto (onnxruntime on a CPU when installed and exact, else "
+                           "torch), torch (eager, the reference) or onnx."
+    ),
     max_pixels: int = typer.Option(89_478_485, help="Images with more pixels are recorded as bad (decompression bombs)."),
     out: Optional[Path] = typer.Option(
         None, help="For a plain folder of images: the collection to write (default: <folder>_interest beside it)."
     ),
     part_size: int = typer.Option(1024, help="Embeddings per Parquet part written during the run (what a killed run keeps)."),
     progress: bool = typer.Option(True, help="Show progress bars on stderr."),
-    engine: Engine = typer.Option(Engine.local, help="ray: an actor pool over a Ray cluster (collections only; docs/apps.md)."),
+    engine: Engine = typer.Option(Engine.local, help="ray: the same pipeline on a Ray cluster (docs/apps.md)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address for --engine ray (default: start Ray on this machine)."),
 ) -> None:
     """Embed a collection's photos (or a folder of images) into features/<backbone-id>/embeddings.parquet."""
+    from interest.features.backbones import check_encoder, load_backbone, load_openclip
     from interest.features.embed import embed_collection, embed_folder
 
     check_device(device, backbone)
+    if precision is Precision.int8 and device == "auto":
+        device = "cpu"  # int8 is onnxruntime's CPU encoder
+    check_encoder(encoder.value, precision.value, device)
     if not data.is_dir():
         raise InterestError(f"{data}: not a directory (give a collection directory or a folder of images)")
-    if engine is Engine.ray:
-        from interest.features.backbones import backbone_id_for
-        from interest.pipeline.ray import embed_collection_ray
-
-        if not (data / "photos.parquet").is_file():
-            raise InterestError(f"{data}: --engine ray embeds a collection (no photos.parquet here); embed a folder locally")
-        path = embed_collection_ray(
-            data, backbone or backbone_id_for(model, pretrained), address=address, cache_dir=cache_dir,
-            batch_size=batch_size or 64, num_gpus=1.0 if device.startswith("cuda") else 0.0, progress=progress,
-        )
-        _report(data, path)
-        return
+    if engine is Engine.ray and precision is Precision.int8:
+        raise InterestError("--precision int8: not offered by --engine ray yet; embed with the local engine")
+    is_collection = (data / "photos.parquet").is_file()
+    if is_collection and out is not None and out.resolve() != data.resolve():
+        raise InterestError(f"{data}: is a collection, so --out does not apply; embeddings go under its features/")
+    load = dict(device=device, cache_dir=cache_dir, precision=precision.value, encoder=encoder.value)
+    # The backbone is built here so that its encoder can report what it measured once the run is done.
+    chosen = load_backbone(backbone, **load) if backbone else load_openclip(model, pretrained, **load)
     options = dict(
-        model=model, pretrained=pretrained, backbone_id=backbone, cache_dir=cache_dir, device=device,
-        batch_size=batch_size, workers=workers, precision=precision.value, max_pixels=max_pixels, part_size=part_size, progress=progress,
+        backbone=chosen, batch_size=batch_size, workers=workers, max_pixels=max_pixels, part_size=part_size,
+        progress=progress,
     )
-    if (data / "photos.parquet").is_file():
-        if out is not None and out.resolve() != data.resolve():
-            raise InterestError(f"{data}: is a collection, so --out does not apply; embeddings go under its features/")
+    if engine is Engine.ray:  # the same pipeline on Ray Data: the actors load the backbone as asked here
+        from interest.pipeline.ray import embed_collection_ray as embed_collection
+
+        options.update(address=address, cache_dir=cache_dir, precision=precision.value, encoder=encoder.value,
+                       num_gpus=1.0 if device.startswith("cuda") else 0.0)
+    if is_collection:
         path = embed_collection(data, **options)
         root = data
     else:
         root = out if out is not None else data.resolve().parent / f"{data.resolve().name}_interest"
-        path = embed_folder(data, root, **options)
+        path = embed_folder(data, root, engine=engine.value, **options)
     _report(root, path)
+    if getattr(chosen, "agreement", None) is not None:
+        typer.echo(chosen.agreement.summary())
 
 
 def _report(root: Path, path: Path) -> None:

@@ -20,6 +20,13 @@ A backbone splits into :meth:`Backbone.transform` (one image to an array:
 picklable, so the embedding pipeline runs it in worker processes) and
 :meth:`Backbone.encode` (a stacked batch to vectors, in the main process);
 :meth:`Backbone.embed` composes the two.
+
+An open_clip backbone's image encoder is torch eager (the reference) or, on
+a CPU by default, onnxruntime running the checked export of the same tower
+(``encoder=``; :mod:`interest.features.onnx_encoder`): the same embedding
+space, so both share an id and the embedding cache. ``precision="int8"`` is
+onnxruntime's dynamic quantisation: not exact, so its id ends in ``@int8``
+and its embeddings are kept apart from the fp32 ones.
 """
 
 from __future__ import annotations
@@ -37,10 +44,14 @@ from PIL import Image
 
 from interest.errors import InterestError
 from interest.features import pixels
+from interest.numeric import l2_normalize
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: auto: the fastest exact encoder on the device (onnxruntime on a CPU when installed, else torch eager)
+ENCODERS = ("auto", "torch", "onnx")
+INT8_SUFFIX = "@int8"
 CHECKPOINT_SUFFIXES = ("", ".safetensors", ".pt", ".pth", ".bin")
 
 
@@ -71,11 +82,11 @@ class Backbone:
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
         """A stacked batch of :meth:`transform` outputs to (n, dim) float32 L2-normalised rows."""
-        return _l2(self.encode_raw(batch))
+        return l2_normalize(self.encode_raw(batch))
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
         """Embed RGB images: (n, dim) float32, L2-normalised."""
-        return _l2(self.embed_raw(images))
+        return l2_normalize(self.embed_raw(images))
 
     def embed_raw(self, images: list[Image.Image]) -> np.ndarray:
         """Embed RGB images without normalising: (n, dim) float32 (their norms are the ``norm`` column)."""
@@ -89,12 +100,6 @@ class Backbone:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r}, dim={self.dim})"
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, np.float32(1))
 
 
 # ---------------------------------------------------------------- perceptual/v1
@@ -253,6 +258,10 @@ class OpenClipBackbone(Backbone):
                  device: str, precision: str, random_weights: bool, checkpoint_sha256: str | None = None) -> None:
         import open_clip
 
+        #: the onnxruntime encoder when one runs the image tower (see :meth:`choose_encoder`); None: torch eager
+        self.image_encoder: Callable | None = None
+        self.encoder = "torch"
+
         self.id = backbone_id
         self.model = model
         self.preprocess = preprocess
@@ -280,14 +289,54 @@ class OpenClipBackbone(Backbone):
 
         import torch
 
-        if self.precision == "fp32":
+        if self.precision in ("fp32", "int8"):  # int8 is the image tower's (onnxruntime); text stays fp32
             return contextlib.nullcontext()
         dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
         return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
 
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model's input images."""
+        size = self.preprocessing["size"]
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    @property
+    def agreement(self):
+        """int8 only: the :class:`~interest.features.onnx_encoder.Agreement` with fp32 measured on the photos embedded."""
+        return getattr(self.image_encoder, "agreement", None)
+
+    def choose_encoder(self, encoder: str) -> None:
+        """Run the image tower with ``encoder`` (one of :data:`ENCODERS`) at this backbone's precision.
+
+        ``auto`` on a CPU at fp32: onnxruntime when it and onnx are installed and
+        the export agrees with torch eager (else torch eager, one logged line);
+        on CUDA/MPS: torch eager. ``int8`` precision always runs onnxruntime.
+        """
+        check_encoder(encoder, self.precision, self.device)
+        int8 = self.precision == "int8"
+        eager_wins = self.device != "cpu" or self.precision != "fp32"  # no GPU measured otherwise; autocast is torch's
+        if not int8 and (encoder == "torch" or (encoder == "auto" and eager_wins)):
+            return
+        if encoder == "auto" and not (_importable("onnxruntime") and _importable("onnx")):
+            log.info("%s: encoding with torch eager (pip install 'interest[onnx,export]' for the faster "
+                     "onnxruntime encoder)", self.id)
+            return
+        from interest.features.onnx_encoder import onnx_image_encoder
+
+        found, record = onnx_image_encoder(self.model, self.id, self.input_size, int8=int8)
+        if found is None and int8:
+            raise InterestError(f"{self.id}: --precision int8 quantises the ONNX export of its visual tower, which "
+                                f"is not usable here ({record.get('reason', 'it differs from torch eager')}); "
+                                "use --precision fp32")
+        if found is not None:
+            self.image_encoder = found
+            self.encoder = "onnxruntime-int8" if int8 else "onnxruntime-fp32"
+
     def encode_raw(self, batch) -> np.ndarray:
         import torch
 
+        if self.image_encoder is not None:
+            return self.image_encoder(np.asarray(batch, dtype=np.float32))
         x = torch.as_tensor(batch)
         if self.device != "cpu":
             x = x.to(self.device, non_blocking=True)
@@ -303,7 +352,7 @@ class OpenClipBackbone(Backbone):
             tokens = tokens.to(self.device)
         with torch.inference_mode(), self._autocast():
             features = self.model.encode_text(tokens)
-        return _l2(features.float().cpu().numpy())
+        return l2_normalize(features.float().cpu().numpy())
 
 
 def resolve_device(device: str) -> str:
@@ -370,22 +419,56 @@ def _warn_random(backbone_id: str) -> None:
     print(message, file=sys.stderr)  # loud on purpose: straight to stderr, whatever logging is configured
 
 
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules (as if not installed)
+        return False
+
+
+def check_encoder(encoder: str, precision: str, device: str) -> None:
+    """A one-line error for an encoder, precision and device that do not go together, or a missing extra."""
+    from interest.errors import require
+
+    if precision not in PRECISIONS:
+        raise InterestError(f"precision '{precision}': use one of {', '.join(PRECISIONS)}")
+    if encoder not in ENCODERS:
+        raise InterestError(f"encoder '{encoder}': use one of {', '.join(ENCODERS)}")
+    on_cpu = device.split(":")[0] in ("cpu", "auto")  # auto: checked again once resolved
+    if precision == "int8" and (encoder == "torch" or not on_cpu):
+        raise InterestError(f"precision int8 runs onnxruntime on the CPU: use it with --device cpu and --encoder "
+                            f"auto or onnx (not --device {device} --encoder {encoder})")
+    if encoder == "onnx" and not on_cpu:
+        raise InterestError(f"--encoder onnx runs on the CPU; use --device cpu, or --encoder auto on {device}")
+    if encoder == "onnx" and precision in ("fp16", "bf16"):
+        raise InterestError(f"--encoder onnx runs fp32 (or --precision int8); {precision} is torch autocast: "
+                            "use --encoder torch")
+    if precision == "int8" or encoder == "onnx":
+        purpose = "--precision int8" if precision == "int8" else "--encoder onnx"
+        require("onnxruntime", "onnx", purpose)
+        require("onnx", "export", f"{purpose} (exporting the model's image tower)")
+
+
 def load_openclip(model: str, pretrained: str | None, *, device: str = "cpu", cache_dir: str | None = None,
-                  precision: str = "fp32") -> OpenClipBackbone:
+                  precision: str = "fp32", encoder: str = "auto") -> OpenClipBackbone:
     """Build an open_clip backbone from a model name and a tag, checkpoint path, ``none`` or hf-hub name.
 
     Weights come from open_clip's own loaders and cache (``cache_dir``, or the
     Hugging Face cache under ``HF_HOME``); weights that are not cached and
     cannot be downloaded raise one :class:`InterestError` saying how to provide them.
+    ``encoder`` (auto, torch, onnx) runs the image tower (see
+    :meth:`OpenClipBackbone.choose_encoder`); ``precision`` int8 is the
+    quantised onnxruntime encoder, whose backbone id ends in ``@int8``.
     """
     from interest.errors import require
 
     open_clip = require("open_clip", "research", f"the open_clip backbone {model}")
     torch = require("torch", "research", f"the open_clip backbone {model}")
 
-    if precision not in PRECISIONS:
-        raise InterestError(f"precision '{precision}': use one of {', '.join(PRECISIONS)}")
     device = resolve_device(device)
+    check_encoder(encoder, precision, device)
     backbone_id = backbone_id_for(model, pretrained)
     random_weights = _is_random(pretrained) and not model.startswith("hf-hub:")
     if not model.startswith("hf-hub:") and model not in open_clip.list_models():
@@ -439,8 +522,14 @@ def load_openclip(model: str, pretrained: str | None, *, device: str = "cpu", ca
     net.requires_grad_(False)
     if random_weights:
         _warn_random(backbone_id)
-    return OpenClipBackbone(net, preprocess, tokenizer, backbone_id=backbone_id, device=device,
-                            precision=precision, random_weights=random_weights, checkpoint_sha256=checkpoint_sha256)
+    backbone = OpenClipBackbone(net, preprocess, tokenizer, backbone_id=backbone_id, device=device,
+                                precision=precision, random_weights=random_weights,
+                                checkpoint_sha256=checkpoint_sha256)
+    backbone.choose_encoder(encoder)
+    if precision == "int8":  # another embedding space: its own id and cache (docs/features.md)
+        backbone.id += INT8_SUFFIX
+        backbone.preprocessing["encoder"] = "onnxruntime-int8-dynamic"
+    return backbone
 
 
 def _tag_cached(model: str, tag: str, cache_dir: str | None) -> bool | None:
@@ -490,7 +579,8 @@ def _find_checkpoint(name: str, cache_dir: str | None) -> str | None:
 
 
 def load_backbone(backbone_id: str, *, device: str = "cpu", cache_dir: str | None = None,
-                  precision: str = "fp32", weights: str | os.PathLike | None = None) -> Backbone:
+                  precision: str = "fp32", weights: str | os.PathLike | None = None,
+                  encoder: str = "auto") -> Backbone:
     """The backbone named by ``backbone_id`` (``perceptual/v1`` or ``openclip/<model>/<pretrained>``).
 
     For an id made from a local checkpoint (``openclip/<model>/<file stem>``)
@@ -501,8 +591,13 @@ def load_backbone(backbone_id: str, *, device: str = "cpu", cache_dir: str | Non
     ``preprocessing`` records the file's sha256 (which a bundle compares).
     ``synthetic/...`` ids name embeddings written directly by the synthetic
     world: there is no image model behind them, which raises InterestError.
+    ``encoder`` and ``precision`` are those of :func:`load_openclip`; an id
+    ending in ``@int8`` is loaded at precision int8.
     """
     kind, _, rest = backbone_id.partition("/")
+    if kind == "openclip" and rest.endswith(INT8_SUFFIX):
+        backbone_id, rest, precision = backbone_id[:-len(INT8_SUFFIX)], rest[:-len(INT8_SUFFIX)], "int8"
+    options = dict(device=device, cache_dir=cache_dir, precision=precision, encoder=encoder)
     if kind == "perceptual":
         if rest != "v1":
             raise InterestError(f"backbone '{backbone_id}': unknown perceptual version; use perceptual/v1")
@@ -519,12 +614,12 @@ def load_backbone(backbone_id: str, *, device: str = "cpu", cache_dir: str | Non
         model = rest.partition("/")[0]
         if not Path(weights).expanduser().is_file():
             raise InterestError(f"weights {weights}: checkpoint file not found; give the checkpoint's path")
-        backbone = load_openclip(model, str(weights), device=device, cache_dir=cache_dir, precision=precision)
-        backbone.id = backbone_id
+        backbone = load_openclip(model, str(weights), **options)
+        backbone.id = backbone_id + (INT8_SUFFIX if precision == "int8" else "")
         return backbone
     if kind == "openclip" and rest:
         if rest.startswith("hf-hub:"):
-            return load_openclip(rest, None, device=device, cache_dir=cache_dir, precision=precision)
+            return load_openclip(rest, None, **options)
         model, _, pretrained = rest.partition("/")
         if not pretrained:
             raise InterestError(f"backbone '{backbone_id}': expected openclip/<model>/<pretrained or none>")
@@ -539,7 +634,7 @@ def load_backbone(backbone_id: str, *, device: str = "cpu", cache_dir: str | Non
                         "in the folder given as --cache-dir or pass its path with --pretrained PATH"
                     )
                 pretrained = path
-        return load_openclip(model, pretrained, device=device, cache_dir=cache_dir, precision=precision)
+        return load_openclip(model, pretrained, **options)
     raise InterestError(
         f"backbone '{backbone_id}': unknown backbone id; use perceptual/v1 or openclip/<model>/<pretrained>"
     )
