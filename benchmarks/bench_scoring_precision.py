@@ -1,6 +1,6 @@
 """What float64 accumulation costs in scoring: the projection step and a whole score_embeddings call.
 
-Scoring accumulates its matmuls in float64 (``interest.models.common.matmul64``)
+Scoring accumulates its matmuls in float64 (``interest.numeric.matmul64``)
 so that a photo's score does not depend on its batch. This measures, on one
 trained model in one run, the embedding projection (PCA + ridge, the costliest
 step) in plain float32 (the earlier code) against matmul64, and the whole
@@ -41,7 +41,7 @@ def main() -> None:
     from interest.collection import l2_normalize
     from interest.labels import label_collection
     from interest.models import train_model
-    from interest.models.common import matmul64
+    from interest.numeric import matmul64
     from interest.synthetic.world import generate_world
 
     with tempfile.TemporaryDirectory() as tmp:

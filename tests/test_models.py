@@ -17,8 +17,9 @@ from interest.collection import (
     write_parquet_atomic,
 )
 from interest.errors import InterestError
-from interest.models.common import PCA, Prototypes, Ridge, StackedBooster, _spearman
+from interest.models.common import PCA, Prototypes, Ridge, StackedBooster
 from interest.models.train import TrainConfig, train_model
+from interest.numeric import spearman
 
 FAST = TrainConfig(num_threads=1, lgb_num_boost_round=150, pca_components=16, head_components=32)
 
@@ -95,7 +96,7 @@ def test_stacked_booster_beats_ridge_on_a_nonlinear_target():
     pred = booster.predict(pca.transform(X[test]), pred_ridge)
     mse_ridge, mse_boost = np.mean((pred_ridge - y[test]) ** 2), np.mean((pred - y[test]) ** 2)
     assert mse_boost < 0.7 * mse_ridge
-    assert _spearman(pred, y[test]) >= _spearman(pred_ridge, y[test])
+    assert spearman(pred, y[test]) >= spearman(pred_ridge, y[test])
     assert booster.full_booster_ is None and booster.validation_["app"]["rounds"] > 10
 
 
@@ -142,7 +143,7 @@ def test_train_writes_metrics_and_scores_sensibly(model, collection, embeddings)
     scores = model.score_embeddings(emb[rows])
     assert list(scores.columns) == ["ci_score", "trend_group", "p_common", "p_interplay", "p_subjective"]
     # held-out photos: the prediction follows the CI their partition got from the definition set
-    assert _spearman(scores["ci_score"], labels.loc[test, "ci_score"]) > 0.6
+    assert spearman(scores["ci_score"], labels.loc[test, "ci_score"]) > 0.6
     assert (scores["trend_group"] == labels.loc[test, "trend_group"].to_numpy()).mean() > 0.5
     np.testing.assert_allclose(scores[["p_common", "p_interplay", "p_subjective"]].sum(axis=1), 1.0, atol=1e-5)
 
@@ -385,5 +386,5 @@ def test_zero_truncated_poisson_recovers_the_slope_a_crawl_hides():
     flat = Ridge(seed=0).fit(X[kept], np.log(counts[kept]))
     assert np.linalg.norm(flat.coef_) < 0.6 * np.linalg.norm(model.coef_)
     # out-of-fold predictions rank unseen rows nearly as well as the truth does
-    assert _spearman(model.oof_prediction_, X[kept] @ w) > 0.95
+    assert spearman(model.oof_prediction_, X[kept] @ w) > 0.95
     assert model.predict(X[:5]).dtype == np.float32 and len(model.cv_deviance_) == 5

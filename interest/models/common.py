@@ -22,31 +22,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from interest.numeric import matmul64, nearest_centroid, spearman
+
 # Candidate ridge alphas, relative to the mean eigenvalue of the centred
 # scatter matrix: that makes the grid independent of n and of the embedding's
 # scale, so one grid suits 64-d toys and 768-d CLIP alike.
 RELATIVE_ALPHAS = tuple(float(a) for a in np.logspace(-5, 1, 13))
 _CHUNK = 65_536  # rows per chunk: bounds the float32 temporaries at ~130 MB for 512-d
-_MATMUL_ROWS = 16_384  # rows per float64 block in matmul64: ~64 MB of temporaries for 512-d
-
-
-def matmul64(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``x @ w`` accumulated in float64, in blocks of rows: (n, k) float64.
-
-    Every scoring matmul goes through here. float32 BLAS chooses its kernel,
-    and so its order of summation, by the shape of the whole matrix, which made
-    a photo's score depend on the batch it was scored in (by ~1e-7: Ray's
-    batches of 128 disagreed with one local call). In float64 that difference
-    is ~1e-16, far below float32 resolution, so once the caller casts the
-    result to float32 a row scores the same in any batch and on any engine.
-    Blocking by rows keeps memory bounded and cannot change a row's result.
-    """
-    w = np.asarray(w, dtype=np.float64)
-    n = len(x)
-    out = np.empty((n,) + w.shape[1:], dtype=np.float64)
-    for start in range(0, n, _MATMUL_ROWS):
-        out[start : start + _MATMUL_ROWS] = np.asarray(x[start : start + _MATMUL_ROWS], dtype=np.float64) @ w
-    return out
 
 
 def _fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
@@ -229,7 +211,7 @@ class Prototypes:
             centroids, ci = self._build(X, clusters, y, fold != j)
             for start in range(0, len(rows), _CHUNK):
                 part = rows[start : start + _CHUNK]
-                self.oof_prediction_[part] = ci[_nearest(X[part], centroids)]
+                self.oof_prediction_[part] = ci[nearest_centroid(X[part], centroids)]
         return self
 
     @staticmethod
@@ -245,13 +227,7 @@ class Prototypes:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The CI of each row's nearest prototype: (n,) float32."""
-        return self.ci_[_nearest(np.asarray(X, dtype=np.float32), self.centroids_)]
-
-
-def _nearest(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Index of the nearest centroid (Euclidean) per row: argmax of x.c - |c|^2 / 2."""
-    c = np.asarray(centroids, dtype=np.float64)
-    return np.argmax(matmul64(X, c.T) - 0.5 * np.einsum("ij,ij->i", c, c), axis=1)
+        return self.ci_[nearest_centroid(np.asarray(X, dtype=np.float32), self.centroids_)]
 
 
 class StackedBooster:
@@ -325,7 +301,7 @@ class StackedBooster:
         for j, name in enumerate(self.app_features_[Z.shape[1] :]):
             if is_valid.any():  # the first-level models alone, on the same validation photos
                 self.validation_[name] = {
-                    "spearman": _spearman(stack[is_valid, j], y[is_valid]),
+                    "spearman": spearman(stack[is_valid, j], y[is_valid]),
                     "mae": float(np.abs(stack[is_valid, j] - y[is_valid]).mean()),
                 }
         self.app_booster_ = self._fit_one(app_X, y, is_valid, self.app_features_, "app")
@@ -378,7 +354,7 @@ class StackedBooster:
             pred = booster.predict(X[is_valid], num_threads=_threads(self.num_threads, int(is_valid.sum()), _SMALL_PREDICT))
             info.update(
                 n_validation=int(is_valid.sum()),
-                spearman=_spearman(pred, y[is_valid]),
+                spearman=spearman(pred, y[is_valid]),
                 mae=float(np.abs(pred - y[is_valid]).mean()),
             )
         self.validation_[variant] = info
@@ -453,15 +429,6 @@ def _threads(configured: int, rows: int, small: int) -> int:
 def _columns(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x[:, None] if x.ndim == 1 else x
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
-    ra = pd.Series(np.asarray(a, dtype=np.float64)).rank().to_numpy()
-    rb = pd.Series(np.asarray(b, dtype=np.float64)).rank().to_numpy()
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 # Candidate L2 penalties of the image-level model, relative to the mean eigenvalue of the

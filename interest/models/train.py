@@ -35,13 +35,13 @@ from interest.models.common import (
     Ridge,
     StackedBooster,
     ZeroTruncatedPoisson,
-    _spearman,
     fit_image_score,
 )
 from interest.labels.groups import quantile_cuts
 from interest.models.groups import TrendGroupClassifier, centred_sq, novelty
 from interest.models.model import InterestModel
 from interest.models.user_heads import UserHeads
+from interest.numeric import spearman
 from interest.progress import progress_bar
 
 # Counts that grow with the owner's audience (views, and the faves and comments views bring) say more
@@ -190,7 +190,7 @@ def train_model(
     if booster.app_linear_ is not None and len(booster.validation_rows_):
         v = booster.validation_rows_
         pred = booster.predict(Z[v, :k], oof[v])
-        booster.validation_["app_image"] = {"spearman": _spearman(pred, y[v]), "mae": float(np.abs(pred - y[v]).mean())}
+        booster.validation_["app_image"] = {"spearman": spearman(pred, y[v]), "mae": float(np.abs(pred - y[v]).mean())}
     step("groups")
 
     dist_sq = centred_sq(X, pca.mean_)
@@ -250,8 +250,8 @@ def train_model(
         "metrics": {
             "ridge": {"alpha": ridge.alpha_, "model": type(ridge).__name__,
                       "cv_loss": float(getattr(ridge, "cv_mse_", getattr(ridge, "cv_deviance_", np.nan)).min()),
-                      "oof_spearman": _spearman(ridge.oof_prediction_, y)},
-            "prototypes": {"n": int(len(prototypes.ci_)), "oof_spearman": _spearman(prototypes.oof_prediction_, y)},
+                      "oof_spearman": spearman(ridge.oof_prediction_, y)},
+            "prototypes": {"n": int(len(prototypes.ci_)), "oof_spearman": spearman(prototypes.oof_prediction_, y)},
             "common": booster.validation_,
             "groups": groups.validation_,
             "heads": heads.validation_,

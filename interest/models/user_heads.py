@@ -56,7 +56,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from interest.models.common import matmul64
+from interest.numeric import matmul64
 from interest.vocabulary import ACTIVITY_BUCKETS, bucket_name
 
 # Regimes with a setting (eta, m, s) of their own: light users are mostly casual, heavy ones have a taste.
