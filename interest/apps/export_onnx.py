@@ -29,6 +29,7 @@ import numpy as np
 
 from interest.collection import atomic_path, write_json_atomic
 from interest.errors import InterestError
+from interest.vocabulary import TREND_GROUPS
 
 FORMAT_VERSION = 1
 MANIFEST = "interest-onnx.json"
@@ -71,7 +72,7 @@ def export_onnx(model: Any, out: str | os.PathLike, *, opset: int = 17, cache_di
         # trend_group is the band of ci_score between these cuts (interest.models.groups)
         "group_cuts": list(bundle.groups.cuts_),
         "users": bundle.users,
-        "trend_groups": ["common", "interplay", "subjective"],
+        "trend_groups": list(TREND_GROUPS),
         "source_model": {"name": str(bundle.name), "schema_version": bundle.metadata.get("schema_version")},
     }
     write_json_atomic(out / MANIFEST, manifest)
