@@ -24,12 +24,14 @@ import numpy as np
 from PIL import Image
 
 from interest.errors import InterestError, require
-from interest.features.images import embed_image_files, expand_image_paths
+from interest.features.images import BadImage, expand_image_paths
 from interest.numeric import l2_normalize
+from interest.pipeline.decoder import transform_for
+from interest.pipeline.encoder import OnnxEncoder
+from interest.pipeline.runner import ShardRunner
 from interest.vocabulary import GROUP_PROBABILITY_COLUMNS
 
 MANIFEST = "interest-onnx.json"  # interest.apps.export_onnx.MANIFEST (not imported: it needs onnx)
-_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
 
 
 def load(path: str | os.PathLike, *, threads: int | None = None, providers: list[str] | None = None) -> "OnnxModel":
@@ -66,7 +68,15 @@ class OnnxModel:
         self.backbone = None
         if info.get("file"):
             self.backbone = ort.InferenceSession(str(self.path / info["file"]), options, providers=providers)
-        self._kind = info.get("kind")
+        # the image pipeline's decode transform and an encoder: the perceptual statistics in NumPy, or the
+        # exported image model; the same decoder as the torch path, so a file gives the same model input
+        self._transform = transform_for(self.preprocessing) if self.preprocessing else None
+        if info.get("kind") == "numpy":
+            from interest.features.backbones import PerceptualBackbone
+
+            self._encoder = PerceptualBackbone()
+        else:
+            self._encoder = None if self.backbone is None else OnnxEncoder(self.backbone, self.dim)
         self._user_index = {u: i for i, u in enumerate(self.manifest["users"])}
 
     @property
@@ -109,9 +119,11 @@ class OnnxModel:
             emb = self.embed(items, batch_size=batch_size)
             return {"index": np.arange(len(items)), **self.score_embeddings(emb, user)}
         files = expand_image_paths(items, strict=False)
-        emb, problems = embed_image_files(
-            files, lambda images: self.embed(images, batch_size=batch_size), self.dim, batch_size=batch_size, errors=errors
-        )
+        emb, failures = self._runner(batch_size).embed_files(files)
+        first = next((f for f in failures if f is not None), None)
+        if first is not None and errors == "raise":
+            raise BadImage(files[first.index], first.reason, first.detail)
+        problems = [None if f is None else f.reason for f in failures]
         ok = np.array([p is None for p in problems], dtype=bool)
         result = self.score_embeddings(emb[ok], user) if ok.any() else self.score_embeddings(np.zeros((0, self.dim), np.float32), user)
         out: dict[str, np.ndarray] = {"path": np.array([str(f) for f in files], dtype=object)}
@@ -147,15 +159,12 @@ class OnnxModel:
 
     def embed(self, images: list[Image.Image], *, batch_size: int = 32) -> np.ndarray:
         """L2-normalised embeddings (n, dim) of RGB images."""
-        if self._kind == "numpy":
-            return l2_normalize(perceptual_embed(images, self.preprocessing))
-        if self.backbone is None:
+        return self._runner(batch_size).embed_images(list(images))
+
+    def _runner(self, batch_size: int) -> ShardRunner:
+        if self._encoder is None or self._transform is None:
             raise InterestError(f"{self.path}: backbone {self.backbone_id} has no image model; score embeddings instead")
-        out = []
-        for start in range(0, len(images), batch_size):
-            pixels = np.stack([preprocess(im, self.preprocessing) for im in images[start : start + batch_size]])
-            out.append(self.backbone.run(None, {"pixels": pixels})[0])
-        return l2_normalize(np.concatenate(out).astype(np.float32))
+        return ShardRunner(self._transform, self._encoder, batch_size=batch_size)
 
 
 def _band(ci: np.ndarray, cuts: list) -> np.ndarray:
@@ -165,45 +174,3 @@ def _band(ci: np.ndarray, cuts: list) -> np.ndarray:
     groups[ci >= float(cuts[1])] = 0
     groups[~(ci >= float(cuts[0]))] = 2
     return groups
-
-
-def preprocess(image: Image.Image, spec: dict) -> np.ndarray:
-    """One image as the open_clip backbone sees it: (3, size, size) float32.
-
-    Resize the shorter side to ``size`` (Pillow, ``interpolation``), centre
-    crop, scale to [0, 1], normalise by ``mean``/``std``: the same steps and
-    rounding as torchvision's Resize/CenterCrop on a PIL image.
-    """
-    size = spec["size"] if isinstance(spec["size"], int) else int(spec["size"][0])
-    image = image.convert("RGB")
-    w, h = image.size
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = size, int(size * long / short)
-    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    if (new_w, new_h) != (w, h):
-        image = image.resize((new_w, new_h), _RESAMPLE[spec.get("interpolation", "bicubic")])
-    if new_w < size or new_h < size:  # torchvision pads a too-small image with zeros before cropping
-        padded = Image.new("RGB", (max(new_w, size), max(new_h, size)))
-        padded.paste(image, ((padded.width - new_w) // 2, (padded.height - new_h) // 2))
-        image, new_w, new_h = padded, padded.width, padded.height
-    top = int(round((new_h - size) / 2.0))
-    left = int(round((new_w - size) / 2.0))
-    image = image.crop((left, top, left + size, top + size))
-    x = np.asarray(image, dtype=np.float32) / 255.0
-    x = (x - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
-
-
-def perceptual_embed(images: list[Image.Image], spec: dict) -> np.ndarray:
-    """The weight-free perceptual/v1 embedding, from its NumPy implementation (no torch behind it)."""
-    from interest.features.backbones import PerceptualBackbone
-
-    backbone = PerceptualBackbone()
-    if spec and spec != backbone.preprocessing:
-        raise InterestError(
-            f"perceptual backbone preprocessing {backbone.preprocessing} differs from the export's {spec}; "
-            "export again with this version of interest"
-        )
-    return backbone.embed(images)
-
-

@@ -197,7 +197,7 @@ def test_score_image_files_folders_and_bad_images(image_model, tmp_path):
 def test_backbone_is_loaded_once_across_threads(image_model):
     model, root, photos, _ = image_model
     paths = [root / p for p in photos["path"].iloc[:4]]
-    model._backbone = None
+    model.backbone_holder.backbone = None
     import interest.features.backbones as backbones
 
     calls = []
@@ -245,7 +245,7 @@ def test_reloaded_bundle_shares_the_loaded_backbone(image_model, tmp_path):
     before = model.score(paths, progress=False)
     model.save(tmp_path / "saved")
     fresh = model.reloaded(tmp_path / "saved")
-    assert fresh._backbone is model._backbone is not None  # loaded once per process, not per reload
+    assert fresh.backbone_holder.backbone is model.backbone_holder.backbone is not None  # loaded once per process
     pd.testing.assert_frame_equal(fresh.score(paths, progress=False), before)
 
 

@@ -67,7 +67,7 @@ def test_openclip_parity_via_cli(openclip_model, tmp_path):
     from interest.features.images import load_image
 
     pil = [load_image(p) for p in images[:4]]
-    np.testing.assert_allclose(scorer.embed(pil), model._load_backbone().embed(pil), atol=1e-4)
+    np.testing.assert_allclose(scorer.embed(pil), model.backbone.embed(pil), atol=1e-4)
 
 
 def test_perceptual_parity_and_bad_images(tmp_path):

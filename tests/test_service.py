@@ -173,9 +173,9 @@ class _CountingBackbone:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def embed(self, images):
-        self.calls.append(len(images))
-        return self.inner.embed(images)
+    def encode_raw(self, batch):
+        self.calls.append(len(batch))
+        return self.inner.encode_raw(batch)
 
 
 def test_concurrent_requests_share_backbone_calls(world, bundle):
@@ -185,7 +185,7 @@ def test_concurrent_requests_share_backbone_calls(world, bundle):
     app = create_app(bundle, limits=Limits(batch_wait_s=0.05, batch_images=64))
     state = app.state.interest
     counting = _CountingBackbone(state.model.backbone)
-    state.model._backbone = counting
+    state.model.backbone_holder.backbone = counting
     with background_server(app) as url:
 
         def call(i):

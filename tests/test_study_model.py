@@ -14,7 +14,7 @@ import torch
 import interest
 from interest.collection import embeddings_to_arrow, write_parquet_atomic
 from interest.errors import InterestError
-from interest.features.embed import split_norms
+from interest.pipeline.encoder import split_norms
 from interest.models.study import STUDY_BACKBONE, import_study_model, read_linear_state_dict
 
 

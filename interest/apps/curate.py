@@ -29,6 +29,7 @@ import pandas as pd
 from interest.collection import atomic_path
 from interest.errors import InterestError
 from interest.features.images import find_images
+from interest.pipeline.local import embed_paths
 
 # Near-duplicate thresholds per backbone kind. CLIP puts bursts and re-edits above ~0.95 and
 # different scenes mostly below 0.85; the perceptual statistics are coarser (different
@@ -90,8 +91,12 @@ def curate(
         raise InterestError(f"user {user}: no head in this model; run `interest personalize` for them first")
 
     files = find_images(photos_dir)
-    paths, emb, errors = embed_files(files, bundle.backbone, batch_size=batch_size, progress=progress,
-                                     raw=bundle.needs_raw_features)
+    # the image pipeline's decoder and encoder, as `interest embed` and `interest score` run them
+    all_emb, reasons = embed_paths(files, bundle.backbone, batch_size=batch_size, progress=progress,
+                                   raw=bundle.needs_raw_features)
+    ok = np.array([r is None for r in reasons], dtype=bool)
+    paths, emb = [f for f, keep in zip(files, ok) if keep], all_emb[ok]
+    errors = [(f, str(r)) for f, r in zip(files, reasons) if r is not None]
     if not paths:
         raise InterestError(f"{photos_dir}: none of the {len(files)} image files could be read ({errors[0][1]}, ...)")
     scores = bundle.score_embeddings(emb, user=user, backbone_id=bundle.backbone_id)
@@ -136,27 +141,6 @@ def curate(
     if copy_to is not None:
         copy_selection(table, photos_dir, copy_to)
     return table
-
-
-def embed_files(
-    files: list[Path], backbone: Any, *, batch_size: int = 32, progress: bool = True, raw: bool = False
-) -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
-    """Embed image files with ``backbone`` (a Backbone or an id): (readable paths, embeddings, [(path, error)]).
-
-    Files go through the collection's own loader and transform
-    (:func:`interest.features.embed.embed_paths`), so scores match ``interest score``.
-    ``raw``: un-normalised rows, for a head trained on raw features.
-    """
-    from interest.features.backbones import load_backbone
-    from interest.features.embed import embed_paths
-
-    if isinstance(backbone, str):
-        backbone = load_backbone(backbone)
-    emb, reasons = embed_paths(files, backbone, batch_size=batch_size, progress=progress, raw=raw)
-    ok = np.array([r is None for r in reasons], dtype=bool)
-    good = [f for f, keep in zip(files, ok) if keep]
-    errors = [(f, str(r)) for f, r in zip(files, reasons) if r is not None]
-    return good, emb[ok], errors
 
 
 def group_near_duplicates(embeddings: np.ndarray, similarity: float = 0.92) -> np.ndarray:

@@ -13,6 +13,7 @@ from typer.core import TyperCommand
 from interest.cli import app
 from interest.cli.features import DEVICE_METAVAR, Engine, Precision, check_device, complete_device
 from interest.errors import InterestError
+from interest.vocabulary import TREND_GROUPS
 
 
 class Commonality(str, Enum):
@@ -61,7 +62,7 @@ def label(
         user_test_fraction=user_test_fraction,
     )
     counts = labels["trend_group"].value_counts().sort_index()
-    groups = ", ".join(f"{name} {int(counts.get(i, 0))}" for i, name in enumerate(("common", "interplay", "subjective")))
+    groups = ", ".join(f"{name} {int(counts.get(i, 0))}" for i, name in enumerate(TREND_GROUPS))
     typer.echo(f"wrote {data / 'labels.parquet'}: {len(labels)} photos, {labels['partition'].nunique()} partitions ({groups})")
 
 
@@ -241,7 +242,7 @@ def _score_embeddings_file(bundle, path: Path, user: Optional[str]):
 
     ids, emb = read_embeddings_file(path)
     if bundle.needs_raw_features:  # e.g. the study's head: raw = embedding * norm
-        from interest.models.model import stored_norms
+        from interest.models.inputs import stored_norms
 
         emb = emb * stored_norms(path, ids, bundle.name)[:, None]
     parts = path.resolve().parts
@@ -261,7 +262,7 @@ def _write_scores(table, out: Optional[Path]) -> None:
         import pandas as pd
 
         with pd.option_context("display.max_rows", 200, "display.width", 200):
-            typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+            typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))  # ci_score is ~0.001-0.05: significant digits
         return
     suffix = out.suffix.lower()
     if suffix not in (".csv", ".parquet", ".json"):

@@ -316,11 +316,8 @@ def characterize(
     and the aesthetic score or proxy are always computed.
     """
     from interest.features.backbones import load_backbone, load_openclip, resolve_device
-    from interest.features.embed import (
-        default_batch_size,
-        embed_collection,
-        iter_transformed,
-    )
+    from interest.features.embed import embed_collection
+    from interest.pipeline.decoder import Decoder, default_batch_size
     from interest.progress import progress_bar
 
     root = Path(root)
@@ -369,13 +366,12 @@ def characterize(
     files = [root / photos["path"].iloc[i] for i in rows]
     n_workers = min(os.cpu_count() or 1, 8) if workers is None else workers
     with progress_bar(total=len(rows), unit="img", desc="characterize", enabled=progress) as bar:
-        for index, batch, failed in iter_transformed(
-            files, measure_vector, batch_size=batch_size or default_batch_size("cpu"), workers=n_workers,
-            max_pixels=max_pixels,
-        ):
-            if batch is not None:
-                measures[rows[index]] = batch.numpy()
-            bar.update(len(index) + len(failed))
+        decoder = Decoder(measure_vector, batch_size=batch_size or default_batch_size("cpu"), workers=n_workers,
+                          max_pixels=max_pixels)
+        for batch in decoder.batches(files):
+            if batch.pixels is not None:
+                measures[rows[batch.index]] = batch.pixels
+            bar.update(len(batch.index) + len(batch.failed))
     for j, name in enumerate(MEASURES):
         table[name] = measures[:, j]
 

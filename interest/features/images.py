@@ -15,8 +15,6 @@ import functools
 import io
 import os
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
@@ -215,38 +213,3 @@ def expand_image_paths(items: list, *, strict: bool = True) -> list[Path]:
     if not files:
         raise InterestError("nothing to score: no image files found in the given inputs")
     return files
-
-
-def embed_image_files(
-    files: list[Path],
-    embed: Callable[[list[Image.Image]], np.ndarray],
-    dim: int,
-    *,
-    batch_size: int = 64,
-    errors: str = "raise",
-    on_batch: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, list[str | None]]:
-    """Load ``files`` in batches and embed them with ``embed``: (n, dim) float32, and a reason per file.
-
-    ``errors="raise"``: the first unreadable file raises its BadImage;
-    ``"coerce"``: its row stays NaN and its reason is kept. ``on_batch``
-    gets the number of files done after each batch (for a progress bar).
-    Torch-free, so the ONNX scorer shares it.
-    """
-    emb = np.full((len(files), dim), np.nan, dtype=np.float32)
-    reasons: list[str | None] = [None] * len(files)
-    for start in range(0, len(files), batch_size):
-        images, rows = [], []
-        for i in range(start, min(start + batch_size, len(files))):
-            try:
-                images.append(load_image(files[i]))
-                rows.append(i)
-            except InterestError as exc:
-                if errors == "raise":
-                    raise
-                reasons[i] = str(getattr(exc, "reason", None) or exc)
-        if images:
-            emb[rows] = embed(images)
-        if on_batch is not None:
-            on_batch(min(batch_size, len(files) - start))
-    return emb, reasons

@@ -1,17 +1,18 @@
-"""The Ray engine: embedding and batch scoring with Ray Data, for collections that outgrow one machine.
+"""The Ray engine: the image pipeline and batch scoring on Ray Data, for collections that outgrow one machine.
 
-The same library functions as the local engine do the work; Ray only spreads
-the batches. An actor pool holds the model (the backbone for embedding, the
-bundle for scoring), one actor per GPU when the actors ask for GPUs, else one
-per CPU slot (all but one, which Ray Data's read tasks need), so each model is
-loaded once per actor, not once per batch.
-Results stream back to the driver in input order and are written through the
-on-disk contract (one ``embeddings.parquet``), so downstream stages cannot tell
-which engine ran.
+Embedding runs the local engine's stages (:mod:`interest.pipeline`): the
+reader on the driver (hashing, cache lookup), then Ray Data stages that call
+the shard runner's own steps: decode tasks on the CPUs, encoder actors (one
+per GPU when they ask for GPUs; the model is loaded once per actor), write
+tasks that write Parquet parts; the driver then consolidates the parts into
+one ``embeddings.parquet`` exactly as the local engine does, so cache,
+resume, limits and precision behave the same and downstream stages cannot
+tell which engine ran. Scoring maps an actor pool of bundles over Parquet
+embeddings.
 
 On a cluster, every node must see the collection (and the model bundle) at
 the same path: a shared file system (NFS, Lustre, a mounted bucket). Only
-photo ids, paths and embeddings travel through Ray's object store.
+photo ids, paths, decoded pixels and embeddings travel through Ray's object store.
 """
 
 from __future__ import annotations
@@ -76,116 +77,158 @@ def _actor_pool(concurrency: int | None, num_gpus: float) -> dict:
     return {"compute": ray.data.ActorPoolStrategy(size=n), "num_cpus": 1}
 
 
-class _Embedder:
-    """A Ray actor holding one backbone; embeds batches of (photo_id, path) rows of the photos table.
+def _decode_stage(batch: dict[str, np.ndarray], transform: Any, max_pixels: int, shape: tuple) -> dict[str, np.ndarray]:
+    """Ray decode task: the decoder's :func:`~interest.pipeline.decoder.decode_files` on one block of work items.
 
-    Each file is read and transformed exactly as the local engine does it
-    (:func:`interest.features.embed.embed_paths`), and hashed for the
-    photos table's sha256 column.
+    Unreadable files keep their row with zero pixels and a reason, so every block has one fixed tensor shape.
     """
+    from interest.pipeline.decoder import decode_files
 
-    def __init__(self, root: str, backbone_id: str, device: str, cache_dir: str | None) -> None:
+    decoded = decode_files(list(batch["path"]), 0, transform, max_pixels)
+    pixels = np.zeros((len(batch["path"]), *shape), dtype=np.float32)
+    reason = np.full(len(pixels), "", dtype=object)
+    if decoded.pixels is not None:
+        pixels[decoded.index] = decoded.pixels
+    for failure in decoded.failed:
+        reason[failure.index] = failure.reason
+    return {"row": batch["row"], "photo_id": batch["photo_id"], "sha256": batch["sha256"], "pixels": pixels,
+            "reason": reason}
+
+
+class _EncodeStage:
+    """A Ray actor holding one backbone: the encoder step of the shard runner on decoded blocks."""
+
+    def __init__(self, backbone_id: str, options: dict, threads: int | None) -> None:
         from interest.features.backbones import load_backbone
+        from interest.pipeline.local import shard_runner
 
-        self.root = Path(root)
-        self.backbone = load_backbone(backbone_id, device=device, cache_dir=cache_dir)
+        if threads:  # Ray gives an actor one thread per CPU it reserves; the model uses the cores as locally
+            import torch
+
+            torch.set_num_threads(threads)
+        self.runner = shard_runner(load_backbone(backbone_id, **options))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from interest.features.embed import embed_paths, sha256_file
+        ok = np.asarray([r == "" for r in batch["reason"]], dtype=bool)
+        raw = np.zeros((len(ok), self.runner.encoder.dim), dtype=np.float32)
+        raw[ok] = self.runner.encode(np.asarray(batch["pixels"])[ok])
+        return {"row": batch["row"], "photo_id": batch["photo_id"], "sha256": batch["sha256"], "raw": raw,
+                "reason": batch["reason"]}
 
-        keep = np.array([p is not None for p in batch["path"]], dtype=bool)  # photos without a file are skipped, as locally
-        ids, rel = np.asarray(batch["photo_id"])[keep].astype(str), np.asarray(batch["path"])[keep]
-        files = [self.root / str(p) for p in rel]
-        shas = [sha256_file(f) for f in files]
-        emb = np.full((len(files), self.backbone.dim), np.nan, dtype=np.float32)
-        reasons = ["" for _ in files]
-        readable = [i for i, sha in enumerate(shas) if sha is not None]
-        for i, sha in enumerate(shas):
-            if sha is None:
-                reasons[i] = "file_not_found" if not files[i].exists() else "unreadable"
-        if readable:
-            got, why = embed_paths([files[i] for i in readable], self.backbone, batch_size=max(1, len(readable)))
-            emb[readable] = got
-            for i, reason in zip(readable, why):
-                reasons[i] = reason or ""
-        return {
-            "photo_id": ids,
-            "sha256": np.array([sha or "" for sha in shas], dtype=object),
-            "reason": np.array(reasons, dtype=object),
-            "embedding": emb,
-        }
+
+def _write_stage(batch: dict[str, np.ndarray], folder: str, part_size: int) -> dict[str, np.ndarray]:
+    """Ray write task: the embedded rows of a block as parts, through the runner's own write step.
+
+    Parts are named by the block's first photo (content-addressed), so a retried task rewrites its own part.
+    """
+    import hashlib
+
+    from interest.pipeline.runner import ShardRunner
+    from interest.pipeline.writer import PartWriter
+
+    ok = np.asarray([r == "" for r in batch["reason"]], dtype=bool)
+    key = hashlib.sha256("\0".join(map(str, batch["photo_id"])).encode()).hexdigest()[:16]
+    writer = PartWriter(Path(folder), part_size, prefix=f"ray-{key}-")
+    ShardRunner.write(writer, np.asarray(batch["photo_id"])[ok], np.asarray(batch["sha256"])[ok],
+                      np.asarray(batch["raw"], dtype=np.float32)[ok])
+    writer.flush()
+    return {"row": batch["row"], "reason": batch["reason"]}
 
 
 def embed_collection_ray(
     root: str | os.PathLike,
-    backbone_id: str,
+    backbone_id: str | None = None,
     *,
+    model: str = "ViT-B-32",
+    pretrained: str | None = "laion2b_s34b_b79k",
+    backbone: Any = None,
     address: str | None = None,
     cache_dir: str | None = None,
-    batch_size: int = 64,
+    device: str = "cpu",
+    precision: str = "fp32",
+    encoder: str = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    max_pixels: int | None = None,
+    part_size: int | None = None,
     concurrency: int | None = None,
     num_gpus: float = 0.0,
     progress: bool = True,
 ) -> Path:
-    """Embed a collection's photos on Ray; writes ``features/<backbone_id>/embeddings.parquet``.
+    """Embed a collection's photos on Ray; writes ``features/<backbone-id>/embeddings.parquet``.
 
-    The same table (photo ids, order, embeddings, sha256), manifest entry and
-    photos.status as :func:`interest.features.embed.embed_collection` with
-    the same backbone; every photo is embedded (the local engine's cache of
-    unchanged files is not consulted). ``address`` is the cluster's (None
-    starts Ray on this machine); ``num_gpus`` per actor (e.g. 1) puts one
-    actor on each GPU; ``concurrency`` overrides the number of actors.
+    The image pipeline's stages on Ray Data: the reader on the driver (hashes,
+    cache lookup: unchanged photos are not embedded again, parts of a killed
+    run are kept), decode tasks on the CPUs (``workers`` at most at once),
+    encoder actors (one per GPU with ``num_gpus``, else ``concurrency`` or
+    one, using the cores as the local engine does), write tasks writing parts;
+    then the same consolidation and photos.status as the local engine
+    (:func:`interest.pipeline.local.embed_collection`), so the table is the
+    same. ``address`` is the cluster's (None starts Ray on this machine);
+    every node must see the collection at the same path.
     """
+    import math
+
     import pyarrow as pa
 
-    from interest.collection import (
-        embeddings_path,
-        embeddings_to_arrow,
-        read_table,
-        table_path,
-        update_manifest,
-        write_parquet_atomic,
-    )
-    from interest.features.backbones import load_backbone
-    from interest.features.embed import record_photo_status
+    from interest.collection import embeddings_path
+    from interest.features.images import DEFAULT_MAX_PIXELS
+    from interest.pipeline.decoder import backbone_transform, default_batch_size
+    from interest.pipeline.local import finish_run, open_backbone, read_work
+    from interest.pipeline.writer import DEFAULT_PART_SIZE
 
     root = Path(root).resolve()
-    photos = read_table(root, "photos", required=["photo_id", "path"])
-    if len(photos) == 0:
-        raise InterestError(f"{root / 'photos.parquet'}: no photos in this collection; collect or import some first")
-    # the driver's copy only names the space and its preprocessing; the actors do the work
-    backbone = load_backbone(backbone_id, device="cpu", cache_dir=cache_dir)
-    ray = _start(address, progress)
+    if backbone is None:  # the driver's copy names the space and its preprocessing; the actors encode
+        backbone = open_backbone(model, pretrained, backbone_id, cache_dir, "cpu", precision)
+    actor_device = "cuda" if num_gpus else "cpu"
+    batch_size = batch_size or default_batch_size(actor_device)
+    photos, work = read_work(root, backbone, progress)
     started = time.perf_counter()
-    ds = ray.data.read_parquet(str(table_path(root, "photos"))).select_columns(["photo_id", "path"])
-    ds = ds.map_batches(
-        _Embedder,
-        fn_constructor_kwargs={"root": str(root), "backbone_id": backbone_id, "device": "cuda" if num_gpus else "cpu", "cache_dir": cache_dir},
-        batch_size=batch_size,
-        batch_format="numpy",
-        **_actor_pool(concurrency, num_gpus),
-    )
-    ids, shas, embs, bad, hashed = [], [], [], {}, {}
-    for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
-        ok = np.array([r == "" for r in batch["reason"]], dtype=bool)
-        ids.extend(np.asarray(batch["photo_id"])[ok].astype(str))
-        shas.extend(np.asarray(batch["sha256"])[ok])
-        embs.append(np.asarray(batch["embedding"], dtype=np.float32)[ok])
-        bad.update({str(p): str(r) for p, r in zip(batch["photo_id"], batch["reason"]) if r != ""})
-        hashed.update({str(p): str(h) for p, h in zip(batch["photo_id"], batch["sha256"]) if h != ""})
-    seconds = time.perf_counter() - started
-    emb = np.concatenate(embs) if embs else np.zeros((0, backbone.dim), dtype=np.float32)
-    path = embeddings_path(root, backbone.id)
-    table = embeddings_to_arrow(np.asarray(ids, dtype=str), emb).append_column("sha256", pa.array(list(shas), pa.string()))
-    write_parquet_atomic(path, table)
-    update_manifest(
-        root, f"features/{backbone.id}", rows=len(ids), dim=int(backbone.dim), backbone_id=backbone.id,
-        preprocessing=backbone.preprocessing, embedded=len(ids), cached=0, failed=len(bad),
-        seconds=round(seconds, 3), random_weights=bool(getattr(backbone, "random_weights", False)), engine="ray",
-    )
-    # like the local engine, a damaged file's new hash is recorded too
-    record_photo_status(root, ok=ids, bad=bad, hashes=hashed)
-    return path
+    status: dict[int, str | None] = {}
+    if work.todo:
+        ray = _start(address, progress)
+        transform = backbone_transform(backbone)
+        shape = np.asarray(transform(_probe_image())).shape
+        columns = work.todo_columns()
+        blocks = max(1, math.ceil(len(columns["row"]) / batch_size))
+        ds = ray.data.from_arrow(pa.table({k: pa.array(list(v)) for k, v in columns.items()})).repartition(blocks)
+        ds = ds.map_batches(
+            _decode_stage, fn_kwargs={"transform": transform, "max_pixels": max_pixels or DEFAULT_MAX_PIXELS,
+                                      "shape": shape},
+            batch_size=batch_size, batch_format="numpy", num_cpus=1, concurrency=workers,
+        )
+        heavy = bool(getattr(backbone, "has_text", False))  # the perceptual encoder does nothing: it needs no CPU slot
+        threads = _torch_threads() if heavy and not num_gpus else None
+        options = {"device": actor_device, "precision": precision, "cache_dir": cache_dir}
+        if heavy:
+            options["encoder"] = encoder
+        pool = {"num_gpus": num_gpus} if num_gpus else {"num_cpus": 1 if heavy else 0}
+        n_actors = concurrency or (max(1, int(ray.cluster_resources().get("GPU", 0) / num_gpus)) if num_gpus else 1)
+        ds = ds.map_batches(
+            _EncodeStage, fn_constructor_kwargs={"backbone_id": backbone.id, "options": options, "threads": threads},
+            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors), **pool,
+        )
+        parts = embeddings_path(root, backbone.id).parent / "parts"
+        parts.mkdir(parents=True, exist_ok=True)
+        ds = ds.map_batches(_write_stage, fn_kwargs={"folder": str(parts), "part_size": part_size or DEFAULT_PART_SIZE},
+                            batch_size=part_size or DEFAULT_PART_SIZE, batch_format="numpy", num_cpus=0)
+        for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+            status.update({int(r): (reason or None) for r, reason in zip(batch["row"], batch["reason"])})
+    embedded = sum(1 for s in status.values() if s is None)
+    return finish_run(root, backbone, photos, work, status, embedded, time.perf_counter() - started, engine="ray")
+
+
+def _probe_image():
+    """A small grey image: run through the transform once to learn the shape of its output."""
+    from PIL import Image
+
+    return Image.new("RGB", (32, 32), (128, 128, 128))
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 class _Scorer:
