@@ -69,6 +69,43 @@ def test_ray_embeddings_equal_local(local_ray, twin_collections):
     assert entry["preprocessing"] == read_manifest(local)["tables"]["features/perceptual/v1"]["preprocessing"]
 
 
+def test_ray_rerun_is_a_cache_hit(local_ray, twin_collections):
+    """After the Ray run above, a second Ray run embeds nothing and leaves the same table."""
+    from interest.pipeline.ray import embed_collection_ray
+
+    _, remote = twin_collections
+    path = embeddings_path(remote, "perceptual/v1")
+    before = path.read_bytes()
+    embed_collection_ray(remote, "perceptual/v1", batch_size=16, progress=False)
+    entry = read_manifest(remote)["tables"]["features/perceptual/v1"]
+    assert (entry["embedded"], entry["cached"], entry["rows"], entry["engine"]) == (0, 58, 58, "ray")
+    assert path.read_bytes() == before
+
+
+def test_ray_embeds_a_plain_folder_like_local_and_reruns_from_the_cache(local_ray, twin_collections, tmp_path):
+    from typer.testing import CliRunner
+
+    from interest.cli import app
+    from interest.features.embed import embed_folder
+
+    folder = tmp_path / "my photos"
+    shutil.copytree(twin_collections[0] / "images", folder)
+    embed_folder(folder, tmp_path / "local", backbone_id="perceptual/v1", workers=0, progress=False)
+    args = ["embed", str(folder), "--backbone", "perceptual/v1", "--engine", "ray", "--out", str(tmp_path / "ray"),
+            "--batch-size", "16", "--no-progress"]
+    for run in range(2):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        entry = read_manifest(tmp_path / "ray")["tables"]["features/perceptual/v1"]
+        assert entry["engine"] == "ray" and entry["rows"] == 58
+        assert (entry["embedded"], entry["cached"]) == ((58, 0) if run == 0 else (0, 58))
+    a = pq.read_table(embeddings_path(tmp_path / "local", "perceptual/v1")).to_pandas()
+    b = pq.read_table(embeddings_path(tmp_path / "ray", "perceptual/v1")).to_pandas()
+    assert a["photo_id"].tolist() == b["photo_id"].tolist() and len(a) == 58
+    np.testing.assert_array_equal(np.stack(a["embedding"]), np.stack(b["embedding"]))
+    assert not (tmp_path / "ray" / "features" / "perceptual" / "v1" / "parts").exists()
+
+
 @pytest.fixture(scope="module")
 def embedded_model(tmp_path_factory):
     """A model trained on a world with directly written 32-d embeddings (no images: fast)."""
