@@ -1,4 +1,4 @@
-"""Shared by the photo-app tests (curate, service, ONNX): a small model that can score real image files."""
+"""Shared by the photo-app and bundle tests: a small model that can score real image files, and a tiny bundle."""
 
 from __future__ import annotations
 
@@ -23,3 +23,32 @@ def train_image_model(
     embed_collection(root, backbone_id=backbone_id, workers=0, progress=False)
     label_collection(root, clusters=clusters, progress=False)
     return train_model(root, root / "model", progress=False)
+
+
+def train_tiny_bundle(root: Path) -> Path:
+    """A bundle of a tiny embeddings-only world (16-d, app and full LightGBM models) under ``root``: fast to
+    copy, load, score and save. Returns the bundle's path."""
+    from interest.labels import label_collection
+    from interest.models.train import TrainConfig, train_model
+    from interest.synthetic.world import generate_world
+
+    generate_world(root / "world", n_users=40, n_photos=300, n_topics=6, render=False, embed_dim=16, seed=0, progress=False)
+    label_collection(root / "world", clusters=10, seed=0, progress=False)
+    config = TrainConfig(num_threads=1, lgb_num_boost_round=8, pca_components=4, head_components=8)
+    train_model(root / "world", root / "model", config=config, progress=False)
+    return root / "model"
+
+
+def assert_benchmarks_rows(heading: str, rows: list[tuple[str, str]], what: str) -> None:
+    """BENCHMARKS.md's two-column table under ``heading`` holds every (sent, outcome) row of ``rows``."""
+    text = (Path(__file__).resolve().parents[1] / "BENCHMARKS.md").read_text(encoding="utf-8")
+    assert heading in text, f"BENCHMARKS.md has no '{heading}' section"
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if line.startswith("| ") and len(cells) == 2:
+            table[cells[0]] = cells[1]
+    expected = "\n".join(f"| {sent} | {outcome} |" for sent, outcome in rows)
+    for sent, outcome in rows:
+        assert table.get(sent) == outcome, f"BENCHMARKS.md's {what} rows are stale; they should read:\n{expected}"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from apps_helpers import assert_benchmarks_rows
 from PIL import Image
 
 from interest.collect import CollectConfig, collect, import_flickruser
@@ -28,7 +29,6 @@ from interest.collection import image_relpath, read_table
 from interest.errors import InterestError
 from interest.synthetic.server import serve_world
 
-REPO = Path(__file__).resolve().parents[1]
 TABLE_HEADING = "## Hostile inputs: collector and importer"
 KEY = "hostile-key-7a0f"
 LIST = "flickr.favorites.getPublicList"
@@ -351,14 +351,4 @@ def test_every_probe_is_refused_cleanly_or_handled(probe_rows):
 
 
 def test_the_benchmarks_table_is_current(probe_rows):
-    text = (REPO / "BENCHMARKS.md").read_text(encoding="utf-8")
-    assert TABLE_HEADING in text, f"BENCHMARKS.md has no '{TABLE_HEADING}' section"
-    section = text.split(TABLE_HEADING, 1)[1].split("\n## ", 1)[0]
-    table = {}
-    for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-        if line.startswith("| ") and len(cells) == 2:
-            table[cells[0]] = cells[1]
-    expected = "\n".join(f"| {sent} | {outcome} |" for sent, outcome in probe_rows)
-    for sent, outcome in probe_rows:
-        assert table.get(sent) == outcome, f"BENCHMARKS.md's collector rows are stale; they should read:\n{expected}"
+    assert_benchmarks_rows(TABLE_HEADING, probe_rows, "collector")

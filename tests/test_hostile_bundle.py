@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apps_helpers import assert_benchmarks_rows, train_tiny_bundle
 
 from interest.models.bundle import _npz_bytes
 
@@ -40,16 +41,7 @@ TABLE_HEADING = "## Hostile inputs: bundles and service"
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     """A tiny trained bundle (16-d embeddings, app and full LightGBM models): fast to copy, load and score."""
-    from interest.labels import label_collection
-    from interest.models.train import TrainConfig, train_model
-    from interest.synthetic.world import generate_world
-
-    root = tmp_path_factory.mktemp("hostile")
-    generate_world(root / "world", n_users=40, n_photos=300, n_topics=6, render=False, embed_dim=16, seed=0, progress=False)
-    label_collection(root / "world", clusters=10, seed=0, progress=False)
-    config = TrainConfig(num_threads=1, lgb_num_boost_round=8, pca_components=4, head_components=8)
-    train_model(root / "world", root / "model", config=config, progress=False)
-    return root / "model"
+    return train_tiny_bundle(tmp_path_factory.mktemp("hostile"))
 
 
 @pytest.fixture(scope="module")
@@ -387,17 +379,7 @@ def test_service_refuses_a_user_id_with_a_trailing_newline(base, tmp_path):
 
 def test_the_benchmarks_table_is_current(probe_rows):
     rows, _ = probe_rows
-    text = (REPO / "BENCHMARKS.md").read_text(encoding="utf-8")
-    assert TABLE_HEADING in text, f"BENCHMARKS.md has no '{TABLE_HEADING}' section"
-    section = text.split(TABLE_HEADING, 1)[1].split("\n## ", 1)[0]
-    table = {}
-    for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-        if line.startswith("| ") and len(cells) == 2:
-            table[cells[0]] = cells[1]
-    expected = "\n".join(f"| {sent} | {outcome} |" for sent, outcome in rows)
-    for sent, outcome in rows:
-        assert table.get(sent) == outcome, f"BENCHMARKS.md's hostile-inputs rows are stale; they should read:\n{expected}"
+    assert_benchmarks_rows(TABLE_HEADING, rows, "hostile-inputs")
 
 
 # ------------------------------------------------------------------ fuzz

@@ -20,7 +20,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from apps_helpers import train_image_model  # noqa: E402
+from apps_helpers import train_image_model, train_tiny_bundle  # noqa: E402
 
 import interest  # noqa: E402
 from interest.errors import InterestError  # noqa: E402
@@ -45,16 +45,7 @@ def bundle(world, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
     """A bundle of a tiny embeddings-only world: fast to load and save, for the stress tests."""
-    from interest.labels import label_collection
-    from interest.models.train import TrainConfig, train_model
-    from interest.synthetic.world import generate_world
-
-    root = tmp_path_factory.mktemp("tiny")
-    generate_world(root / "world", n_users=40, n_photos=300, n_topics=6, render=False, embed_dim=16, seed=0, progress=False)
-    label_collection(root / "world", clusters=10, seed=0, progress=False)
-    config = TrainConfig(num_threads=1, lgb_num_boost_round=5, pca_components=4, head_components=8)
-    train_model(root / "world", root / "model", config=config, progress=False)
-    return root / "model"
+    return train_tiny_bundle(tmp_path_factory.mktemp("tiny"))
 
 
 def _free_port() -> int:

@@ -86,17 +86,22 @@ _TREE_KEYS = ("num_leaves", "num_cat", "split_feature", "split_gain", "threshold
 _MISSING = object()
 
 
+def _bounded_text(data: bytes, where: str, limit: int, encoding: str, kind: str, format_name: str, fix: str) -> str:
+    """``data`` decoded, refused in one line when over ``limit`` bytes or not ``encoding``."""
+    if len(data) > limit:
+        raise InterestError(f"{where}: {len(data)} bytes, over the limit of {limit} for {kind}; {fix}")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise InterestError(f"{where}: not {format_name} (not {encoding.upper()} at byte {exc.start}); {fix}") from None
+
+
 # ------------------------------------------------------------------ JSON
 
 
 def read_json(data: bytes, where: str, *, fix: str = "restore the bundle or retrain") -> Any:
     """Parse JSON ``data`` (the bytes of file ``where``) with bounded size, depth and number length."""
-    if len(data) > MAX_JSON_BYTES:
-        raise InterestError(f"{where}: {len(data)} bytes, over the limit of {MAX_JSON_BYTES} for a JSON file; {fix}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InterestError(f"{where}: not valid JSON (not UTF-8 at byte {exc.start}); {fix}") from None
+    text = _bounded_text(data, where, MAX_JSON_BYTES, "utf-8", "a JSON file", "valid JSON", fix)
     depth = deepest = 0
     # brackets inside strings do not nest; the regex skips whole strings in C, so this pass is fast
     for match in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
@@ -304,12 +309,7 @@ def read_lgb(data: bytes, where: str, *, fix: str = "restore it or retrain") -> 
     """A LightGBM booster from the text-model bytes ``data``, every tree checked before LightGBM parses it."""
     import lightgbm as lgb
 
-    if len(data) > MAX_LGB_BYTES:
-        raise InterestError(f"{where}: {len(data)} bytes, over the limit of {MAX_LGB_BYTES} for a LightGBM model; {fix}")
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise InterestError(f"{where}: not a LightGBM text model (non-ASCII byte at {exc.start}); {fix}") from None
+    text = _bounded_text(data, where, MAX_LGB_BYTES, "ascii", "a LightGBM model", "a LightGBM text model", fix)
     canonical, n_trees, n_features = _canonical_lgb(text, where, fix)
     try:
         booster = lgb.Booster(model_str=canonical)
