@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from interest.collection import read_embeddings_file
 from interest.errors import InterestError
 from interest.models.common import matmul64
 from interest.models.groups import centred_sq, novelty
+from interest.models.inputs import BackboneHolder, embed_images, read_inputs
 from interest.numeric import l2_normalize
 from interest.vocabulary import GROUP_PROBABILITY_COLUMNS
 
@@ -37,8 +36,6 @@ class InterestModel:
 
     #: whether the common head reads raw (un-normalised) features; see interest.models.study
     needs_raw_features: bool = False
-    #: how the backbone is loaded (see configure_backbone); CPU and fp32 unless configured
-    backbone_options: dict = {"device": "cpu", "precision": "fp32", "cache_dir": None, "weights": None}
 
     def __init__(self, *, pca, ridge, prototypes, booster, groups, heads, metadata: dict, name: str = "model"):
         self.pca = pca
@@ -50,7 +47,7 @@ class InterestModel:
         self.metadata = metadata
         self.name = name  # how error messages refer to the model (its bundle path once loaded)
         self._lock = threading.Lock()
-        self._backbone = None
+        self.backbone_holder = BackboneHolder()  # the image backbone, loaded on first use (interest.models.inputs)
         features = metadata["features"]
         self.dim = int(metadata["backbone"]["dim"])
         self._k = int(features["pca_components"])
@@ -74,12 +71,12 @@ class InterestModel:
     @property
     def backbone(self):
         """The image backbone (loaded on first use, once, with :meth:`configure_backbone`'s options)."""
-        return self._load_backbone()
+        return self.backbone_holder.get(self.metadata["backbone"], self.dim, self.name)
 
     @property
     def backbone_loaded(self) -> bool:
         """Whether the image backbone is in memory already (scoring images will not wait for it)."""
-        return self._backbone is not None
+        return self.backbone_holder.loaded
 
     def embed_images(self, images: list, batch_size: int = 64) -> np.ndarray:
         """PIL images as the (n, dim) embeddings :meth:`score_embeddings` takes (raw rows for a head on raw features).
@@ -89,7 +86,7 @@ class InterestModel:
         """
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self._embed_images(list(images), batch_size, False)
+        return embed_images(self, list(images), batch_size)
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -135,8 +132,7 @@ class InterestModel:
         fresh = load_bundle(path)
         if fresh.backbone_id != self.backbone_id:
             raise InterestError(f"{path}: backbone {fresh.backbone_id} differs from the running model's {self.backbone_id}")
-        fresh._backbone = self._backbone
-        fresh.backbone_options = dict(self.backbone_options)
+        fresh.backbone_holder = self.backbone_holder
         return fresh
 
     # ------------------------------------------------------------ scoring
@@ -223,7 +219,7 @@ class InterestModel:
         """
         if errors not in ("raise", "coerce"):
             raise InterestError(f"errors={errors!r}: choose 'raise' or 'coerce'")
-        kind, ids, emb, problems = self._embed_inputs(inputs, errors, batch_size, progress)
+        kind, ids, emb, problems = read_inputs(self, inputs, errors, batch_size, progress)
         ok = np.array([p is None for p in problems], dtype=bool)
         meta = None if metadata is None else _align_metadata(metadata, kind, ids)
         if ok.all():
@@ -275,10 +271,10 @@ class InterestModel:
         :meth:`save` to keep it).
         """
         empty = liked is None or (isinstance(liked, (list, tuple)) and not liked)
-        liked_emb = np.empty((0, self.dim)) if empty else self._embed_inputs(liked, "raise", 64, False)[2]
+        liked_emb = np.empty((0, self.dim)) if empty else read_inputs(self, liked)[2]
         if len(liked_emb) == 0:
             raise InterestError(f"personalize {user}: no liked photos given; pass images or embeddings the user likes")
-        disliked_emb = None if disliked is None else self._embed_inputs(disliked, "raise", 64, False)[2]
+        disliked_emb = None if disliked is None else read_inputs(self, disliked)[2]
         with self._lock:
             weights = self._heads.fit_one(
                 self.head_inputs(liked_emb), None if disliked_emb is None else self.head_inputs(disliked_emb)
@@ -296,23 +292,16 @@ class InterestModel:
         precision: str = "fp32",
         cache_dir: str | os.PathLike | None = None,
         weights: str | os.PathLike | None = None,
+        encoder: str = "auto",
     ) -> "InterestModel":
         """Where and how the backbone runs when images are scored: ``device`` (cpu, cuda[:N], mps or
         auto), ``precision`` (fp32, fp16, bf16), ``cache_dir`` (where its weights are cached or its
-        local checkpoint lies) and ``weights`` (a checkpoint file to use). Takes effect at the next
-        image scored if the backbone is not loaded yet. Returns self.
+        local checkpoint lies), ``weights`` (a checkpoint file to use) and ``encoder`` (auto, torch or
+        onnx: what runs the image tower, see ``load_openclip``). Takes effect at the next image scored
+        if the backbone is not loaded yet. Returns self.
         """
-        from interest.features.backbones import PRECISIONS
-
-        if precision not in PRECISIONS:
-            raise InterestError(f"precision '{precision}': use one of {', '.join(PRECISIONS)}")
-        if weights is not None and not Path(weights).expanduser().is_file():
-            raise InterestError(f"weights {weights}: checkpoint file not found; give the backbone checkpoint's path")
-        self.backbone_options = {
-            "device": str(device), "precision": precision,
-            "cache_dir": None if cache_dir is None else str(cache_dir),
-            "weights": None if weights is None else str(Path(weights).expanduser()),
-        }
+        self.backbone_holder.configure(device=device, precision=precision, cache_dir=cache_dir, weights=weights,
+                                       encoder=encoder)
         return self
 
     def save(self, path: str | os.PathLike) -> None:
@@ -399,125 +388,6 @@ class InterestModel:
             cols.append(np.full(n, np.nan) if source is None else pd.to_numeric(source, errors="coerce"))
         return np.column_stack([np.asarray(c, dtype=np.float32) for c in cols]) if cols else np.empty((n, 0))
 
-    def _load_backbone(self):
-        with self._lock:
-            if self._backbone is None:
-                from interest.features.backbones import load_backbone
-
-                options = dict(self.backbone_options)
-                if str(self.backbone_id).startswith(("perceptual/", "synthetic/")):
-                    options["device"] = "cpu"  # weight-free: nothing to place on an accelerator
-                elif options.get("device") == "auto":
-                    from interest.features.backbones import resolve_device
-
-                    options["device"] = resolve_device("auto")
-                backbone = load_backbone(self.backbone_id, **options)
-                want = self.metadata["backbone"].get("preprocessing")
-                have = getattr(backbone, "preprocessing", None)
-                if want and have and want.get("checkpoint_sha256") and \
-                        want.get("checkpoint_sha256") != have.get("checkpoint_sha256"):
-                    raise InterestError(
-                        f"backbone '{self.backbone_id}': the checkpoint loaded (sha256 "
-                        f"{str(have.get('checkpoint_sha256'))[:12]}...) is not the one {self.name} was trained on "
-                        f"({want['checkpoint_sha256'][:12]}...); give that file as weights= / --weights"
-                    )
-                if want and have and "checkpoint_sha256" not in want:
-                    # trained on a tag's weights, given them as a file (weights=): the file's hash is not in the bundle
-                    have = {k: v for k, v in have.items() if k != "checkpoint_sha256"}
-                if want and have and _jsonable(have) != _jsonable(want):
-                    raise InterestError(
-                        f"backbone '{self.backbone_id}' preprocesses images as {have}, but {self.name} was "
-                        f"trained with {want}; use the same backbone version the training embeddings came from"
-                    )
-                if int(backbone.dim) != self.dim:
-                    raise InterestError(
-                        f"backbone '{self.backbone_id}' gives {backbone.dim}-d embeddings, {self.name} expects {self.dim}"
-                    )
-                self._backbone = backbone
-            return self._backbone
-
-    def _embed_inputs(self, inputs: Any, errors: str, batch_size: int, progress: bool):
-        """(id column name, ids, embeddings, per-row problem or None) for any accepted input."""
-        from PIL import Image
-
-        if isinstance(inputs, np.ndarray):
-            emb = self._check_embeddings(inputs)
-            return "index", np.arange(len(emb)), emb, [None] * len(emb)
-        if isinstance(inputs, pd.DataFrame):
-            for col in ("photo_id", "embedding"):
-                if col not in inputs.columns:
-                    raise InterestError(f"input DataFrame: missing column '{col}'; give photo_id and embedding")
-            try:
-                emb = np.stack([np.asarray(e, dtype=np.float32) for e in inputs["embedding"]]) if len(inputs) else None
-            except ValueError:
-                raise InterestError("input DataFrame: column 'embedding' has rows of different lengths") from None
-            if emb is None:
-                raise InterestError("input DataFrame: no rows to score")
-            if self.needs_raw_features and "norm" in inputs.columns:
-                norms = _norms_checked(np.asarray(inputs["norm"], dtype=np.float32), inputs["photo_id"], "input DataFrame")
-                emb = emb * norms[:, None]
-            return "photo_id", inputs["photo_id"].astype(str).to_numpy(), self._check_embeddings(emb), [None] * len(emb)
-        single = isinstance(inputs, (str, os.PathLike, Image.Image)) or not hasattr(inputs, "__iter__")
-        items = [inputs] if single else list(inputs)
-        if not items:
-            raise InterestError("nothing to score: give image files, folders, PIL images or embeddings")
-        if all(isinstance(x, Image.Image) for x in items):
-            emb = self._embed_images(items, batch_size, progress)
-            return "index", np.arange(len(items)), emb, [None] * len(items)
-        if any(isinstance(x, Image.Image) for x in items):
-            raise InterestError("inputs mix PIL images and paths; score them in separate calls")
-        bad = next((x for x in items if not isinstance(x, (str, os.PathLike))), None)
-        if bad is not None:
-            raise InterestError(
-                f"cannot score a {type(bad).__name__}: give image paths, folders, PIL images, an embeddings array, "
-                "a DataFrame (photo_id, embedding) or a Parquet embeddings file"
-            )
-        paths = [Path(x) for x in items]
-        parquet = [p.suffix.lower() == ".parquet" and not p.is_dir() for p in paths]
-        if any(parquet):
-            if not all(parquet):
-                raise InterestError("inputs mix Parquet embeddings and images; score them in separate calls")
-            read = [read_embeddings_file(p) for p in paths]
-            if self.needs_raw_features:
-                read = [(ids, emb * stored_norms(p, ids, self.name)[:, None]) for p, (ids, emb) in zip(paths, read)]
-            for p, (_, e) in zip(paths, read):
-                if e.shape[1] != self.dim:
-                    raise InterestError(
-                        f"{p}: {e.shape[1]}-d embeddings, but {self.name} expects {self.dim}-d embeddings of "
-                        f"backbone '{self.backbone_id}'; embed the photos with that backbone"
-                    )
-            ids = np.concatenate([r[0] for r in read])
-            emb = self._check_embeddings(np.concatenate([r[1] for r in read]))
-            return "photo_id", ids, emb, [None] * len(ids)
-        from interest.features.images import expand_image_paths
-
-        files = expand_image_paths(paths, strict=errors == "raise")
-        return "path", np.array([str(f) for f in files], dtype=object), *self._embed_files(files, errors, batch_size, progress)
-
-    def _embed_files(self, files: list[Path], errors: str, batch_size: int, progress: bool):
-        from interest.features.images import embed_image_files
-        from interest.progress import progress_bar
-
-        with progress_bar(total=len(files), desc="score", unit="img", enabled=progress, leave=False) as bar:
-            return embed_image_files(
-                files,
-                lambda images: self._embed_images(images, batch_size, False),
-                self.dim,
-                batch_size=batch_size,
-                errors=errors,
-                on_batch=bar.update,
-            )
-
-    def _embed_images(self, images: list, batch_size: int, progress: bool) -> np.ndarray:
-        from interest.progress import progress_bar
-
-        backbone = self._load_backbone()
-        out = []
-        for start in progress_bar(range(0, len(images), batch_size), desc="embed", enabled=progress, leave=False):
-            embed = backbone.embed_raw if self.needs_raw_features else backbone.embed
-            out.append(np.asarray(embed(images[start : start + batch_size]), dtype=np.float32))
-        return self._check_embeddings(np.concatenate(out))
-
 
 def _align_metadata(metadata: pd.DataFrame, kind: str, ids: np.ndarray) -> pd.DataFrame:
     """``metadata`` with one row per input, in input order (by photo_id when both sides have one)."""
@@ -538,34 +408,3 @@ def _align_metadata(metadata: pd.DataFrame, kind: str, ids: np.ndarray) -> pd.Da
             f"metadata has {len(metadata)} rows for {len(ids)} inputs; give one row per input (or a photo_id column)"
         )
     return metadata.reset_index(drop=True)
-
-
-def _norms_checked(norms: np.ndarray, ids: Any, where: str) -> np.ndarray:
-    bad = ~(np.isfinite(norms) & (norms > 0))
-    if bad.any():
-        raise InterestError(
-            f"{where}: photo_id {np.asarray(ids)[np.argmax(bad)]} has no valid norm; re-embed it with `interest embed`"
-        )
-    return norms
-
-
-def stored_norms(path: Path, ids: np.ndarray, name: str) -> np.ndarray:
-    """The ``norm`` column of embeddings file ``path`` (rows ``ids``), for a head trained on raw features.
-
-    One line naming the file when the column is missing, or the photo when its norm is.
-    """
-    from interest.collection import read_embedding_norms
-
-    norms = read_embedding_norms(path)
-    if norms is None:
-        raise InterestError(
-            f"{path}: no 'norm' column, but {name} applies to raw (un-normalised) features; re-embed with "
-            "`interest embed` (which writes it) or score the raw embeddings as an array"
-        )
-    return _norms_checked(norms, ids, str(path))
-
-
-def _jsonable(x: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(x, sort_keys=True, default=str))

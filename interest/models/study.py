@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from interest.errors import InterestError
+from interest.models.inputs import BackboneHolder, read_inputs
 from interest.models.model import InterestModel
 from interest.numeric import l2_normalize
 
@@ -262,7 +263,7 @@ class LinearHeadModel(InterestModel):
         self.metadata = metadata
         self.name = name
         self._lock = threading.Lock()
-        self._backbone = None
+        self.backbone_holder = BackboneHolder()
         self.dim = int(metadata["backbone"]["dim"])
         self._k, self._h, self._extra = 0, self.dim, []
         cuts = metadata.get("thresholds", {}).get("group_cuts")
@@ -333,8 +334,8 @@ class LinearHeadModel(InterestModel):
         empty = liked is None or (isinstance(liked, (list, tuple)) and not liked)
         if empty:
             raise InterestError(f"personalize {user}: no liked photos given; pass images or embeddings the user likes")
-        liked_z = self._pca(self._embed_inputs(liked, "raise", 64, False)[2])
-        disliked_z = None if disliked is None else self._pca(self._embed_inputs(disliked, "raise", 64, False)[2])
+        liked_z = self._pca(read_inputs(self, liked)[2])
+        disliked_z = None if disliked is None else self._pca(read_inputs(self, disliked)[2])
         with self._lock:
             weights, offset = self._heads.fit_one(liked_z, disliked_z)
             self._heads = self._heads.with_head(user, weights, offset, len(liked_z))
