@@ -310,16 +310,18 @@ def test_drivers_reproduce_the_models_predictions(trained):
     model = interest.load(bundle)
     frame = T.photo_table(root)
     _, ids, emb = read_embeddings(root, model.backbone_id)
-    X, names = drivers.model_inputs(model, frame, ids, emb)
-    # the matrix built by name is the one the model's full variant sees
+    explanation = drivers.explain(model, frame, ids, emb)
+    # the matrix built by name is the one the model's full variant sees, and the contributions add up to its scores
     expected = model.score_embeddings(emb, metadata=frame.loc[ids].reset_index())["ci_score"]
-    np.testing.assert_allclose(model.booster.full_booster_.predict(X), expected, atol=1e-5)
-    imp = drivers.importance(model, X, names)
-    contrib = model.booster.full_booster_.predict(X, pred_contrib=True)
-    assert imp["mean_abs_contribution"].sum() <= np.abs(contrib[:, :-1]).sum(axis=1).mean() + 1e-9
+    np.testing.assert_allclose(explanation.predict(), expected, atol=1e-5)
+    np.testing.assert_allclose(explanation.bias + explanation.contributions.sum(axis=1), expected, atol=1e-5)
+    assert explanation.contributions.shape == explanation.inputs.shape == (len(ids), len(explanation.features))
+    assert "aesthetic_proxy" in explanation.features and explanation.features[0] == "pca_0"
+    imp = drivers.importance(explanation)
+    assert imp["mean_abs_contribution"].sum() <= np.abs(explanation.contributions).sum(axis=1).mean() + 1e-9
     assert imp["share_%"].sum() == pytest.approx(100)
     assert drivers.EMBEDDING in imp.index and not any(i.startswith("pca_") for i in imp.index)
-    curves = drivers.partial_dependence(model, X[:100], names, ["aesthetic_proxy"], grid=5)
+    curves = drivers.partial_dependence(explanation, ["aesthetic_proxy"], rows=np.arange(100), grid=5)
     assert len(curves) == 5 and curves["value"].is_monotonic_increasing
 
 

@@ -257,20 +257,20 @@ def _drivers(result: Analysis, *, seed: int, n_boot: int, progress: bool) -> Non
         result.note("drivers", "importance needs the collection's embeddings in the model's backbone (see the model card)")
         return
     ids, emb = result.embeddings
-    if getattr(model.booster, "full_booster_", None) is None:
+    if "metadata_model" not in model.capabilities:
         result.note("drivers", "the model was trained without metadata or characteristics: importance needs its full variant")
         return
     pick = taste.sample_photos(ids, MODEL_SAMPLE, seed)
     try:
-        X, names = drivers.model_inputs(model, frame, ids[pick], emb[pick])
+        explanation = drivers.explain(model, frame, ids[pick], emb[pick])
     except ValueError as exc:  # a model newer than this analysis: say so rather than fail the whole report
         result.note("drivers", f"importance skipped: {exc}")
         return
-    imp = drivers.importance(model, X, names)
+    imp = drivers.importance(explanation)
     result.tables["importance"] = imp
     top = [f for f in imp.index if f != drivers.EMBEDDING][:PD_FEATURES]
     sub = taste.sample_photos(ids[pick], PD_SAMPLE, seed)
-    result.tables["partial_dependence"] = drivers.partial_dependence(model, X[sub], names, top)
+    result.tables["partial_dependence"] = drivers.partial_dependence(explanation, top, rows=sub)
 
 
 def _taste(result: Analysis, *, seed: int, n_boot: int, progress: bool) -> None:

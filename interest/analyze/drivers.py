@@ -3,8 +3,9 @@
 Without a model, :func:`correlations` says how each characteristic and
 metadata feature moves with the CI score of the collection. With one, the
 LightGBM "full" variant of the common model (the one that sees metadata and
-characteristics besides the embedding) is asked for its per-photo feature
-contributions (LightGBM's ``pred_contrib``, exact TreeSHAP values), and
+characteristics besides the embedding) explains its per-photo predictions
+(:meth:`~interest.models.model.InterestModel.explain`: exact TreeSHAP
+contributions), and
 partial-dependence curves show how its mean prediction changes with each top
 feature. The PCA components of the embedding and the first-level predictions
 stacked under the booster (ridge, nearest prototype) are summed into one
@@ -13,11 +14,14 @@ stacked under the booster (ridge, nearest prototype) are summed into one
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from interest.errors import InterestError
+if TYPE_CHECKING:
+    from interest.models.model import Explanation
 
 EMBEDDING = "embedding (content)"
 # First-level predictions from the embedding that the booster is stacked on: part of the embedding row.
@@ -40,29 +44,24 @@ def correlations(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return out
 
 
-def model_inputs(model, frame: pd.DataFrame, photo_ids: np.ndarray, emb: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """The input matrix of the model's full LightGBM variant for these photos, and its feature names.
+def explain(model, frame: pd.DataFrame, photo_ids: np.ndarray, emb: np.ndarray) -> Explanation:
+    """The model's explanation of its full variant's predictions for these photos.
 
     ``frame`` holds the photo-table and characteristic columns, indexed by
-    photo_id; the model builds the matrix itself (``full_model_inputs``), so
-    the analysis explains exactly what the model computes. Raises
-    InterestError when the model has no full variant.
+    photo_id; the model builds its inputs itself, so the analysis explains
+    exactly what the model computes. Raises InterestError when the model has
+    no full variant.
     """
-    if getattr(model.booster, "full_booster_", None) is None:
-        raise InterestError(
-            f"{model.name}: the model was trained without metadata or characteristics; "
-            "there is nothing but the embedding to attribute CI to"
-        )
-    return model.full_model_inputs(emb, frame.loc[photo_ids].reset_index(drop=True))
+    return model.explain(emb, frame.loc[photo_ids].reset_index(drop=True))
 
 
-def importance(model, X: np.ndarray, names: list[str]) -> pd.DataFrame:
+def importance(explanation: Explanation) -> pd.DataFrame:
     """Mean |contribution| of each feature to the predicted CI, embedding parts summed into one row.
 
     ``direction`` is the Spearman correlation between a feature's value and
     its contribution: positive when higher values raise the predicted CI.
     """
-    contrib = model.booster.full_booster_.predict(X, pred_contrib=True)[:, :-1]  # last column: the bias
+    X, names, contrib = explanation.inputs, explanation.features, explanation.contributions
     is_embedding = np.array([n.startswith("pca_") or n in STACKED for n in names])
     rows = {
         EMBEDDING: {
@@ -83,10 +82,16 @@ def importance(model, X: np.ndarray, names: list[str]) -> pd.DataFrame:
     return out.sort_values("mean_abs_contribution", ascending=False, kind="stable")
 
 
-def partial_dependence(model, X: np.ndarray, names: list[str], features: list[str], *, grid: int = 20) -> pd.DataFrame:
-    """Mean predicted CI as each feature is set to each of ``grid`` quantiles of its values (others as observed)."""
-    booster = model.booster.full_booster_
-    rows = []
+def partial_dependence(
+    explanation: Explanation, features: list[str], *, rows: np.ndarray | None = None, grid: int = 20
+) -> pd.DataFrame:
+    """Mean predicted CI as each feature is set to each of ``grid`` quantiles of its values (others as observed).
+
+    ``rows``: the photos (indices into the explanation) to average over; all when None.
+    """
+    X = explanation.inputs if rows is None else explanation.inputs[rows]
+    names = explanation.features
+    out = []
     for feat in features:
         j = names.index(feat)
         values = X[:, j][np.isfinite(X[:, j])]
@@ -95,5 +100,5 @@ def partial_dependence(model, X: np.ndarray, names: list[str], features: list[st
         for v in np.unique(np.quantile(values, np.linspace(0.02, 0.98, grid))):
             Xv = X.copy()
             Xv[:, j] = v
-            rows.append({"feature": feat, "value": float(v), "mean_prediction": float(booster.predict(Xv).mean())})
-    return pd.DataFrame(rows, columns=["feature", "value", "mean_prediction"])
+            out.append({"feature": feat, "value": float(v), "mean_prediction": float(explanation.predict(Xv).mean())})
+    return pd.DataFrame(out, columns=["feature", "value", "mean_prediction"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,28 @@ from interest.models.groups import centred_sq, novelty
 from interest.models.inputs import BackboneHolder, embed_images, read_inputs
 from interest.numeric import l2_normalize
 from interest.vocabulary import GROUP_PROBABILITY_COLUMNS
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What the full (metadata) model's CI predictions for some photos are made of; see :meth:`InterestModel.explain`.
+
+    ``prediction = bias + contributions.sum(axis=1)`` row by row (LightGBM's
+    exact TreeSHAP values). Among the ``features``, ``pca_*`` and the stacked
+    first-level predictions (``ridge``, ``prototype``) come from the embedding;
+    the rest are metadata and characteristics.
+    """
+
+    features: list[str]  # the full model's inputs, in column order
+    inputs: np.ndarray  # (n, features) float32: what the model saw for each photo (NaN where unknown)
+    contributions: np.ndarray  # (n, features) float64: each input's additive part of the prediction
+    bias: np.ndarray  # (n,) float64: the rest of the prediction (the model's expected value)
+    _booster: Any = field(repr=False)
+
+    def predict(self, inputs: np.ndarray | None = None) -> np.ndarray:
+        """The full model's prediction for ``inputs`` (n, features), e.g. :attr:`inputs` with one column changed
+        (partial dependence); for :attr:`inputs` themselves when None."""
+        return self._booster.predict(self.inputs if inputs is None else inputs)
 
 
 class InterestModel:
@@ -189,6 +212,24 @@ class InterestModel:
         Z, stack = self._project(emb)
         X = np.hstack([self.booster.app_matrix(Z[:, : self._k], stack), extra])
         return X.astype(np.float32), list(self.booster.full_features_)
+
+    def explain(self, emb: np.ndarray, metadata: pd.DataFrame) -> Explanation:
+        """The full (metadata) model's CI prediction for each photo split into its features' additive contributions.
+
+        ``emb`` (n, dim) and ``metadata`` (one row per embedding, in order: the
+        photo-table columns and characteristics) as :meth:`score_embeddings`
+        takes them. InterestError when the model was trained without metadata
+        (``"metadata_model"`` is not among its :attr:`capabilities`).
+        """
+        if "metadata_model" not in self.capabilities:
+            raise InterestError(
+                f"{self.name}: the model was trained without metadata or characteristics; "
+                "there is nothing but the embedding to attribute CI to"
+            )
+        X, names = self.full_model_inputs(emb, metadata)
+        booster = self.booster.full_booster_
+        contrib = booster.predict(X, pred_contrib=True)  # last column: the expected value
+        return Explanation(features=names, inputs=X, contributions=contrib[:, :-1], bias=contrib[:, -1], _booster=booster)
 
     def score(
         self,
