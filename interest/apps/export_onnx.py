@@ -271,7 +271,8 @@ def export_backbone(backbone_id: str, path: Path, *, opset: int = 17, cache_dir:
     kind = backbone_id.split("/", 1)[0]
     if kind == "synthetic":
         return {"kind": "none"}
-    backbone = load_backbone(backbone_id, device="cpu", cache_dir=cache_dir)
+    # the torch model is what gets exported: no need for the onnxruntime encoder's own export
+    backbone = load_backbone(backbone_id, device="cpu", cache_dir=cache_dir, encoder="torch")
     spec = dict(backbone.preprocessing)
     if kind == "perceptual":
         return {"kind": "numpy", "preprocessing": spec}
