@@ -204,6 +204,12 @@ def read_table(
     return read_parquet_checked(path, columns, required or [*TABLES[name].key, *(columns or [])])
 
 
+def unusable_photos(root: str | os.PathLike) -> int:
+    """How many photos of collection ``root`` are not usable: a ``status`` other than ok (see ``status_reason``)."""
+    status = read_table(root, "photos", columns=["status"])["status"]
+    return int((status.astype("string").fillna("ok") != "ok").sum())
+
+
 def read_parquet_checked(
     path: str | os.PathLike, columns: list[str] | None = None, required: list[str] | None = None
 ) -> pd.DataFrame:
@@ -277,6 +283,16 @@ def write_parquet_atomic(path: str | os.PathLike, df: pd.DataFrame | pa.Table) -
 def embeddings_path(root: str | os.PathLike, backbone_id: str) -> Path:
     """Path of the embeddings table for ``backbone_id`` in collection ``root``."""
     return Path(root) / "features" / backbone_id / "embeddings.parquet"
+
+
+def embeddings_file_backbone(path: str | os.PathLike) -> str | None:
+    """The backbone id a file at ``<collection>/features/<backbone-id>/embeddings.parquet`` names; None elsewhere."""
+    path = Path(path)
+    parts = path.resolve().parts
+    if path.name != "embeddings.parquet" or "features" not in parts:
+        return None
+    start = len(parts) - 1 - parts[::-1].index("features")
+    return "/".join(parts[start + 1 : -1]) or None
 
 
 def list_backbones(root: str | os.PathLike) -> list[str]:

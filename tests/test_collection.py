@@ -12,6 +12,7 @@ import pytest
 
 from interest.collection import (
     atomic_path,
+    embeddings_file_backbone,
     embeddings_path,
     list_backbones,
     read_embeddings,
@@ -19,6 +20,7 @@ from interest.collection import (
     read_manifest,
     read_table,
     resolve_backbone,
+    unusable_photos,
     write_embeddings,
     write_table,
 )
@@ -110,6 +112,16 @@ def test_backbone_resolution(tmp_path):
         resolve_backbone(tmp_path)
     with pytest.raises(InterestError, match="c/three"):
         resolve_backbone(tmp_path, "c/three")
+    # the table's place names its backbone; a file elsewhere names none
+    assert embeddings_file_backbone(embeddings_path(tmp_path, "b/two")) == "b/two"
+    assert embeddings_file_backbone(tmp_path / "b" / "embeddings.parquet") is None
+    assert embeddings_file_backbone(tmp_path / "features" / "b" / "other.parquet") is None
+
+
+def test_unusable_photos_counts_every_status_but_ok(tmp_path):
+    write_table(tmp_path, "photos", pd.DataFrame({"photo_id": ["a", "b", "c", "d"],
+                                                  "status": ["ok", "bad_image", None, "missing"]}))
+    assert unusable_photos(tmp_path) == 2  # no status yet counts as usable
 
 
 @dataclass

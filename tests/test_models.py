@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from interest.collection import (
+    embeddings_path,
     l2_normalize,
     read_embeddings,
     read_table,
@@ -256,6 +257,16 @@ def test_score_inputs_parquet_dataframe_array(model, embeddings, tmp_path):
         model.score([path, wide])
     with pytest.raises(InterestError, match="mix Parquet embeddings and images"):
         model.score([path, tmp_path / "a.jpg"])
+    # a collection's table names its backbone: the same 64-d rows under another backbone are refused
+    other = embeddings_path(tmp_path / "coll", "synthetic/other")
+    other.parent.mkdir(parents=True)
+    write_parquet_atomic(other, embeddings_to_arrow(ids[:3], emb[:3]))
+    with pytest.raises(InterestError, match=r"backbone 'synthetic/other' cannot be scored by .*embed the photos with that"):
+        model.score(other)
+    own = embeddings_path(tmp_path / "coll", model.backbone_id)
+    own.parent.mkdir(parents=True)
+    write_parquet_atomic(own, embeddings_to_arrow(ids[:30], emb[:30]))
+    np.testing.assert_allclose(model.score(own)["ci_score"], from_array["ci_score"], rtol=1e-5)
     with pytest.raises(InterestError, match="cannot score a int"):
         model.score(42)
     with pytest.raises(InterestError, match="nothing to score"):

@@ -85,6 +85,7 @@ def embed(
     address: Optional[str] = typer.Option(None, help="Ray cluster address for --engine ray (default: start Ray on this machine)."),
 ) -> None:
     """Embed a collection's photos (or a folder of images) into features/<backbone-id>/embeddings.parquet."""
+    from interest.collection import has_table
     from interest.features.backbones import check_encoder, load_backbone, load_openclip
     from interest.features.embed import embed_collection, embed_folder
 
@@ -96,7 +97,7 @@ def embed(
         raise InterestError(f"{data}: not a directory (give a collection directory or a folder of images)")
     if engine is Engine.ray and precision is Precision.int8:
         raise InterestError("--precision int8: not offered by --engine ray yet; embed with the local engine")
-    is_collection = (data / "photos.parquet").is_file()
+    is_collection = has_table(data, "photos")
     if is_collection and out is not None and out.resolve() != data.resolve():
         raise InterestError(f"{data}: is a collection, so --out does not apply; embeddings go under its features/")
     load = dict(device=device, cache_dir=cache_dir, precision=precision.value, encoder=encoder.value)
@@ -123,14 +124,11 @@ def embed(
 
 
 def _report(root: Path, path: Path) -> None:
-    import pandas as pd
-
-    from interest.collection import read_manifest
+    from interest.collection import read_manifest, unusable_photos
 
     backbone_id = path.parent.relative_to(Path(root) / "features").as_posix()
     entry = read_manifest(root)["tables"].get(f"features/{backbone_id}", {})
-    photos = pd.read_parquet(Path(root) / "photos.parquet", columns=["status"])
-    bad = int((photos["status"].astype("string").fillna("ok") != "ok").sum())
+    bad = unusable_photos(root)
     typer.echo(
         f"wrote {path}: {entry.get('rows', '?')} embeddings ({entry.get('embedded', 0)} new, "
         f"{entry.get('cached', 0)} cached), {bad} photos not usable (see photos.status, status_reason)"
@@ -157,10 +155,11 @@ def characterize(
     progress: bool = typer.Option(True, help="Show progress bars on stderr."),
 ) -> None:
     """Write features/characteristics.parquet: emotions, styles, perceptual measures, aesthetic score."""
+    from interest.collection import has_table
     from interest.features.characteristics import characterize as run
 
     check_device(device)
-    if not (data / "photos.parquet").is_file():
+    if not has_table(data, "photos"):
         raise InterestError(f"{data}: not a collection (no photos.parquet); run `interest embed` on a folder first")
     path = run(data, backbone=backbone, clip=clip, prompts=prompts, aesthetic_head=aesthetic_head,
                cache_dir=cache_dir, device=device, workers=workers, progress=progress)

@@ -140,7 +140,7 @@ def score(
     check_device(device, bundle.backbone_id)  # a GPU asked for a backbone that runs on the CPU only
     resolved = _resolve_inputs(inputs)
     if isinstance(resolved, Path):
-        table = _score_embeddings_file(bundle, resolved, user)
+        table = bundle.score(resolved, user=user, progress=False)  # a collection's table is checked to be of its backbone
     else:
         table = _score_images(bundle, resolved, user)
     _write_scores(table, out)
@@ -234,25 +234,6 @@ def _resolve_inputs(paths: List[Path]):
             raise InterestError(f"{parquet[0]}: give either one Parquet embeddings file or images, not both")
         return parquet[0]
     return list(paths)
-
-
-def _score_embeddings_file(bundle, path: Path, user: Optional[str]):
-    """Score a Parquet embeddings file; a file under features/<backbone-id>/ names its backbone."""
-    from interest.collection import read_embeddings_file
-
-    ids, emb = read_embeddings_file(path)
-    if bundle.needs_raw_features:  # e.g. the study's head: raw = embedding * norm
-        from interest.models.inputs import stored_norms
-
-        emb = emb * stored_norms(path, ids, bundle.name)[:, None]
-    parts = path.resolve().parts
-    backbone_id = None
-    if path.name == "embeddings.parquet" and "features" in parts:
-        start = len(parts) - 1 - parts[::-1].index("features")
-        backbone_id = "/".join(parts[start + 1 : -1]) or None
-    table = bundle.score_embeddings(emb, user=user, backbone_id=backbone_id)
-    table.insert(0, "photo_id", ids)
-    return table
 
 
 def _write_scores(table, out: Optional[Path]) -> None:

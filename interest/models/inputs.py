@@ -132,7 +132,7 @@ def read_inputs(model: Any, inputs: Any, errors: str = "raise", batch_size: int 
     import pandas as pd
     from PIL import Image
 
-    from interest.collection import read_embeddings_file
+    from interest.collection import embeddings_file_backbone, read_embeddings_file
 
     if isinstance(inputs, np.ndarray):
         emb = model._check_embeddings(inputs)
@@ -171,6 +171,13 @@ def read_inputs(model: Any, inputs: Any, errors: str = "raise", batch_size: int 
     if any(parquet):
         if not all(parquet):
             raise InterestError("inputs mix Parquet embeddings and images; score them in separate calls")
+        for p in paths:  # a collection's table names its backbone: another's embeddings are refused, not scored
+            named = embeddings_file_backbone(p)
+            if named is not None and named != model.backbone_id:
+                raise InterestError(
+                    f"{p}: embeddings of backbone '{named}' cannot be scored by {model.name}, trained on "
+                    f"'{model.backbone_id}'; embed the photos with that backbone"
+                )
         read = [read_embeddings_file(p) for p in paths]
         if model.needs_raw_features:
             read = [(ids, emb * stored_norms(p, ids, model.name)[:, None]) for p, (ids, emb) in zip(paths, read)]
