@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from interest.cli import app
+from interest.cli.root import app
 from interest.errors import InterestError, not_a_model_bundle
 
 

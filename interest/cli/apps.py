@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from interest.cli import app
+from interest.cli.root import app
 from interest.cli.features import DEVICE_METAVAR, Precision, check_device, complete_device
 from interest.cli.collect import import_app
 from interest.errors import InterestError

@@ -10,7 +10,7 @@ from typing import Callable, List, Optional, TypeVar
 
 import typer
 
-from interest.cli import app
+from interest.cli.root import app
 from interest.errors import InterestError
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from interest.cli import app
+from interest.cli.root import app
 from interest.cli.collect import on_interrupt
 from interest.errors import InterestError
 

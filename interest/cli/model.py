@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 from typer.core import TyperCommand
 
-from interest.cli import app
+from interest.cli.root import app
 from interest.cli.features import DEVICE_METAVAR, Engine, Precision, check_device, complete_device
 from interest.errors import InterestError
 from interest.vocabulary import TREND_GROUPS

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from interest.cli import app
+from interest.cli.root import app
 
 
 @app.command(rich_help_panel="Synthetic world")
