@@ -19,7 +19,8 @@ training (they are *new users*), then
   against the spread of the common score (its 1st to 99th percentile);
 * **groups**: agreement of ``trend_group`` with the cut of its own
   ``ci_score`` (must be 100%), expected calibration error of the group
-  probabilities on the test photos against their labels, beside a multinomial
+  probabilities on the test photos against their labels and against the true
+  groups (true commonality cut at the labels' group shares), beside a multinomial
   logistic regression with temperature on the same inputs (the previous
   classifier), and the largest probability on far inputs.
 
@@ -77,7 +78,7 @@ def _no_sharing(model, root: Path):
 def run_world(name: str, work: Path, seed: int = 0) -> dict:
     from interest.collection import read_embeddings
     from interest.labels import label_collection
-    from interest.labels.groups import assign_trend_groups
+    from interest.labels.groups import assign_trend_groups, cuts_with_shares
     from interest.models.groups import expected_calibration_error
     from interest.models.train import train_model
     from interest.synthetic.family import heldout_photos, make_family_world, oracle_scores
@@ -186,20 +187,28 @@ def run_world(name: str, work: Path, seed: int = 0) -> dict:
         }
     result["far"] = far
 
-    # ---- groups on the test photos against their labels, beside the previous classifier
+    # ---- groups on the test photos against their labels and against the true groups (the world's true
+    # commonality cut at the shares of the labels' groups), beside the previous classifier
     y = labels.loc[test_ids, "trend_group"].to_numpy(np.int64)
+    train_groups = labels.loc[np.asarray(ids)[~test], "trend_group"].to_numpy(np.int64)
+    all_truth = pd.read_parquet(root / "ground_truth" / "photos.parquet").set_index("photo_id")["true_commonality"]
+    true_cuts = cuts_with_shares(all_truth.loc[np.asarray(ids)[~test]].to_numpy(), train_groups)
+    true_y = assign_trend_groups(truth["true_commonality"].to_numpy(), true_cuts)
     proba = scores[["p_common", "p_interplay", "p_subjective"]].to_numpy(np.float64)
     result["groups"] = {
         "agreement_with_ci": far["test"]["group_agrees_with_ci"],
         "ece": expected_calibration_error(proba, y),
         "accuracy": float((scores["trend_group"].to_numpy() == y).mean()),
-        **_logistic_baseline(model, emb[~test], labels.loc[np.asarray(ids)[~test], "trend_group"].to_numpy(np.int64),
-                             test_emb, y, random_dirs, seed),
+        "ece_truth": expected_calibration_error(proba, true_y),
+        "accuracy_truth": float((scores["trend_group"].to_numpy() == true_y).mean()),
+        "label_agreement_with_truth": float((y == true_y).mean()),
+        "mean_max_probability": float(proba.max(1).mean()),
+        **_logistic_baseline(model, emb[~test], train_groups, test_emb, y, true_y, random_dirs, seed),
     }
     return result
 
 
-def _logistic_baseline(model, train_emb, train_y, test_emb, test_y, far_emb, seed) -> dict:
+def _logistic_baseline(model, train_emb, train_y, test_emb, test_y, true_y, far_emb, seed) -> dict:
     """The previous classifier: multinomial logistic regression on the app inputs, temperature on a held-out 20%."""
     from scipy.optimize import minimize_scalar
     from sklearn.linear_model import LogisticRegression
@@ -236,6 +245,7 @@ def _logistic_baseline(model, train_emb, train_y, test_emb, test_y, far_emb, see
     cut = assign_trend_groups(ci, model.label_settings["group_cuts"])
     return {
         "baseline_logistic_ece": expected_calibration_error(p, test_y),
+        "baseline_logistic_ece_truth": expected_calibration_error(p, true_y),
         "baseline_logistic_agreement_with_ci": float((lr.classes_[p.argmax(1)] == cut).mean()),
         "baseline_logistic_max_probability_random": float(proba(Ff).max()),
     }
@@ -255,6 +265,12 @@ def summarise(results: list[dict]) -> dict:
                       "worst": max(r["groups"]["ece"] for r in results)},
         "baseline_logistic_ece": {"median": statistics.median(r["groups"]["baseline_logistic_ece"] for r in results),
                                   "worst": max(r["groups"]["baseline_logistic_ece"] for r in results)},
+        **{key: {"median": statistics.median(r["groups"][key] for r in results),
+                 "worst": max(r["groups"][key] for r in results)}
+           for key in ("ece_truth", "baseline_logistic_ece_truth")},
+        "accuracy_truth": stats([r["groups"]["accuracy_truth"] for r in results]),
+        "label_agreement_with_truth": stats([r["groups"]["label_agreement_with_truth"] for r in results]),
+        "mean_max_probability": stats([r["groups"]["mean_max_probability"] for r in results]),
     }
     for k in SHOTS:
         out[f"few_shot_{k}"] = stats([r["few_shot"][str(k)]["gain"] for r in results])

@@ -13,6 +13,8 @@ held-out counts. In the same run, on the same split:
   count of distinct (not held-out) users;
 * ``package_paper`` — this package with ``label --method paper`` (Ward merge)
   and the same ``train``;
+* ``model_booster`` — the same model scored with the booster's app score
+  (``common_score: booster``), the default before the image-level score;
 * ``random`` — a seeded random score.
 
     nice -n 10 .venv/bin/python benchmarks/bench_quality.py [--worlds flat-s0 ...] [--json out.json]
@@ -52,6 +54,10 @@ def run_world(name: str, root: Path) -> dict:
     m = evaluate(model, root, progress=False)
     row = {"never_held": {k: v for k, v in m["truth"]["never_held"].items()}}
     row["never_held"]["model"] = _spearman(model.score_embeddings(emb)["ci_score"].to_numpy(float), truth)
+    # the same fit with the booster's app score (common_score: booster, the default before the image-level score)
+    app_linear, model.booster.app_linear_ = model.booster.app_linear_, None
+    row["never_held"]["model_booster"] = _spearman(model.score_embeddings(emb)["ci_score"].to_numpy(float), truth)
+    model.booster.app_linear_ = app_linear
 
     # ridge on photo-level distinct users, on the same training photos and users
     labels = read_labels(root)
