@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from interest.collection import read_parquet_checked
+from interest.numeric import spearman
 from interest.vocabulary import TREND_GROUPS
 
 REFERENCE_FILE = "reference.parquet"
@@ -72,7 +72,7 @@ def compare_published(frame: pd.DataFrame, reference: pd.DataFrame) -> tuple[pd.
     if "published_ci_score" in both:
         d = both[["ci_score", "published_ci_score"]].astype(float).dropna()
         if len(d) > 2:
-            rows.append(("CI score: Spearman", float(sps.spearmanr(d["ci_score"], d["published_ci_score"])[0]), len(d)))
+            rows.append(("CI score: Spearman", spearman(d["ci_score"], d["published_ci_score"]), len(d)))
             rows.append(("CI score: Pearson", float(np.corrcoef(d["ci_score"], d["published_ci_score"])[0, 1]), len(d)))
     confusion = pd.DataFrame()
     if "published_trend_group" in both:

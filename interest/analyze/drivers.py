@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from interest.numeric import spearman
+
 if TYPE_CHECKING:
     from interest.models.model import Explanation
 
@@ -74,7 +76,7 @@ def importance(explanation: Explanation) -> pd.DataFrame:
         ok = np.isfinite(x)
         direction = np.nan
         if ok.sum() > 2 and np.ptp(x[ok]) > 0 and np.ptp(c[ok]) > 0:
-            direction = float(sps.spearmanr(x[ok], c[ok])[0])
+            direction = spearman(x[ok], c[ok])
         rows[names[j]] = {"mean_abs_contribution": float(np.abs(c).mean()), "direction": direction}
     out = pd.DataFrame.from_dict(rows, orient="index")
     out["share_%"] = 100 * out["mean_abs_contribution"] / out["mean_abs_contribution"].sum()

@@ -41,6 +41,7 @@ import numpy as np
 
 from interest import __version__
 from interest.errors import InterestError, not_a_model_bundle, require
+from interest.numeric import l2_normalize
 from interest.vocabulary import TREND_GROUPS
 
 require("fastapi", "serve", "the scoring service")
@@ -570,7 +571,7 @@ async def _score_json(request: Request, state: "_State") -> "ScoreResponse":
         norms = np.asarray(body.norms, dtype=np.float32)
         if not (np.isfinite(norms).all() and (norms > 0).all()):
             raise HTTPException(422, "embeddings request: norms must be positive numbers")
-        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-30) * norms[:, None]
+        emb = l2_normalize(emb) * norms[:, None]
 
     def run() -> list[dict]:
         model = state.current()
