@@ -1,11 +1,20 @@
 """Ray vs local engine for the same job on this machine, as a ratio: the overhead of the option to scale out.
 
-Two jobs, each run by both engines on identical copies of one collection:
-embedding the rendered photos with ViT-B-32 (random weights) and scoring
-the embeddings of a larger synthetic collection. Ray's start-up (ray.init)
-is reported apart: a cluster pays it once, not per job.
+Both engines run the one image pipeline (interest.pipeline) with the same
+settings (backbone, batch size, precision, encoder, decoding workers: the
+defaults) and start from the backbone id, as ``interest embed`` does: each
+job loads the model it needs (Ray: in its encoder actor).
+Jobs, each on fresh identical copies:
 
-    .venv/bin/python benchmarks/bench_ray.py [--photos 96] [--scored 50000] [--repeats 3]
+- embed a collection of rendered photos with ViT-B-32 (random weights);
+- embed the same photos as a plain folder (``interest embed FOLDER``);
+- re-run each on Ray: a cache hit (nothing embedded), timed too;
+- score the embeddings of a larger synthetic collection.
+
+Ray's start-up (``ray.init``) is reported apart: a cluster pays it once, not
+per job. Each run checks that Ray's table equals the local one bit for bit.
+
+    .venv/bin/python benchmarks/bench_ray.py [--photos 224] [--scored 20000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -16,6 +25,8 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 from bench_service import BACKBONE
 
 
@@ -25,19 +36,27 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def stored(root: Path) -> tuple[list, np.ndarray]:
+    from interest.collection import embeddings_path
+
+    table = pq.read_table(embeddings_path(root, BACKBONE))
+    return table.column("photo_id").to_pylist(), np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=int, default=96)
-    parser.add_argument("--scored", type=int, default=50_000)
+    parser.add_argument("--photos", type=int, default=224)
+    parser.add_argument("--scored", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/interest-bench-ray"))
     args = parser.parse_args()
 
     import interest
-    from interest.collection import embeddings_path
-    from interest.features.embed import embed_collection
+    from interest.collection import embeddings_path, read_manifest
+    from interest.features.backbones import load_backbone
     from interest.labels import label_collection
     from interest.models.train import train_model
+    from interest.pipeline.local import embed_collection, embed_folder
     from interest.pipeline.ray import embed_collection_ray, init_ray, score_ray
     from interest.synthetic.world import generate_world
 
@@ -52,25 +71,46 @@ def main() -> None:
     train_model(scored, bundle, progress=False)
     model = interest.load(bundle)
     source = embeddings_path(scored, model.backbone_id)
+    load_backbone(BACKBONE)  # once before timing: the onnxruntime encoder's one-off export is not part of a job
 
     start_up = timed(lambda: init_ray())
-    embed_local, embed_ray, score_local, score_ray_s = [], [], [], []
+    times: dict[str, list[float]] = {k: [] for k in ("coll_local", "coll_ray", "coll_rerun", "dir_local", "dir_ray",
+                                                      "dir_rerun", "score_local", "score_ray")}
+    identical, cache_hits = True, True
     for i in range(args.repeats):
-        a, b = work / f"local_{i}", work / f"ray_{i}"
-        for copy in (a, b):
-            shutil.rmtree(copy, ignore_errors=True)
-            shutil.copytree(images, copy)
-        embed_local.append(timed(lambda: embed_collection(a, backbone_id=BACKBONE, workers=0, batch_size=32, progress=False)))
-        embed_ray.append(timed(lambda: embed_collection_ray(b, BACKBONE, batch_size=32, progress=False)))
-        score_local.append(timed(lambda: model.score(source, progress=False)))
-        score_ray_s.append(timed(lambda: score_ray(bundle, source, batch_size=8192, progress=False)))
-        shutil.rmtree(a), shutil.rmtree(b)
+        for kind in ("coll", "dir"):
+            a, b = work / f"{kind}_local_{i}", work / f"{kind}_ray_{i}"
+            for copy in (a, b):
+                shutil.rmtree(copy, ignore_errors=True)
+            if kind == "coll":
+                for copy in (a, b):
+                    shutil.copytree(images, copy)
+                local = lambda: embed_collection(a, backbone_id=BACKBONE, progress=False)  # noqa: E731
+                remote = lambda: embed_collection_ray(b, BACKBONE, progress=False)  # noqa: E731
+            else:
+                local = lambda: embed_folder(images / "images", a, backbone_id=BACKBONE, progress=False)  # noqa: E731
+                remote = lambda: embed_folder(images / "images", b, engine="ray", backbone_id=BACKBONE,  # noqa: E731
+                                              progress=False)
+            times[f"{kind}_local"].append(timed(local))
+            times[f"{kind}_ray"].append(timed(remote))
+            times[f"{kind}_rerun"].append(timed(remote))
+            entry = read_manifest(b)["tables"][f"features/{BACKBONE}"]
+            cache_hits &= entry["embedded"] == 0 and entry["cached"] == entry["rows"] > 0
+            (ids_a, emb_a), (ids_b, emb_b) = stored(a), stored(b)
+            identical &= ids_a == ids_b and np.array_equal(emb_a, emb_b)
+            shutil.rmtree(a), shutil.rmtree(b)
+        times["score_local"].append(timed(lambda: model.score(source, progress=False)))
+        times["score_ray"].append(timed(lambda: score_ray(bundle, source, batch_size=8192, progress=False)))
 
-    el, er = statistics.median(embed_local), statistics.median(embed_ray)
-    sl, sr = statistics.median(score_local), statistics.median(score_ray_s)
+    med = {k: statistics.median(v) for k, v in times.items()}
     print(f"medians of {args.repeats} runs; local Ray instance on this machine (ray.init took {start_up:.1f} s, paid once)")
-    print(f"embed {args.photos} photos with {BACKBONE}: local {el:6.2f} s   ray {er:6.2f} s   ray/local {er / el:.2f}")
-    print(f"score {args.scored} embeddings (512-d):        local {sl:6.2f} s   ray {sr:6.2f} s   ray/local {sr / sl:.2f}")
+    for kind, what in (("coll", "a collection"), ("dir", "a plain folder")):
+        print(f"embed {args.photos} photos of {what} with {BACKBONE}: local {med[kind + '_local']:6.2f} s   "
+              f"ray {med[kind + '_ray']:6.2f} s   ray/local {med[kind + '_ray'] / med[kind + '_local']:.2f}   "
+              f"ray re-run (cache hit) {med[kind + '_rerun']:5.2f} s")
+    print(f"score {args.scored} embeddings (512-d): local {med['score_local']:6.2f} s   ray {med['score_ray']:6.2f} s   "
+          f"ray/local {med['score_ray'] / med['score_local']:.2f}")
+    print(f"Ray's tables equal the local ones bit for bit: {identical}; every Ray re-run embedded nothing: {cache_hits}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def shard_runner(backbone: Backbone, *, batch_size: int = 64, workers: int = 0,
 
 def open_backbone(model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k",
                   backbone_id: str | None = None, cache_dir: str | None = None, device: str = "auto",
-                  precision: str = "fp32") -> Backbone:
+                  precision: str = "fp32", encoder: str = "auto") -> Backbone:
     """The backbone an embedding run asked for: ``backbone_id`` if given, else open_clip ``model``/``pretrained``."""
     if backbone_id is not None:
         if backbone_id.startswith("openclip/"):
@@ -43,8 +43,8 @@ def open_backbone(model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34
             device = resolve_device(device)
         elif device == "auto":
             device = "cpu"
-        return load_backbone(backbone_id, device=device, cache_dir=cache_dir, precision=precision)
-    return load_openclip(model, pretrained, device=device, cache_dir=cache_dir, precision=precision)
+        return load_backbone(backbone_id, device=device, cache_dir=cache_dir, precision=precision, encoder=encoder)
+    return load_openclip(model, pretrained, device=device, cache_dir=cache_dir, precision=precision, encoder=encoder)
 
 
 def read_work(root: Path, backbone: Any, progress: bool) -> tuple[pd.DataFrame, WorkItems]:

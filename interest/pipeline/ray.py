@@ -167,8 +167,6 @@ def embed_collection_ray(
     same. ``address`` is the cluster's (None starts Ray on this machine);
     every node must see the collection at the same path.
     """
-    import math
-
     import pyarrow as pa
 
     from interest.collection import embeddings_path
@@ -178,8 +176,9 @@ def embed_collection_ray(
     from interest.pipeline.writer import DEFAULT_PART_SIZE
 
     root = Path(root).resolve()
-    if backbone is None:  # the driver's copy names the space and its preprocessing; the actors encode
-        backbone = open_backbone(model, pretrained, backbone_id, cache_dir, "cpu", precision)
+    if backbone is None:  # the driver's copy only names the space and its preprocessing: the actors encode,
+        # so it skips building an onnxruntime encoder
+        backbone = open_backbone(model, pretrained, backbone_id, cache_dir, "cpu", precision, encoder="torch")
     actor_device = "cuda" if num_gpus else "cpu"
     batch_size = batch_size or default_batch_size(actor_device)
     photos, work = read_work(root, backbone, progress)
@@ -190,19 +189,26 @@ def embed_collection_ray(
         transform = backbone_transform(backbone)
         shape = np.asarray(transform(_probe_image())).shape
         columns = work.todo_columns()
-        blocks = max(1, math.ceil(len(columns["row"]) / batch_size))
-        ds = ray.data.from_arrow(pa.table({k: pa.array(list(v)) for k, v in columns.items()})).repartition(blocks)
+        table = pa.table({k: pa.array(list(v)) for k, v in columns.items()})
+        # one block per batch, so decode tasks run side by side from the start (no repartition stage)
+        ds = ray.data.from_arrow([table.slice(s, batch_size) for s in range(0, len(table), batch_size)])
         ds = ds.map_batches(
             _decode_stage, fn_kwargs={"transform": transform, "max_pixels": max_pixels or DEFAULT_MAX_PIXELS,
                                       "shape": shape},
-            batch_size=batch_size, batch_format="numpy", num_cpus=1, concurrency=workers,
+            batch_size=batch_size, batch_format="numpy", concurrency=workers,
+            # given as a function, the remote args keep Ray Data from fusing this stage into the encoder
+            # actors, which would then decode serially between batches
+            ray_remote_args_fn=_one_cpu,
         )
-        heavy = bool(getattr(backbone, "has_text", False))  # the perceptual encoder does nothing: it needs no CPU slot
+        heavy = bool(getattr(backbone, "has_text", False))  # a model (not the perceptual statistics) runs there
         threads = _torch_threads() if heavy and not num_gpus else None
         options = {"device": actor_device, "precision": precision, "cache_dir": cache_dir}
         if heavy:
             options["encoder"] = encoder
-        pool = {"num_gpus": num_gpus} if num_gpus else {"num_cpus": 1 if heavy else 0}
+        # On a CPU the encoder actor reserves no slot: its model uses the cores through its threads, as the
+        # local engine's model does beside the decoding workers; a reserved slot only kept a decode task waiting
+        # (measured: Ray/local 1.86 with one, 1.50 without, 96 photos)
+        pool = {"num_gpus": num_gpus} if num_gpus else {"num_cpus": 0}
         n_actors = concurrency or (max(1, int(ray.cluster_resources().get("GPU", 0) / num_gpus)) if num_gpus else 1)
         ds = ds.map_batches(
             _EncodeStage, fn_constructor_kwargs={"backbone_id": backbone.id, "options": options, "threads": threads},
@@ -216,6 +222,10 @@ def embed_collection_ray(
             status.update({int(r): (reason or None) for r, reason in zip(batch["row"], batch["reason"])})
     embedded = sum(1 for s in status.values() if s is None)
     return finish_run(root, backbone, photos, work, status, embedded, time.perf_counter() - started, engine="ray")
+
+
+def _one_cpu() -> dict:
+    return {"num_cpus": 1}
 
 
 def _probe_image():
