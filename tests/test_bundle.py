@@ -58,6 +58,57 @@ def test_round_trip_gives_identical_scores(collection, tmp_path):
     assert isinstance(loaded, interest.InterestModel)
 
 
+def test_a_round_trip_restores_the_trained_parameters(collection, tmp_path):
+    from dataclasses import replace
+
+    from interest.models.common import PCA, Prototypes, StackedBooster
+
+    model = train_model(collection, tmp_path / "m", config=replace(FAST, seed=7, ridge_folds=3), progress=False)
+    loaded = interest.load(tmp_path / "m")
+    for part in ("pca", "ridge", "prototypes", "booster"):
+        trained, back = getattr(model, part), getattr(loaded, part)
+        assert type(back) is type(trained) and back.get_params() == trained.get_params(), part
+        for name in trained.STATE:
+            np.testing.assert_array_equal(getattr(back, name + "_"), getattr(trained, name + "_"))
+    # what was trained, not the defaults a bare estimator has
+    assert loaded.pca.get_params()["seed"] == 7 != PCA().seed
+    assert loaded.ridge.get_params()["folds"] == 3 and loaded.prototypes.get_params() == {"folds": 3, "seed": 7}
+    assert Prototypes().get_params() == {"folds": 5, "seed": 0}
+    assert loaded.booster.get_params()["num_boost_round"] == 100 != StackedBooster().num_boost_round
+    # saving leaves the estimators as they were; the model takes the written model.json itself
+    before = {part: getattr(model, part).to_state()[0] for part in ("pca", "ridge", "prototypes")}
+    model.save(tmp_path / "again")
+    assert {part: getattr(model, part).to_state()[0] for part in before} == before
+    assert model.name == str(tmp_path / "again") and model.metadata["estimators"]["ridge"]["params"]["folds"] == 3
+
+
+def test_a_bundle_from_before_the_parameters_loads_with_defaults(copy, collection):
+    meta = json.loads((copy / "model.json").read_text())
+    del meta["estimators"]
+    (copy / "model.json").write_text(json.dumps(meta))
+    old = interest.load(copy)
+    _, _, emb = read_embeddings(collection)
+    assert old.pca.get_params()["n_components"] == old.pca.components_.shape[0]  # from its arrays
+    assert type(old.ridge).__name__ == "Ridge" and old.booster.num_threads == meta["training"]["num_threads"]
+    assert np.isfinite(old.score_embeddings(emb[:20])["ci_score"]).all()
+
+
+@pytest.mark.parametrize(
+    "estimators, match",
+    [
+        ({"ridge": {"class": "os.system"}}, r"'estimators.ridge.class' is os.system, not one of Ridge, ZeroTruncatedPoisson"),
+        ({"pca": {"params": {"n_components": "8"}}}, r"'estimators.pca.params.n_components'"),
+        ({"booster": {"params": {"num_threads": 10**9}}}, r"'estimators.booster.params.num_threads' is 1000000000, outside"),
+        ({"prototypes": {"params": {"__class__": 1}}}, r"unknown parameter '__class__'"),
+        ([1, 2], r"'estimators'"),
+    ],
+)
+def test_estimator_descriptions_are_checked(copy, estimators, match):
+    _edit_json(copy, estimators=estimators)
+    with pytest.raises(InterestError, match=match):
+        interest.load(copy)
+
+
 def test_bundle_has_no_pickle(bundle):
     files = sorted(p.name for p in bundle.iterdir())
     assert "model.json" in files and not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib"))]

@@ -51,6 +51,11 @@ SCHEMA_VERSION = 1
 MODEL_JSON = "model.json"
 REQUIRED_PARTS = ("common.npz", "common_app.lgb.txt", "groups.npz", "user_heads.npz")
 FULL_PART = "common_full.lgb.txt"
+# The estimators whose fitted arrays share common.npz: the model's attribute, the prefix of their arrays there,
+# and the classes a bundle may name for it (model.json "estimators": class and parameters; the first is what
+# bundles written before the parameters were kept hold).
+COMMON_ESTIMATORS = (("pca", "pca_", ("PCA",)), ("ridge", "ridge_", ("Ridge", "ZeroTruncatedPoisson")),
+                     ("prototypes", "prototype_", ("Prototypes",)))
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -64,36 +69,32 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def part_bytes(model: "InterestModel") -> dict[str, bytes]:
-    """Every part file of ``model`` as bytes, keyed by file name."""
+def part_bytes(model: "InterestModel") -> tuple[dict[str, bytes], dict]:
+    """Every part file of ``model`` as bytes, keyed by file name, and what model.json says of its estimators."""
     if model.metadata.get("kind") == "linear":  # only a common head (interest.models.study)
         from interest.models.study import linear_parts
 
-        return linear_parts(model)
-    pca, ridge, booster, groups = model.pca, model.ridge, model.booster, model.groups
+        return linear_parts(model), {}
+    common, estimators = {}, {}
+    for attr, prefix, _ in COMMON_ESTIMATORS:
+        estimator = getattr(model, attr)
+        params, arrays = estimator.to_state()
+        common.update({prefix + name: value for name, value in arrays.items()})
+        estimators[attr] = {"class": type(estimator).__name__, "params": params}
+    booster = model.booster
+    estimators["booster"] = {"class": type(booster).__name__, "params": booster.get_params()}
     parts = {
-        "common.npz": _npz_bytes(
-            {
-                "pca_mean": pca.mean_,
-                "pca_components": pca.components_,
-                "pca_explained_variance": pca.explained_variance_,
-                "ridge_coef": ridge.coef_,
-                "ridge_intercept": np.float64(ridge.intercept_),
-                "ridge_alpha": np.float64(ridge.alpha_),
-                "prototype_centroids": model.prototypes.centroids_,
-                "prototype_ci": model.prototypes.ci_,
-            }
-        ),
+        "common.npz": _npz_bytes(common),
         "common_app.lgb.txt": booster.app_booster_.model_to_string().encode("utf-8"),
-        "groups.npz": _npz_bytes(groups.to_arrays()),
-        "user_heads.npz": _npz_bytes(model._heads.to_arrays()),
+        "groups.npz": _npz_bytes(model.groups.to_arrays()),
+        "user_heads.npz": _npz_bytes(model.heads.to_arrays()),
     }
     if booster.full_booster_ is not None:
         parts[FULL_PART] = booster.full_booster_.model_to_string().encode("utf-8")
-    return parts
+    return parts, {"estimators": estimators}
 
 
-def save_bundle(model: "InterestModel", path: str | os.PathLike) -> None:
+def save_bundle(model: "InterestModel", path: str | os.PathLike) -> dict:
     """Write ``model`` as a bundle directory at ``path``, replacing an earlier bundle there.
 
     Everything is written into a temporary directory beside ``path`` and then
@@ -103,15 +104,16 @@ def save_bundle(model: "InterestModel", path: str | os.PathLike) -> None:
     The save holds the bundle's cross-process lock (see
     :func:`interest.models.storage.bundle_lock`; hold it yourself around a
     load-modify-save). A non-empty directory that is not a bundle is never
-    overwritten.
+    overwritten. Returns the model.json written (the model itself is left as it was).
     """
     path = Path(path)
     if path.exists() and not (path / MODEL_JSON).is_file() and (not path.is_dir() or any(path.iterdir())):
         raise InterestError(f"{path}: exists and is not a model bundle (no {MODEL_JSON}); choose another --out")
     path.parent.mkdir(parents=True, exist_ok=True)
-    parts = part_bytes(model)
+    parts, described = part_bytes(model)
     meta = dict(model.metadata)
     meta.update(
+        described,
         schema_version=SCHEMA_VERSION,
         saved_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         parts={name: sha256_bytes(data) for name, data in sorted(parts.items())},
@@ -128,8 +130,7 @@ def save_bundle(model: "InterestModel", path: str | os.PathLike) -> None:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-    model.metadata = meta
-    model.name = str(path)
+    return meta
 
 
 def load_bundle(path: str | os.PathLike) -> "InterestModel":
@@ -147,7 +148,7 @@ def load_bundle(path: str | os.PathLike) -> "InterestModel":
 
 
 def _load(path: Path, bundle: BundleDir) -> "InterestModel":
-    from interest.models.common import PCA, Prototypes, Ridge, StackedBooster
+    from interest.models import common as estimators
     from interest.models.groups import TrendGroupClassifier
     from interest.models.model import InterestModel
     from interest.models.user_heads import UserHeads
@@ -184,20 +185,19 @@ def _load(path: Path, bundle: BundleDir) -> "InterestModel":
     safe_io.field(meta, "features.full", "list", str(meta_path), items="str", hi=100_000, default=[])
 
     data = {name: _read_part(path, name, digest, bundle) for name, digest in parts.items()}
-    common = _npz(path, "common.npz", data, ["pca_mean", "pca_components", "pca_explained_variance",
-                                              "ridge_coef", "ridge_intercept", "ridge_alpha",
-                                              "prototype_centroids", "prototype_ci"])
-    pca = PCA(n_components=int(common["pca_components"].shape[0]))
-    pca.mean_, pca.components_ = common["pca_mean"], common["pca_components"]
-    pca.explained_variance_ = common["pca_explained_variance"]
-    ridge = Ridge()
-    ridge.coef_, ridge.intercept_ = common["ridge_coef"], float(common["ridge_intercept"])
-    ridge.alpha_ = float(common["ridge_alpha"])
-    prototypes = Prototypes()
-    prototypes.centroids_, prototypes.ci_ = common["prototype_centroids"], common["prototype_ci"]
+    common = _npz(path, "common.npz", data, list(_ARRAY_SPECS["common.npz"]))
+    fitted = {}
+    for attr, prefix, classes in COMMON_ESTIMATORS:
+        cls, params = _estimator(meta, attr, classes, estimators, str(meta_path))
+        arrays = {name: common[prefix + name] for name in cls.STATE}
+        if attr == "pca" and "n_components" not in params:  # a bundle from before parameters were kept
+            params["n_components"] = int(arrays["components"].shape[0])
+        fitted[attr] = _build(path, "common.npz", lambda a, cls=cls, params=params: cls.from_state(params, a), arrays)
+    pca, ridge, prototypes = fitted["pca"], fitted["ridge"], fitted["prototypes"]
 
-    training = meta.get("training", {})
-    booster = StackedBooster(num_threads=training.get("num_threads", 2))
+    cls, params = _estimator(meta, "booster", ("StackedBooster",), estimators, str(meta_path))
+    params.setdefault("num_threads", meta.get("training", {}).get("num_threads", 2))
+    booster = cls.from_state(params, {})
     booster.app_booster_ = _lightgbm(path, "common_app.lgb.txt", data)
     booster.full_booster_ = _lightgbm(path, FULL_PART, data) if FULL_PART in data else None
     booster.app_features_ = list(meta["features"].get("app", []))
@@ -222,6 +222,39 @@ def _load(path: Path, bundle: BundleDir) -> "InterestModel":
     return model
 
 
+# Parameters that act when a loaded model scores (the rest only matter to a fit): bounded tighter.
+_PARAM_BOUNDS = {"num_threads": (1, 4096)}
+
+
+def _estimator(meta: dict, attr: str, classes: tuple[str, ...], module, where: str) -> tuple[type, dict]:
+    """The class (one of ``classes``, in ``module``) and checked parameters model.json names for estimator ``attr``.
+
+    Bundles from before the parameters were kept name none: the first class, its defaults.
+    """
+    import inspect
+
+    spec = safe_io.field(meta, f"estimators.{attr}", "dict", where, default={})
+    name = safe_io.field(spec, "class", "str", where, default=classes[0])
+    if name not in classes:
+        raise InterestError(f"{where}: 'estimators.{attr}.class' is {safe_io._short(name)}, not one of "
+                            f"{', '.join(classes)}; restore the bundle or retrain")
+    cls = getattr(module, name)
+    given = safe_io.field(spec, "params", "dict", where, default={})
+    defaults = inspect.signature(cls.__init__).parameters
+    params = {}
+    for key in given:
+        if key not in cls.PARAMS:
+            raise InterestError(f"{where}: 'estimators.{attr}.params' has an unknown parameter "
+                                f"'{safe_io._short(str(key))}'; restore the bundle or retrain")
+        default = defaults[key].default
+        kind = "list" if isinstance(default, tuple) else "int" if isinstance(default, int) else "float"
+        lo, hi = (0, 10_000) if kind == "list" else _PARAM_BOUNDS.get(key, (-2**53, 2**53))
+        value = safe_io.field(meta, f"estimators.{attr}.params.{key}", kind, where, optional=default is None,
+                              items="float" if kind == "list" else None, lo=lo, hi=hi)
+        params[key] = tuple(value) if kind == "list" else value
+    return cls, params
+
+
 def _app_linear(meta: dict, where: str) -> tuple[float, float] | None:
     """The (offset, scale) of the app score when it is the image-level model's (bundles before it: None)."""
     kind = safe_io.field(meta, "common_score.app", "str", where, default="booster")
@@ -240,7 +273,7 @@ def _check_meta(meta: dict, where: str) -> None:
     """The model.json values every loader reads, checked for type and range: one InterestError line each."""
     field = safe_io.field
     for key in ("backbone", "features", "training", "data", "label_settings", "thresholds", "personalized",
-                "metrics", "common", "common_score", "user_heads"):
+                "metrics", "common", "common_score", "user_heads", "estimators"):
         field(meta, key, "dict", where, default=None)
     field(meta, "kind", "str", where, default=None)
     field(meta, "backbone.id", "str", where)
@@ -318,20 +351,22 @@ def _lightgbm(path: Path, name: str, data: dict[str, bytes]):
 
 def _check_shapes(model, path: Path) -> None:
     """The parts must agree with each other and with model.json (dims, feature counts)."""
-    d, k, h = model.dim, model._k, model._h
+    features, heads = model.metadata["features"], model.heads
+    d, k, h = model.dim, int(features["pca_components"]), int(features["head_components"])
+    n_pca, n_extra = model.pca.components_.shape[0], len(features.get("full", [])) - len(features["app"])
     checks = [
         ("common.npz", model.pca.components_.shape[1] == d and model.ridge.coef_.shape == (d,)),
-        ("common.npz", model.pca.components_.shape[0] >= max(k, h)),
-        ("common.npz", model.prototypes.centroids_.shape == (len(model.prototypes.ci_), model._n_pca)),
+        ("common.npz", n_pca >= max(k, h)),
+        ("common.npz", model.prototypes.centroids_.shape == (len(model.prototypes.ci_), n_pca)),
         ("common_app.lgb.txt", model.booster.app_booster_.num_feature() == k + 2),
         ("groups.npz", len(model.groups.cuts_) == 2 and model.groups.cuts_[0] <= model.groups.cuts_[1]
          and model.groups.prior_.shape == (3,) and model.groups.sigma_ > 0 and model.groups.novelty_scale_ > 0),
-        ("common.npz", model.pca.mean_.shape == (d,) and model.pca.explained_variance_.shape == (model._n_pca,)),
+        ("common.npz", model.pca.mean_.shape == (d,) and model.pca.explained_variance_.shape == (n_pca,)),
         (FULL_PART, model.booster.full_booster_ is None
-         or model.booster.full_booster_.num_feature() == k + 2 + len(model._extra)),
-        ("user_heads.npz", model._heads.weights_.shape == (len(model._heads.users_), len(model._heads.anchors_))),
-        ("user_heads.npz", model._heads.anchors_.shape[1:] == (h,)
-         and model._heads.templates_.shape[1:] == model._heads.background_.shape == (len(model._heads.anchors_),)),
+         or model.booster.full_booster_.num_feature() == k + 2 + n_extra),
+        ("user_heads.npz", heads.weights_.shape == (len(heads.users_), len(heads.anchors_))),
+        ("user_heads.npz", heads.anchors_.shape[1:] == (h,)
+         and heads.templates_.shape[1:] == heads.background_.shape == (len(heads.anchors_),)),
     ]
     for name, ok in checks:
         if not ok:

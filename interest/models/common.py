@@ -31,12 +31,46 @@ RELATIVE_ALPHAS = tuple(float(a) for a in np.logspace(-5, 1, 13))
 _CHUNK = 65_536  # rows per chunk: bounds the float32 temporaries at ~130 MB for 512-d
 
 
+class Estimator:
+    """What every fitted part of the model shares: its parameters and fitted arrays travel together.
+
+    ``PARAMS`` names the constructor's parameters (scikit-learn's ``get_params``),
+    ``STATE`` the fitted attributes (without their trailing ``_``) a bundle
+    keeps. :meth:`to_state` and :meth:`from_state` are all a bundle asks of an
+    estimator, so a loaded one reports the parameters it was trained with.
+    """
+
+    PARAMS: tuple[str, ...] = ()
+    STATE: tuple[str, ...] = ()
+
+    def get_params(self) -> dict:
+        """The constructor's parameters as JSON-ready values (tuples as lists)."""
+        return {name: _json_value(getattr(self, name)) for name in self.PARAMS}
+
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(parameters, fitted arrays by name): what :meth:`from_state` rebuilds the estimator from."""
+        return self.get_params(), {name: np.asarray(getattr(self, name + "_")) for name in self.STATE}
+
+    @classmethod
+    def from_state(cls, params: dict, arrays: dict[str, np.ndarray]):
+        """The fitted estimator of :meth:`to_state`'s output (0-d arrays come back as Python numbers)."""
+        est = cls(**params)
+        for name in cls.STATE:
+            value = arrays[name]
+            setattr(est, name + "_", value.item() if value.ndim == 0 else value)
+        return est
+
+
+def _json_value(value):
+    return [_json_value(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
 def _fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
     """A seeded assignment of n rows to ``folds`` folds of near-equal size."""
     return np.random.default_rng(seed).permutation(n) % folds
 
 
-class PCA:
+class PCA(Estimator):
     """Principal components of the embeddings, fitted on a seeded sample of rows.
 
     Parameters: ``n_components`` kept; ``max_samples`` rows used to fit (the
@@ -44,6 +78,9 @@ class PCA:
     time); ``seed`` for the sample. Learned: ``mean_`` (d,), ``components_``
     (k, d), ``explained_variance_`` (k,).
     """
+
+    PARAMS = ("n_components", "max_samples", "seed")
+    STATE = ("mean", "components", "explained_variance")
 
     def __init__(self, n_components: int = 64, max_samples: int = 100_000, seed: int = 0):
         self.n_components = n_components
@@ -77,7 +114,7 @@ class PCA:
         return (matmul64(X, self.components_.T) - self.mean_.astype(np.float64) @ self.components_.T).astype(np.float32)
 
 
-class Ridge:
+class Ridge(Estimator):
     """Ridge regression, closed form, with alpha chosen by seeded K-fold CV.
 
     The scatter matrix of each fold is accumulated once (chunked, float64);
@@ -92,6 +129,9 @@ class Ridge:
     by the model fitted without its fold (the stacking input).
     """
 
+    PARAMS = ("alpha", "relative_alphas", "folds", "seed")
+    STATE = ("coef", "intercept", "alpha")
+
     def __init__(
         self,
         alpha: float | None = None,
@@ -100,7 +140,7 @@ class Ridge:
         seed: int = 0,
     ):
         self.alpha = alpha
-        self.relative_alphas = relative_alphas
+        self.relative_alphas = tuple(relative_alphas)
         self.folds = folds
         self.seed = seed
 
@@ -178,7 +218,7 @@ class Ridge:
         return (matmul64(np.asarray(X, dtype=np.float32), self.coef_) + self.intercept_).astype(np.float32)
 
 
-class Prototypes:
+class Prototypes(Estimator):
     """The CI of the nearest definition-set cluster: the paper's own CI, carried over to a new photo.
 
     The labels give every training photo a ``cluster_label`` (the k-means
@@ -194,6 +234,9 @@ class Prototypes:
     Learned: ``centroids_`` (C, d) float32, ``ci_`` (C,) float32,
     ``oof_prediction_`` (n,).
     """
+
+    PARAMS = ("folds", "seed")
+    STATE = ("centroids", "ci")
 
     def __init__(self, folds: int = 5, seed: int = 0):
         self.folds = folds
@@ -230,7 +273,7 @@ class Prototypes:
         return self.ci_[nearest_centroid(np.asarray(X, dtype=np.float32), self.centroids_)]
 
 
-class StackedBooster:
+class StackedBooster(Estimator):
     """LightGBM regressors stacked on the first-level predictions: an ``app`` and a ``full`` variant.
 
     Inputs of the ``app`` variant: the leading ``pca`` features and the
@@ -244,6 +287,11 @@ class StackedBooster:
     ``app_features_``, ``full_features_``, ``validation_`` (per variant and
     per first-level model: Spearman and MAE on the validation split).
     """
+
+    PARAMS = ("num_boost_round", "learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction",
+              "bagging_fraction", "max_bin", "lambda_l2", "early_stopping_rounds", "validation_fraction",
+              "num_threads", "seed")
+    # the fitted LightGBM boosters are text parts of a bundle of their own, not arrays
 
     def __init__(
         self,
@@ -436,7 +484,7 @@ def _columns(x: np.ndarray) -> np.ndarray:
 GLM_RELATIVE_ALPHAS = (0.03, 0.1, 0.3, 1.0, 3.0)
 
 
-class ZeroTruncatedPoisson:
+class ZeroTruncatedPoisson(Estimator):
     """Image-level commonality: ``log E[distinct users] = x·w + b``, fitted on zero-truncated counts.
 
     A crawl keeps only photos somebody favourited, so every collected photo
@@ -469,6 +517,9 @@ class ZeroTruncatedPoisson:
     ``oof_group_effect_`` (n,).
     """
 
+    PARAMS = ("relative_alphas", "folds", "seed", "max_samples", "cv_max_samples", "max_iter", "group_scale")
+    STATE = ("coef", "intercept", "alpha")  # the group effects live on in the prototypes
+
     def __init__(
         self,
         relative_alphas: tuple[float, ...] = GLM_RELATIVE_ALPHAS,
@@ -480,7 +531,7 @@ class ZeroTruncatedPoisson:
         group_scale: float = 1.0,
     ):
         self.group_scale = group_scale
-        self.relative_alphas = relative_alphas
+        self.relative_alphas = tuple(relative_alphas)
         self.folds = folds
         self.seed = seed
         self.max_samples = max_samples

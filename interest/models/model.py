@@ -353,7 +353,8 @@ class InterestModel:
         if is_hub_name(str(path)):
             raise InterestError(f"{path}: a Hub bundle is read-only here; save to a local directory instead")
 
-        save_bundle(self, path)
+        self.metadata = save_bundle(self, path)  # with the parts' checksums and the time it was saved
+        self.name = str(path)
 
     def __repr__(self) -> str:
         return f"InterestModel({self.name!r}, backbone={self.backbone_id!r}, users={len(self._heads.users_)})"
