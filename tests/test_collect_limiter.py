@@ -69,10 +69,11 @@ def test_real_threads_never_exceed_the_rate():
     stamps.sort()
     assert len(stamps) == 16
     assert elapsed >= 1.5 - 0.01  # 16 calls at 10/s: the 16th slot opens 1.5 s after the first
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    assert min(gaps) > 0.08  # never two calls inside one slot (a little scheduling slack)
-    # in any window of one second, at most 10 calls (+1 for the window edge)
-    assert max(sum(1 for s in stamps if w <= s < w + 1.0) for w in stamps) <= 11
+    # A call never returns before its slot and the slots are 0.1 s apart, so the k-th return comes at
+    # least k slots after the start. Only this bound holds on a loaded machine: a thread stamped late
+    # can land just before the next one, so gaps between stamps say nothing (one was 0.076 s under load).
+    early = [round(s - t0 - k * 0.1, 3) for k, s in enumerate(stamps) if s - t0 < k * 0.1 - 0.005]
+    assert not early, f"calls returned before their slot (seconds early): {early}"
 
 
 def test_hold_pushes_every_later_slot_back():
