@@ -54,6 +54,9 @@ FULL_PART = "common_full.lgb.txt"
 # The estimators whose fitted arrays share common.npz: the model's attribute, the prefix of their arrays there,
 # and the classes a bundle may name for it (model.json "estimators": class and parameters; the first is what
 # bundles written before the parameters were kept hold).
+# The model class of each kind of bundle: interest.models.model registers "full" and interest.models.study
+# "linear" when imported (the package imports both), so this module imports neither of them.
+MODEL_KINDS: dict[str, type] = {}
 COMMON_ESTIMATORS = (("pca", "pca_", ("PCA",)), ("ridge", "ridge_", ("Ridge", "ZeroTruncatedPoisson")),
                      ("prototypes", "prototype_", ("Prototypes",)))
 
@@ -70,11 +73,7 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def part_bytes(model: "InterestModel") -> tuple[dict[str, bytes], dict]:
-    """Every part file of ``model`` as bytes, keyed by file name, and what model.json says of its estimators."""
-    if model.metadata.get("kind") == "linear":  # only a common head (interest.models.study)
-        from interest.models.study import linear_parts
-
-        return linear_parts(model), {}
+    """Every part file of a full ``model`` as bytes, keyed by file name, and what model.json says of its estimators."""
     common, estimators = {}, {}
     for attr, prefix, _ in COMMON_ESTIMATORS:
         estimator = getattr(model, attr)
@@ -110,7 +109,7 @@ def save_bundle(model: "InterestModel", path: str | os.PathLike) -> dict:
     if path.exists() and not (path / MODEL_JSON).is_file() and (not path.is_dir() or any(path.iterdir())):
         raise InterestError(f"{path}: exists and is not a model bundle (no {MODEL_JSON}); choose another --out")
     path.parent.mkdir(parents=True, exist_ok=True)
-    parts, described = part_bytes(model)
+    parts, described = model.bundle_parts()
     meta = dict(model.metadata)
     meta.update(
         described,
@@ -150,7 +149,6 @@ def load_bundle(path: str | os.PathLike) -> "InterestModel":
 def _load(path: Path, bundle: BundleDir) -> "InterestModel":
     from interest.models import common as estimators
     from interest.models.groups import TrendGroupClassifier
-    from interest.models.model import InterestModel
     from interest.models.user_heads import UserHeads
 
     meta_path = path / MODEL_JSON
@@ -170,9 +168,8 @@ def _load(path: Path, bundle: BundleDir) -> "InterestModel":
         raise InterestError(f"{meta_path}: no 'parts' table of part checksums; restore the bundle or retrain")
     _check_meta(meta, str(meta_path))
     if meta.get("kind") == "linear":  # only a common head (interest.models.study)
-        from interest.models.study import load_linear_bundle
-
-        return load_linear_bundle(path, meta, {name: _read_part(path, name, digest, bundle) for name, digest in parts.items()})
+        data = {name: _read_part(path, name, digest, bundle) for name, digest in parts.items()}
+        return MODEL_KINDS["linear"].from_bundle(path, meta, data)
     for name in REQUIRED_PARTS:
         if name not in parts:
             raise InterestError(f"{meta_path}: part '{name}' is not listed; restore the bundle or retrain")
@@ -212,7 +209,7 @@ def _load(path: Path, bundle: BundleDir) -> "InterestModel":
         raise InterestError(f"{path / 'user_heads.npz'}: 'users' must be fixed-width unicode; retrain the model")
     heads = _build(path, "user_heads.npz", UserHeads.from_arrays, h)
     try:
-        model = InterestModel(
+        model = MODEL_KINDS["full"](
             pca=pca, ridge=ridge, prototypes=prototypes, booster=booster, groups=groups, heads=heads,
             metadata=meta, name=str(path),
         )

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from interest.errors import InterestError
+from interest.models.bundle import MODEL_KINDS, load_bundle, part_bytes, save_bundle
 from interest.models.common import matmul64
 from interest.models.groups import centred_sq, novelty
 from interest.models.inputs import BackboneHolder, embed_images, read_inputs
@@ -150,8 +151,6 @@ class InterestModel:
         For a long-running service whose bundle another process personalized;
         ``path`` must hold a bundle of the same backbone.
         """
-        from interest.models.bundle import load_bundle
-
         fresh = load_bundle(path)
         if fresh.backbone_id != self.backbone_id:
             raise InterestError(f"{path}: backbone {fresh.backbone_id} differs from the running model's {self.backbone_id}")
@@ -348,13 +347,16 @@ class InterestModel:
     def save(self, path: str | os.PathLike) -> None:
         """Write the model as a bundle directory (atomically: a crash leaves the old bundle intact)."""
         from interest.hub import is_hub_name
-        from interest.models.bundle import save_bundle
 
         if is_hub_name(str(path)):
             raise InterestError(f"{path}: a Hub bundle is read-only here; save to a local directory instead")
 
         self.metadata = save_bundle(self, path)  # with the parts' checksums and the time it was saved
         self.name = str(path)
+
+    def bundle_parts(self) -> tuple[dict[str, bytes], dict]:
+        """The bundle's part files as bytes by file name, and what model.json says of the estimators."""
+        return part_bytes(self)
 
     def __repr__(self) -> str:
         return f"InterestModel({self.name!r}, backbone={self.backbone_id!r}, users={len(self._heads.users_)})"
@@ -450,3 +452,6 @@ def _align_metadata(metadata: pd.DataFrame, kind: str, ids: np.ndarray) -> pd.Da
             f"metadata has {len(metadata)} rows for {len(ids)} inputs; give one row per input (or a photo_id column)"
         )
     return metadata.reset_index(drop=True)
+
+
+MODEL_KINDS["full"] = InterestModel

@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 from interest.errors import InterestError
+from interest.models import safe_io
+from interest.models.bundle import MODEL_JSON, MODEL_KINDS, sha256_bytes
 from interest.models.inputs import BackboneHolder, read_inputs
 from interest.models.model import InterestModel
 from interest.numeric import l2_normalize
@@ -344,6 +346,14 @@ class LinearHeadModel(InterestModel):
             self.metadata = {**self.metadata, "personalized": personalized}
         return self
 
+    def bundle_parts(self) -> tuple[dict[str, bytes], dict]:
+        return linear_parts(self), {}
+
+    @classmethod
+    def from_bundle(cls, path: Path, meta: dict, data: dict[str, bytes]) -> "LinearHeadModel":
+        """The model of a bundle whose model.json says ``kind: linear`` (parts already checked)."""
+        return load_linear_bundle(path, meta, data)
+
     def full_model_inputs(self, emb: np.ndarray, metadata: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
         raise InterestError(f"{self.name} holds only a common linear head: it has no full (metadata) model")
 
@@ -365,6 +375,9 @@ class LinearHeadModel(InterestModel):
         return l2_normalize(np.asarray(emb, dtype=np.float32))
 
 
+MODEL_KINDS["linear"] = LinearHeadModel
+
+
 def linear_parts(model: LinearHeadModel) -> dict[str, bytes]:
     """The part files of a :class:`LinearHeadModel` bundle, keyed by file name."""
     return {
@@ -375,9 +388,6 @@ def linear_parts(model: LinearHeadModel) -> dict[str, bytes]:
 
 def load_linear_bundle(path: Path, meta: dict, data: dict[str, bytes]) -> LinearHeadModel:
     """The :class:`LinearHeadModel` of a bundle whose model.json says ``kind: linear`` (parts already checked)."""
-    from interest.models import safe_io
-    from interest.models.bundle import MODEL_JSON
-
     for name in (LINEAR_PART, HEADS_PART):
         if name not in data:
             raise InterestError(f"{path / MODEL_JSON}: part '{name}' is not listed; restore the bundle")
@@ -472,8 +482,6 @@ def import_study_model(
     ``cuts_from``), a collection with embeddings of the backbone, sets the
     user heads' background (see :func:`_background`).
     """
-    from interest.models.bundle import sha256_bytes
-
     if group_cuts is not None and cuts_from is not None:
         raise InterestError("give either --group-cuts or --cuts-from, not both")
     weight, bias = read_linear_state_dict(pth)
