@@ -149,9 +149,12 @@ def test_cli_int8_is_kept_apart_and_reports_agreement(photos, tmp_path, monkeypa
     assert code == 0, err
     fp32_table = out / "features" / "openclip" / SMALL_CLIP / "none" / "embeddings.parquet"
     before = fp32_table.read_bytes()
+    export = _folder(tmp_path / "cache") / "visual-fp32.onnx"
+    stamp = export.stat().st_mtime_ns
     code, stdout, err = _cli(monkeypatch, capsys, "embed", photos, *common, "--precision", "int8")
     assert code == 0, err
-    assert fp32_table.read_bytes() == before  # the fp32 cache is untouched
+    assert export.stat().st_mtime_ns == stamp  # the second load reused the cached export (and quantised it)
+    assert fp32_table.read_bytes() == before  # the fp32 embeddings table is untouched
     int8_table = out / "features" / "openclip" / SMALL_CLIP / "none@int8" / "embeddings.parquet"
     assert pq.read_metadata(int8_table).num_rows == 6
     line = [x for x in stdout.splitlines() if x.startswith("int8 agrees with fp32")]
