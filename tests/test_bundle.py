@@ -82,6 +82,21 @@ def test_a_round_trip_restores_the_trained_parameters(collection, tmp_path):
     assert model.name == str(tmp_path / "again") and model.metadata["estimators"]["ridge"]["params"]["folds"] == 3
 
 
+def test_every_estimator_names_all_its_parameters():
+    import inspect
+
+    from interest.models import common
+
+    estimators = [c for c in vars(common).values() if isinstance(c, type) and issubclass(c, common.Estimator)]
+    assert {c.__name__ for c in estimators} >= {"PCA", "Ridge", "ZeroTruncatedPoisson", "Prototypes", "StackedBooster"}
+    for cls in estimators:
+        if cls is common.Estimator:
+            continue
+        # a parameter missing from PARAMS would come back from a bundle as its default
+        assert set(cls.PARAMS) == set(inspect.signature(cls.__init__).parameters) - {"self"}, cls.__name__
+        assert cls().get_params().keys() == set(cls.PARAMS)
+
+
 def test_a_bundle_from_before_the_parameters_loads_with_defaults(copy, collection):
     meta = json.loads((copy / "model.json").read_text())
     del meta["estimators"]
