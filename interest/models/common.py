@@ -499,8 +499,9 @@ class ZeroTruncatedPoisson(Estimator):
     L-BFGS on the mean negative log-likelihood plus ``alpha/2 |w|^2``; alpha
     chosen from ``relative_alphas`` × the mean eigenvalue of the embedding's
     covariance by seeded K-fold cross-validated deviance on at most
-    ``cv_max_samples`` rows; each fit uses at most ``max_samples`` rows (a
-    seeded sample) so paper scale stays within minutes.
+    ``cv_max_samples`` rows (or ``alpha`` as given, without cross-validation);
+    each fit uses at most ``max_samples`` rows (a seeded sample) so paper
+    scale stays within minutes.
 
     With ``groups`` (a cluster per row), each group also gets an effect
     ``u_g`` under the same penalty on ``u_g / group_scale``: a shrunk per-cluster
@@ -517,7 +518,7 @@ class ZeroTruncatedPoisson(Estimator):
     ``oof_group_effect_`` (n,).
     """
 
-    PARAMS = ("relative_alphas", "folds", "seed", "max_samples", "cv_max_samples", "max_iter", "group_scale")
+    PARAMS = ("relative_alphas", "folds", "seed", "max_samples", "cv_max_samples", "max_iter", "group_scale", "alpha")
     STATE = ("coef", "intercept", "alpha")  # the group effects live on in the prototypes
 
     def __init__(
@@ -529,7 +530,9 @@ class ZeroTruncatedPoisson(Estimator):
         cv_max_samples: int = 20_000,
         max_iter: int = 300,
         group_scale: float = 1.0,
+        alpha: float | None = None,
     ):
+        self.alpha = alpha
         self.group_scale = group_scale
         self.relative_alphas = tuple(relative_alphas)
         self.folds = folds
@@ -556,8 +559,10 @@ class ZeroTruncatedPoisson(Estimator):
         Xcv = np.asarray(X[cv_rows], dtype=np.float64)
         scale = float(np.trace(np.cov(Xcv.T)) / X.shape[1]) if len(cv_rows) > 1 else 1.0
         alphas = np.asarray(self.relative_alphas, dtype=np.float64) * max(scale, 1e-12)
-        self.cv_deviance_ = np.zeros(len(alphas))
-        for j in range(k):
+        if self.alpha is not None:  # a given penalty: nothing to cross-validate
+            alphas = np.array([float(self.alpha)])
+        self.cv_deviance_ = np.zeros(len(alphas)) if self.alpha is None else np.full(1, np.nan)
+        for j in range(k if self.alpha is None else 0):
             train, valid = fold[cv_rows] != j, fold[cv_rows] == j
             if not train.any() or not valid.any():
                 continue

@@ -197,9 +197,14 @@ def train_model(
     # calibrated where the booster did not fit (its early-stopping rows, first-level inputs out of fold)
     calib = booster.validation_rows_ if len(booster.validation_rows_) >= 30 else np.arange(len(y))
     cuts = data["label_settings"].get("group_cuts") or quantile_cuts(y)
+    spread = 0.0
+    if booster.app_linear_ is not None:
+        spread = user_sampling_sd(
+            X, data["fav_users"], data["fav_rows"], data["clusters"], ridge.alpha_, booster.app_linear_[1], config.seed
+        )
     groups = TrendGroupClassifier(far_width=config.groups_far_width).fit(
         booster.predict(Z[calib, :k], oof[calib]), g[calib], cuts,
-        novelty(dist_sq, Z, prototypes.centroids_), g,
+        novelty(dist_sq, Z, prototypes.centroids_), g, user_sampling_sd=spread,
     )
     step("heads")
 
@@ -269,6 +274,36 @@ def train_model(
     bar.update()
     bar.close()
     return model
+
+
+def user_sampling_sd(
+    X: np.ndarray, fav_users: np.ndarray, fav_rows: np.ndarray, clusters: np.ndarray, alpha: float, scale: float, seed: int
+) -> float:
+    """How far the image-level app score moves with the users the collection happened to hold (CI scale).
+
+    The training users are split into two seeded halves; each half gives every
+    training photo its own count of distinct users, and the image-level model
+    (the full fit's penalty, cluster effects, two folds out of fold) predicts
+    each half's share of users. The whole collection's prediction varies half
+    as much as the difference of two independent halves, so the answer is
+    ``std(scale * (share_a - share_b)) / 2`` (``scale``: the app score's slope).
+    """
+    users, user_code = np.unique(np.asarray(fav_users).astype(str), return_inverse=True)
+    if len(users) < 4:
+        return 0.0
+    in_a = np.zeros(len(users), dtype=bool)
+    in_a[np.random.default_rng([seed, 0x5A17]).permutation(len(users))[: len(users) // 2]] = True
+    pairs = np.unique(np.column_stack([user_code, np.asarray(fav_rows, dtype=np.int64)]), axis=0)
+    shares = []
+    for half in (in_a, ~in_a):
+        rows = pairs[half[pairs[:, 0]], 1]
+        counts = np.bincount(rows, minlength=len(X)).astype(np.float64)
+        if (counts > 0).sum() < 10:
+            return 0.0
+        model = ZeroTruncatedPoisson(folds=2, seed=seed, alpha=alpha).fit(X, counts, groups=clusters)
+        eta = model.oof_prediction_.astype(np.float64) + model.oof_group_effect_
+        shares.append(np.exp(np.clip(eta, -30.0, 30.0)) / int(half.sum()))
+    return float(np.std(scale * (shares[0] - shares[1])) / 2.0)
 
 
 def read_training_data(root: str | os.PathLike, backbone: str | None, config: TrainConfig) -> dict:
