@@ -128,3 +128,32 @@ def test_every_caller_of_a_model_gets_the_collections_embedding(tmp_path):
     export_onnx(model, tmp_path / "onnx")
     onnx_emb = interest.onnx.load(tmp_path / "onnx").embed([load_image(f) for f in files])
     assert np.array_equal(onnx_emb, expected)  # perceptual/v1: the export runs the same NumPy decoder and encoder
+
+
+def test_parts_carry_their_stats_and_consolidation_removes_every_part(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from interest.pipeline.writer import PART_STATS_KEY, PartWriter, consolidate, read_cache
+
+    folder = tmp_path / "features" / "perceptual" / "v1"
+    writer = PartWriter(folder / "parts", part_size=2)
+    rows = np.eye(3, 4, dtype=np.float32)
+    for i, row in enumerate(rows):
+        writer.add(f"p{i}", f"sha{i}", row, 1.0)
+    writer.flush()
+    parts = sorted((folder / "parts").glob("part-*.parquet"))
+    assert [p.name for p in parts] == ["part-000000.parquet", "part-000001.parquet"]
+    stats = [json.loads(pq.read_schema(p).metadata[PART_STATS_KEY]) for p in parts]
+    assert [s["rows"] for s in stats] == [2, 1] and all(s["seconds"] >= 0 for s in stats)
+    (folder / "parts" / ".part-000002.parquet.tmp").write_bytes(b"cut short by an interrupt")
+    assert PartWriter(folder / "parts").next_number == 2  # a resumed run numbers after the parts it finds
+    cache = read_cache(folder, None, None)
+    hits = [cache.get(f"p{i}", f"sha{i}") for i in range(3)]
+    assert cache.get("p0", "another file") is None
+    consolidate(folder, [f"p{i}" for i in range(3)], [f"sha{i}" for i in range(3)], [h[0] for h in hits],
+                [h[1] for h in hits], 4, changed=True)
+    assert not (folder / "parts").exists()
+    assert np.array_equal(np.stack(pq.read_table(folder / "embeddings.parquet").column("embedding")
+                                   .to_numpy(zero_copy_only=False)), rows)

@@ -1,8 +1,8 @@
 """The write stage: embedded rows as Parquet parts while a run goes, then one table.
 
 Parts live in ``features/<backbone-id>/parts/``, each written atomically with
-its own stats (rows, seconds since the previous part) in the Parquet
-metadata, so a run killed at any point keeps every finished part and the next
+its own stats (rows, seconds since the previous part) in the Parquet schema
+metadata under ``interest.part``, so a run killed at any point keeps every finished part and the next
 run reads them back as cache hits (:func:`read_cache`). At the end
 :func:`consolidate` writes ``embeddings.parquet`` (atomically) from the cache
 in the photos table's order and removes the parts, including one an
@@ -74,12 +74,6 @@ class PartWriter:
         self.ids, self.shas, self.rows, self.norms = [], [], [], []
 
 
-def part_stats(path: Path) -> dict:
-    """The stats a part was written with (rows, seconds); empty for a part without them."""
-    meta = pq.read_schema(path).metadata or {}
-    return json.loads(meta[PART_STATS_KEY]) if PART_STATS_KEY in meta else {}
-
-
 class CachedRows:
     """Earlier embeddings of one backbone, keyed by (photo_id, sha256): the table, then unfinished parts."""
 
@@ -107,9 +101,6 @@ class CachedRows:
 
     def get(self, photo_id: str, sha: str | None) -> tuple[np.ndarray, float] | None:
         return None if sha is None else self.rows.get((photo_id, sha))
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
 
 def read_cache(folder: Path, current_preprocessing: dict | None, stored_preprocessing: dict | None) -> CachedRows:
