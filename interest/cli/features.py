@@ -100,18 +100,19 @@ def embed(
     is_collection = has_table(data, "photos")
     if is_collection and out is not None and out.resolve() != data.resolve():
         raise InterestError(f"{data}: is a collection, so --out does not apply; embeddings go under its features/")
-    load = dict(device=device, cache_dir=cache_dir, precision=precision.value, encoder=encoder.value)
-    # The backbone is built here so that its encoder can report what it measured once the run is done.
-    chosen = load_backbone(backbone, **load) if backbone else load_openclip(model, pretrained, **load)
-    options = dict(
-        backbone=chosen, batch_size=batch_size, workers=workers, max_pixels=max_pixels, part_size=part_size,
-        progress=progress,
-    )
-    if engine is Engine.ray:  # the same pipeline on Ray Data: the actors load the backbone as asked here
+    options = dict(batch_size=batch_size, workers=workers, max_pixels=max_pixels, part_size=part_size, progress=progress)
+    if engine is Engine.ray:  # the same pipeline on Ray Data: the encoder actors load the backbone as asked here
         from interest.pipeline.ray import embed_collection_ray as embed_collection
 
-        options.update(address=address, cache_dir=cache_dir, precision=precision.value, encoder=encoder.value,
+        chosen = None
+        options.update(model=model, pretrained=pretrained, backbone_id=backbone, address=address, cache_dir=cache_dir,
+                       precision=precision.value, encoder=encoder.value,
                        num_gpus=1.0 if device.startswith("cuda") else 0.0)
+    else:
+        load = dict(device=device, cache_dir=cache_dir, precision=precision.value, encoder=encoder.value)
+        # The backbone is built here so that its encoder can report what it measured once the run is done.
+        chosen = load_backbone(backbone, **load) if backbone else load_openclip(model, pretrained, **load)
+        options["backbone"] = chosen
     if is_collection:
         path = embed_collection(data, **options)
         root = data

@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 
 from interest.errors import InterestError
+from interest.features.images import DEFAULT_MAX_PIXELS
+from interest.pipeline.writer import DEFAULT_PART_SIZE
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
@@ -149,8 +151,8 @@ def embed_collection_ray(
     encoder: str = "auto",
     batch_size: int | None = None,
     workers: int | None = None,
-    max_pixels: int | None = None,
-    part_size: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    part_size: int = DEFAULT_PART_SIZE,
     concurrency: int | None = None,
     num_gpus: float = 0.0,
     progress: bool = True,
@@ -170,10 +172,8 @@ def embed_collection_ray(
     import pyarrow as pa
 
     from interest.collection import embeddings_path
-    from interest.features.images import DEFAULT_MAX_PIXELS
     from interest.pipeline.decoder import backbone_transform, default_batch_size
     from interest.pipeline.local import finish_run, open_backbone, read_work
-    from interest.pipeline.writer import DEFAULT_PART_SIZE
 
     root = Path(root).resolve()
     if backbone is None:  # the driver's copy only names the space and its preprocessing: the actors encode,
@@ -193,12 +193,8 @@ def embed_collection_ray(
         # one block per batch, so decode tasks run side by side from the start (no repartition stage)
         ds = ray.data.from_arrow([table.slice(s, batch_size) for s in range(0, len(table), batch_size)])
         ds = ds.map_batches(
-            _decode_stage, fn_kwargs={"transform": transform, "max_pixels": max_pixels or DEFAULT_MAX_PIXELS,
-                                      "shape": shape},
-            batch_size=batch_size, batch_format="numpy", concurrency=workers,
-            # given as a function, the remote args keep Ray Data from fusing this stage into the encoder
-            # actors, which would then decode serially between batches
-            ray_remote_args_fn=_one_cpu,
+            _decode_stage, fn_kwargs={"transform": transform, "max_pixels": max_pixels, "shape": shape},
+            batch_size=batch_size, batch_format="numpy", concurrency=workers, num_cpus=1,
         )
         heavy = bool(getattr(backbone, "has_text", False))  # a model (not the perceptual statistics) runs there
         threads = _torch_threads() if heavy and not num_gpus else None
@@ -207,8 +203,9 @@ def embed_collection_ray(
             options["encoder"] = encoder
         # On a CPU the encoder actor reserves no slot: its model uses the cores through its threads, as the
         # local engine's model does beside the decoding workers; a reserved slot only kept a decode task waiting
-        # (measured: Ray/local 1.86 with one, 1.50 without, 96 photos)
-        pool = {"num_gpus": num_gpus} if num_gpus else {"num_cpus": 0}
+        # (measured: Ray/local 1.86 with one, 1.50 without, 96 photos). Resources unlike the decode stage's
+        # also keep Ray Data from fusing decoding into the actors, where it would run serially between batches.
+        pool = {"num_gpus": num_gpus, "num_cpus": 0} if num_gpus else {"num_cpus": 0}
         n_actors = concurrency or (max(1, int(ray.cluster_resources().get("GPU", 0) / num_gpus)) if num_gpus else 1)
         ds = ds.map_batches(
             _EncodeStage, fn_constructor_kwargs={"backbone_id": backbone.id, "options": options, "threads": threads},
@@ -216,16 +213,12 @@ def embed_collection_ray(
         )
         parts = embeddings_path(root, backbone.id).parent / "parts"
         parts.mkdir(parents=True, exist_ok=True)
-        ds = ds.map_batches(_write_stage, fn_kwargs={"folder": str(parts), "part_size": part_size or DEFAULT_PART_SIZE},
-                            batch_size=part_size or DEFAULT_PART_SIZE, batch_format="numpy", num_cpus=0)
+        ds = ds.map_batches(_write_stage, fn_kwargs={"folder": str(parts), "part_size": part_size},
+                            batch_size=part_size, batch_format="numpy", num_cpus=0)
         for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
             status.update({int(r): (reason or None) for r, reason in zip(batch["row"], batch["reason"])})
     embedded = sum(1 for s in status.values() if s is None)
     return finish_run(root, backbone, photos, work, status, embedded, time.perf_counter() - started, engine="ray")
-
-
-def _one_cpu() -> dict:
-    return {"num_cpus": 1}
 
 
 def _probe_image():
