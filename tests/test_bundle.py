@@ -65,11 +65,22 @@ def test_a_round_trip_restores_the_trained_parameters(collection, tmp_path):
 
     model = train_model(collection, tmp_path / "m", config=replace(FAST, seed=7, ridge_folds=3), progress=False)
     loaded = interest.load(tmp_path / "m")
-    for part in ("pca", "ridge", "prototypes", "booster"):
+    for part in ("pca", "ridge", "prototypes", "booster", "groups", "heads"):
         trained, back = getattr(model, part), getattr(loaded, part)
         assert type(back) is type(trained) and back.get_params() == trained.get_params(), part
-        for name in trained.STATE:
-            np.testing.assert_array_equal(getattr(back, name + "_"), getattr(trained, name + "_"))
+        (_, trained_arrays), (_, back_arrays) = trained.to_state(), back.to_state()
+        assert trained_arrays.keys() == back_arrays.keys() >= set(trained.STATE), part
+        for name in trained_arrays:
+            np.testing.assert_array_equal(back_arrays[name], trained_arrays[name], err_msg=f"{part}.{name}")
+        for name, booster in trained.lightgbm_state().items():
+            back_booster = back.lightgbm_state()[name]
+            assert (back_booster is None) == (booster is None), f"{part}.{name}"
+            if booster is not None:  # the loader re-writes the checked trees as canonical text: same trees, same predictions
+                X = np.random.default_rng(0).normal(size=(200, booster.num_feature()))
+                assert back_booster.num_trees() == booster.num_trees()
+                np.testing.assert_array_equal(back_booster.predict(X), booster.predict(X))
+    assert loaded.booster.app_form()[0] == model.booster.app_form()[0] and loaded.booster.app_linear_ == model.booster.app_linear_
+    assert loaded.booster.full_features_ == model.booster.full_features_ and loaded.heads.users_.tolist() == model.users
     # what was trained, not the defaults a bare estimator has
     assert loaded.pca.get_params()["seed"] == 7 != PCA().seed
     assert loaded.ridge.get_params()["folds"] == 3 and loaded.prototypes.get_params() == {"folds": 3, "seed": 7}
@@ -85,10 +96,12 @@ def test_a_round_trip_restores_the_trained_parameters(collection, tmp_path):
 def test_every_estimator_names_all_its_parameters():
     import inspect
 
-    from interest.models import common
+    from interest.models import common, groups, user_heads
 
-    estimators = [c for c in vars(common).values() if isinstance(c, type) and issubclass(c, common.Estimator)]
-    assert {c.__name__ for c in estimators} >= {"PCA", "Ridge", "ZeroTruncatedPoisson", "Prototypes", "StackedBooster"}
+    estimators = {c for module in (common, groups, user_heads) for c in vars(module).values()
+                  if isinstance(c, type) and issubclass(c, common.Estimator)}
+    assert {c.__name__ for c in estimators} >= {"PCA", "Ridge", "ZeroTruncatedPoisson", "Prototypes", "StackedBooster",
+                                                "TrendGroupClassifier", "UserHeads"}
     for cls in estimators:
         if cls is common.Estimator:
             continue
@@ -98,14 +111,30 @@ def test_every_estimator_names_all_its_parameters():
 
 
 def test_a_bundle_from_before_the_parameters_loads_with_defaults(copy, collection):
+    _, _, emb = read_embeddings(collection)
+    new = interest.load(copy)
     meta = json.loads((copy / "model.json").read_text())
     del meta["estimators"]
-    (copy / "model.json").write_text(json.dumps(meta))
+    # before the booster kept its app score's (offset, scale), model.json's common_score was their only home
+    with np.load(copy / "common.npz", allow_pickle=False) as npz:
+        _set_npz(copy, meta, "common.npz", {k: npz[k] for k in npz.files if not k.startswith("booster_")})
     old = interest.load(copy)
-    _, _, emb = read_embeddings(collection)
     assert old.pca.get_params()["n_components"] == old.pca.components_.shape[0]  # from its arrays
     assert type(old.ridge).__name__ == "Ridge" and old.booster.num_threads == meta["training"]["num_threads"]
-    assert np.isfinite(old.score_embeddings(emb[:20])["ci_score"]).all()
+    assert old.groups.far_width == new.groups.far_width and old.heads.clip == new.heads.clip  # from their arrays
+    assert old.booster.app_linear_ == new.booster.app_linear_
+    assert (old.booster.app_linear_ is None) == (meta["common_score"]["app"] == "booster")
+    for kwargs in ({}, {"user": new.users[0]}):
+        pd.testing.assert_frame_equal(old.score_embeddings(emb[:200], **kwargs), new.score_embeddings(emb[:200], **kwargs))
+
+
+def test_the_app_score_kept_by_the_booster_is_checked(copy):
+    meta = json.loads((copy / "model.json").read_text())
+    with np.load(copy / "common.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    _set_npz(copy, meta, "common.npz", {**arrays, "booster_app_linear": np.array([0.1, -2.0])})
+    with pytest.raises(InterestError, match=r"common.npz: arrays that do not fit together \(app_linear must be .* positive scale\)"):
+        interest.load(copy)
 
 
 @pytest.mark.parametrize(
@@ -313,6 +342,15 @@ def test_reloaded_bundle_shares_the_loaded_backbone(image_model, tmp_path):
     fresh = model.reloaded(tmp_path / "saved")
     assert fresh.backbone_holder.backbone is model.backbone_holder.backbone is not None  # loaded once per process
     pd.testing.assert_frame_equal(fresh.score(paths, progress=False), before)
+
+
+def _set_npz(path, meta, name, arrays):
+    """Rewrite npz part ``name`` and model.json (``meta``) with its checksum, as a bundle of that layout would hold."""
+    buf = __import__("io").BytesIO()
+    np.savez(buf, **arrays)
+    (path / name).write_bytes(buf.getvalue())
+    meta["parts"][name] = hashlib.sha256(buf.getvalue()).hexdigest()
+    (path / "model.json").write_text(json.dumps(meta))
 
 
 def _edit_json(path, **changes):

@@ -83,12 +83,13 @@ def export_onnx(model: Any, out: str | os.PathLike, *, opset: int = 17, cache_di
 def build_heads_graph(model: Any) -> Any:
     """The ONNX model from embeddings and a user index to ci_score, probabilities and deviation.
 
-    Mirrors ``InterestModel.score_embeddings`` step by step: PCA and ridge
-    (linear), the nearest cluster prototype's CI, the app booster over
-    [PCA features, ridge, prototype] (or, for a model whose app score is the
-    image-level model's, offset + scale * exp(ridge + prototype)), the
-    trend-group classifier over that score, and the user head over the
-    leading PCA features.
+    Follows ``InterestModel.score_embeddings`` step by step, each step in the
+    form its estimator gives (``linear_form``, ``nearest_form``, ``app_form``,
+    ``probability_form``, ``membership_form``): PCA and ridge (linear), the
+    nearest cluster prototype's CI, the app booster over [PCA features,
+    ridge, prototype] (or, for a model whose app score is the image-level
+    model's, offset + scale * exp(ridge + prototype)), the trend-group
+    classifier over that score, and the user head over the leading PCA features.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -101,47 +102,38 @@ def build_heads_graph(model: Any) -> Any:
             f"{model.name}: app features {app_features[k:]} after the PCA ones are not the ones this exporter "
             "knows (ridge, prototype); update interest.apps.export_onnx for this model version"
         )
-    comps = np.asarray(model.pca.components_, dtype=np.float32)
-    mean = np.asarray(model.pca.mean_, dtype=np.float32)
-    centroids = np.asarray(model.prototypes.centroids_, dtype=np.float32)
+    # every estimator gives the form it scores with itself (interest.models.common, groups, user_heads)
+    f32 = lambda v: np.asarray(v, dtype=np.float32)  # noqa: E731
+    pca_w, pca_b = model.pca.linear_form()
+    ridge_w, ridge_b = model.ridge.linear_form()
+    centroids_t, centroids_half_sq, prototype_ci = model.prototypes.nearest_form()
     init = {
-        "pca_mean": mean,
-        "pca_t": np.ascontiguousarray(comps.T),
-        "ridge_coef": np.asarray(model.ridge.coef_, dtype=np.float32).reshape(d, 1),
-        "ridge_intercept": np.asarray([model.ridge.intercept_], dtype=np.float32),
-        "centroids_t": np.ascontiguousarray(centroids.T),
-        "centroids_half_sq": (-0.5 * np.einsum("ij,ij->i", centroids, centroids)).astype(np.float32),
-        "prototype_ci": np.asarray(model.prototypes.ci_, dtype=np.float32),
+        "pca_mean": f32(model.pca.mean_),  # for |x - mean|^2, the distance the novelty and the heads use
+        "pca_w": f32(pca_w), "pca_b": f32(pca_b),
+        "ridge_coef": f32(ridge_w).reshape(d, 1), "ridge_intercept": f32([ridge_b]),
+        "centroids_t": centroids_t, "centroids_half_sq": centroids_half_sq, "prototype_ci": prototype_ci,
         "zero": np.asarray([0], dtype=np.int64),
         "one": np.asarray([1], dtype=np.int64),
         "k": np.asarray([k], dtype=np.int64),
         "h": np.asarray([h], dtype=np.int64),
         "flat": np.asarray([-1], dtype=np.int64),
+        "two": f32([2.0]), "one_f": f32([1.0]), "zero_f": f32([0.0]),
     }
-    # trend-group probabilities (interest.models.groups): band probabilities of ci_score, blended towards
-    # the group frequencies with the photo's novelty
-    g = model.groups
-    f32 = lambda v: np.asarray(v, dtype=np.float32)  # noqa: E731
+    # trend-group probabilities: band probabilities of ci_score, blended towards the group frequencies with novelty
+    init.update({f"group_{name}": value for name, value in model.groups.probability_form().items()})
+    # user heads: soft anchor memberships with a "nowhere" term, times the user's row (index len(users): no user)
+    anchors, anchors_sq, minus_inv_tau, null_logit = model.heads.membership_form()
+    weights = model.heads.weights_
     init.update(
-        group_lo_over_sigma=f32([g.cuts_[0] / g.sigma_]), group_hi_over_sigma=f32([g.cuts_[1] / g.sigma_]),
-        inv_sigma=f32([1.0 / g.sigma_]), two=f32([2.0]), one_f=f32([1.0]),
-        inv_novelty_scale=f32([1.0 / g.novelty_scale_]), minus_inv_far=f32([-1.0 / g.far_width]),
-        group_prior=f32(g.prior_[None, :]),
-    )
-    # user heads (interest.models.user_heads): soft anchor memberships with a "nowhere" term, times the user's row;
-    # anchors live in the PCA subspace, so |x - c|^2 = |x - mean|^2 - 2 z_h . a + |a|^2
-    heads = model.heads
-    anchors = heads.anchors_.astype(np.float64)
-    init.update(
-        anchors_t=f32(anchors.T), anchors_sq=f32(np.einsum("ij,ij->i", anchors, anchors)),
-        minus_inv_tau=f32([-1.0 / heads.tau_]), null_logit=f32([-heads.d0_ / heads.tau_]), zero_f=f32([0.0]),
-        n_anchors=np.asarray([len(anchors)], dtype=np.int64),
-        head_w=np.vstack([heads.weights_, np.zeros((1, heads.weights_.shape[1]), np.float32)]).astype(np.float32),
+        anchors_t=f32(anchors.T), anchors_sq=f32(anchors_sq), minus_inv_tau=f32([minus_inv_tau]),
+        null_logit=f32([null_logit]), n_anchors=np.asarray([len(anchors)], dtype=np.int64),
+        head_w=f32(np.vstack([weights, np.zeros((1, weights.shape[1]), np.float32)])),
     )
 
     nodes = [
         helper.make_node("Sub", ["embedding", "pca_mean"], ["centred"]),
-        helper.make_node("MatMul", ["centred", "pca_t"], ["z"]),
+        helper.make_node("MatMul", ["embedding", "pca_w"], ["z_raw"]),
+        helper.make_node("Add", ["z_raw", "pca_b"], ["z"]),
         helper.make_node("Slice", ["z", "zero", "k", "one"], ["z_k"]),
         helper.make_node("Slice", ["z", "zero", "h", "one"], ["z_h"]),
         helper.make_node("MatMul", ["embedding", "ridge_coef"], ["ridge_raw"]),
@@ -156,10 +148,10 @@ def build_heads_graph(model: Any) -> Any:
         helper.make_node("ReduceMax", ["proto_score"], ["proto_best"], axes=[1], keepdims=1),
         helper.make_node("Mul", ["proto_best", "two"], ["proto_best2"]),
         helper.make_node("Sub", ["centred_sq", "proto_best2"], ["novelty_raw"]),
-        helper.make_node("Mul", ["novelty_raw", "inv_novelty_scale"], ["novelty_rel"]),
+        helper.make_node("Mul", ["novelty_raw", "group_inv_novelty_scale"], ["novelty_rel"]),
         helper.make_node("Sub", ["novelty_rel", "one_f"], ["novelty_excess_raw"]),
         helper.make_node("Relu", ["novelty_excess_raw"], ["novelty_excess"]),
-        helper.make_node("Mul", ["novelty_excess", "minus_inv_far"], ["keep_log"]),
+        helper.make_node("Mul", ["novelty_excess", "group_minus_inv_far_width"], ["keep_log"]),
         helper.make_node("Exp", ["keep_log"], ["keep"]),
         helper.make_node("Sub", ["one_f", "keep"], ["far"]),
         # user head: r(x) . w_u
@@ -179,11 +171,12 @@ def build_heads_graph(model: Any) -> Any:
         helper.make_node("MatMul", ["members", "user_wt"], ["dev_col"]),
         helper.make_node("Reshape", ["dev_col", "flat"], ["deviation"]),
     ]
-    if model.booster.app_linear_ is None:
-        booster_nodes, booster_init, booster_out = _booster_subgraph(model.booster.app_booster_, k + 2, "app_features")
+    app_kind, app_form = model.booster.app_form()
+    if app_kind == "lightgbm":
+        booster_nodes, booster_init, booster_out = _booster_subgraph(app_form, k + 2, "app_features")
         nodes += [helper.make_node("Concat", ["z_k", "ridge", "prototype"], ["app_features"], axis=1), *booster_nodes]
     else:  # the app score is the image-level model's: offset + scale * exp(linear predictor + cluster effect)
-        offset, scale = model.booster.app_linear_
+        offset, scale = app_form
         init.update(image_offset=f32([offset]), image_scale=f32([scale]), eta_lo=f32(-30.0), eta_hi=f32(30.0))
         booster_init, booster_out = [], "image_ci"
         nodes += [
@@ -196,7 +189,7 @@ def build_heads_graph(model: Any) -> Any:
     nodes.append(helper.make_node("Reshape", [booster_out, "col"], ["ci_col"]))
     nodes += [
         # band probabilities of ci_score under logistic noise of scale sigma
-        helper.make_node("Mul", ["ci_col", "inv_sigma"], ["ci_over_sigma"]),
+        helper.make_node("Mul", ["ci_col", "group_inv_sigma"], ["ci_over_sigma"]),
         helper.make_node("Sub", ["group_lo_over_sigma", "ci_over_sigma"], ["lo_z"]),
         helper.make_node("Sub", ["group_hi_over_sigma", "ci_over_sigma"], ["hi_z"]),
         helper.make_node("Sigmoid", ["lo_z"], ["p_sub"]),

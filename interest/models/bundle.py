@@ -4,12 +4,17 @@ Layout::
 
     model.json            schema version, backbone, features, label settings,
                           thresholds, training config, data fingerprint,
-                          metrics, and the sha256 of every part
-    common.npz            PCA (mean, components), ridge (coef, intercept), prototypes (centroids, CI)
+                          metrics, each estimator's class and parameters,
+                          and the sha256 of every part
+    common.npz            PCA (mean, components), ridge (coef, intercept), prototypes (centroids, CI),
+                          the booster's app score line (offset, scale; when it is the image-level model's)
     common_app.lgb.txt    LightGBM text model, embedding only
     common_full.lgb.txt   LightGBM text model with metadata (when trained with it)
-    groups.npz            trend-group classifier (standardisation, coef, temperature)
-    user_heads.npz        user ids (fixed-width unicode), head weights, background stats
+    groups.npz            trend-group classifier (cuts, sigma, group frequencies, novelty scale)
+    user_heads.npz        user ids (fixed-width unicode), head weights, anchors, background stats
+
+Every part comes from the estimators' own state (:class:`interest.models.common.Estimator`:
+parameters, arrays, LightGBM boosters); this module only loops over them (:data:`ESTIMATORS`).
 
 No pickle and no joblib: npz files are read with ``allow_pickle=False`` and
 LightGBM models are parsed from text. Each part's bytes are read once, checked
@@ -51,14 +56,32 @@ SCHEMA_VERSION = 1
 MODEL_JSON = "model.json"
 REQUIRED_PARTS = ("common.npz", "common_app.lgb.txt", "groups.npz", "user_heads.npz")
 FULL_PART = "common_full.lgb.txt"
-# The estimators whose fitted arrays share common.npz: the model's attribute, the prefix of their arrays there,
-# and the classes a bundle may name for it (model.json "estimators": class and parameters; the first is what
-# bundles written before the parameters were kept hold).
+# The estimators of a full model (models.common.Estimator): the model's attribute, the npz part holding its
+# arrays and their prefix there, and the classes a bundle may name for it (model.json "estimators": class and
+# parameters; the first is what bundles written before the parameters were kept hold).
+ESTIMATORS = (
+    ("pca", "common.npz", "pca_", ("PCA",)),
+    ("ridge", "common.npz", "ridge_", ("Ridge", "ZeroTruncatedPoisson")),
+    ("prototypes", "common.npz", "prototype_", ("Prototypes",)),
+    ("booster", "common.npz", "booster_", ("StackedBooster",)),
+    ("groups", "groups.npz", "", ("TrendGroupClassifier",)),
+    ("heads", "user_heads.npz", "", ("UserHeads",)),
+)
+# The LightGBM text part of each (estimator, booster) an estimator names in its LIGHTGBM
+LIGHTGBM_PARTS = {("booster", "app_booster"): "common_app.lgb.txt", ("booster", "full_booster"): FULL_PART}
 # The model class of each kind of bundle: interest.models.model registers "full" and interest.models.study
 # "linear" when imported (the package imports both), so this module imports neither of them.
 MODEL_KINDS: dict[str, type] = {}
-COMMON_ESTIMATORS = (("pca", "pca_", ("PCA",)), ("ridge", "ridge_", ("Ridge", "ZeroTruncatedPoisson")),
-                     ("prototypes", "prototype_", ("Prototypes",)))
+
+
+def _estimator_classes() -> dict[str, type]:
+    """The classes a bundle may name, by name (imported here, on first load: ``import interest`` stays light)."""
+    from interest.models.common import PCA, Prototypes, Ridge, StackedBooster, ZeroTruncatedPoisson
+    from interest.models.groups import TrendGroupClassifier
+    from interest.models.user_heads import UserHeads
+
+    return {cls.__name__: cls for cls in (PCA, Ridge, ZeroTruncatedPoisson, Prototypes, StackedBooster,
+                                          TrendGroupClassifier, UserHeads)}
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -74,22 +97,17 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 def part_bytes(model: "InterestModel") -> tuple[dict[str, bytes], dict]:
     """Every part file of a full ``model`` as bytes, keyed by file name, and what model.json says of its estimators."""
-    common, estimators = {}, {}
-    for attr, prefix, _ in COMMON_ESTIMATORS:
+    arrays_by_part: dict[str, dict[str, np.ndarray]] = {}
+    parts, estimators = {}, {}
+    for attr, part, prefix, _ in ESTIMATORS:
         estimator = getattr(model, attr)
         params, arrays = estimator.to_state()
-        common.update({prefix + name: value for name, value in arrays.items()})
+        arrays_by_part.setdefault(part, {}).update({prefix + name: value for name, value in arrays.items()})
         estimators[attr] = {"class": type(estimator).__name__, "params": params}
-    booster = model.booster
-    estimators["booster"] = {"class": type(booster).__name__, "params": booster.get_params()}
-    parts = {
-        "common.npz": _npz_bytes(common),
-        "common_app.lgb.txt": booster.app_booster_.model_to_string().encode("utf-8"),
-        "groups.npz": _npz_bytes(model.groups.to_arrays()),
-        "user_heads.npz": _npz_bytes(model.heads.to_arrays()),
-    }
-    if booster.full_booster_ is not None:
-        parts[FULL_PART] = booster.full_booster_.model_to_string().encode("utf-8")
+        for name, booster in estimator.lightgbm_state().items():
+            if booster is not None:
+                parts[LIGHTGBM_PARTS[attr, name]] = booster.model_to_string().encode("utf-8")
+    parts.update({part: _npz_bytes(arrays) for part, arrays in arrays_by_part.items()})
     return parts, {"estimators": estimators}
 
 
@@ -147,10 +165,6 @@ def load_bundle(path: str | os.PathLike) -> "InterestModel":
 
 
 def _load(path: Path, bundle: BundleDir) -> "InterestModel":
-    from interest.models import common as estimators
-    from interest.models.groups import TrendGroupClassifier
-    from interest.models.user_heads import UserHeads
-
     meta_path = path / MODEL_JSON
     raw = bundle.read(MODEL_JSON, safe_io.MAX_JSON_BYTES)
     if raw is None:
@@ -182,37 +196,21 @@ def _load(path: Path, bundle: BundleDir) -> "InterestModel":
     safe_io.field(meta, "features.full", "list", str(meta_path), items="str", hi=100_000, default=[])
 
     data = {name: _read_part(path, name, digest, bundle) for name, digest in parts.items()}
-    common = _npz(path, "common.npz", data, list(_ARRAY_SPECS["common.npz"]))
+    classes = _estimator_classes()
+    npz = {part: _npz(path, part, data) for part in dict.fromkeys(part for _, part, _, _ in ESTIMATORS)}
     fitted = {}
-    for attr, prefix, classes in COMMON_ESTIMATORS:
-        cls, params = _estimator(meta, attr, classes, estimators, str(meta_path))
-        arrays = {name: common[prefix + name] for name in cls.STATE}
-        if attr == "pca" and "n_components" not in params:  # a bundle from before parameters were kept
-            params["n_components"] = int(arrays["components"].shape[0])
-        fitted[attr] = _build(path, "common.npz", lambda a, cls=cls, params=params: cls.from_state(params, a), arrays)
-    pca, ridge, prototypes = fitted["pca"], fitted["ridge"], fitted["prototypes"]
-
-    cls, params = _estimator(meta, "booster", ("StackedBooster",), estimators, str(meta_path))
-    params.setdefault("num_threads", meta.get("training", {}).get("num_threads", 2))
-    booster = cls.from_state(params, {})
-    booster.app_booster_ = _lightgbm(path, "common_app.lgb.txt", data)
-    booster.full_booster_ = _lightgbm(path, FULL_PART, data) if FULL_PART in data else None
-    booster.app_features_ = list(meta["features"].get("app", []))
-    booster.full_features_ = list(meta["features"].get("full", []))
-    booster.app_linear_ = _app_linear(meta, str(meta_path))
-
-    groups = _build(path, "groups.npz", TrendGroupClassifier.from_arrays,
-                    _npz(path, "groups.npz", data, list(TrendGroupClassifier.ARRAY_KEYS)))
-
-    h = _npz(path, "user_heads.npz", data, list(UserHeads.ARRAY_KEYS))
-    if h["users"].dtype.kind != "U":
-        raise InterestError(f"{path / 'user_heads.npz'}: 'users' must be fixed-width unicode; retrain the model")
-    heads = _build(path, "user_heads.npz", UserHeads.from_arrays, h)
+    for attr, part, prefix, names in ESTIMATORS:
+        cls, params = _estimator(meta, attr, names, classes, str(meta_path))
+        arrays = {key[len(prefix):]: value for key, value in npz[part].items() if key.startswith(prefix)}
+        for name in cls.STATE:
+            if name not in arrays:
+                raise InterestError(f"{path / part}: array '{prefix + name}' is missing; restore it or retrain")
+        lightgbm = {name: _lightgbm(path, LIGHTGBM_PARTS[attr, name], data) for name in cls.LIGHTGBM
+                    if LIGHTGBM_PARTS[attr, name] in data}
+        params, arrays = _before_kept(attr, params, arrays, meta, str(meta_path))
+        fitted[attr] = _build(path, part, lambda: cls.from_state(params, arrays, lightgbm))  # noqa: B023 (called at once)
     try:
-        model = MODEL_KINDS["full"](
-            pca=pca, ridge=ridge, prototypes=prototypes, booster=booster, groups=groups, heads=heads,
-            metadata=meta, name=str(path),
-        )
+        model = MODEL_KINDS["full"](**fitted, metadata=meta, name=str(path))
     except (KeyError, TypeError, ValueError) as exc:
         raise InterestError(f"{meta_path}: incomplete model description ({_first_line(exc)}); restore the bundle or retrain") from None
     _check_shapes(model, path)
@@ -223,26 +221,39 @@ def _load(path: Path, bundle: BundleDir) -> "InterestModel":
 _PARAM_BOUNDS = {"num_threads": (1, 4096)}
 
 
-def _estimator(meta: dict, attr: str, classes: tuple[str, ...], module, where: str) -> tuple[type, dict]:
-    """The class (one of ``classes``, in ``module``) and checked parameters model.json names for estimator ``attr``.
+def _before_kept(attr: str, params: dict, arrays: dict, meta: dict, where: str) -> tuple[dict, dict]:
+    """What bundles written before an estimator kept its own state hold elsewhere, filled in (else as given)."""
+    params, arrays = dict(params), dict(arrays)
+    if attr == "pca" and "n_components" not in params and "components" in arrays:
+        params["n_components"] = int(arrays["components"].shape[0])
+    if attr == "booster":
+        params.setdefault("num_threads", meta.get("training", {}).get("num_threads", 2))
+        linear = _app_linear(meta, where)  # model.json's common_score, before the booster kept it
+        if "app_linear" not in arrays and linear is not None:
+            arrays["app_linear"] = np.asarray(linear, dtype=np.float64)
+    return params, arrays
+
+
+def _estimator(meta: dict, attr: str, names: tuple[str, ...], classes: dict[str, type], where: str) -> tuple[type, dict]:
+    """The class (one of ``names``, from ``classes``) and checked parameters model.json names for estimator ``attr``.
 
     Bundles from before the parameters were kept name none: the first class, its defaults.
     """
     import inspect
 
     spec = safe_io.field(meta, f"estimators.{attr}", "dict", where, default={})
-    name = safe_io.field(spec, "class", "str", where, default=classes[0])
-    if name not in classes:
-        raise InterestError(f"{where}: 'estimators.{attr}.class' is {safe_io._short(name)}, not one of "
-                            f"{', '.join(classes)}; restore the bundle or retrain")
-    cls = getattr(module, name)
+    name = safe_io.field(spec, "class", "str", where, default=names[0])
+    if name not in names:
+        raise InterestError(f"{where}: 'estimators.{attr}.class' is {safe_io.short_text(name)}, not one of "
+                            f"{', '.join(names)}; restore the bundle or retrain")
+    cls = classes[name]
     given = safe_io.field(spec, "params", "dict", where, default={})
     defaults = inspect.signature(cls.__init__).parameters
     params = {}
     for key in given:
         if key not in cls.PARAMS:
             raise InterestError(f"{where}: 'estimators.{attr}.params' has an unknown parameter "
-                                f"'{safe_io._short(str(key))}'; restore the bundle or retrain")
+                                f"'{safe_io.short_text(str(key))}'; restore the bundle or retrain")
         default = defaults[key].default
         kind = "list" if isinstance(default, tuple) else "int" if isinstance(default, int) else "float"
         lo, hi = (0, 10_000) if kind == "list" else _PARAM_BOUNDS.get(key, (-2**53, 2**53))
@@ -258,7 +269,7 @@ def _app_linear(meta: dict, where: str) -> tuple[float, float] | None:
     if kind == "booster":
         return None
     if kind != "image":
-        raise InterestError(f"{where}: 'common_score.app' must be image or booster, not {safe_io._short(kind)}; restore the bundle or retrain")
+        raise InterestError(f"{where}: 'common_score.app' must be image or booster, not {safe_io.short_text(kind)}; restore the bundle or retrain")
     offset = safe_io.field(meta, "common_score.offset", "float", where, lo=-1e6, hi=1e6)
     scale = safe_io.field(meta, "common_score.scale", "float", where, lo=0, hi=1e6)
     if not scale > 0:
@@ -286,17 +297,17 @@ def _check_meta(meta: dict, where: str) -> None:
         try:
             pd.Timestamp(as_of)
         except (ValueError, TypeError, OverflowError):
-            raise InterestError(f"{where}: 'data.metadata_as_of' is not a date ({safe_io._short(as_of)}); restore the bundle or retrain") from None
+            raise InterestError(f"{where}: 'data.metadata_as_of' is not a date ({safe_io.short_text(as_of)}); restore the bundle or retrain") from None
     for name, digest in meta["parts"].items():
         if not isinstance(digest, str):
-            raise InterestError(f"{where}: the checksum of part '{safe_io._short(name)}' is not a string; restore the bundle")
+            raise InterestError(f"{where}: the checksum of part '{safe_io.short_text(name)}' is not a string; restore the bundle")
 
 
 def _read_part(path: Path, name: str, digest: str, bundle: BundleDir | None = None) -> bytes:
     file = path / name
     # a part name must not point outside the bundle (nor at the bundle itself)
     if Path(name).name != name or name in (".", "..") or "\\" in name or "\0" in name:
-        raise InterestError(f"{path / MODEL_JSON}: part name '{safe_io._short(name)}' is not a plain file name; restore the bundle")
+        raise InterestError(f"{path / MODEL_JSON}: part name '{safe_io.short_text(name)}' is not a plain file name; restore the bundle")
     data = (bundle or BundleDir(path)).read(name)
     if data is None:
         raise InterestError(f"{file}: part missing from the bundle; restore it or retrain the model")
@@ -314,6 +325,7 @@ _ARRAY_SPECS: dict[str, dict[str, tuple[str, int | None]]] = {
         "pca_mean": ("f", 1), "pca_components": ("f", 2), "pca_explained_variance": ("f", 1),
         "ridge_coef": ("f", 1), "ridge_intercept": ("fi", 0), "ridge_alpha": ("fi", 0),
         "prototype_centroids": ("f", 2), "prototype_ci": ("f", 1),
+        "booster_app_linear": ("?f", 1),  # (offset, scale); bundles from before it keep them in model.json
     },
     "groups.npz": {"cuts": ("f", 1), "sigma": ("fi", 0), "prior": ("f", 1), "novelty_scale": ("fi", 0),
                    "far_width": ("fi", 0)},
@@ -325,19 +337,16 @@ _ARRAY_SPECS: dict[str, dict[str, tuple[str, int | None]]] = {
 }
 
 
-def _npz(path: Path, name: str, data: dict[str, bytes], keys: list[str]) -> dict[str, np.ndarray]:
+def _npz(path: Path, name: str, data: dict[str, bytes]) -> dict[str, np.ndarray]:
     arrays = safe_io.read_npz(data[name], str(path / name))
-    for key in keys:
-        if key not in arrays:
-            raise InterestError(f"{path / name}: array '{key}' is missing; restore it or retrain")
     safe_io.check_arrays(arrays, _ARRAY_SPECS.get(name, {}), str(path / name))
     return arrays
 
 
-def _build(path: Path, name: str, from_arrays, arrays: dict[str, np.ndarray]):
-    """``from_arrays(arrays)``, its complaints about arrays that do not fit together made one line naming the part."""
+def _build(path: Path, name: str, make):
+    """``make()`` (an estimator's ``from_state``), its complaints about arrays that do not fit together made one line naming the part."""
     try:
-        return from_arrays(arrays)
+        return make()
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise InterestError(f"{path / name}: arrays that do not fit together ({_first_line(exc)}); restore it or retrain") from None
 
@@ -357,10 +366,14 @@ def _check_shapes(model, path: Path) -> None:
         ("common.npz", model.prototypes.centroids_.shape == (len(model.prototypes.ci_), n_pca)),
         ("common_app.lgb.txt", model.booster.app_booster_.num_feature() == k + 2),
         ("groups.npz", len(model.groups.cuts_) == 2 and model.groups.cuts_[0] <= model.groups.cuts_[1]
-         and model.groups.prior_.shape == (3,) and model.groups.sigma_ > 0 and model.groups.novelty_scale_ > 0),
+         and model.groups.prior_.shape == (3,) and model.groups.sigma_ > 0 and model.groups.novelty_scale_ > 0
+         and model.groups.far_width > 0),
         ("common.npz", model.pca.mean_.shape == (d,) and model.pca.explained_variance_.shape == (n_pca,)),
         (FULL_PART, model.booster.full_booster_ is None
          or model.booster.full_booster_.num_feature() == k + 2 + n_extra),
+        # the boosters name their inputs themselves; the model reads model.json's names
+        ("common_app.lgb.txt", model.booster.app_features_ == list(features["app"])),
+        (FULL_PART, model.booster.full_booster_ is None or model.booster.full_features_ == list(features.get("full", []))),
         ("user_heads.npz", heads.weights_.shape == (len(heads.users_), len(heads.anchors_))),
         ("user_heads.npz", heads.anchors_.shape[1:] == (h,)
          and heads.templates_.shape[1:] == heads.background_.shape == (len(heads.anchors_),)),

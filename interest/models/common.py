@@ -19,6 +19,8 @@ that ``import interest`` stays light.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -42,6 +44,8 @@ class Estimator:
 
     PARAMS: tuple[str, ...] = ()
     STATE: tuple[str, ...] = ()
+    # fitted attributes that are LightGBM boosters (None when not fitted): a bundle keeps each as LightGBM text
+    LIGHTGBM: tuple[str, ...] = ()
 
     def get_params(self) -> dict:
         """The constructor's parameters as JSON-ready values (tuples as lists)."""
@@ -51,14 +55,31 @@ class Estimator:
         """(parameters, fitted arrays by name): what :meth:`from_state` rebuilds the estimator from."""
         return self.get_params(), {name: np.asarray(getattr(self, name + "_")) for name in self.STATE}
 
+    def lightgbm_state(self) -> dict:
+        """The fitted LightGBM boosters by name (``LIGHTGBM``; None for one not fitted)."""
+        return {name: getattr(self, name + "_") for name in self.LIGHTGBM}
+
     @classmethod
-    def from_state(cls, params: dict, arrays: dict[str, np.ndarray]):
-        """The fitted estimator of :meth:`to_state`'s output (0-d arrays come back as Python numbers)."""
+    def from_state(cls, params: dict, arrays: dict[str, np.ndarray], lightgbm: dict | None = None):
+        """The fitted estimator of :meth:`to_state`'s (and :meth:`lightgbm_state`'s) output.
+
+        0-d arrays come back as Python numbers; a booster missing from ``lightgbm`` as None.
+        """
         est = cls(**params)
         for name in cls.STATE:
             value = arrays[name]
             setattr(est, name + "_", value.item() if value.ndim == 0 else value)
+        for name in cls.LIGHTGBM:
+            setattr(est, name + "_", (lightgbm or {}).get(name))
         return est
+
+
+class LinearPredictor:
+    """An estimator whose prediction is linear in its input: ``x @ coef_ + intercept_``."""
+
+    def linear_form(self) -> tuple[np.ndarray, float]:
+        """(coef (d,) float32, intercept): the prediction is ``x @ coef + intercept`` (what the model and the ONNX export score with)."""
+        return np.asarray(self.coef_, dtype=np.float32), float(self.intercept_)
 
 
 def _json_value(value):
@@ -108,13 +129,18 @@ class PCA(Estimator):
         self.explained_variance_ = values[order].astype(np.float32)
         return self
 
+    def linear_form(self) -> tuple[np.ndarray, np.ndarray]:
+        """(weights (d, k), offset (k,)) float32: the features are ``x @ weights + offset`` (what the model and
+        the ONNX export score with; the offset in float32, as bundles have always been scored)."""
+        return np.ascontiguousarray(self.components_.T), -(self.mean_ @ self.components_.T)
+
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Project ``X`` (n, d) onto the components: (n, k) float32."""
         X = np.asarray(X, dtype=np.float32)
         return (matmul64(X, self.components_.T) - self.mean_.astype(np.float64) @ self.components_.T).astype(np.float32)
 
 
-class Ridge(Estimator):
+class Ridge(LinearPredictor, Estimator):
     """Ridge regression, closed form, with alpha chosen by seeded K-fold CV.
 
     The scatter matrix of each fold is accumulated once (chunked, float64);
@@ -268,6 +294,12 @@ class Prototypes(Estimator):
         ci = (np.bincount(inv, np.asarray(y, dtype=np.float64)[keep]) / counts).astype(np.float32)
         return centroids, ci
 
+    def nearest_form(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(centroids transposed (k, C), ``-|c|^2 / 2`` (C,), CI (C,)) float32: the prediction is the CI at the
+        argmax of ``x @ centroids_t + half_sq`` (the nearest prototype, first on ties), as the ONNX export scores it."""
+        c = np.asarray(self.centroids_, dtype=np.float32)
+        return np.ascontiguousarray(c.T), (-0.5 * np.einsum("ij,ij->i", c, c)).astype(np.float32), self.ci_.astype(np.float32)
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The CI of each row's nearest prototype: (n,) float32."""
         return self.ci_[nearest_centroid(np.asarray(X, dtype=np.float32), self.centroids_)]
@@ -291,7 +323,8 @@ class StackedBooster(Estimator):
     PARAMS = ("num_boost_round", "learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction",
               "bagging_fraction", "max_bin", "lambda_l2", "early_stopping_rounds", "validation_fraction",
               "num_threads", "seed")
-    # the fitted LightGBM boosters are text parts of a bundle of their own, not arrays
+    LIGHTGBM = ("app_booster", "full_booster")
+    # a bundle also keeps app_linear (offset, scale) when set; the feature names are the boosters' own
 
     def __init__(
         self,
@@ -413,16 +446,44 @@ class StackedBooster(Estimator):
         """The app variant's input matrix: PCA features then the first-level predictions."""
         return np.hstack([np.asarray(Z, dtype=np.float32), _columns(stack)])
 
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(parameters, arrays): ``app_linear`` (offset, scale) when the app score is the image-level model's."""
+        params, arrays = super().to_state()
+        if self.app_linear_ is not None:
+            arrays["app_linear"] = np.asarray(self.app_linear_, dtype=np.float64)
+        return params, arrays
+
+    @classmethod
+    def from_state(cls, params: dict, arrays: dict[str, np.ndarray], lightgbm: dict | None = None) -> "StackedBooster":
+        """The fitted booster of :meth:`to_state` and :meth:`lightgbm_state` (the app booster is required)."""
+        est = super().from_state(params, arrays, lightgbm)
+        if est.app_booster_ is None:
+            raise ValueError("no app booster")
+        if "app_linear" in arrays:
+            offset, scale = (float(v) for v in np.asarray(arrays["app_linear"], dtype=np.float64).reshape(2))
+            if not (np.isfinite(offset) and np.isfinite(scale) and scale > 0):
+                raise ValueError("app_linear must be a finite offset and a positive scale")
+            est.app_linear_ = (offset, scale)
+        est.app_features_ = list(est.app_booster_.feature_name())
+        est.full_features_ = [] if est.full_booster_ is None else list(est.full_booster_.feature_name())
+        return est
+
+    def app_form(self) -> tuple[str, Any]:
+        """What the ``app`` score is computed with, for :meth:`predict` and the ONNX export:
+        ``("image_score", (offset, scale))`` (see :func:`image_score`) or ``("lightgbm", booster)`` over :meth:`app_matrix`."""
+        return ("lightgbm", self.app_booster_) if self.app_linear_ is None else ("image_score", self.app_linear_)
+
     def predict(self, Z: np.ndarray, stack: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
         """CI scores: the ``full`` variant when ``extra`` (n, len(extra features)) is given, else ``app``.
 
         With ``app_linear_`` set, the ``app`` score is the image-level model's own (see :func:`image_score`).
         """
-        if extra is None and self.app_linear_ is not None:
-            return image_score(stack, *self.app_linear_)
+        kind, form = self.app_form()
+        if extra is None and kind == "image_score":
+            return image_score(stack, *form)
         X = self.app_matrix(Z, stack)
         if extra is None:
-            booster = self.app_booster_
+            booster = form
         else:
             booster = self.full_booster_
             X = np.hstack([X, np.asarray(extra, dtype=np.float32)])
@@ -484,7 +545,7 @@ def _columns(x: np.ndarray) -> np.ndarray:
 GLM_RELATIVE_ALPHAS = (0.03, 0.1, 0.3, 1.0, 3.0)
 
 
-class ZeroTruncatedPoisson(Estimator):
+class ZeroTruncatedPoisson(LinearPredictor, Estimator):
     """Image-level commonality: ``log E[distinct users] = x·w + b``, fitted on zero-truncated counts.
 
     A crawl keeps only photos somebody favourited, so every collected photo

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from interest.models.common import Estimator
 from interest.numeric import centroid_scores, macro_f1
 from interest.vocabulary import TREND_GROUPS
 
@@ -75,7 +76,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-class TrendGroupClassifier:
+class TrendGroupClassifier(Estimator):
     """The band of the predicted CI plus calibrated band probabilities, widened far from the training photos.
 
     Parameters: ``far_width`` (how fast the probabilities blend to the group
@@ -84,6 +85,9 @@ class TrendGroupClassifier:
     group frequencies of the training photos, ``novelty_scale_`` (99th
     percentile of the training photos' novelty) and ``validation_``.
     """
+
+    PARAMS = ("far_width",)
+    STATE = ("cuts", "sigma", "prior", "novelty_scale")
 
     def __init__(self, far_width: float = 0.5):
         self.far_width = far_width
@@ -164,28 +168,35 @@ class TrendGroupClassifier:
 
         return assign_trend_groups(np.asarray(ci, dtype=np.float64), self.cuts_)
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """The learned state as plain arrays (for an npz)."""
+    def probability_form(self) -> dict[str, np.ndarray]:
+        """:meth:`predict_proba`'s constants folded for a graph of float32 operations (the ONNX export)::
+
+            p_subjective = sigmoid(lo_over_sigma - ci * inv_sigma)
+            p_common     = 1 - sigmoid(hi_over_sigma - ci * inv_sigma)
+            keep         = exp(max(0, novelty * inv_novelty_scale - 1) * minus_inv_far_width)
+            p            = keep * p + (1 - keep) * prior, then rows scaled to sum 1
+        """
+        f32 = lambda v: np.asarray(v, dtype=np.float32).reshape(-1)  # noqa: E731
+        lo, hi = self.cuts_
         return {
-            "cuts": np.asarray(self.cuts_, dtype=np.float64),
-            "sigma": np.float64(self.sigma_),
-            "prior": np.asarray(self.prior_, dtype=np.float64),
-            "novelty_scale": np.float64(self.novelty_scale_),
-            "far_width": np.float64(self.far_width),
+            "lo_over_sigma": f32(lo / self.sigma_), "hi_over_sigma": f32(hi / self.sigma_), "inv_sigma": f32(1.0 / self.sigma_),
+            "inv_novelty_scale": f32(1.0 / self.novelty_scale_), "minus_inv_far_width": f32(-1.0 / self.far_width),
+            "prior": f32(self.prior_)[None, :],
         }
 
-    # arrays a bundle's groups.npz must hold
-    ARRAY_KEYS = ("cuts", "sigma", "prior", "novelty_scale", "far_width")
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(parameters, arrays); ``far_width`` is among the arrays too, where bundles from before the parameters were kept hold it."""
+        params, arrays = super().to_state()
+        arrays["far_width"] = np.float64(self.far_width)
+        return params, arrays
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "TrendGroupClassifier":
-        """Rebuild a fitted classifier from :meth:`to_arrays` output."""
-        clf = cls(far_width=float(arrays["far_width"]))
+    def from_state(cls, params: dict, arrays: dict[str, np.ndarray], lightgbm: dict | None = None) -> "TrendGroupClassifier":
+        """The fitted classifier of :meth:`to_state`'s output."""
+        clf = super().from_state({"far_width": float(arrays["far_width"]), **params}, arrays)
         lo, hi = (float(v) for v in np.asarray(arrays["cuts"], dtype=np.float64).ravel()[:2])
         clf.cuts_ = (lo, hi)
-        clf.sigma_ = float(arrays["sigma"])
         clf.prior_ = np.asarray(arrays["prior"], dtype=np.float64)
-        clf.novelty_scale_ = float(arrays["novelty_scale"])
         clf.validation_ = {}
         return clf
 

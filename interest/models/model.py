@@ -78,9 +78,10 @@ class InterestModel:
         self._h = int(features["head_components"])
         self._extra = list(features.get("full", []))[len(features["app"]) :]
         # PCA and ridge are both linear in the embedding: one (d, components + 1) matrix serves both
-        self._projection = np.hstack([pca.components_.T, ridge.coef_[:, None]]).astype(np.float32)
-        self._projection_offset = np.append(-(pca.mean_ @ pca.components_.T), ridge.intercept_).astype(np.float32)
-        self._n_pca = pca.components_.shape[0]
+        (pca_w, pca_b), (ridge_w, ridge_b) = pca.linear_form(), ridge.linear_form()
+        self._projection = np.hstack([pca_w, ridge_w[:, None]]).astype(np.float32)
+        self._projection_offset = np.append(pca_b, ridge_b).astype(np.float32)
+        self._n_pca = pca_w.shape[1]
 
     @property
     def backbone_id(self) -> str:

@@ -221,17 +221,17 @@ def read_npz(data: bytes, where: str, *, fix: str = "restore it or retrain") -> 
     for info in infos:
         key = info.filename[:-4] if info.filename.endswith(".npy") else None
         if not key or key in arrays:
-            raise InterestError(f"{where}: member '{_short(info.filename)}' is not a (unique) <name>.npy array; {fix}")
+            raise InterestError(f"{where}: member '{short_text(info.filename)}' is not a (unique) <name>.npy array; {fix}")
         if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise InterestError(f"{where}: array '{_short(key)}' is encrypted or compressed in an unsupported way; {fix}")
+            raise InterestError(f"{where}: array '{short_text(key)}' is encrypted or compressed in an unsupported way; {fix}")
         if info.file_size > MAX_ARRAY_BYTES:
-            raise InterestError(f"{where}: array '{_short(key)}' claims {info.file_size} bytes, over the limit of {MAX_ARRAY_BYTES}; {fix}")
+            raise InterestError(f"{where}: array '{short_text(key)}' claims {info.file_size} bytes, over the limit of {MAX_ARRAY_BYTES}; {fix}")
         try:
             arrays[key] = _read_npy_member(archive, info, where, key, fix)
         except InterestError:
             raise
         except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, NotImplementedError, TypeError) as exc:
-            raise InterestError(f"{where}: array '{_short(key)}' is damaged ({_first_line(exc)}); {fix}") from None
+            raise InterestError(f"{where}: array '{short_text(key)}' is damaged ({_first_line(exc)}); {fix}") from None
     return arrays
 
 
@@ -244,23 +244,23 @@ def _read_npy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str
         elif version in ((2, 0), (3, 0)):
             shape, fortran, dtype = fmt.read_array_header_2_0(f)
         else:
-            raise InterestError(f"{where}: array '{_short(key)}' has an unknown .npy version {version}; {fix}")
+            raise InterestError(f"{where}: array '{short_text(key)}' has an unknown .npy version {version}; {fix}")
         if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in _SAFE_KINDS:
-            raise InterestError(f"{where}: array '{_short(key)}' has dtype {dtype}, not plain numbers or text (no pickles); {fix}")
+            raise InterestError(f"{where}: array '{short_text(key)}' has dtype {dtype}, not plain numbers or text (no pickles); {fix}")
         count = 1
         for n in shape:
             if not isinstance(n, int) or n < 0:
-                raise InterestError(f"{where}: array '{_short(key)}' has an invalid shape {shape}; {fix}")
+                raise InterestError(f"{where}: array '{short_text(key)}' has an invalid shape {shape}; {fix}")
             count *= n
         nbytes = count * dtype.itemsize
         body = info.file_size - f.tell()
         if nbytes != body:
             raise InterestError(
-                f"{where}: array '{_short(key)}' header claims {nbytes} bytes but the member holds {body}; {fix}"
+                f"{where}: array '{short_text(key)}' header claims {nbytes} bytes but the member holds {body}; {fix}"
             )
         raw = f.read(nbytes)
         if len(raw) != nbytes:
-            raise InterestError(f"{where}: array '{_short(key)}' is truncated; {fix}")
+            raise InterestError(f"{where}: array '{short_text(key)}' is truncated; {fix}")
         f.read(1)  # reaching the end makes zipfile check the member's CRC
     # a bytearray makes the array writable without a second copy
     array = np.frombuffer(bytearray(raw), dtype=dtype, count=count)
@@ -284,7 +284,7 @@ def check_arrays(
     """
     for key, a in arrays.items():
         if key not in spec and a.dtype.kind in "US" and key not in text:
-            raise InterestError(f"{where}: array '{_short(key)}' holds text ({a.dtype}), expected numbers; {fix}")
+            raise InterestError(f"{where}: array '{short_text(key)}' holds text ({a.dtype}), expected numbers; {fix}")
     for key, (kinds, ndim) in spec.items():
         optional = kinds.startswith("?")
         kinds = kinds.lstrip("?")
@@ -337,19 +337,19 @@ def _canonical_lgb(text: str, where: str, fix: str) -> tuple[str, int, int]:
             continue
         if "=" not in line:
             if line != "average_output":
-                raise bad(f"unknown header line '{_short(line)}'")
+                raise bad(f"unknown header line '{short_text(line)}'")
             flags.add(line)
             continue
         key, value = line.split("=", 1)
         if key not in _HEADER_KEYS or key in header:
-            raise bad(f"unknown or repeated header key '{_short(key)}'")
+            raise bad(f"unknown or repeated header key '{short_text(key)}'")
         header[key] = value
     for key in ("version", "num_class", "num_tree_per_iteration", "max_feature_idx", "objective", "feature_names",
                 "feature_infos"):
         if key not in header:
             raise bad(f"header key '{key}' is missing")
     if header["version"] not in ("v3", "v4"):
-        raise bad(f"LightGBM model version '{_short(header['version'])}' is not v3 or v4")
+        raise bad(f"LightGBM model version '{short_text(header['version'])}' is not v3 or v4")
     num_class = _int(header["num_class"], "num_class", 1, MAX_CLASSES, bad)
     per_iteration = _int(header["num_tree_per_iteration"], "num_tree_per_iteration", 1, MAX_CLASSES, bad)
     label_index = _int(header.get("label_index", "0"), "label_index", 0, MAX_FEATURES, bad)
@@ -369,7 +369,7 @@ def _canonical_lgb(text: str, where: str, fix: str) -> tuple[str, int, int]:
         if len(trees) >= MAX_TREES:
             raise bad(f"over {MAX_TREES} trees")
         if lines[i] != f"Tree={len(trees)}":
-            raise bad(f"tree {len(trees)} is labelled '{_short(lines[i])}'")
+            raise bad(f"tree {len(trees)} is labelled '{short_text(lines[i])}'")
         i += 1
         fields: dict[str, str] = {}
         while i < len(lines) and lines[i].strip():
@@ -377,7 +377,7 @@ def _canonical_lgb(text: str, where: str, fix: str) -> tuple[str, int, int]:
             i += 1
             key, sep, value = line.partition("=")
             if not sep or key not in _TREE_KEYS or key in fields:
-                raise bad(f"tree {len(trees)}: unknown or repeated line '{_short(line)}'")
+                raise bad(f"tree {len(trees)}: unknown or repeated line '{short_text(line)}'")
             fields[key] = value
         trees.append(_canonical_tree(fields, len(trees), n_features, bad))
         while i < len(lines) and not lines[i].strip():
@@ -402,15 +402,15 @@ def _canonical_lgb(text: str, where: str, fix: str) -> tuple[str, int, int]:
 def _objective(value: str, num_class: int, bad) -> str:
     tokens = value.split(" ")
     if tokens[0] not in _LGB_OBJECTIVES:
-        raise bad(f"objective '{_short(tokens[0])}' is not a LightGBM objective")
+        raise bad(f"objective '{short_text(tokens[0])}' is not a LightGBM objective")
     for token in tokens[1:]:
         key, sep, arg = token.partition(":")
         if token == "sqrt":
             continue
         if not sep or not re.fullmatch(r"[a-z_]{1,40}", key) or not _FLOAT_TOKEN.match(arg) or not math.isfinite(float(arg)):
-            raise bad(f"objective argument '{_short(token)}' is not name:number")
+            raise bad(f"objective argument '{short_text(token)}' is not name:number")
         if key == "num_class" and arg != str(num_class):
-            raise bad(f"objective's num_class {_short(arg)} differs from the header's {num_class}")
+            raise bad(f"objective's num_class {short_text(arg)} differs from the header's {num_class}")
     if tokens[0].startswith("multiclass") != (num_class > 1):
         raise bad(f"objective {tokens[0]} does not fit num_class {num_class}")
     return value
@@ -525,7 +525,7 @@ def _canonical_tree(fields: dict[str, str], t: int, n_features: int, bad) -> str
 
 def _int(token: str, what: str, lo: int, hi: int, bad) -> int:
     if not _INT_TOKEN.match(token):
-        raise bad(f"{what}: '{_short(token)}' is not an integer")
+        raise bad(f"{what}: '{short_text(token)}' is not an integer")
     value = int(token)
     if not lo <= value <= hi:
         raise bad(f"{what}: {value} is outside [{lo}, {hi}]")
@@ -545,14 +545,14 @@ def _float_tokens(value: str, n: int, what: str, bad, allow_inf: bool = False) -
         if allow_inf and tok in ("inf", "-inf"):
             continue
         if not _FLOAT_TOKEN.match(tok) or not math.isfinite(float(tok)):
-            raise bad(f"{what}: '{_short(tok)}' is not a finite number")
+            raise bad(f"{what}: '{short_text(tok)}' is not a finite number")
     return tokens
 
 
 # ------------------------------------------------------------------ helpers
 
 
-def _short(text: str, limit: int = 40) -> str:
+def short_text(text: str, limit: int = 40) -> str:
     """A hostile name or value cut short and made printable, for one-line messages."""
     text = text.encode("ascii", "backslashreplace").decode("ascii").replace("\n", "\\n").replace("\r", "\\r")
     return text if len(text) <= limit else text[:limit] + "..."
@@ -560,4 +560,4 @@ def _short(text: str, limit: int = 40) -> str:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return _short(text.splitlines()[0], 200) if text else type(exc).__name__
+    return short_text(text.splitlines()[0], 200) if text else type(exc).__name__

@@ -56,6 +56,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from interest.models.common import Estimator
 from interest.numeric import matmul64
 from interest.vocabulary import ACTIVITY_BUCKETS, bucket_name
 
@@ -87,7 +88,7 @@ def _softmax_rows(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-class UserHeads:
+class UserHeads(Estimator):
     """Anchor-profile heads for many users, with shared taste through template users.
 
     Parameters: ``n_anchors`` (None: about one per 15 training photos, 16 to
@@ -106,6 +107,12 @@ class UserHeads:
     entry of :data:`REGIMES`), ``shot_settings_`` (one per :data:`SHOTS`)
     and ``validation_``.
     """
+
+    PARAMS = ("n_anchors", "bandwidth", "pseudo_counts", "sharing", "clip", "max_deviation", "significance",
+              "template_min_favourites", "max_templates", "validation_fraction", "negatives",
+              "max_validation_per_user", "seed")
+    STATE = ("users", "n_favourites", "weights", "anchors", "tau", "d0", "background", "templates",
+             "regime_settings", "shot_settings")
 
     def __init__(
         self,
@@ -149,21 +156,27 @@ class UserHeads:
         h-dimensional product instead of a full-embedding one.
         """
         F = np.asarray(F)
-        a = self.anchors_.astype(np.float64)
+        a, a_sq, minus_inv_tau, null = self.membership_form()
         # in place on one (n, K) float64 block: scoring many photos for a user is mostly this
         d2 = matmul64(F[:, :-1], a.T)
         d2 *= -2.0
         d2 += F[:, -1:].astype(np.float64)
-        d2 += np.einsum("ij,ij->i", a, a)[None, :]
+        d2 += a_sq[None, :]
         np.maximum(d2, 0.0, out=d2)
         logits = d2
-        logits *= -1.0 / self.tau_
-        null = -self.d0_ / self.tau_
+        logits *= minus_inv_tau
         top = np.maximum(logits.max(axis=1, keepdims=True), null)
         logits -= top
         e = np.exp(logits, out=logits)
         e /= e.sum(axis=1, keepdims=True) + np.exp(null - top)
         return e
+
+    def membership_form(self) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """(anchors (K, h), ``|a_k|^2`` (K,), ``-1 / tau``, the "nowhere" logit ``-d0 / tau``), float64: what
+        :meth:`memberships` (and the ONNX export) computes ``r(x)`` with, as the softmax over
+        ``[-relu(|x - mean|^2 - 2 z . a_k + |a_k|^2) / tau, nowhere]`` without its last column."""
+        a = self.anchors_.astype(np.float64)
+        return a, np.einsum("ij,ij->i", a, a), -1.0 / self.tau_, -self.d0_ / self.tau_
 
     def _fit_anchors(self, F: np.ndarray) -> None:
         from sklearn.cluster import KMeans
@@ -487,36 +500,23 @@ class UserHeads:
 
     # ------------------------------------------------------------ storage
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """The learned state as plain arrays (for an npz; user ids as fixed-width unicode)."""
-        return {
-            "users": np.asarray(self.users_, dtype=str),
-            "n_favourites": self.n_favourites_,
-            "weights": self.weights_,
-            "anchors": self.anchors_,
-            "tau": np.float64(self.tau_),
-            "d0": np.float64(self.d0_),
-            "background": self.background_,
-            "templates": self.templates_.astype(np.float32),
-            "regime_settings": self.regime_settings_.astype(np.float64),
-            "shot_settings": self.shot_settings_.astype(np.float64),
-            "clip": np.float64(self.clip),
-        }
-
-    # arrays a bundle's user_heads.npz must hold
-    ARRAY_KEYS = ("users", "n_favourites", "weights", "anchors", "tau", "d0", "background", "templates",
-                  "regime_settings", "shot_settings", "clip")
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(parameters, arrays): user ids as fixed-width unicode, the templates in float32 (half the bytes);
+        ``clip`` is among the arrays too, where bundles from before the parameters were kept hold it."""
+        params, arrays = super().to_state()
+        arrays["users"] = np.asarray(self.users_, dtype=str)
+        arrays["templates"] = self.templates_.astype(np.float32)
+        arrays["clip"] = np.float64(self.clip)
+        return params, arrays
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "UserHeads":
-        """Rebuild fitted heads from :meth:`to_arrays` output."""
-        heads = cls(clip=float(arrays["clip"]))
+    def from_state(cls, params: dict, arrays: dict[str, np.ndarray], lightgbm: dict | None = None) -> "UserHeads":
+        """The fitted heads of :meth:`to_state`'s output."""
+        heads = super().from_state({"clip": float(arrays["clip"]), **params}, arrays)
         heads.users_ = np.asarray(arrays["users"]).astype(str)
         heads.n_favourites_ = np.asarray(arrays["n_favourites"], dtype=np.int64)
         heads.weights_ = np.asarray(arrays["weights"], dtype=np.float32)
         heads.anchors_ = np.asarray(arrays["anchors"], dtype=np.float32)
-        heads.tau_ = float(arrays["tau"])
-        heads.d0_ = float(arrays["d0"])
         heads.background_ = np.asarray(arrays["background"], dtype=np.float64)
         heads.templates_ = np.asarray(arrays["templates"], dtype=np.float64)
         heads.regime_settings_ = np.asarray(arrays["regime_settings"], dtype=np.float64).reshape(len(REGIMES), 3)
