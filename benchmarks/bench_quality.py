@@ -36,7 +36,7 @@ def run_world(name: str, root: Path) -> dict:
 
     import interest
     from interest.collection import read_embeddings
-    from interest.evaluate import _spearman, evaluate
+    from interest.evaluate import evaluate, spearman_or_none as _spearman
     from interest.labels import label_collection, read_labels
     from interest.models.common import Ridge
     from interest.models.train import train_model

@@ -261,7 +261,7 @@ def photo_level_commonality(scores: dict[str, np.ndarray], fav_user: np.ndarray,
         mu = np.clip(np.asarray(score, dtype=float), 0, None)
         mu = mu * (count.sum() / mu.sum()) if mu.sum() > 0 else np.full(n_test, count.mean())
         dev = _poisson_deviance(count, np.maximum(mu, 1e-9))
-        out[name] = {"spearman": _spearman(score, count), "deviance_explained": 1 - dev / null if null > 0 else None}
+        out[name] = {"spearman": spearman_or_none(score, count), "deviance_explained": 1 - dev / null if null > 0 else None}
     return out
 
 
@@ -316,7 +316,7 @@ def _truth(root, model, test_ids: pd.Series, scores: dict, baselines: dict, back
         return None
     target = truth.set_index(truth["photo_id"].astype(str))["true_commonality"].reindex(test_ids.astype(str)).to_numpy(float)
     known = np.isfinite(target)
-    out = {"test": {name: _spearman(score[known], target[known]) for name, score in scores.items()}, "never_held": None}
+    out = {"test": {name: spearman_or_none(score[known], target[known]) for name, score in scores.items()}, "never_held": None}
     heldout_emb = gt / "heldout" / "embeddings.parquet"
     if heldout_emb.is_file() and (gt / "heldout" / "photos.parquet").is_file():
         from interest.synthetic.family import heldout_photos
@@ -327,7 +327,7 @@ def _truth(root, model, test_ids: pd.Series, scores: dict, baselines: dict, back
             target = photos["true_commonality"].to_numpy(float)
             never = {"model": model.score_embeddings(emb)["ci_score"].to_numpy(float)}
             never.update({name: np.asarray(b["score"](emb), dtype=float) for name, b in baselines.items()})
-            out["never_held"] = {name: _spearman(v, target) for name, v in never.items()}
+            out["never_held"] = {name: spearman_or_none(v, target) for name, v in never.items()}
             out["n_never_held"] = int(len(photos))
     out["n_test"] = int(known.sum())
     return out
@@ -362,7 +362,7 @@ def split_half_reliability(
             sel = half[codes]
             c = partition_commonality(photo_partition, n_partitions, codes[sel], fav_photo[sel])
             half_scores.append(c.score(kind)[photo_partition])
-        values.append(_spearman(*half_scores))
+        values.append(spearman_or_none(*half_scores))
     values = [v for v in values if v is not None]
     r = float(np.mean(values)) if values else None
     brown = 2 * r / (1 + r) if r is not None and r > -1 else None
@@ -614,8 +614,8 @@ def _ground_truth(
     )
     known = np.isfinite(appeal)
     return {
-        "spearman_predicted": _spearman(pred_ci[known], appeal[known]),
-        "spearman_label": _spearman(label_ci[known], appeal[known]),
+        "spearman_predicted": spearman_or_none(pred_ci[known], appeal[known]),
+        "spearman_label": spearman_or_none(label_ci[known], appeal[known]),
         "n_photos": int(known.sum()),
     }
 
@@ -627,14 +627,14 @@ def _agreement(pred: np.ndarray, target: np.ndarray) -> dict:
     if len(p) >= 2 and np.ptp(p) > 0 and np.ptp(t) > 0:
         pearson = float(pearsonr(p, t)[0])
     return {
-        "spearman": _spearman(p, t),
+        "spearman": spearman_or_none(p, t),
         "pearson": pearson,
         "mae": float(np.mean(np.abs(p - t))) if len(p) else None,
         "n_photos": int(ok.sum()),
     }
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+def spearman_or_none(a: np.ndarray, b: np.ndarray) -> float | None:
     """:func:`interest.numeric.spearman` as the report writes it: None where undefined."""
     return _none_if_nan(spearman(a, b))
 
