@@ -193,11 +193,10 @@ def export_hub(model: str | os.PathLike, out: str | os.PathLike, *, license: str
     import shutil
     import tempfile
 
-    import interest
-    from interest.models.bundle import MODEL_JSON
+    from interest.models.bundle import MODEL_JSON, load_bundle
 
-    interest.load(model)  # refuses a damaged bundle before anything is written
     src = resolve_bundle(str(model)) if is_hub_name(str(model)) else Path(model)
+    load_bundle(src)  # refuses a damaged bundle before anything is written
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InterestError(f"{out}: exists and is not empty; choose a new folder for the Hub export")
