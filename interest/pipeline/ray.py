@@ -146,7 +146,6 @@ def embed_collection_ray(
     backbone: Any = None,
     address: str | None = None,
     cache_dir: str | None = None,
-    device: str = "cpu",
     precision: str = "fp32",
     encoder: str = "auto",
     batch_size: int | None = None,
@@ -166,8 +165,10 @@ def embed_collection_ray(
     one, using the cores as the local engine does), write tasks writing parts;
     then the same consolidation and photos.status as the local engine
     (:func:`interest.pipeline.local.embed_collection`), so the table is the
-    same. ``address`` is the cluster's (None starts Ray on this machine);
-    every node must see the collection at the same path.
+    same. ``precision``, ``encoder``, ``batch_size``, ``max_pixels`` and
+    ``part_size`` mean what they mean locally. ``address`` is the cluster's
+    (None starts Ray on this machine); every node must see the collection at
+    the same path.
     """
     import pyarrow as pa
 
