@@ -58,6 +58,7 @@ def main() -> None:
     from interest.models.train import train_model
     from interest.pipeline.local import embed_collection, embed_folder
     from interest.pipeline.ray import embed_collection_ray, init_ray, score_ray
+    from interest.pipeline.reader import folder_collection
     from interest.synthetic.world import generate_world
 
     work = args.work
@@ -89,8 +90,8 @@ def main() -> None:
                 remote = lambda: embed_collection_ray(b, BACKBONE, progress=False)  # noqa: E731
             else:
                 local = lambda: embed_folder(images / "images", a, backbone_id=BACKBONE, progress=False)  # noqa: E731
-                remote = lambda: embed_folder(images / "images", b, engine="ray", backbone_id=BACKBONE,  # noqa: E731
-                                              progress=False)
+                remote = lambda: embed_collection_ray(folder_collection(images / "images", b), BACKBONE,  # noqa: E731
+                                                      progress=False)
             times[f"{kind}_local"].append(timed(local))
             times[f"{kind}_ray"].append(timed(remote))
             times[f"{kind}_rerun"].append(timed(remote))

@@ -19,7 +19,8 @@ from interest.collection import embeddings_path, write_table
 from interest.features.backbones import load_backbone
 from interest.features.images import load_image
 from interest.pipeline.decoder import ClipTransform, Decoder, backbone_transform
-from interest.pipeline.local import embed_collection, embed_folder, embed_paths, shard_runner
+from interest.pipeline.local import embed_collection, embed_folder, embed_paths
+from interest.pipeline.runner import shard_runner
 
 SMALL_CLIP = "openclip/ViT-S-32/none"
 

@@ -87,7 +87,8 @@ def embed(
     """Embed a collection's photos (or a folder of images) into features/<backbone-id>/embeddings.parquet."""
     from interest.collection import has_table
     from interest.features.backbones import check_encoder, load_backbone, load_openclip
-    from interest.features.embed import embed_collection, embed_folder
+    from interest.features.embed import embed_collection
+    from interest.pipeline.reader import folder_collection
 
     check_device(device, backbone)
     if precision is Precision.int8 and device == "auto":
@@ -118,7 +119,7 @@ def embed(
         root = data
     else:
         root = out if out is not None else data.resolve().parent / f"{data.resolve().name}_interest"
-        path = embed_folder(data, root, engine=engine.value, **options)
+        path = embed_collection(folder_collection(data, root), **options)
     _report(root, path)
     if getattr(chosen, "agreement", None) is not None:
         typer.echo(chosen.agreement.summary())

@@ -100,7 +100,7 @@ def _jsonable(x: Any) -> Any:
 
 
 def _runner(model: Any, batch_size: int):
-    from interest.pipeline.local import shard_runner
+    from interest.pipeline.runner import shard_runner
 
     return shard_runner(model.backbone, batch_size=batch_size)
 

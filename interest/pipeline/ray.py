@@ -102,7 +102,7 @@ class _EncodeStage:
 
     def __init__(self, backbone_id: str, options: dict, threads: int | None) -> None:
         from interest.features.backbones import load_backbone
-        from interest.pipeline.local import shard_runner
+        from interest.pipeline.runner import shard_runner
 
         if threads:  # Ray gives an actor one thread per CPU it reserves; the model uses the cores as locally
             import torch
@@ -164,7 +164,7 @@ def embed_collection_ray(
     encoder actors (one per GPU with ``num_gpus``, else ``concurrency`` or
     one, using the cores as the local engine does), write tasks writing parts;
     then the same consolidation and photos.status as the local engine
-    (:func:`interest.pipeline.local.embed_collection`), so the table is the
+    (:mod:`interest.pipeline.job`), so the table is the
     same. ``precision``, ``encoder``, ``batch_size``, ``max_pixels`` and
     ``part_size`` mean what they mean locally. ``address`` is the cluster's
     (None starts Ray on this machine); every node must see the collection at
@@ -174,7 +174,7 @@ def embed_collection_ray(
 
     from interest.collection import embeddings_path
     from interest.pipeline.decoder import backbone_transform, default_batch_size
-    from interest.pipeline.local import finish_run, open_backbone, read_work
+    from interest.pipeline.job import finish_run, open_backbone, read_work
 
     root = Path(root).resolve()
     if backbone is None:  # the driver's copy only names the space and its preprocessing: the actors encode,

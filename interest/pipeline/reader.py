@@ -97,3 +97,33 @@ class CollectionReader:
             else:
                 items.todo.append(i)
         return items
+
+
+def folder_collection(folder: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """A plain folder of images as a new minimal collection at ``out`` (its path); either engine embeds it.
+
+    ``photo_id`` is each file's path relative to ``folder`` (with ``/``);
+    ``photos.path`` points at the file relative to ``out``. Nothing is
+    written inside ``folder``.
+    """
+    import pandas as pd
+
+    from interest.collection import write_table
+    from interest.errors import InterestError
+    from interest.features.images import find_images
+
+    folder, out = Path(folder).resolve(), Path(out).resolve()
+    if not folder.is_dir():
+        raise InterestError(f"{folder}: not a folder of images")
+    if out == folder or folder in out.parents:
+        raise InterestError(f"{out}: inside the photo folder {folder}; choose an --out outside it")
+    files = find_images(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    photos = pd.DataFrame(
+        {
+            "photo_id": [p.relative_to(folder).as_posix() for p in files],
+            "path": [os.path.relpath(p, out) for p in files],
+        }
+    )
+    write_table(out, "photos", photos, source=f"interest embed (folder {folder})")
+    return out

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from interest.features.images import DEFAULT_MAX_PIXELS
-from interest.pipeline.decoder import DecodedBatch, Decoder, Failure, Transform, prepare_images
+from interest.pipeline.decoder import DecodedBatch, Decoder, Failure, Transform, backbone_transform, prepare_images
 from interest.pipeline.encoder import Encoder, split_norms
 
 if TYPE_CHECKING:  # the writer needs pandas through the collection module; scoring paths need neither
@@ -112,3 +112,10 @@ class ShardRunner:
                  for s in range(0, len(images), size)]
         out = np.concatenate(parts) if parts else np.zeros((0, self.encoder.dim), dtype=np.float32)
         return out if raw else split_norms(out)[0]
+
+
+def shard_runner(backbone: Any, *, batch_size: int = 64, workers: int = 0,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> ShardRunner:
+    """The runner of ``backbone``: its NumPy decode transform and the backbone itself as the encoder."""
+    return ShardRunner(backbone_transform(backbone), backbone, batch_size=batch_size, workers=workers,
+                       max_pixels=max_pixels)
