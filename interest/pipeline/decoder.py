@@ -198,9 +198,11 @@ class Decoder:
                 if nxt is not None:
                     pending.append(pool.apply_async(_decode_in_worker, (paths[nxt : nxt + self.batch_size], nxt)))
                 yield batch
-            pool.close()
-        finally:
+            pool.close()  # every batch is done: the workers exit on their own (faster than terminating them)
+        except BaseException:
             pool.terminate()  # an interrupt or an abandoned generator: no worker outlives the run
+            raise
+        finally:
             pool.join()
 
 
