@@ -106,6 +106,32 @@ def test_ray_embeds_a_plain_folder_like_local_and_reruns_from_the_cache(local_ra
     assert not (tmp_path / "ray" / "features" / "perceptual" / "v1" / "parts").exists()
 
 
+def test_ray_limits_behave_as_locally(local_ray, twin_collections, tmp_path):
+    """--max-pixels on Ray refuses the same photos, with the same reason, as the local engine."""
+    from interest.features.embed import embed_collection
+    from interest.pipeline.ray import embed_collection_ray
+
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    for root in (local, remote):
+        shutil.copytree(twin_collections[0], root, ignore=shutil.ignore_patterns("features"))
+    photos = read_table(local, "photos")
+    big = photos["path"].dropna().iloc[[0, 3]]
+    from PIL import Image
+
+    for rel in big:  # two photos over the limit of 192 x 144 = 27,648 pixels
+        for root in (local, remote):
+            Image.new("RGB", (400, 300), (90, 120, 150)).save(root / rel)
+    embed_collection(local, backbone_id="perceptual/v1", workers=0, max_pixels=192 * 144, progress=False)
+    embed_collection_ray(remote, "perceptual/v1", batch_size=16, max_pixels=192 * 144, progress=False)
+    cols = ["photo_id", "status", "status_reason", "sha256"]
+    a, b = read_table(local, "photos")[cols], read_table(remote, "photos")[cols]
+    pd.testing.assert_frame_equal(a, b)
+    assert (a["status_reason"] == "too_many_pixels").sum() == 2
+    np.testing.assert_array_equal(
+        np.stack(pq.read_table(embeddings_path(local, "perceptual/v1")).column("embedding").to_numpy(zero_copy_only=False)),
+        np.stack(pq.read_table(embeddings_path(remote, "perceptual/v1")).column("embedding").to_numpy(zero_copy_only=False)))
+
+
 @pytest.fixture(scope="module")
 def embedded_model(tmp_path_factory):
     """A model trained on a world with directly written 32-d embeddings (no images: fast)."""
