@@ -132,6 +132,28 @@ def test_ray_limits_behave_as_locally(local_ray, twin_collections, tmp_path):
         np.stack(pq.read_table(embeddings_path(remote, "perceptual/v1")).column("embedding").to_numpy(zero_copy_only=False)))
 
 
+def test_ray_resumes_from_the_parts_of_a_killed_run(local_ray, twin_collections, tmp_path):
+    """Parts a killed Ray run left behind are cache hits for the next run, which ends with the local table."""
+    from interest.pipeline.ray import embed_collection_ray
+    from interest.pipeline.writer import PartWriter
+
+    local = twin_collections[0]  # embedded locally by the first test
+    done = pq.read_table(embeddings_path(local, "perceptual/v1")).to_pandas()
+    root = tmp_path / "killed"
+    shutil.copytree(local, root, ignore=shutil.ignore_patterns("features"))
+    writer = PartWriter(embeddings_path(root, "perceptual/v1").parent / "parts", 4, prefix="ray-0123456789abcdef-")
+    for row in done.iloc[:10].itertuples():
+        writer.add(row.photo_id, row.sha256, np.asarray(row.embedding, dtype=np.float32), row.norm)
+    writer.flush()  # three parts, as Ray's write tasks leave them
+    embed_collection_ray(root, "perceptual/v1", batch_size=16, progress=False)
+    entry = read_manifest(root)["tables"]["features/perceptual/v1"]
+    assert (entry["cached"], entry["embedded"], entry["rows"]) == (10, 48, 58)
+    assert not (embeddings_path(root, "perceptual/v1").parent / "parts").exists()
+    again = pq.read_table(embeddings_path(root, "perceptual/v1")).to_pandas()
+    assert again["photo_id"].tolist() == done["photo_id"].tolist()
+    np.testing.assert_array_equal(np.stack(again["embedding"]), np.stack(done["embedding"]))
+
+
 @pytest.fixture(scope="module")
 def embedded_model(tmp_path_factory):
     """A model trained on a world with directly written 32-d embeddings (no images: fast)."""
