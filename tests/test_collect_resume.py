@@ -16,7 +16,10 @@ from interest.collection import read_table
 from interest.synthetic.server import FaultConfig, serve_world
 
 KEY = "resume-key-8c1e"
-CLI = "import sys; sys.argv[0] = 'interest'; from interest.cli import main; main()"
+# Ctrl-C handled as when started from a terminal: a test run started in the background without job
+# control (`make test &`, nohup) hands SIGINT down ignored, and an ignored SIGINT stays ignored
+CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+       "sys.argv[0] = 'interest'; from interest.cli import main; main()")
 SETTINGS = {"enrich": "photos", "threads": 4}
 
 

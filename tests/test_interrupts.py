@@ -14,7 +14,10 @@ import pyarrow.parquet as pq
 
 from interest.collection import read_table, write_table
 
-CLI = "import sys; sys.argv[0] = 'interest'; from interest.cli import main; main()"
+# Ctrl-C handled as when started from a terminal: a test run started in the background without job
+# control (`make test &`, nohup) hands SIGINT down ignored, and an ignored SIGINT stays ignored
+CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+       "sys.argv[0] = 'interest'; from interest.cli import main; main()")
 
 
 def test_ctrl_c_during_embed_exits_130_and_a_rerun_finishes(rendered_world, tmp_path):
