@@ -506,10 +506,10 @@ def format_metrics(metrics: dict) -> str:
         "",
         f"{'CI':<22}{'spearman':>10}{'pearson':>10}{'MAE':>10}{'/split-half':>13}{'/full-set':>11}",
         f"{'  vs held-out CI':<22}{f(ci['heldout']['spearman']):>10}{f(ci['heldout']['pearson']):>10}"
-        f"{f(ci['heldout']['mae']):>10}{f(ci['heldout']['spearman_over_ceiling']):>13}"
+        f"{_sig(ci['heldout']['mae']):>10}{f(ci['heldout']['spearman_over_ceiling']):>13}"
         f"{f(ci['heldout']['spearman_over_full_ceiling']):>11}",
         f"{'  vs label CI':<22}{f(ci['label']['spearman']):>10}{f(ci['label']['pearson']):>10}"
-        f"{f(ci['label']['mae']):>10}",
+        f"{_sig(ci['label']['mae']):>10}",
         "",
         f"trend groups: macro-F1 {f(groups['macro_f1'])}, accuracy {f(groups['accuracy'])}",
         f"  {corner:<18}" + "".join(f"{g:>12}" for g in groups["groups"]),
@@ -672,6 +672,11 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "-"
     return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _sig(value: float | None) -> str:
+    """Three significant digits: errors on the CI's own scale (an image-level label's is ~0.001-0.05)."""
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _json_ready(obj: Any) -> Any:
