@@ -53,7 +53,7 @@ def finish_run(root: Path, backbone: Any, photos: pd.DataFrame, work: WorkItems,
     folder = embeddings_path(root, backbone.id).parent
     status = {**work.status, **status}
     ok = [i for i in sorted(status) if status[i] is None]  # the photos table's order, whatever the run's history
-    fresh = read_cache(folder, None, None) if embedded else None
+    fresh = read_cache(folder, None, None, table=False) if embedded else None  # this run's rows are in parts
     rows = [work.cached.get(i) or fresh.get(work.photo_ids[i], work.shas[i]) for i in ok]
     path = consolidate(folder, [work.photo_ids[i] for i in ok], [work.shas[i] for i in ok], [r[0] for r in rows],
                        [r[1] for r in rows], int(backbone.dim), changed=embedded > 0)

@@ -103,13 +103,15 @@ class CachedRows:
         return None if sha is None else self.rows.get((photo_id, sha))
 
 
-def read_cache(folder: Path, current_preprocessing: dict | None, stored_preprocessing: dict | None) -> CachedRows:
-    """The rows already embedded under ``features/<backbone-id>/`` (empty when the preprocessing changed)."""
+def read_cache(folder: Path, current_preprocessing: dict | None, stored_preprocessing: dict | None, *,
+               table: bool = True) -> CachedRows:
+    """The rows already embedded under ``features/<backbone-id>/`` (empty when the preprocessing changed);
+    ``table=False``: only the parts (the rows of runs not consolidated yet)."""
     cache = CachedRows()
     if stored_preprocessing is not None and current_preprocessing is not None \
             and stored_preprocessing != current_preprocessing:
         return cache  # another preprocessing: start afresh
-    if (folder / "embeddings.parquet").is_file():
+    if table and (folder / "embeddings.parquet").is_file():
         cache.add_file(folder / "embeddings.parquet")
     for part in sorted((folder / "parts").glob("part-*.parquet")):
         cache.add_file(part)
