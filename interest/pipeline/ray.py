@@ -108,6 +108,9 @@ class _EncodeStage:
             import torch
 
             torch.set_num_threads(threads)
+            # Ray also sets OMP_NUM_THREADS=1 in an actor that reserves no CPU, and the onnxruntime encoder
+            # (the CPU default) takes its threads from it: one thread ran Ray at 1.8x the local time
+            os.environ["OMP_NUM_THREADS"] = str(threads)
         self.runner = shard_runner(load_backbone(backbone_id, **options))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
