@@ -30,9 +30,15 @@ def l2_normalize(x: np.ndarray, *, in_place: bool = False) -> np.ndarray:
             raise TypeError("l2_normalize(in_place=True) needs a float32 numpy array")
     else:
         x = np.array(x, dtype=np.float32)
-    norms = row_norms(x)[:, None]
-    x /= np.where(norms > 0, norms, np.float32(1.0))
+    scale_rows_to_unit(x)
     return x
+
+
+def scale_rows_to_unit(x: np.ndarray) -> np.ndarray:
+    """Scale a float32 matrix's rows to unit L2 norm in place; return the norms they had, (n,) float32."""
+    norms = row_norms(x)
+    x /= np.where(norms > 0, norms, np.float32(1.0))[:, None]
+    return norms
 
 
 def matmul64(x: np.ndarray, w: np.ndarray) -> np.ndarray:

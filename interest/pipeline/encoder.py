@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from interest.numeric import row_norms
+from interest.numeric import scale_rows_to_unit
 
 
 class Encoder(Protocol):
@@ -38,6 +38,5 @@ class OnnxEncoder:
 
 def split_norms(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Raw features (n, d) as (L2-normalised rows, their norms (n,) float32); zero rows stay zero."""
-    raw = np.asarray(raw, dtype=np.float32)
-    norms = row_norms(raw)
-    return raw / np.where(norms > 0, norms, np.float32(1))[:, None], norms
+    unit = np.array(raw, dtype=np.float32)
+    return unit, scale_rows_to_unit(unit)
