@@ -322,8 +322,18 @@ def test_backbone_preprocessing_must_match_the_training_one(image_model):
     assert model.metadata["backbone"]["preprocessing"]  # recorded from the collection's manifest
     other = interest.load(model.name)
     other.metadata["backbone"] = {**other.metadata["backbone"], "preprocessing": {"resize": 999}}
-    with pytest.raises(InterestError, match="preprocesses images as .* trained with"):
+    with pytest.raises(InterestError, match=r"preprocesses images unlike .*\(.*resize: 'shorter side to size .* here, 999 in training"):
         other.score([root / photos["path"].iloc[0]], progress=False)
+
+
+def test_int8_on_a_model_of_fp32_embeddings_says_so_in_one_line(image_model):
+    model, root, photos, _ = image_model
+    int8 = interest.load(model.name, precision="int8")
+    with pytest.raises(InterestError) as caught:
+        int8.score([root / photos["path"].iloc[0]], progress=False)
+    message = str(caught.value)
+    assert "\n" not in message and "fp32 embeddings of 'perceptual/v1'" in message
+    assert "'perceptual/v1@int8'" in message and "precision='fp32'" in message
 
 
 def test_personalize_from_image_files(image_model):

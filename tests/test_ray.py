@@ -154,6 +154,42 @@ def test_ray_resumes_from_the_parts_of_a_killed_run(local_ray, twin_collections,
     np.testing.assert_array_equal(np.stack(again["embedding"]), np.stack(done["embedding"]))
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_ray_runs_the_drivers_onnx_tower_as_locally(local_ray, tmp_path, monkeypatch, precision):
+    """An open_clip model on Ray: the CPU actors run the onnxruntime tower the driver resolved (fp32: the
+    default encoder; int8: quantised, with the agreement the actors measured reported), tables equal local's."""
+    from typer.testing import CliRunner
+
+    from image_files import photo_like
+    from interest.cli import app
+
+    monkeypatch.setenv("INTEREST_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(5):
+        photo_like(160, 120, seed=i).save(folder / f"p{i}.jpg", quality=90)
+    common = ["embed", str(folder), "--model", "ViT-S-32", "--pretrained", "none", "--precision", precision,
+              "--batch-size", "2", "--workers", "0", "--no-progress"]
+    outputs = {}
+    for engine in ("local", "ray"):
+        result = CliRunner().invoke(app, [*common, "--engine", engine, "--out", str(tmp_path / engine)])
+        assert result.exit_code == 0, result.output
+        outputs[engine] = result.output
+    space = "none@int8" if precision == "int8" else "none"
+    a, b = (pq.read_table(embeddings_path(tmp_path / e, f"openclip/ViT-S-32/{space}")).to_pandas() for e in ("local", "ray"))
+    assert len(a) == 5 and a["photo_id"].tolist() == b["photo_id"].tolist()
+    np.testing.assert_array_equal(np.stack(a["embedding"]), np.stack(b["embedding"]))
+    entries = [read_manifest(tmp_path / e)["tables"][f"features/openclip/ViT-S-32/{space}"] for e in ("local", "ray")]
+    assert entries[1]["engine"] == "ray" and entries[0]["preprocessing"] == entries[1]["preprocessing"]
+    assert entries[0]["encoder"] == entries[1]["encoder"] == f"onnxruntime-{precision}"  # what ran the tower
+    agreement = [line for line in outputs["ray"].splitlines() if line.startswith("int8 agrees with fp32")]
+    if precision == "int8":  # the same five photos measured, so the same line as the local engine's
+        assert agreement == [line for line in outputs["local"].splitlines() if line.startswith("int8 agrees")]
+        assert len(agreement) == 1 and "on 5 of the photos embedded" in agreement[0]
+    else:
+        assert agreement == []
+
+
 @pytest.fixture(scope="module")
 def embedded_model(tmp_path_factory):
     """A model trained on a world with directly written 32-d embeddings (no images: fast)."""

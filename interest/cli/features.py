@@ -96,24 +96,26 @@ def embed(
     check_encoder(encoder.value, precision.value, device)
     if not data.is_dir():
         raise InterestError(f"{data}: not a directory (give a collection directory or a folder of images)")
-    if engine is Engine.ray and precision is Precision.int8:
-        raise InterestError("--precision int8: not offered by --engine ray yet; embed with the local engine")
     is_collection = has_table(data, "photos")
     if is_collection and out is not None and out.resolve() != data.resolve():
         raise InterestError(f"{data}: is a collection, so --out does not apply; embeddings go under its features/")
     options = dict(batch_size=batch_size, workers=workers, max_pixels=max_pixels, part_size=part_size, progress=progress)
-    if engine is Engine.ray:  # the same pipeline on Ray Data: the encoder actors load the backbone as asked here
-        from interest.pipeline.ray import embed_collection_ray as embed_collection
-
+    gpu_actors = engine is Engine.ray and device.startswith("cuda")
+    if gpu_actors:  # the encoder actors load the backbone on their GPUs; the driver's copy only names the space
         chosen = None
-        options.update(model=model, pretrained=pretrained, backbone_id=backbone, address=address, cache_dir=cache_dir,
-                       precision=precision.value, encoder=encoder.value,
-                       num_gpus=1.0 if device.startswith("cuda") else 0.0)
+        options.update(model=model, pretrained=pretrained, backbone_id=backbone)
     else:
-        load = dict(device=device, cache_dir=cache_dir, precision=precision.value, encoder=encoder.value)
-        # The backbone is built here so that its encoder can report what it measured once the run is done.
+        load = dict(device="cpu" if engine is Engine.ray else device, cache_dir=cache_dir, precision=precision.value,
+                    encoder=encoder.value)
+        # The backbone is built here so that its encoder can report what it measured once the run is done
+        # (on Ray the CPU actors run this backbone's onnxruntime tower, and send back what they measured).
         chosen = load_backbone(backbone, **load) if backbone else load_openclip(model, pretrained, **load)
         options["backbone"] = chosen
+    if engine is Engine.ray:  # the same pipeline as Ray tasks and actors
+        from interest.pipeline.ray import embed_collection_ray as embed_collection
+
+        options.update(address=address, cache_dir=cache_dir, precision=precision.value, encoder=encoder.value,
+                       num_gpus=1.0 if gpu_actors else 0.0)
     if is_collection:
         path = embed_collection(data, **options)
         root = data

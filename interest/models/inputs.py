@@ -68,6 +68,12 @@ def _load_checked(backbone_id: str, want: dict | None, dim: int, name: str, opti
     from interest.features.backbones import load_backbone
 
     options = dict(options)
+    if options.get("precision") == "int8" and not backbone_id.endswith("@int8"):
+        raise InterestError(
+            f"{name} was trained on the fp32 embeddings of '{backbone_id}', and precision int8 embeds into its "
+            f"own space ('{backbone_id}@int8'): load with precision='fp32', or train a model on "
+            "`interest embed --precision int8` embeddings"
+        )
     if backbone_id.startswith(("perceptual/", "synthetic/")):
         options["device"] = "cpu"  # weight-free: nothing to place on an accelerator
     elif options.get("device") == "auto":
@@ -86,9 +92,12 @@ def _load_checked(backbone_id: str, want: dict | None, dim: int, name: str, opti
         # trained on a tag's weights, given them as a file (weights=): the file's hash is not in the bundle
         have = {k: v for k, v in have.items() if k != "checkpoint_sha256"}
     if want and have and _jsonable(have) != _jsonable(want):
+        have, want = _jsonable(have), _jsonable(want)
+        differ = "; ".join(f"{k}: {have.get(k)!r} here, {want.get(k)!r} in training"
+                           for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k))
         raise InterestError(
-            f"backbone '{backbone_id}' preprocesses images as {have}, but {name} was trained with {want}; "
-            "use the same backbone version the training embeddings came from"
+            f"backbone '{backbone_id}' preprocesses images unlike the embeddings {name} was trained on "
+            f"({differ}); use the same backbone version the training embeddings came from"
         )
     if int(backbone.dim) != dim:
         raise InterestError(f"backbone '{backbone_id}' gives {backbone.dim}-d embeddings, {name} expects {dim}")

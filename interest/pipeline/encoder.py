@@ -36,6 +36,21 @@ class OnnxEncoder:
         return np.asarray(self.session.run(None, {"pixels": np.asarray(batch, dtype=np.float32)})[0], dtype=np.float32)
 
 
+class TowerEncoder:
+    """A backbone's image tower without the backbone: a picklable callable (the onnxruntime encoder) and its dim.
+
+    What a Ray encoder actor on a CPU runs, so its process imports neither
+    torch nor open_clip and builds no torch model (see :mod:`interest.pipeline.ray`).
+    """
+
+    def __init__(self, tower: Any, dim: int) -> None:
+        self.tower = tower
+        self.dim = int(dim)
+
+    def encode_raw(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.tower(np.asarray(batch, dtype=np.float32)), dtype=np.float32)
+
+
 def split_norms(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Raw features (n, d) as (L2-normalised rows, their norms (n,) float32); zero rows stay zero."""
     unit = np.array(raw, dtype=np.float32)

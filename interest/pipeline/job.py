@@ -61,7 +61,9 @@ def finish_run(root: Path, backbone: Any, photos: pd.DataFrame, work: WorkItems,
         root, f"features/{backbone.id}", rows=len(ok), dim=int(backbone.dim), backbone_id=backbone.id,
         preprocessing=backbone.preprocessing, embedded=embedded, cached=len(work.cached),
         failed=sum(1 for s in status.values() if s is not None), seconds=round(seconds, 3),
-        random_weights=bool(getattr(backbone, "random_weights", False)), **manifest_info,
+        random_weights=bool(getattr(backbone, "random_weights", False)),
+        # what ran the image tower (torch, onnxruntime-fp32, onnxruntime-int8): the same space either way at fp32
+        **({"encoder": backbone.encoder} if getattr(backbone, "encoder", None) else {}), **manifest_info,
     )
     write_photo_status(root, photos, status, work.shas)
     return path

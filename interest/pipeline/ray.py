@@ -1,14 +1,19 @@
 """The Ray engine: the image pipeline and batch scoring on Ray Data, for collections that outgrow one machine.
 
 Embedding runs the local engine's stages (:mod:`interest.pipeline`): the
-reader on the driver (hashing, cache lookup), then Ray Data stages that call
-the shard runner's own steps: decode tasks on the CPUs, encoder actors (one
-per GPU when they ask for GPUs; the model is loaded once per actor), write
-tasks that write Parquet parts; the driver then consolidates the parts into
-one ``embeddings.parquet`` exactly as the local engine does, so cache,
+reader on the driver (hashing, cache lookup), then Ray tasks and actors that
+call the shard runner's own steps: decode tasks on the CPUs, encoder actors
+(one per GPU when they ask for GPUs; the model is loaded once per actor),
+write tasks that write Parquet parts; the driver then consolidates the parts
+into one ``embeddings.parquet`` exactly as the local engine does, so cache,
 resume, limits and precision behave the same and downstream stages cannot
-tell which engine ran. Scoring maps an actor pool of bundles over Parquet
-embeddings.
+tell which engine ran. The driver submits the batches itself, with a bounded
+window, rather than through Ray Data stages: Ray Data starts its actor pool
+only once its executor runs, about 3 s into every job on two cores, where a
+plain actor starts with the job and overlaps the first decode tasks
+(measured on 224 photos, BENCHMARKS.md: Ray / local 1.09 this way, 1.20
+with the same steps as Ray Data stages).
+Scoring maps a Ray Data actor pool of bundles over Parquet embeddings.
 
 On a cluster, every node must see the collection (and the model bundle) at
 the same path: a shared file system (NFS, Lustre, a mounted bucket). Only
@@ -21,7 +26,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -79,65 +84,83 @@ def _actor_pool(concurrency: int | None, num_gpus: float) -> dict:
     return {"compute": ray.data.ActorPoolStrategy(size=n), "num_cpus": 1}
 
 
-def _decode_stage(batch: dict[str, np.ndarray], transform: Any, max_pixels: int, shape: tuple) -> dict[str, np.ndarray]:
-    """Ray decode task: the decoder's :func:`~interest.pipeline.decoder.decode_files` on one block of work items.
+def _decode_task(columns: dict[str, np.ndarray], transform: Any, max_pixels: int, shape: tuple) -> dict[str, np.ndarray]:
+    """Ray decode task: the decoder's :func:`~interest.pipeline.decoder.decode_files` on one batch of work items.
 
-    Unreadable files keep their row with zero pixels and a reason, so every block has one fixed tensor shape.
+    Unreadable files keep their row with zero pixels and a reason, so every batch has one fixed tensor shape.
     """
     from interest.pipeline.decoder import decode_files
 
-    decoded = decode_files(list(batch["path"]), 0, transform, max_pixels)
-    pixels = np.zeros((len(batch["path"]), *shape), dtype=np.float32)
+    decoded = decode_files(list(columns["path"]), 0, transform, max_pixels)
+    pixels = np.zeros((len(columns["path"]), *shape), dtype=np.float32)
     reason = np.full(len(pixels), "", dtype=object)
     if decoded.pixels is not None:
         pixels[decoded.index] = decoded.pixels
     for failure in decoded.failed:
         reason[failure.index] = failure.reason
-    return {"row": batch["row"], "photo_id": batch["photo_id"], "sha256": batch["sha256"], "pixels": pixels,
+    return {"row": columns["row"], "photo_id": columns["photo_id"], "sha256": columns["sha256"], "pixels": pixels,
             "reason": reason}
 
 
-class _EncodeStage:
-    """A Ray actor holding one backbone: the encoder step of the shard runner on decoded blocks."""
+class _EncoderActor:
+    """A Ray actor holding one encoder: the encoder step of the shard runner on decoded batches.
 
-    def __init__(self, backbone_id: str, options: dict, threads: int | None) -> None:
+    On a CPU it gets the driver's onnxruntime tower (``tower``) and opens its
+    session with ``threads``; otherwise it loads the backbone ``backbone_id``
+    itself (torch: on a GPU, or where onnxruntime does not encode).
+    """
+
+    def __init__(self, backbone_id: str, options: dict, threads: int | None, tower: Any = None,
+                 dim: int = 0) -> None:
+        from interest.pipeline.encoder import TowerEncoder
+        from interest.pipeline.runner import ShardRunner
+
+        self.tower = tower
+        if tower is not None:
+            if threads:  # Ray gives an actor one thread per CPU it reserves; the tower uses the cores as locally
+                tower.threads = threads
+            self.runner = ShardRunner(None, TowerEncoder(tower, dim))  # no transform: the decode tasks decode
+            return
         from interest.features.backbones import load_backbone
         from interest.pipeline.runner import shard_runner
 
-        if threads:  # Ray gives an actor one thread per CPU it reserves; the model uses the cores as locally
+        if threads:
             import torch
 
             torch.set_num_threads(threads)
-            # Ray also sets OMP_NUM_THREADS=1 in an actor that reserves no CPU, and the onnxruntime encoder
-            # (the CPU default) takes its threads from it: one thread ran Ray at 1.8x the local time
-            os.environ["OMP_NUM_THREADS"] = str(threads)
         self.runner = shard_runner(load_backbone(backbone_id, **options))
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ok = np.asarray([r == "" for r in batch["reason"]], dtype=bool)
+    def encode(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Raw embeddings of a decoded batch's readable rows (zero rows where unreadable)."""
+        ok = batch["reason"] == ""
         raw = np.zeros((len(ok), self.runner.encoder.dim), dtype=np.float32)
-        raw[ok] = self.runner.encode(np.asarray(batch["pixels"])[ok])
+        raw[ok] = self.runner.encode(batch["pixels"][ok])
         return {"row": batch["row"], "photo_id": batch["photo_id"], "sha256": batch["sha256"], "raw": raw,
                 "reason": batch["reason"]}
 
+    def agreement_cosines(self) -> list[float]:
+        """int8 only: the cosines with fp32 this actor measured (see :class:`~interest.features.onnx_encoder.Agreement`)."""
+        measured = getattr(self.tower, "agreement", None)
+        return [] if measured is None else list(measured.cosines)
 
-def _write_stage(batch: dict[str, np.ndarray], folder: str, part_size: int) -> dict[str, np.ndarray]:
-    """Ray write task: the embedded rows of a block as parts, through the runner's own write step.
 
-    Parts are named by the block's first photo (content-addressed), so a retried task rewrites its own part.
+def _write_task(folder: str, part_size: int, *batches: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Ray write task: the embedded rows of some encoded batches as parts, through the runner's own write step.
+
+    Parts are named by the first batch's photos (content-addressed), so a retried task rewrites its own parts.
     """
     import hashlib
 
     from interest.pipeline.runner import ShardRunner
     from interest.pipeline.writer import PartWriter
 
-    ok = np.asarray([r == "" for r in batch["reason"]], dtype=bool)
-    key = hashlib.sha256("\0".join(map(str, batch["photo_id"])).encode()).hexdigest()[:16]
+    block = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    ok = block["reason"] == ""
+    key = hashlib.sha256("\0".join(map(str, batches[0]["photo_id"])).encode()).hexdigest()[:16]
     writer = PartWriter(Path(folder), part_size, prefix=f"ray-{key}-")
-    ShardRunner.write(writer, np.asarray(batch["photo_id"])[ok], np.asarray(batch["sha256"])[ok],
-                      np.asarray(batch["raw"], dtype=np.float32)[ok])
+    ShardRunner.write(writer, block["photo_id"][ok], block["sha256"][ok], block["raw"][ok])
     writer.flush()
-    return {"row": batch["row"], "reason": batch["reason"]}
+    return {"row": block["row"], "reason": block["reason"]}
 
 
 def embed_collection_ray(
@@ -161,68 +184,126 @@ def embed_collection_ray(
 ) -> Path:
     """Embed a collection's photos on Ray; writes ``features/<backbone-id>/embeddings.parquet``.
 
-    The image pipeline's stages on Ray Data: the reader on the driver (hashes,
-    cache lookup: unchanged photos are not embedded again, parts of a killed
-    run are kept), decode tasks on the CPUs (``workers`` at most at once),
-    encoder actors (one per GPU with ``num_gpus``, else ``concurrency`` or
-    one, using the cores as the local engine does), write tasks writing parts;
-    then the same consolidation and photos.status as the local engine
-    (:mod:`interest.pipeline.job`), so the table is the
-    same. ``precision``, ``encoder``, ``batch_size``, ``max_pixels`` and
-    ``part_size`` mean what they mean locally. ``address`` is the cluster's
-    (None starts Ray on this machine); every node must see the collection at
-    the same path.
+    The image pipeline's steps as Ray tasks and actors: the reader on the
+    driver (hashes, cache lookup: unchanged photos are not embedded again,
+    parts of a killed run are kept), decode tasks on the CPUs (``workers`` at
+    most at once; 0 or None: one per CPU of the cluster), encoder actors (one
+    per GPU with ``num_gpus``, else ``concurrency`` or one, running the
+    driver's onnxruntime tower when it has one and using the cores as the
+    local engine does), write tasks writing parts; then the same
+    consolidation and photos.status as the local engine
+    (:mod:`interest.pipeline.job`), so the table is the same. ``precision``,
+    ``encoder``, ``batch_size``, ``max_pixels`` and ``part_size`` mean what
+    they mean locally. ``address`` is the cluster's (None starts Ray on this
+    machine); every node must see the collection at the same path.
     """
-    import pyarrow as pa
-
     from interest.collection import embeddings_path
     from interest.pipeline.decoder import backbone_transform, default_batch_size
     from interest.pipeline.job import finish_run, open_backbone, read_work
+    from interest.progress import progress_bar
 
     root = Path(root).resolve()
-    if backbone is None:  # the driver's copy only names the space and its preprocessing: the actors encode,
-        # so it skips building an onnxruntime encoder
-        backbone = open_backbone(model, pretrained, backbone_id, cache_dir, "cpu", precision, encoder="torch")
-    actor_device = "cuda" if num_gpus else "cpu"
-    batch_size = batch_size or default_batch_size(actor_device)
+    if backbone is None:  # on a CPU the driver's backbone also resolves (exports and checks, once) the
+        # onnxruntime tower the actors run; for GPU actors it only names the space and its preprocessing
+        backbone = open_backbone(model, pretrained, backbone_id, cache_dir, "cpu", precision,
+                                 encoder="torch" if num_gpus else encoder)
+    batch_size = batch_size or default_batch_size("cuda" if num_gpus else "cpu")
     photos, work = read_work(root, backbone, progress)
     started = time.perf_counter()
     status: dict[int, str | None] = {}
     if work.todo:
-        ray = _start(address, progress)
-        transform = backbone_transform(backbone)
-        shape = np.asarray(transform(_probe_image())).shape
-        columns = work.todo_columns()
-        table = pa.table({k: pa.array(list(v)) for k, v in columns.items()})
-        # one block per batch, so decode tasks run side by side from the start (no repartition stage)
-        ds = ray.data.from_arrow([table.slice(s, batch_size) for s in range(0, len(table), batch_size)])
-        ds = ds.map_batches(
-            _decode_stage, fn_kwargs={"transform": transform, "max_pixels": max_pixels, "shape": shape},
-            batch_size=batch_size, batch_format="numpy", concurrency=workers, num_cpus=1,
-        )
-        heavy = bool(getattr(backbone, "has_text", False))  # a model (not the perceptual statistics) runs there
-        threads = _torch_threads() if heavy and not num_gpus else None
-        options = {"device": actor_device, "precision": precision, "cache_dir": cache_dir}
-        if heavy:
-            options["encoder"] = encoder
-        # On a CPU the encoder actor reserves no slot: its model uses the cores through its threads, as the
-        # local engine's model does beside the decoding workers; a reserved slot only kept a decode task waiting
-        # (measured: Ray/local 1.86 with one, 1.50 without, 96 photos). Resources unlike the decode stage's
-        # also keep Ray Data from fusing decoding into the actors, where it would run serially between batches.
-        pool = {"num_gpus": num_gpus, "num_cpus": 0} if num_gpus else {"num_cpus": 0}
-        n_actors = concurrency or (max(1, int(ray.cluster_resources().get("GPU", 0) / num_gpus)) if num_gpus else 1)
-        ds = ds.map_batches(
-            _EncodeStage, fn_constructor_kwargs={"backbone_id": backbone.id, "options": options, "threads": threads},
-            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_actors), **pool,
-        )
-        parts = embeddings_path(root, backbone.id).parent / "parts"
-        parts.mkdir(parents=True, exist_ok=True)
-        ds = ds.map_batches(_write_stage, fn_kwargs={"folder": str(parts), "part_size": part_size},
-                            batch_size=part_size, batch_format="numpy", num_cpus=0)
-        for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
-            status.update({int(r): (reason or None) for r, reason in zip(batch["row"], batch["reason"])})
+        ray = init_ray(address)
+        actors = _encoder_actors(ray, backbone, cache_dir, precision, encoder, concurrency, num_gpus)
+        try:
+            with progress_bar(total=len(work.todo), unit="img", desc=f"embed {backbone.id} (ray)",
+                              enabled=progress) as bar:
+                for done in _run_batches(ray, actors, backbone_transform(backbone), work.todo_columns(), batch_size,
+                                         workers, max_pixels, part_size, embeddings_path(root, backbone.id).parent,
+                                         bar.update):
+                    status.update({int(r): (reason or None) for r, reason in zip(done["row"], done["reason"])})
+            measured = getattr(getattr(backbone, "image_encoder", None), "agreement", None)
+            if measured is not None:  # int8: what the actors measured is the driver's backbone's to report
+                for cosines in ray.get([actor.agreement_cosines.remote() for actor in actors]):
+                    measured.add(np.asarray(cosines))
+        finally:
+            for actor in actors:  # their cores (or GPUs) are free for the next job at once
+                ray.kill(actor)
     embedded = sum(1 for s in status.values() if s is None)
     return finish_run(root, backbone, photos, work, status, embedded, time.perf_counter() - started, engine="ray")
+
+
+def _encoder_actors(ray: Any, backbone: Any, cache_dir: str | None, precision: str, encoder: str,
+                    concurrency: int | None, num_gpus: float) -> list:
+    """The encoder actors, started now so their start-up overlaps the first decode tasks."""
+    heavy = bool(getattr(backbone, "has_text", False))  # a model (not the perceptual statistics) runs there
+    tower = None if num_gpus else getattr(backbone, "image_encoder", None)
+    options = {"device": "cuda" if num_gpus else "cpu", "precision": precision, "cache_dir": cache_dir}
+    if heavy:  # the driver's choice on a CPU: torch eager there means onnxruntime was not usable
+        options["encoder"] = encoder if num_gpus else "torch"
+    if num_gpus:
+        n = concurrency or max(1, int(ray.cluster_resources().get("GPU", 0) / num_gpus))
+        resources = {"num_gpus": num_gpus, "num_cpus": 1}
+    else:
+        # On a CPU the encoder reserves no slot: its model uses the cores through its threads, as the local
+        # engine's model does beside the decoding workers; a reserved slot only kept a decode task waiting
+        # (measured: Ray/local 1.86 with one, 1.50 without, 96 photos)
+        n, resources = concurrency or 1, {"num_cpus": 0}
+    remote = ray.remote(_EncoderActor).options(max_restarts=2, max_task_retries=2, **resources)
+    threads = _torch_threads() if heavy and not num_gpus else None
+    return [remote.remote(backbone.id, options, threads, tower, int(backbone.dim)) for _ in range(n)]
+
+
+def _run_batches(ray: Any, actors: list, transform: Any, columns: dict[str, np.ndarray], batch_size: int,
+                 workers: int | None, max_pixels: int, part_size: int, folder: Path,
+                 on_batch: Any) -> Iterator[dict[str, np.ndarray]]:
+    """Decode -> encode -> write every batch of ``columns``; yields each write task's (row, reason).
+
+    At most ``workers`` decode tasks run at once, and a bounded number of
+    decoded batches wait for an encoder, so memory stays flat however large
+    the job; batches reach the actors in order, round robin.
+    """
+    from collections import deque
+
+    shape = np.asarray(transform(_probe_image())).shape
+    decode = ray.remote(_decode_task).options(num_cpus=1)
+    write = ray.remote(_write_task).options(num_cpus=0)
+    parts = folder / "parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    slots = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    decoding: list = []
+    encoding: deque = deque()  # (rows, encoded ref), in batch order
+    group: list = []
+    group_rows = 0
+    writes: list = []
+
+    def written(ref: Any, rows: int, last: bool = False) -> None:
+        nonlocal group, group_rows
+        if ref is not None:
+            group.append(ref)
+            group_rows += rows
+        if group and (group_rows >= part_size or last):
+            writes.append(write.remote(str(parts), part_size, *group))
+            group, group_rows = [], 0
+
+    for start in range(0, len(columns["row"]), batch_size):
+        while len(decoding) >= slots:
+            _, decoding = ray.wait(decoding, num_returns=1, fetch_local=False)
+        while len(encoding) >= slots + 2 * len(actors):
+            rows, ref = encoding.popleft()
+            ray.wait([ref], fetch_local=False)
+            written(ref, rows)
+            on_batch(rows)
+        batch = {k: v[start : start + batch_size] for k, v in columns.items()}
+        decoded = decode.remote(batch, transform, max_pixels, shape)
+        decoding.append(decoded)
+        encoding.append((len(batch["row"]), actors[(start // batch_size) % len(actors)].encode.remote(decoded)))
+    while encoding:
+        rows, ref = encoding.popleft()
+        ray.wait([ref], fetch_local=False)
+        written(ref, rows)
+        on_batch(rows)
+    written(None, 0, last=True)
+    yield from ray.get(writes)
 
 
 def _probe_image():
