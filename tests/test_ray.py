@@ -256,3 +256,27 @@ def test_cli_score_engine_ray(local_ray, embedded_model, tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(out), expected, check_dtype=False)
     bad = CliRunner().invoke(app, ["score", str(bundle), str(root), "--engine", "spark"])
     assert bad.exit_code == 2 and "--engine" in bad.output and "'spark'" in bad.output  # click's usage error
+
+
+def test_an_actor_that_cannot_see_the_drivers_encoder_cache_loads_the_backbone(tmp_path, monkeypatch):
+    """On a cluster without a shared cache the driver's tower file is not on the actor's node: the actor
+    loads the backbone itself (exporting into its node's cache) and encodes the same features."""
+    from interest.features.backbones import load_backbone
+    from interest.pipeline.ray import _EncoderActor
+
+    monkeypatch.setenv("INTEREST_CACHE", str(tmp_path / "driver"))
+    backbone = load_backbone("openclip/ViT-S-32/none")
+    tower = backbone.image_encoder
+    assert tower is not None and tower.path.is_file()
+    pixels = np.random.default_rng(0).normal(size=(2, 3, *backbone.input_size)).astype(np.float32)
+    expected = backbone.encode_raw(pixels)
+    shutil.move(tmp_path / "driver", tmp_path / "elsewhere")  # as seen from another node
+    monkeypatch.setenv("INTEREST_CACHE", str(tmp_path / "node"))
+    options = {"device": "cpu", "precision": "fp32", "cache_dir": None, "encoder": "auto"}
+    actor = _EncoderActor(backbone.id, options, None, tower, backbone.dim)
+    batch = {"row": np.arange(2), "photo_id": np.array(["a", "b"], dtype=object),
+             "sha256": np.array(["0", "1"], dtype=object), "pixels": pixels,
+             "reason": np.array(["", ""], dtype=object)}
+    raw = actor.encode(batch)["raw"]
+    assert actor.tower is not tower and actor.tower.path.is_relative_to(tmp_path / "node")
+    np.testing.assert_allclose(raw, expected, rtol=1e-5, atol=1e-5)

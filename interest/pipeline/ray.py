@@ -107,7 +107,11 @@ class _EncoderActor:
 
     On a CPU it gets the driver's onnxruntime tower (``tower``) and opens its
     session with ``threads``; otherwise it loads the backbone ``backbone_id``
-    itself (torch: on a GPU, or where onnxruntime does not encode).
+    itself (torch: on a GPU, or where onnxruntime does not encode). The
+    tower's file lies in the driver's encoder cache; an actor on a node that
+    does not see it loads the backbone with ``options`` as well (exporting
+    the tower into that node's cache), so a cluster without a shared cache
+    still runs, only with a slower first start.
     """
 
     def __init__(self, backbone_id: str, options: dict, threads: int | None, tower: Any = None,
@@ -115,6 +119,9 @@ class _EncoderActor:
         from interest.pipeline.encoder import TowerEncoder
         from interest.pipeline.runner import ShardRunner
 
+        files = [getattr(t, "path", None) for t in (tower, getattr(tower, "reference", None)) if t is not None]
+        if not all(Path(f).is_file() for f in files):
+            tower = None  # not on this node: see above
         self.tower = tower
         if tower is not None:
             if threads:  # Ray gives an actor one thread per CPU it reserves; the tower uses the cores as locally
@@ -128,7 +135,9 @@ class _EncoderActor:
             import torch
 
             torch.set_num_threads(threads)
-        self.runner = shard_runner(load_backbone(backbone_id, **options))
+        backbone = load_backbone(backbone_id, **options)
+        self.tower = getattr(backbone, "image_encoder", None)  # int8: measures its agreement here
+        self.runner = shard_runner(backbone)
 
     def encode(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Raw embeddings of a decoded batch's readable rows (zero rows where unreadable)."""
@@ -238,8 +247,8 @@ def _encoder_actors(ray: Any, backbone: Any, cache_dir: str | None, precision: s
     heavy = bool(getattr(backbone, "has_text", False))  # a model (not the perceptual statistics) runs there
     tower = None if num_gpus else getattr(backbone, "image_encoder", None)
     options = {"device": "cuda" if num_gpus else "cpu", "precision": precision, "cache_dir": cache_dir}
-    if heavy:  # the driver's choice on a CPU: torch eager there means onnxruntime was not usable
-        options["encoder"] = encoder if num_gpus else "torch"
+    if heavy:  # on a CPU without a tower the driver found onnxruntime unusable: torch eager, as it chose
+        options["encoder"] = "torch" if not num_gpus and tower is None else encoder
     if num_gpus:
         n = concurrency or max(1, int(ray.cluster_resources().get("GPU", 0) / num_gpus))
         resources = {"num_gpus": num_gpus, "num_cpus": 1}
