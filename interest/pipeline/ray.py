@@ -1,4 +1,4 @@
-"""The Ray engine: the image pipeline and batch scoring on Ray Data, for collections that outgrow one machine.
+"""The Ray engine: the image pipeline as Ray tasks and actors, and batch scoring on Ray Data, for collections that outgrow one machine.
 
 Embedding runs the local engine's stages (:mod:`interest.pipeline`): the
 reader on the driver (hashing, cache lookup), then Ray tasks and actors that
