@@ -71,7 +71,7 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
     user, images, liked = _demo_images(collection, model)
     table = model.score(images, user=user)
     table.insert(1, f"liked by {user}", liked)
-    typer.echo(f"three held-out photos {user} liked, three they did not (the model never saw either for them):")
+    typer.echo(f"three held-out photos {user} favourited and three they did not (the model never trained on them):")
     typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))  # ci_score is ~0.001-0.05
 
     clock.step("8/8 writing the HTML report")
