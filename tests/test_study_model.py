@@ -232,3 +232,25 @@ def test_write_embeddings_keeps_the_norms_of_raw_rows(study, tmp_path):
     np.testing.assert_allclose(model.score([table])["ci_score"], expected, atol=1e-5)
     write_embeddings(tmp_path / "d", STUDY_BACKBONE, ids, raw)  # not raw: no norm column
     assert read_embedding_norms(embeddings_path(tmp_path / "d", STUDY_BACKBONE)) is None
+
+
+def test_direction_heads_carry_their_parameters_and_table_through_the_estimator_state():
+    """The imported model's heads save and restore like every estimator: parameters and fitted arrays."""
+    from interest.models.study import DirectionHeads
+
+    rng = np.random.default_rng(4)
+    mean = rng.normal(size=8).astype(np.float32)
+    heads = DirectionHeads(kappa=3.0, min_favourites=2).fit(mean, np.eye(8, dtype=np.float32), 0.5)
+    liked = rng.normal(size=(4, 8)).astype(np.float32)
+    w, b = heads.fit_one(liked)
+    grown = heads.with_head("alice", w, b, 4)
+    assert heads.users_.tolist() == [] and grown.users_.tolist() == ["alice"]  # with_head leaves heads alone
+    params, arrays = grown.to_state()
+    assert params == {"kappa": 3.0, "min_favourites": 2}
+    again = DirectionHeads.from_state(params, arrays)
+    assert again.get_params() == params and again.scale_ == 0.5
+    z = rng.normal(size=(5, 8)).astype(np.float32)
+    np.testing.assert_array_equal(again.deviation("alice", z), grown.deviation("alice", z))
+    # the shrinkage the parameters set: n / (n + kappa) of the unshrunk direction
+    unshrunk = 0.5 * (liked.astype(np.float64).mean(axis=0) - mean)
+    np.testing.assert_allclose(w, 4 / 7 * unshrunk, rtol=1e-5)

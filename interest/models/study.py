@@ -33,6 +33,7 @@ import pandas as pd
 from interest.errors import InterestError
 from interest.models import safe_io
 from interest.models.bundle import MODEL_JSON, MODEL_KINDS, sha256_bytes
+from interest.models.common import Estimator
 from interest.models.inputs import BackboneHolder, read_inputs
 from interest.models.model import InterestModel
 from interest.numeric import l2_normalize
@@ -164,7 +165,7 @@ def _background(
     return mean.astype(np.float32), precision.astype(np.float32), f"{len(rows)} {what} of {collection}"
 
 
-class DirectionHeads:
+class DirectionHeads(Estimator):
     """Per-user heads of a bundle without training data: shrunk LDA directions in the embedding space.
 
     With ``z`` a photo's L2-normalised embedding, ``mu_u`` the mean of the
@@ -177,20 +178,41 @@ class DirectionHeads:
 
     The same rule as the trained heads had before they grew anchors; it needs
     only the background's mean and precision, which the bundle stores.
+    ``kappa`` and ``min_favourites`` are the parameters; :meth:`fit` sets the
+    background (``mean_``, ``precision_``) and the strength ``scale_``, and the
+    table of heads (``users_``, ``weights_``, ``offsets_``, ``n_favourites_``)
+    grows with :meth:`with_head`.
     """
 
-    def __init__(self, mean: np.ndarray, precision: np.ndarray, scale: float, *, kappa: float = HEAD_KAPPA,
-                 min_favourites: int = HEAD_MIN_FAVOURITES, users=None, weights=None, offsets=None,
-                 n_favourites=None) -> None:
-        d = len(mean)
+    PARAMS = ("kappa", "min_favourites")
+    STATE = ("mean", "precision", "scale", "users", "weights", "offsets", "n_favourites")
+
+    def __init__(self, kappa: float = HEAD_KAPPA, min_favourites: int = HEAD_MIN_FAVOURITES) -> None:
+        self.kappa = float(kappa)
+        self.min_favourites = int(min_favourites)
+
+    def fit(self, mean: np.ndarray, precision: np.ndarray, scale: float) -> "DirectionHeads":
+        """Set the background heads contrast with (its mean and precision) and their strength; no heads yet."""
         self.mean_ = np.asarray(mean, dtype=np.float32)
         self.precision_ = np.asarray(precision, dtype=np.float32)
-        self.scale_, self.kappa_, self.min_favourites = float(scale), float(kappa), int(min_favourites)
-        self.users_ = np.asarray([] if users is None else users).astype(str)
-        self.weights_ = np.zeros((0, d), np.float32) if weights is None else np.asarray(weights, np.float32)
-        self.offsets_ = np.zeros(0, np.float32) if offsets is None else np.asarray(offsets, np.float32)
-        self.n_favourites_ = np.zeros(0, np.int64) if n_favourites is None else np.asarray(n_favourites, np.int64)
+        self.scale_ = float(scale)
+        return self._with_table(np.asarray([], dtype=str), np.zeros((0, len(self.mean_)), np.float32),
+                                np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    @classmethod
+    def from_state(cls, params: dict, arrays: dict[str, np.ndarray], lightgbm: dict | None = None) -> "DirectionHeads":
+        heads = super().from_state(params, arrays, lightgbm)
+        return heads._with_table(heads.users_, heads.weights_, heads.offsets_, heads.n_favourites_)
+
+    def _with_table(self, users, weights, offsets, n_favourites) -> "DirectionHeads":
+        self.users_ = np.asarray(users).astype(str)
+        self.weights_ = np.asarray(weights, np.float32)
+        self.offsets_ = np.asarray(offsets, np.float32)
+        self.n_favourites_ = np.asarray(n_favourites, np.int64)
+        self.mean_, self.precision_ = np.asarray(self.mean_, np.float32), np.asarray(self.precision_, np.float32)
+        self.scale_ = float(self.scale_)
         self._index = {u: i for i, u in enumerate(self.users_)}
+        return self
 
     def has(self, user: str) -> bool:
         """Whether ``user`` has a head."""
@@ -213,8 +235,8 @@ class DirectionHeads:
         contrast = self.mean_.astype(np.float64)
         if Z_disliked is not None and len(Z_disliked):
             m = len(Z_disliked)
-            contrast = (np.asarray(Z_disliked, np.float64).sum(axis=0) + self.kappa_ * contrast) / (m + self.kappa_)
-        shrink = n / (n + self.kappa_) if n >= self.min_favourites else 0.0
+            contrast = (np.asarray(Z_disliked, np.float64).sum(axis=0) + self.kappa * contrast) / (m + self.kappa)
+        shrink = n / (n + self.kappa) if n >= self.min_favourites else 0.0
         w = (self.scale_ * shrink * ((liked.mean(axis=0) - contrast) @ self.precision_)).astype(np.float32)
         return w, float(-(w @ self.mean_))
 
@@ -227,22 +249,9 @@ class DirectionHeads:
         else:
             users.append(str(user))
             W, b, n = np.vstack([W, weights[None]]), np.append(b, offset), np.append(n, n_favourites)
-        return DirectionHeads(self.mean_, self.precision_, self.scale_, kappa=self.kappa_,
-                              min_favourites=self.min_favourites, users=users, weights=W, offsets=b, n_favourites=n)
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """The state as plain arrays (for an npz; user ids as fixed-width unicode)."""
-        return {"users": np.asarray(self.users_, dtype=str), "n_favourites": self.n_favourites_,
-                "mean": self.mean_, "precision": self.precision_, "weights": self.weights_,
-                "offsets": self.offsets_, "kappa": np.float64(self.kappa_), "scale": np.float64(self.scale_),
-                "min_favourites": np.int64(self.min_favourites)}
-
-    @classmethod
-    def from_arrays(cls, a: dict[str, np.ndarray]) -> "DirectionHeads":
-        """Rebuild from :meth:`to_arrays` output."""
-        return cls(a["mean"], a["precision"], float(a["scale"]), kappa=float(a["kappa"]),
-                   min_favourites=int(a["min_favourites"]), users=a["users"], weights=a["weights"],
-                   offsets=a["offsets"], n_favourites=a["n_favourites"])
+        params, arrays = self.to_state()
+        return DirectionHeads.from_state(params, {**arrays, "users": np.asarray(users, dtype=str), "weights": W,
+                                                  "offsets": b, "n_favourites": n})
 
 
 class LinearHeadModel(InterestModel):
@@ -382,8 +391,14 @@ def linear_parts(model: LinearHeadModel) -> dict[str, bytes]:
     """The part files of a :class:`LinearHeadModel` bundle, keyed by file name."""
     return {
         LINEAR_PART: _npz_bytes({"weight": model.weight.astype(np.float32), "bias": np.float64(model.bias)}),
-        HEADS_PART: _npz_bytes(model.heads.to_arrays()),
+        HEADS_PART: _npz_bytes(_heads_arrays(model.heads)),
     }
+
+
+def _heads_arrays(heads: DirectionHeads) -> dict[str, np.ndarray]:
+    """The heads' parameters and fitted arrays in one npz (user ids as fixed-width unicode)."""
+    params, arrays = heads.to_state()
+    return {**arrays, "kappa": np.float64(params["kappa"]), "min_favourites": np.int64(params["min_favourites"])}
 
 
 def load_linear_bundle(path: Path, meta: dict, data: dict[str, bytes]) -> LinearHeadModel:
@@ -399,7 +414,8 @@ def load_linear_bundle(path: Path, meta: dict, data: dict[str, bytes]) -> Linear
         safe_io.check_arrays(arrays[name], spec, str(path / name), fix="restore the bundle")
     lin, h = arrays[LINEAR_PART], arrays[HEADS_PART]
     try:
-        model = LinearHeadModel(weight=lin["weight"], bias=float(lin["bias"]), heads=DirectionHeads.from_arrays(h),
+        model = LinearHeadModel(weight=lin["weight"], bias=float(lin["bias"]), heads=DirectionHeads.from_state(
+            {"kappa": float(h["kappa"]), "min_favourites": int(h["min_favourites"])}, h),
                                 metadata=meta, name=str(path))
     except (KeyError, TypeError, ValueError) as exc:
         raise InterestError(f"{path / MODEL_JSON}: incomplete model description ({exc}); restore the bundle") from None
@@ -450,7 +466,8 @@ def linear_model(
         "user_heads": {"background": source, "min_favourites": HEAD_MIN_FAVOURITES},
         **(extra_metadata or {}),
     }
-    return LinearHeadModel(weight=weight, bias=bias, heads=DirectionHeads(mean, precision, scale), metadata=metadata)
+    return LinearHeadModel(weight=weight, bias=bias, heads=DirectionHeads().fit(mean, precision, scale),
+                           metadata=metadata)
 
 
 def _median_norm(collection: str | os.PathLike | None, backbone_id: str) -> float:
