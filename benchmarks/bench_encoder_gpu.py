@@ -6,7 +6,7 @@ For each model (random weights, nothing downloaded), each repeat measures:
    on the GPU, at the embed command's GPU batch size (what the GPU alone can do);
 2. end to end: ``embed_folder`` (what ``interest embed FOLDER --device cuda
    --precision fp16`` runs) with its default batch size and workers: decoding
-   and preprocessing in worker processes, pinned copies, encoding, hashing,
+   and preprocessing in worker processes, copies to the GPU, encoding, hashing,
    Parquet parts and the table; the backbone already loaded.
 
 Target (issue 10): end to end >= 0.85 of the ceiling. Ratios are taken within
