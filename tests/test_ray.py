@@ -273,10 +273,11 @@ def test_an_actor_that_cannot_see_the_drivers_encoder_cache_loads_the_backbone(t
     shutil.move(tmp_path / "driver", tmp_path / "elsewhere")  # as seen from another node
     monkeypatch.setenv("INTEREST_CACHE", str(tmp_path / "node"))
     options = {"device": "cpu", "precision": "fp32", "cache_dir": None, "encoder": "auto"}
-    actor = _EncoderActor(backbone.id, options, None, tower, backbone.dim)
+    setup = {"backbone_id": backbone.id, "options": options, "threads": None, "tower": tower, "dim": backbone.dim}
+    actor = _EncoderActor()
     batch = {"row": np.arange(2), "photo_id": np.array(["a", "b"], dtype=object),
              "sha256": np.array(["0", "1"], dtype=object), "pixels": pixels,
              "reason": np.array(["", ""], dtype=object)}
-    raw = actor.encode(batch)["raw"]
+    raw = actor.encode(batch, setup)["raw"]
     assert actor.tower is not tower and actor.tower.path.is_relative_to(tmp_path / "node")
     np.testing.assert_allclose(raw, expected, rtol=1e-5, atol=1e-5)

@@ -10,9 +10,9 @@ resume, limits and precision behave the same and downstream stages cannot
 tell which engine ran. The driver submits the batches itself, with a bounded
 window, rather than through Ray Data stages: Ray Data starts its actor pool
 only once its executor runs, about 3 s into every job on two cores, where a
-plain actor starts with the job and overlaps the first decode tasks
-(measured on 224 photos, BENCHMARKS.md: Ray / local 1.09 this way, 1.20
-with the same steps as Ray Data stages).
+plain actor starts with the job (measured on 224 photos, BENCHMARKS.md:
+Ray / local 1.09 this way, 1.20 with the same steps as Ray Data stages;
+1.00 once the actors also start before the driver loads its backbone).
 Scoring maps a Ray Data actor pool of bundles over Parquet embeddings.
 
 On a cluster, every node must see the collection (and the model bundle) at
@@ -105,28 +105,38 @@ def _decode_task(columns: dict[str, np.ndarray], transform: Any, max_pixels: int
 class _EncoderActor:
     """A Ray actor holding one encoder: the encoder step of the shard runner on decoded batches.
 
-    On a CPU it gets the driver's onnxruntime tower (``tower``) and opens its
-    session with ``threads``; otherwise it loads the backbone ``backbone_id``
-    itself (torch: on a GPU, or where onnxruntime does not encode). The
-    tower's file lies in the driver's encoder cache; an actor on a node that
-    does not see it loads the backbone with ``options`` as well (exporting
-    the tower into that node's cache), so a cluster without a shared cache
-    still runs, only with a slower first start.
+    It starts empty, so it can start before the driver has loaded its
+    backbone; :meth:`prepare` builds the encoder of a setup (see
+    :func:`_encoder_setup`), and every :meth:`encode` carries the same setup,
+    so an actor that Ray restarted builds it again. On a CPU the setup holds
+    the driver's onnxruntime tower, whose session the actor opens with the
+    setup's threads; otherwise the actor loads the backbone itself (torch: on
+    a GPU, or where onnxruntime does not encode). The tower's file lies in
+    the driver's encoder cache; an actor on a node that does not see it loads
+    the backbone as well (exporting the tower into that node's cache), so a
+    cluster without a shared cache still runs, only with a slower first start.
     """
 
-    def __init__(self, backbone_id: str, options: dict, threads: int | None, tower: Any = None,
-                 dim: int = 0) -> None:
+    def __init__(self) -> None:
+        self.runner: Any = None
+        self.tower: Any = None
+
+    def prepare(self, setup: dict) -> None:
+        """Build the encoder of ``setup`` unless it is built."""
+        if self.runner is None:
+            self._build(**setup)
+
+    def _build(self, backbone_id: str, options: dict, threads: int | None, tower: Any, dim: int) -> None:
         from interest.pipeline.encoder import TowerEncoder
         from interest.pipeline.runner import ShardRunner
 
         files = [getattr(t, "path", None) for t in (tower, getattr(tower, "reference", None)) if t is not None]
         if not all(Path(f).is_file() for f in files):
             tower = None  # not on this node: see above
-        self.tower = tower
         if tower is not None:
             if threads:  # Ray gives an actor one thread per CPU it reserves; the tower uses the cores as locally
                 tower.threads = threads
-            self.runner = ShardRunner(None, TowerEncoder(tower, dim))  # no transform: the decode tasks decode
+            self.tower, self.runner = tower, ShardRunner(None, TowerEncoder(tower, dim))  # the decode tasks decode
             return
         from interest.features.backbones import load_backbone
         from interest.pipeline.runner import shard_runner
@@ -139,8 +149,9 @@ class _EncoderActor:
         self.tower = getattr(backbone, "image_encoder", None)  # int8: measures its agreement here
         self.runner = shard_runner(backbone)
 
-    def encode(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def encode(self, batch: dict[str, np.ndarray], setup: dict) -> dict[str, np.ndarray]:
         """Raw embeddings of a decoded batch's readable rows (zero rows where unreadable)."""
+        self.prepare(setup)
         ok = batch["reason"] == ""
         raw = np.zeros((len(ok), self.runner.encoder.dim), dtype=np.float32)
         raw[ok] = self.runner.encode(batch["pixels"][ok])
@@ -212,43 +223,53 @@ def embed_collection_ray(
     from interest.progress import progress_bar
 
     root = Path(root).resolve()
-    if backbone is None:  # on a CPU the driver's backbone also resolves (exports and checks, once) the
-        # onnxruntime tower the actors run; for GPU actors it only names the space and its preprocessing
-        backbone = open_backbone(model, pretrained, backbone_id, cache_dir, "cpu", precision,
-                                 encoder="torch" if num_gpus else encoder)
-    batch_size = batch_size or default_batch_size("cuda" if num_gpus else "cpu")
-    photos, work = read_work(root, backbone, progress)
-    started = time.perf_counter()
+    # In a session already connected to Ray (``ray.init`` paid once), the encoder actors start now, while the
+    # driver loads its backbone and reads the work: on two cores that start was about 0.9 s of every job
+    ray = _connected_ray()
+    actors = _encoder_actors(ray, concurrency, num_gpus) if ray is not None else []
     status: dict[int, str | None] = {}
-    if work.todo:
-        ray = init_ray(address)
-        actors = _encoder_actors(ray, backbone, cache_dir, precision, encoder, concurrency, num_gpus)
-        try:
+    try:
+        if backbone is None:  # on a CPU the driver's backbone also resolves (exports and checks, once) the
+            # onnxruntime tower the actors run; for GPU actors it only names the space and its preprocessing
+            backbone = open_backbone(model, pretrained, backbone_id, cache_dir, "cpu", precision,
+                                     encoder="torch" if num_gpus else encoder)
+        batch_size = batch_size or default_batch_size("cuda" if num_gpus else "cpu")
+        photos, work = read_work(root, backbone, progress)
+        started = time.perf_counter()
+        if work.todo:
+            ray = ray or init_ray(address)
+            actors = actors or _encoder_actors(ray, concurrency, num_gpus)
+            setup = ray.put(_encoder_setup(backbone, cache_dir, precision, encoder, num_gpus))
+            for actor in actors:  # builds the encoders while the first batches decode
+                actor.prepare.remote(setup)
             with progress_bar(total=len(work.todo), unit="img", desc=f"embed {backbone.id} (ray)",
                               enabled=progress) as bar:
-                for done in _run_batches(ray, actors, backbone_transform(backbone), work.todo_columns(), batch_size,
-                                         workers, max_pixels, part_size, embeddings_path(root, backbone.id).parent,
-                                         bar.update):
+                for done in _run_batches(ray, actors, setup, backbone_transform(backbone), work.todo_columns(),
+                                         batch_size, workers, max_pixels, part_size,
+                                         embeddings_path(root, backbone.id).parent, bar.update):
                     status.update({int(r): (reason or None) for r, reason in zip(done["row"], done["reason"])})
             measured = getattr(getattr(backbone, "image_encoder", None), "agreement", None)
             if measured is not None:  # int8: what the actors measured is the driver's backbone's to report
                 for cosines in ray.get([actor.agreement_cosines.remote() for actor in actors]):
                     measured.add(np.asarray(cosines))
-        finally:
-            for actor in actors:  # their cores (or GPUs) are free for the next job at once
-                ray.kill(actor)
+    finally:
+        for actor in actors:  # their cores (or GPUs) are free for the next job at once
+            ray.kill(actor)
     embedded = sum(1 for s in status.values() if s is None)
     return finish_run(root, backbone, photos, work, status, embedded, time.perf_counter() - started, engine="ray")
 
 
-def _encoder_actors(ray: Any, backbone: Any, cache_dir: str | None, precision: str, encoder: str,
-                    concurrency: int | None, num_gpus: float) -> list:
-    """The encoder actors, started now so their start-up overlaps the first decode tasks."""
-    heavy = bool(getattr(backbone, "has_text", False))  # a model (not the perceptual statistics) runs there
-    tower = None if num_gpus else getattr(backbone, "image_encoder", None)
-    options = {"device": "cuda" if num_gpus else "cpu", "precision": precision, "cache_dir": cache_dir}
-    if heavy:  # on a CPU without a tower the driver found onnxruntime unusable: torch eager, as it chose
-        options["encoder"] = "torch" if not num_gpus and tower is None else encoder
+def _connected_ray() -> Any:
+    """The ray module when this process is already connected to Ray, else None (nothing is started)."""
+    try:
+        import ray
+    except ImportError:
+        return None
+    return ray if ray.is_initialized() else None
+
+
+def _encoder_actors(ray: Any, concurrency: int | None, num_gpus: float) -> list:
+    """The encoder actors, empty: one per GPU with ``num_gpus``, else ``concurrency`` or one."""
     if num_gpus:
         n = concurrency or max(1, int(ray.cluster_resources().get("GPU", 0) / num_gpus))
         resources = {"num_gpus": num_gpus, "num_cpus": 1}
@@ -258,12 +279,22 @@ def _encoder_actors(ray: Any, backbone: Any, cache_dir: str | None, precision: s
         # (measured: Ray/local 1.86 with one, 1.50 without, 96 photos)
         n, resources = concurrency or 1, {"num_cpus": 0}
     remote = ray.remote(_EncoderActor).options(max_restarts=2, max_task_retries=2, **resources)
-    threads = _torch_threads() if heavy and not num_gpus else None
-    return [remote.remote(backbone.id, options, threads, tower, int(backbone.dim)) for _ in range(n)]
+    return [remote.remote() for _ in range(n)]
 
 
-def _run_batches(ray: Any, actors: list, transform: Any, columns: dict[str, np.ndarray], batch_size: int,
-                 workers: int | None, max_pixels: int, part_size: int, folder: Path,
+def _encoder_setup(backbone: Any, cache_dir: str | None, precision: str, encoder: str, num_gpus: float) -> dict:
+    """What an encoder actor builds its encoder from (see :meth:`_EncoderActor.prepare`)."""
+    heavy = bool(getattr(backbone, "has_text", False))  # a model (not the perceptual statistics) runs there
+    tower = None if num_gpus else getattr(backbone, "image_encoder", None)
+    options = {"device": "cuda" if num_gpus else "cpu", "precision": precision, "cache_dir": cache_dir}
+    if heavy:  # on a CPU without a tower the driver found onnxruntime unusable: torch eager, as it chose
+        options["encoder"] = "torch" if not num_gpus and tower is None else encoder
+    return {"backbone_id": backbone.id, "options": options, "threads": _torch_threads() if heavy and not num_gpus
+            else None, "tower": tower, "dim": int(backbone.dim)}
+
+
+def _run_batches(ray: Any, actors: list, setup: Any, transform: Any, columns: dict[str, np.ndarray],
+                 batch_size: int, workers: int | None, max_pixels: int, part_size: int, folder: Path,
                  on_batch: Any) -> Iterator[dict[str, np.ndarray]]:
     """Decode -> encode -> write every batch of ``columns``; yields each write task's (row, reason).
 
@@ -305,7 +336,8 @@ def _run_batches(ray: Any, actors: list, transform: Any, columns: dict[str, np.n
         batch = {k: v[start : start + batch_size] for k, v in columns.items()}
         decoded = decode.remote(batch, transform, max_pixels, shape)
         decoding.append(decoded)
-        encoding.append((len(batch["row"]), actors[(start // batch_size) % len(actors)].encode.remote(decoded)))
+        actor = actors[(start // batch_size) % len(actors)]
+        encoding.append((len(batch["row"]), actor.encode.remote(decoded, setup)))
     while encoding:
         rows, ref = encoding.popleft()
         ray.wait([ref], fetch_local=False)
