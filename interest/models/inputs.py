@@ -91,14 +91,15 @@ def _load_checked(backbone_id: str, want: dict | None, dim: int, name: str, opti
     if want and have and "checkpoint_sha256" not in want:
         # trained on a tag's weights, given them as a file (weights=): the file's hash is not in the bundle
         have = {k: v for k, v in have.items() if k != "checkpoint_sha256"}
-    if want and have and _jsonable(have) != _jsonable(want):
+    if want and have:
         have, want = _jsonable(have), _jsonable(want)
-        differ = "; ".join(f"{k}: {have.get(k)!r} here, {want.get(k)!r} in training"
-                           for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k))
-        raise InterestError(
-            f"backbone '{backbone_id}' preprocesses images unlike the embeddings {name} was trained on "
-            f"({differ}); use the same backbone version the training embeddings came from"
-        )
+        if have != want:
+            differ = "; ".join(f"{k}: {have.get(k)!r} here, {want.get(k)!r} in training"
+                               for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k))
+            raise InterestError(
+                f"backbone '{backbone_id}' preprocesses images unlike the embeddings {name} was trained on "
+                f"({differ}); use the same backbone version the training embeddings came from"
+            )
     if int(backbone.dim) != dim:
         raise InterestError(f"backbone '{backbone_id}' gives {backbone.dim}-d embeddings, {name} expects {dim}")
     return backbone

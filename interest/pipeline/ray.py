@@ -316,34 +316,35 @@ def _run_batches(ray: Any, actors: list, setup: Any, transform: Any, columns: di
     group_rows = 0
     writes: list = []
 
-    def written(ref: Any, rows: int, last: bool = False) -> None:
+    def flush() -> None:  # the grouped batches as one write task (parts of about part_size rows)
         nonlocal group, group_rows
-        if ref is not None:
-            group.append(ref)
-            group_rows += rows
-        if group and (group_rows >= part_size or last):
+        if group:
             writes.append(write.remote(str(parts), part_size, *group))
             group, group_rows = [], 0
+
+    def collect_oldest() -> None:  # wait for the oldest batch's encoding and group it for writing
+        nonlocal group_rows
+        rows, ref = encoding.popleft()
+        ray.wait([ref], fetch_local=False)
+        group.append(ref)
+        group_rows += rows
+        on_batch(rows)
+        if group_rows >= part_size:
+            flush()
 
     for start in range(0, len(columns["row"]), batch_size):
         while len(decoding) >= slots:
             _, decoding = ray.wait(decoding, num_returns=1, fetch_local=False)
         while len(encoding) >= slots + 2 * len(actors):
-            rows, ref = encoding.popleft()
-            ray.wait([ref], fetch_local=False)
-            written(ref, rows)
-            on_batch(rows)
+            collect_oldest()
         batch = {k: v[start : start + batch_size] for k, v in columns.items()}
         decoded = decode.remote(batch, transform, max_pixels, shape)
         decoding.append(decoded)
         actor = actors[(start // batch_size) % len(actors)]
         encoding.append((len(batch["row"]), actor.encode.remote(decoded, setup)))
     while encoding:
-        rows, ref = encoding.popleft()
-        ray.wait([ref], fetch_local=False)
-        written(ref, rows)
-        on_batch(rows)
-    written(None, 0, last=True)
+        collect_oldest()
+    flush()
     yield from ray.get(writes)
 
 
