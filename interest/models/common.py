@@ -571,12 +571,20 @@ class ZeroTruncatedPoisson(LinearPredictor, Estimator):
     kept apart from the linear predictor, so the caller applies them (the
     model's prototypes do).
 
+    With ``prior`` (another linear predictor of the same photos: its
+    out-of-fold values on these rows, its coefficients and intercept), the
+    fitted predictor is then blended with it: ``a * (x·w + u_g) + c * prior
+    + b``, the three numbers fitted by the same likelihood on out-of-fold
+    values only, so the prior gets the weight its held-out predictions earn
+    (near 0 when it adds nothing). The blend is folded into ``coef_``,
+    ``intercept_`` and the effects, so the model stays linear.
+
     Learned, like :class:`Ridge` (the bundle stores it in the same place):
     ``coef_`` (d,) float32, ``intercept_``, ``alpha_``, ``cv_deviance_`` (per
     candidate) and ``oof_prediction_`` (n,) float32: each row's linear
     predictor from the model fitted without its fold; with groups also
     ``groups_`` (the group labels), ``group_effect_`` (one per label) and
-    ``oof_group_effect_`` (n,).
+    ``oof_group_effect_`` (n,); with a prior also ``blend_`` (a, c, b).
     """
 
     PARAMS = ("relative_alphas", "folds", "seed", "max_samples", "cv_max_samples", "max_iter", "group_scale", "alpha")
@@ -602,8 +610,17 @@ class ZeroTruncatedPoisson(LinearPredictor, Estimator):
         self.cv_max_samples = cv_max_samples
         self.max_iter = max_iter
 
-    def fit(self, X: np.ndarray, counts: np.ndarray, groups: np.ndarray | None = None) -> "ZeroTruncatedPoisson":
-        """Fit on embeddings ``X`` (n, d), each row's count of distinct favouriting users (n,) and optional groups."""
+    def fit(
+        self,
+        X: np.ndarray,
+        counts: np.ndarray,
+        groups: np.ndarray | None = None,
+        prior: tuple[np.ndarray, np.ndarray, float] | None = None,
+    ) -> "ZeroTruncatedPoisson":
+        """Fit on embeddings ``X`` (n, d), each row's count of distinct favouriting users (n,), optional groups and prior.
+
+        ``prior``: (out-of-fold values (n,), coef (d,), intercept) of another linear predictor to blend with.
+        """
         counts = np.asarray(counts, dtype=np.float64)
         g, self.groups_ = (None, None) if groups is None else pd.factorize(np.asarray(groups), sort=True)
         n_groups = 0 if g is None else len(self.groups_)
@@ -650,7 +667,31 @@ class ZeroTruncatedPoisson(LinearPredictor, Estimator):
         self.coef_ = w.astype(np.float32)
         self.intercept_ = float(b)
         self.group_effect_ = None if u is None else u.astype(np.float32)
+        if prior is not None:
+            self._blend(prior, counts)
         return self
+
+    def _blend(self, prior: tuple[np.ndarray, np.ndarray, float], counts: np.ndarray) -> None:
+        """Fit ``a * own + c * prior + b`` on out-of-fold values (positive rows) and fold it into the state."""
+        from scipy.optimize import minimize
+
+        own = self.oof_prediction_.astype(np.float64) + self.oof_group_effect_
+        q = np.asarray(prior[0], dtype=np.float64)
+        rows = counts > 0
+        F = np.column_stack([own, q, np.ones(len(q))])[rows]
+
+        def loss(theta):
+            nll, grad_eta = _zt_nll(F @ theta, counts[rows], gradient=True)
+            return nll.mean(), F.T @ grad_eta / len(grad_eta)
+
+        a, c, b = minimize(loss, np.array([1.0, 0.0, 0.0]), jac=True, method="L-BFGS-B").x
+        self.blend_ = (float(a), float(c), float(b))
+        self.coef_ = (a * self.coef_.astype(np.float64) + c * np.asarray(prior[1], dtype=np.float64)).astype(np.float32)
+        self.intercept_ = float(a * self.intercept_ + c * float(prior[2]) + b)
+        self.oof_prediction_ = (a * self.oof_prediction_ + c * q + b).astype(np.float32)
+        self.oof_group_effect_ = (a * self.oof_group_effect_).astype(np.float32)
+        if self.group_effect_ is not None:
+            self.group_effect_ = (a * self.group_effect_.astype(np.float64)).astype(np.float32)
 
     def _sample(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if len(rows) <= self.max_samples:
@@ -703,5 +744,6 @@ def _zt_nll(eta: np.ndarray, c: np.ndarray, gradient: bool = False):
     nll = lam + log_q - c * eta
     if not gradient:
         return nll
-    # d/deta: λ + λ e^-λ / (1 - e^-λ) - c
-    return nll, lam + lam / np.expm1(lam) - c
+    # d/deta: λ + λ e^-λ / (1 - e^-λ) - c; for large λ expm1 overflows to inf and the middle term is 0, as it should be
+    with np.errstate(over="ignore"):
+        return nll, lam + lam / np.expm1(lam) - c

@@ -67,6 +67,9 @@ class TrainConfig:
     # app ci_score: "image" = the image-level model's own score (when common_signal is image; chosen on the
     # world family: the trees cannot extrapolate to photos the collection never held); "booster" = LightGBM
     common_score: str = "image"
+    # blend the image-level model with a ridge to each training photo's log faves per view (Flickr's own
+    # counts, the owner's audience divided out), weighted by its out-of-fold fit to the collection's counts
+    faves_prior: bool = True
     lgb_num_boost_round: int = 150
     lgb_learning_rate: float = 0.1
     lgb_num_leaves: int = 31
@@ -150,9 +153,10 @@ def train_model(
     step("ridge")
 
     if config.common_signal == "image":
+        prior = faves_prior(X, data["log_faves_per_view"], config) if config.faves_prior else None
         # its linear predictor is the log share of users expected to favourite the photo
         ridge = ZeroTruncatedPoisson(folds=config.ridge_folds, seed=config.seed).fit(
-            X, data["distinct_users"], groups=data["clusters"]
+            X, data["distinct_users"], groups=data["clusters"], prior=prior
         )
         ridge.intercept_ -= float(np.log(data["n_label_users"]))
         ridge.oof_prediction_ = ridge.oof_prediction_ - np.float32(np.log(data["n_label_users"]))
@@ -254,6 +258,7 @@ def train_model(
         },
         "metrics": {
             "ridge": {"alpha": ridge.alpha_, "model": type(ridge).__name__,
+                      "faves_blend": getattr(ridge, "blend_", None),
                       "cv_loss": float(getattr(ridge, "cv_mse_", getattr(ridge, "cv_deviance_", np.nan)).min()),
                       "oof_spearman": spearman(ridge.oof_prediction_, y)},
             "prototypes": {"n": int(len(prototypes.ci_)), "oof_spearman": spearman(prototypes.oof_prediction_, y)},
@@ -274,6 +279,26 @@ def train_model(
     bar.update()
     bar.close()
     return model
+
+
+def faves_prior(X: np.ndarray, log_fpv: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """A ridge from the embedding to each training photo's log faves per view: the image-level model's prior.
+
+    Flickr's faves count the whole platform's favourites, not only the
+    collection's one or two, and dividing by views takes out most of the
+    owner's audience. Returns (out-of-fold values on every row, coef,
+    intercept), or None when fewer than 50 photos (or under half of them)
+    have views and faves.
+    """
+    known = np.flatnonzero(np.isfinite(log_fpv))
+    if len(known) < max(50, len(X) // 2):
+        return None
+    # a copy of the embeddings only when some photos lack the counts (at paper scale X is gigabytes)
+    ridge = Ridge(folds=config.ridge_folds, seed=config.seed).fit(X if len(known) == len(X) else X[known], log_fpv[known])
+    values = ridge.predict(X).astype(np.float64)
+    values[known] = ridge.oof_prediction_
+    coef, intercept = ridge.linear_form()
+    return values, coef, intercept
 
 
 def user_sampling_sd(
@@ -371,8 +396,16 @@ def read_training_data(root: str | os.PathLike, backbone: str | None, config: Tr
         )
 
     extra_parts, metadata_columns, characteristic_columns, as_of = [], [], [], None
-    if config.use_metadata and has_table(root, "photos"):
-        photos = read_table(root, "photos")
+    log_fpv = np.full(len(photo_ids), np.nan)
+    photos = read_table(root, "photos") if has_table(root, "photos") else None
+    if photos is not None and {"views", "faves"} <= set(photos.columns):
+        counts = photos.assign(photo_id=photos["photo_id"].astype(str)).drop_duplicates("photo_id").set_index("photo_id")
+        views = pd.to_numeric(counts["views"], errors="coerce").reindex(photo_ids).to_numpy(dtype=np.float64)
+        faves = pd.to_numeric(counts["faves"], errors="coerce").reindex(photo_ids).to_numpy(dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # +0.5: most photos have a handful of faves, many none
+            log_fpv = np.where((views > 0) & (faves >= 0), np.log((faves + 0.5) / views), np.nan)
+    if config.use_metadata and photos is not None:
         upload = pd.to_datetime(photos.get("upload_date"), utc=True, errors="coerce") if "upload_date" in photos else None
         as_of = upload.max() if upload is not None and upload.notna().any() else None
         meta = metadata_features(photos, as_of=as_of).reindex(photo_ids)
@@ -396,6 +429,7 @@ def read_training_data(root: str | os.PathLike, backbone: str | None, config: Tr
         "emb": X,
         "ci": y,
         "distinct_users": _distinct_users(train, favs, photo_ids),
+        "log_faves_per_view": log_fpv,
         "n_label_users": max(int(settings.get("users_train") or favs["user_id"].nunique()), 1),
         "groups": g,
         "clusters": clusters.astype(str).to_numpy(),
@@ -438,3 +472,4 @@ def _distinct_users(train: pd.DataFrame, favs: pd.DataFrame, photo_ids: np.ndarr
         return train["distinct_users"].to_numpy(dtype=np.float64)
     counts = favs.drop_duplicates(["user_id", "photo_id"])["photo_id"].astype(str).value_counts()
     return counts.reindex(photo_ids).fillna(0).to_numpy(dtype=np.float64)
+
