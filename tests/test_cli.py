@@ -46,7 +46,9 @@ def trained(small_world, tmp_path_factory):
     shutil.copytree(small_world, root)
     run("label", root, "--clusters", "40", "--seed", "0")
     model = root.parent / "model"
-    run("train", root, "--out", model)
+    proc = run("train", root, "--out", model)
+    # the synthetic world's photos carry views and faves, so the faves-per-view prior was blended in
+    assert "faves-per-view prior x" in proc.stdout
     return root, model
 
 

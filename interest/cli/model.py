@@ -82,6 +82,10 @@ def train(
     cfg = load_config(TrainConfig, config, seed=seed)
     model = train_model(data, out, backbone=backbone, config=cfg)
     typer.echo(f"wrote model bundle {out} (backbone {model.backbone_id}, {len(model.users)} user heads)")
+    blend = model.metadata["metrics"]["ridge"].get("faves_blend")
+    if blend:
+        # what the out-of-fold fit made of Flickr's faves per view (docs/models.md): near 0 = nothing
+        typer.echo(f"image-level model: own prediction x {blend[0]:.2f} + faves-per-view prior x {blend[1]:.2f}")
 
 
 @app.command(rich_help_panel="Model")
