@@ -196,6 +196,24 @@ def test_common_score_booster_keeps_the_stack(collection, embeddings):
         TrainConfig(common_score="trees")
 
 
+def test_faves_prior_only_from_real_counts(collection, model, tmp_path):
+    from dataclasses import replace
+
+    # the world's photos carry views and faves (every crawled one at least one fave): the prior is blended in
+    a, c, _ = model.metadata["metrics"]["ridge"]["faves_blend"]
+    assert a > 0 and np.isfinite(c)
+    off = train_model(collection, None, config=replace(FAST, faves_prior=False), progress=False)
+    assert off.metadata["metrics"]["ridge"]["faves_blend"] is None
+    # placeholder counts (an importer's zeros) or missing columns: no prior, and training still works
+    zeros = tmp_path / "zeros"
+    shutil.copytree(collection, zeros)
+    photos = pd.read_parquet(zeros / "photos.parquet")
+    photos.assign(faves=0).to_parquet(zeros / "photos.parquet")
+    assert train_model(zeros, None, config=FAST, progress=False).metadata["metrics"]["ridge"]["faves_blend"] is None
+    photos.drop(columns=["views"]).to_parquet(zeros / "photos.parquet")
+    assert train_model(zeros, None, config=FAST, progress=False).metadata["metrics"]["ridge"]["faves_blend"] is None
+
+
 def test_train_is_deterministic(collection, model, embeddings):
     again = train_model(collection, None, config=FAST, progress=False)
     emb = embeddings[2][:200]

@@ -288,7 +288,7 @@ def faves_prior(X: np.ndarray, log_fpv: np.ndarray, config: TrainConfig) -> tupl
     collection's one or two, and dividing by views takes out most of the
     owner's audience. Returns (out-of-fold values on every row, coef,
     intercept), or None when fewer than 50 photos (or under half of them)
-    have views and faves.
+    have views and faves (``log_fpv`` NaN where not).
     """
     known = np.flatnonzero(np.isfinite(log_fpv))
     if len(known) < max(50, len(X) // 2):
@@ -402,9 +402,14 @@ def read_training_data(root: str | os.PathLike, backbone: str | None, config: Tr
         counts = photos.assign(photo_id=photos["photo_id"].astype(str)).drop_duplicates("photo_id").set_index("photo_id")
         views = pd.to_numeric(counts["views"], errors="coerce").reindex(photo_ids).to_numpy(dtype=np.float64)
         faves = pd.to_numeric(counts["faves"], errors="coerce").reindex(photo_ids).to_numpy(dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # +0.5: most photos have a handful of faves, many none
-            log_fpv = np.where((views > 0) & (faves >= 0), np.log((faves + 0.5) / views), np.nan)
+        known = (views > 0) & (faves >= 0)
+        # every crawled photo was favourited by somebody, so on Flickr its faves are at least 1: a table where
+        # most are 0 has no real counts (an importer's placeholder), and -log(views) alone would only teach the
+        # owner's audience
+        if known.any() and (faves[known] >= 1).mean() >= 0.5:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                # +0.5: most photos have a handful of faves
+                log_fpv = np.where(known, np.log((faves + 0.5) / views), np.nan)
     if config.use_metadata and photos is not None:
         upload = pd.to_datetime(photos.get("upload_date"), utc=True, errors="coerce") if "upload_date" in photos else None
         as_of = upload.max() if upload is not None and upload.notna().any() else None
