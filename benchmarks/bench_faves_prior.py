@@ -12,9 +12,11 @@ and ``faves_prior: true`` (the default), and for each:
 Worlds: the eight of ``interest.synthetic.family.FAMILY`` (the default was
 chosen on these), then ``--extra``: each structure with seeds 2 and 3, and each
 structure at seeds 0 and 1 with fewer users and photos (250 users, 2,000
-photos, 400 held out), sixteen worlds the choice never saw.
+photos, 400 held out), sixteen worlds the choice never saw. ``--shuffled``:
+the family's worlds with views and faves permuted among the photos, so the
+metadata carries nothing (the blend should then change nothing).
 
-    nice -n 10 .venv/bin/python benchmarks/bench_faves_prior.py [--extra] [--json out.json]
+    nice -n 10 .venv/bin/python benchmarks/bench_faves_prior.py [--extra] [--shuffled] [--json out.json]
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def worlds(extra: bool) -> list[tuple[str, str, dict]]:
     return out
 
 
-def run_world(base: str, overrides: dict, root: Path) -> dict:
+def run_world(base: str, overrides: dict, root: Path, shuffled: bool = False) -> dict:
     import interest  # noqa: F401  (the public package, as a user imports it)
     from interest.evaluate import evaluate, spearman_or_none
     from interest.labels import label_collection
@@ -48,6 +50,15 @@ def run_world(base: str, overrides: dict, root: Path) -> dict:
     from interest.synthetic.family import heldout_photos, make_family_world
 
     make_family_world(base, root, **overrides)
+    if shuffled:
+        import numpy as np
+        import pandas as pd
+
+        photos = pd.read_parquet(root / "photos.parquet")
+        order = np.random.default_rng(0).permutation(len(photos))
+        for column in ("views", "faves"):
+            photos[column] = photos[column].to_numpy()[order]
+        photos.to_parquet(root / "photos.parquet")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         label_collection(root, seed=0, progress=False)
@@ -86,12 +97,13 @@ def summarise(rows: dict[str, dict], names: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--extra", action="store_true", help="also the sixteen worlds the default was not chosen on")
+    parser.add_argument("--shuffled", action="store_true", help="views and faves permuted among photos (no signal)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_faves_prior_") as tmp:
         for name, base, overrides in worlds(args.extra):
-            rows[name] = run_world(base, overrides, Path(tmp) / name)
+            rows[name] = run_world(base, overrides, Path(tmp) / name, args.shuffled)
             r = rows[name]
             print(
                 f"{name:22s} never held {r['off']['never_held']:.3f} -> {r['on']['never_held']:.3f}   "
