@@ -14,9 +14,10 @@ chosen on these), then ``--extra``: each structure with seeds 2 and 3, and each
 structure at seeds 0 and 1 with fewer users and photos (250 users, 2,000
 photos, 400 held out), sixteen worlds the choice never saw. ``--shuffled``:
 the family's worlds with views and faves permuted among the photos, so the
-metadata carries nothing (the blend should then change nothing).
+metadata carries nothing (the blend should then change nothing). ``--dim``:
+the worlds' embedding size (64 by default; CLIP's are 512 or 768).
 
-    nice -n 10 .venv/bin/python benchmarks/bench_faves_prior.py [--extra] [--shuffled] [--json out.json]
+    nice -n 10 .venv/bin/python benchmarks/bench_faves_prior.py [--extra] [--shuffled] [--dim 512] [--json out.json]
 """
 
 from __future__ import annotations
@@ -98,12 +99,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--extra", action="store_true", help="also the sixteen worlds the default was not chosen on")
     parser.add_argument("--shuffled", action="store_true", help="views and faves permuted among photos (no signal)")
+    parser.add_argument("--dim", type=int, default=None, help="embedding size of every world (default: the family's 64)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_faves_prior_") as tmp:
         for name, base, overrides in worlds(args.extra):
-            rows[name] = run_world(base, overrides, Path(tmp) / name, args.shuffled)
+            dim = {} if args.dim is None else {"embed_dim": args.dim}
+            rows[name] = run_world(base, {**overrides, **dim}, Path(tmp) / name, args.shuffled)
             r = rows[name]
             print(
                 f"{name:22s} never held {r['off']['never_held']:.3f} -> {r['on']['never_held']:.3f}   "

@@ -17,7 +17,9 @@ held-out counts. In the same run, on the same split:
   (``common_score: booster``), the default before the image-level score;
 * ``random`` — a seeded random score.
 
-    nice -n 10 .venv/bin/python benchmarks/bench_quality.py [--worlds flat-s0 ...] [--json out.json]
+    nice -n 10 .venv/bin/python benchmarks/bench_quality.py [--worlds flat-s0 ...] [--dim 512] [--json out.json]
+
+``--dim`` generates every world with that embedding size instead of the family's 64.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import warnings
 from pathlib import Path
 
 
-def run_world(name: str, root: Path) -> dict:
+def run_world(name: str, root: Path, dim: int | None = None) -> dict:
     import pandas as pd
 
     import interest
@@ -43,7 +45,7 @@ def run_world(name: str, root: Path) -> dict:
     from interest.synthetic.family import heldout_photos, make_family_world
 
     t0 = time.perf_counter()
-    make_family_world(name, root)
+    make_family_world(name, root, **({} if dim is None else {"embed_dim": dim}))
     photos, emb = heldout_photos(root)
     truth = photos["true_commonality"].to_numpy(float)
     with warnings.catch_warnings():
@@ -108,12 +110,13 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worlds", nargs="+", default=FAMILY)
+    parser.add_argument("--dim", type=int, default=None, help="embedding size of every world (default: the family's 64)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.worlds:
-            rows[name] = run_world(name, Path(tmp) / name)
+            rows[name] = run_world(name, Path(tmp) / name, args.dim)
             print(name, json.dumps(rows[name]), flush=True)
     result = {"worlds": rows, "summary": summarise(rows)}
     print(json.dumps(result["summary"], indent=2))

@@ -396,20 +396,7 @@ def read_training_data(root: str | os.PathLike, backbone: str | None, config: Tr
         )
 
     extra_parts, metadata_columns, characteristic_columns, as_of = [], [], [], None
-    log_fpv = np.full(len(photo_ids), np.nan)
     photos = read_table(root, "photos") if has_table(root, "photos") else None
-    if photos is not None and {"views", "faves"} <= set(photos.columns):
-        counts = photos.assign(photo_id=photos["photo_id"].astype(str)).drop_duplicates("photo_id").set_index("photo_id")
-        views = pd.to_numeric(counts["views"], errors="coerce").reindex(photo_ids).to_numpy(dtype=np.float64)
-        faves = pd.to_numeric(counts["faves"], errors="coerce").reindex(photo_ids).to_numpy(dtype=np.float64)
-        known = (views > 0) & (faves >= 0)
-        # every crawled photo was favourited by somebody, so on Flickr its faves are at least 1: a table where
-        # most are 0 has no real counts (an importer's placeholder), and -log(views) alone would only teach the
-        # owner's audience
-        if known.any() and (faves[known] >= 1).mean() >= 0.5:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                # +0.5: most photos have a handful of faves
-                log_fpv = np.where(known, np.log((faves + 0.5) / views), np.nan)
     if config.use_metadata and photos is not None:
         upload = pd.to_datetime(photos.get("upload_date"), utc=True, errors="coerce") if "upload_date" in photos else None
         as_of = upload.max() if upload is not None and upload.notna().any() else None
@@ -434,7 +421,7 @@ def read_training_data(root: str | os.PathLike, backbone: str | None, config: Tr
         "emb": X,
         "ci": y,
         "distinct_users": _distinct_users(train, favs, photo_ids),
-        "log_faves_per_view": log_fpv,
+        "log_faves_per_view": _log_faves_per_view(photos, photo_ids),
         "n_label_users": max(int(settings.get("users_train") or favs["user_id"].nunique()), 1),
         "groups": g,
         "clusters": clusters.astype(str).to_numpy(),
@@ -467,6 +454,28 @@ def _jsonable_settings(settings: dict) -> dict:
     return json.loads(json.dumps(settings, default=str))
 
 
+def _log_faves_per_view(photos: pd.DataFrame | None, photo_ids: np.ndarray) -> np.ndarray:
+    """Each training photo's ``log((faves + 0.5) / views)`` from photos.parquet; NaN where either is unknown.
+
+    All NaN when the table has no real counts: every crawled photo was
+    favourited by somebody, so on Flickr its faves are at least 1, and a table
+    where most are 0 holds an importer's placeholders (from which -log(views)
+    alone would teach only the owner's audience).
+    """
+    out = np.full(len(photo_ids), np.nan)
+    if photos is None or not {"views", "faves"} <= set(photos.columns):
+        return out
+    counts = photos.assign(photo_id=photos["photo_id"].astype(str)).drop_duplicates("photo_id").set_index("photo_id")
+    views = pd.to_numeric(counts["views"], errors="coerce").reindex(photo_ids).to_numpy(dtype=np.float64)
+    faves = pd.to_numeric(counts["faves"], errors="coerce").reindex(photo_ids).to_numpy(dtype=np.float64)
+    known = (views > 0) & (faves >= 0)
+    if not known.any() or (faves[known] >= 1).mean() < 0.5:
+        return out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # +0.5: many photos have only a handful of faves
+        return np.where(known, np.log((faves + 0.5) / views), np.nan)
+
+
 def _distinct_users(train: pd.DataFrame, favs: pd.DataFrame, photo_ids: np.ndarray) -> np.ndarray:
     """Each training photo's count of distinct (not held-out) favouriting users.
 
@@ -477,4 +486,3 @@ def _distinct_users(train: pd.DataFrame, favs: pd.DataFrame, photo_ids: np.ndarr
         return train["distinct_users"].to_numpy(dtype=np.float64)
     counts = favs.drop_duplicates(["user_id", "photo_id"])["photo_id"].astype(str).value_counts()
     return counts.reindex(photo_ids).fillna(0).to_numpy(dtype=np.float64)
-
