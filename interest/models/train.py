@@ -153,7 +153,7 @@ def train_model(
     step("ridge")
 
     if config.common_signal == "image":
-        prior = faves_prior(X, data["log_faves_per_view"], config) if config.faves_prior else None
+        prior = faves_prior(X, data["log_faves_per_view"], config)
         # its linear predictor is the log share of users expected to favourite the photo
         ridge = ZeroTruncatedPoisson(folds=config.ridge_folds, seed=config.seed).fit(
             X, data["distinct_users"], groups=data["clusters"], prior=prior
@@ -281,22 +281,29 @@ def train_model(
     return model
 
 
-def faves_prior(X: np.ndarray, log_fpv: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, float] | None:
+def faves_prior(
+    X: np.ndarray, log_fpv: np.ndarray | None, config: TrainConfig
+) -> tuple[np.ndarray, np.ndarray, float] | None:
     """A ridge from the embedding to each training photo's log faves per view: the image-level model's prior.
 
     Flickr's faves count the whole platform's favourites, not only the
     collection's one or two, and dividing by views takes out most of the
     owner's audience. Returns (out-of-fold values on every row, coef,
-    intercept), or None when fewer than 50 photos (or under half of them)
-    have views and faves (``log_fpv`` NaN where not).
+    intercept), or None without ``log_fpv`` (the prior is off) or when fewer
+    than 50 photos (or under half of them) have views and faves (``log_fpv``
+    NaN where not).
     """
+    if log_fpv is None:
+        return None
     known = np.flatnonzero(np.isfinite(log_fpv))
     if len(known) < max(50, len(X) // 2):
         return None
     # a copy of the embeddings only when some photos lack the counts (at paper scale X is gigabytes)
     ridge = Ridge(folds=config.ridge_folds, seed=config.seed).fit(X if len(known) == len(X) else X[known], log_fpv[known])
-    values = ridge.predict(X).astype(np.float64)
+    values = np.empty(len(X))
     values[known] = ridge.oof_prediction_
+    unknown = np.setdiff1d(np.arange(len(X)), known)
+    values[unknown] = ridge.predict(X[unknown])
     coef, intercept = ridge.linear_form()
     return values, coef, intercept
 
@@ -396,7 +403,8 @@ def read_training_data(root: str | os.PathLike, backbone: str | None, config: Tr
         )
 
     extra_parts, metadata_columns, characteristic_columns, as_of = [], [], [], None
-    photos = read_table(root, "photos") if has_table(root, "photos") else None
+    wants_prior = config.faves_prior and config.common_signal == "image"
+    photos = read_table(root, "photos") if (config.use_metadata or wants_prior) and has_table(root, "photos") else None
     if config.use_metadata and photos is not None:
         upload = pd.to_datetime(photos.get("upload_date"), utc=True, errors="coerce") if "upload_date" in photos else None
         as_of = upload.max() if upload is not None and upload.notna().any() else None
@@ -421,7 +429,7 @@ def read_training_data(root: str | os.PathLike, backbone: str | None, config: Tr
         "emb": X,
         "ci": y,
         "distinct_users": _distinct_users(train, favs, photo_ids),
-        "log_faves_per_view": _log_faves_per_view(photos, photo_ids),
+        "log_faves_per_view": _log_faves_per_view(photos, photo_ids) if wants_prior else None,
         "n_label_users": max(int(settings.get("users_train") or favs["user_id"].nunique()), 1),
         "groups": g,
         "clusters": clusters.astype(str).to_numpy(),
