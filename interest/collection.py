@@ -82,7 +82,8 @@ TABLES: dict[str, Table] = {
     "favorites": Table(
         "favorites.parquet",
         ("user_id", "photo_id"),
-        {"user_id": "string", "photo_id": "string", "fave_date": "datetime64[ns, UTC]"},
+        # source: the published file an imported favourite came from (definition/additional); null when crawled
+        {"user_id": "string", "photo_id": "string", "fave_date": "datetime64[ns, UTC]", "source": "string"},
     ),
     "labels": Table(
         "labels.parquet",

@@ -67,6 +67,28 @@ def test_current_schema(tmp_path):
     assert ref.loc["1234567", "published_CLIP_emotion_awe"] == pytest.approx(0.1)
     assert ref.loc["9876543210", "published_ci_r_score"] == pytest.approx(0.11) and ref.loc["9876543210", "set"] == "test"
     assert read_manifest(tmp_path / "out")["import"]["favorites"] == 4
+    # which file each favourite came from
+    source = favorites.set_index(["user_id", "photo_id"])["source"]
+    assert source.to_dict() == {("11@N00", "1234567"): "definition", ("11@N00", "51234567890"): "definition",
+                                ("22@N01", "51234567890"): "definition", ("22@N01", "9876543210"): "additional"}
+
+
+def test_photo_in_both_files_is_a_definition_photo_in_any_order(tmp_path):
+    """A photo favourited by one user in the definition file and by another in the additional file."""
+    also = "33@N05,male,,,,https://live.staticflickr.com/65535/51234567890_abcdef1234_z.jpg,1200,40,3,2019-05-01 10:00:00,1,Photographer,0.47\n"
+    both = "11@N00,female,,,,https://farm5.staticflickr.com/4321/1234567_0a1b2c3d4e.jpg,55,2,0,2010-01-02,0,,0.05\n"
+    files = [_write(tmp_path, "FlickrUser_additional.csv", ADDITIONAL + also + both), _write(tmp_path, "FlickrUser_definition.csv", DEFINITION)]
+    summary = import_flickruser(files, tmp_path / "out", progress=False)  # the additional file first
+    assert summary["sets"] == {"train": 2, "test": 1} and summary["favorites"] == 5
+    source = read_table(tmp_path / "out", "favorites").set_index(["user_id", "photo_id"])["source"]
+    assert source[("33@N05", "51234567890")] == "additional" and source[("22@N01", "51234567890")] == "definition"
+    assert source[("11@N00", "1234567")] == "definition"  # in both files: the definition's
+    ref = pd.read_parquet(tmp_path / "out" / REFERENCE_FILE).set_index("photo_id")
+    # the definition's published scores, and the additional file's prediction for the same photo
+    assert ref.loc["51234567890", "set"] == "train" and ref.loc["51234567890", "published_trend_group"] == 0
+    assert ref.loc["51234567890", "published_ci_score"] == pytest.approx(0.52)
+    assert ref.loc["51234567890", "published_ci_r_score"] == pytest.approx(0.47)
+    assert read_table(tmp_path / "out", "photos").set_index("photo_id").loc["51234567890", "set"] == "train"
 
 
 def test_older_single_file(tmp_path):
@@ -76,6 +98,9 @@ def test_older_single_file(tmp_path):
     assert photos.loc["777", "set"] == "test" and photos.loc["555", "faves"] == 1
     ref = pd.read_parquet(tmp_path / "out" / REFERENCE_FILE).set_index("photo_id")
     assert ref.loc["555", "published_trend_group"] == "common" and pd.isna(ref.loc["777", "published_ci_score"])
+    # its train rows are the definition set's favourites, its test rows the additional set's
+    source = read_table(tmp_path / "out", "favorites").set_index(["user_id", "photo_id"])["source"]
+    assert source.to_dict() == {("33@N02", "555"): "definition", ("33@N02", "777"): "additional", ("44@N03", "555"): "definition"}
 
 
 def test_missing_column_names_file_and_column(tmp_path):

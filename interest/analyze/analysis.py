@@ -183,19 +183,25 @@ def _predictions(result: Analysis, *, seed: int, n_boot: int, progress: bool) ->
 
 
 def _notebook_tables(result: Analysis, *, seed: int, n_boot: int, progress: bool) -> None:
-    """Tables 1 and 3 exactly as the study's notebook computes them from the published CSV, ours beside them."""
+    """Tables 1 and 3 and the photographers' share exactly as the study's notebook computes them, ours beside them."""
     reference = result.reference
     if reference is None or compare.published_groups(reference).notna().sum() == 0:
         return
     from interest.collection import read_table
 
-    favorites = read_table(result.root, "favorites", columns=["user_id", "photo_id"])
+    favorites = read_table(result.root, "favorites", columns=["user_id", "photo_id", "source"], required=["user_id", "photo_id"])
+    photos = read_table(result.root, "photos", columns=["photo_id", "owner_occupation"], required=["photo_id"])
+    occupations = photos.set_index(photos["photo_id"].astype(str))["owner_occupation"] if "owner_occupation" in photos else None
     ours = None if result.published_only else result.frame
-    tables = compare.study_tables(compare.study_rows(favorites, reference, ours))
+    tables = compare.study_tables(compare.study_rows(favorites, reference, ours, occupations))
     if not tables:
         result.note("study", f"{compare.REFERENCE_FILE} has published trend groups but no VILA or CLIP emotion columns")
         return
     result.tables.update(tables)
+    if not compare.has_sources(favorites):
+        result.note("study", compare.ALL_FAVOURITES)
+    if "study_photographers" not in tables:
+        result.note("study", "no study_photographers: photos.parquet has no owner occupations")
     beside = "; the ours_* columns group the same rows by this package's trend groups" if ours is not None else ""
     result.note("study", f"study_* tables: computed as the study's notebook does, {compare.STUDY_ROWS}{beside}")
 

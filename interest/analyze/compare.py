@@ -99,14 +99,32 @@ def compare_published(frame: pd.DataFrame, reference: pd.DataFrame) -> tuple[pd.
 
 # ---------------------------------------------------------------- the study's notebook, on the published CSVs
 
-# The study's notebook builds its Tables 1 and 3 straight from FlickrUser_definition.csv: one row per
-# favourite, grouped by the published trend_group. These are those columns, as the importer names them.
+# The study's notebook computes its Tables 1 and 3 and the photographers' share straight from
+# FlickrUser_definition.csv (df_definition): one row per favourite, split by the published trend_group,
+# every share `value_counts(normalize=True).round(4) * 100`, every quartile `describe()[...].round(4) * 100`,
+# each Delta = Common - Subjective of those rounded numbers. These are its columns, as the importer names them.
 STUDY_GROUP = "published_trend_group"
-STUDY_SHARES = {"study_main_style": "published_VILA_main_feature", "study_main_emotion": "published_CLIP_emotion_main_category"}
+STUDY_STYLE = "published_VILA_main_feature"
+STUDY_EMOTION = "published_CLIP_emotion_main_category"
 STUDY_AESTHETIC = "published_VILA_aesthetic_score"
+#: favorites.parquet ``source`` of the notebook's rows (the importer's name for FlickrUser_definition.csv)
+STUDY_SOURCE = "definition"
+#: Table 3's two blocks as the notebook builds them: its categories, their labels, the sum row's label
+EMOTION_BLOCKS = (
+    ("Sum Positive", ("excitement", "awe", "contentment", "amusement")),
+    ("Sum Negative", ("sadness", "disgust", "anger", "fear")),
+)
+QUARTILES = {"25%": "25th percentile", "50%": "median", "75%": "75th percentile"}
+PHOTOGRAPHERS = "owner is a photographer"
 STUDY_ROWS = (
-    "rows = favourites (one per user and photo, as the CSV's rows) of the definition photos that have a "
-    "published trend_group; CSV rows the importer skipped (no photo id in the URL) are not among them"
+    "rows = the favourites from FlickrUser_definition.csv (favorites.parquet source 'definition'; the older "
+    "FlickrUser.csv's train rows) whose photo has a published trend_group, one per user and photo; shares and "
+    "quartiles rounded as the notebook rounds them (round(4) * 100)"
+)
+ALL_FAVOURITES = (
+    "favorites.parquet has no source column (imported before it was recorded): the study_* tables count every "
+    "favourite of a definition photo, the additional file's too; run `interest import flickruser` again for the "
+    "notebook's rows"
 )
 
 
@@ -117,7 +135,7 @@ def published_groups(reference: pd.DataFrame) -> pd.Series:
     raw = reference[STUDY_GROUP]
     names = {name: i for i, name in enumerate(TREND_GROUPS)}
     by_name = raw.astype("string").str.strip().str.lower().map(names)
-    groups = pd.to_numeric(raw, errors="coerce").fillna(pd.to_numeric(by_name, errors="coerce"))
+    groups = pd.to_numeric(raw, errors="coerce").astype("float64").fillna(pd.to_numeric(by_name, errors="coerce").astype("float64"))
     return groups.where(groups.isin(range(len(TREND_GROUPS)))).astype("Int64")
 
 
@@ -139,70 +157,158 @@ def published_labels(reference: pd.DataFrame) -> pd.DataFrame:
     return labels.rename_axis("photo_id").reset_index()
 
 
-def study_rows(favorites: pd.DataFrame, reference: pd.DataFrame, labels: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The rows the study's notebook computes over: favourites of photos with a published trend group.
+def has_sources(favorites: pd.DataFrame) -> bool:
+    """Whether ``favorites`` says which published file each favourite came from (imports since the column exists)."""
+    return "source" in favorites and bool(favorites["source"].notna().any())
 
-    Columns: user_id, photo_id, ``published`` (the published group, 0/1/2),
-    the published characteristics and, with our ``labels`` (indexed by
-    photo_id), ``ours`` (this package's group of the same photo, or NA).
+
+def study_rows(
+    favorites: pd.DataFrame,
+    reference: pd.DataFrame,
+    labels: pd.DataFrame | None = None,
+    occupations: pd.Series | None = None,
+) -> pd.DataFrame:
+    """The rows the study's notebook computes over: its df_definition, one row per user and photo.
+
+    ``favorites`` with a ``source`` column keeps only the favourites from the
+    definition file (with none, every favourite counts: a collection
+    imported before the column existed); of those, the photos with a
+    published trend group. Columns: user_id, photo_id, ``published`` (the
+    published group, 0/1/2), the published characteristics; with our
+    ``labels`` (indexed by photo_id) ``ours`` (this package's group of the
+    same photo, or NA); with the owners' ``occupations`` (indexed by
+    photo_id) ``is_photographer``, 1 when "photographer" is in the
+    occupation as the notebook tests it (``str(occupation).lower()``), else 0.
     """
     ref = reference.assign(published=published_groups(reference))
     ref = ref[ref["published"].notna()]
-    keep = ["published", *[c for c in (*STUDY_SHARES.values(), STUDY_AESTHETIC) if c in ref]]
-    rows = favorites[["user_id", "photo_id"]].astype({"photo_id": str}).join(ref[keep], on="photo_id", how="inner")
+    keep = ["published", *[c for c in (STUDY_STYLE, STUDY_EMOTION, STUDY_AESTHETIC) if c in ref]]
+    favs = favorites
+    if has_sources(favs):
+        favs = favs[favs["source"].eq(STUDY_SOURCE).fillna(False).to_numpy(bool)]
+    rows = favs[["user_id", "photo_id"]].astype({"photo_id": str}).join(ref[keep], on="photo_id", how="inner")
     if labels is not None:
         rows["ours"] = labels["trend_group"].reindex(rows["photo_id"]).astype("Int64").to_numpy()
+    if occupations is not None and occupations.notna().any():
+        text = occupations.reindex(rows["photo_id"]).astype(object).map(str).str.lower()  # NaN -> "nan", as str() does
+        rows["is_photographer"] = text.str.contains("photographer", regex=False).astype(int).to_numpy()
     return rows.reset_index(drop=True)
 
 
-def study_tables(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Tables 1 and 3 as the study's notebook computes them, over :func:`study_rows`.
+def _group(rows: pd.DataFrame, by: str, group: int) -> pd.DataFrame:
+    """The rows of one trend group (the notebook's df_common, df_interplay, df_subjective)."""
+    return rows[rows[by].eq(group).fillna(False).to_numpy(bool)]
 
-    ``study_main_style`` / ``study_main_emotion``: per published group,
-    ``value_counts(normalize=True) * 100`` of the main style / emotion
-    (favourites with no value left out), Δ = common − subjective, sorted by
-    Δ; ``study_aesthetic_quartiles``: the 25th, 50th and 75th percentile of
-    the VILA aesthetic score × 100 (pandas' linear interpolation). With an
+
+def _with_delta(parts: list[pd.Series]) -> pd.DataFrame:
+    """The three groups' columns side by side (the notebook's pd.concat), and Delta = common - subjective."""
+    table = pd.concat(parts, axis=1)
+    table.columns = list(TREND_GROUPS)
+    table["delta"] = table[TREND_GROUPS[0]] - table[TREND_GROUPS[-1]]
+    return table
+
+
+def notebook_shares(rows: pd.DataFrame, by: str, column: str) -> pd.DataFrame:
+    """Per group, the share in % of each value of ``column`` as the notebook computes it, with Delta.
+
+    ``df.value_counts(subset=[column], normalize=True).round(4) * 100`` per
+    group (rows without a value left out); a value a group never shows is
+    NaN, as the notebook's ``pd.concat`` leaves it. Not sorted.
+    """
+    parts = [_group(rows, by, g).value_counts(subset=[column], normalize=True).round(4) * 100 for g in range(len(TREND_GROUPS))]
+    table = _with_delta(parts)
+    table.index = table.index.get_level_values(0).astype(str)  # value_counts(subset=[...]) keys are 1-tuples
+    return table
+
+
+def notebook_quartiles(rows: pd.DataFrame, by: str, column: str) -> pd.DataFrame:
+    """Per group, ``describe()[['25%', '50%', '75%']].round(4) * 100`` of ``column``, with Delta."""
+    values = rows.assign(**{column: pd.to_numeric(rows[column], errors="coerce").astype("float64")})
+    parts = [_group(values, by, g)[column].describe()[list(QUARTILES)].round(4) * 100 for g in range(len(TREND_GROUPS))]
+    return _with_delta(parts).rename(index=QUARTILES)
+
+
+def notebook_emotions(rows: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Table 3 as the notebook builds it: a positive and a negative block, each sorted by Delta, each with its sum.
+
+    The categories are matched without regard to case (the current CSV
+    writes ``excitement``, the older file ``Excitement``) and labelled as the
+    notebook labels them; the notebook would stop on a category a group
+    lacks, this shows NaN (and leaves it out of the sum, as pandas' ``sum``
+    does). Categories outside the eight (the notebook has none) follow, sorted
+    by Delta, without a sum.
+    """
+    lowered = rows.assign(**{STUDY_EMOTION: rows[STUDY_EMOTION].astype("string").str.strip().str.lower()})
+    shares = notebook_shares(lowered, by, STUDY_EMOTION)
+    blocks, known = [], set()
+    for total, categories in EMOTION_BLOCKS:
+        known.update(categories)
+        if not shares.index.isin(categories).any():
+            continue
+        block = shares.reindex(list(categories))
+        block.index = [c.capitalize() for c in categories]
+        block = block.sort_values("delta", ascending=False)
+        block.loc[total] = block.sum()
+        blocks.append(block)
+    others = shares[~shares.index.isin(sorted(known))].sort_values("delta", ascending=False)
+    return pd.concat([*blocks, others]) if blocks else others
+
+
+def notebook_photographers(rows: pd.DataFrame, by: str) -> pd.DataFrame:
+    """The share of rows whose photo's owner is a photographer, per group, as the notebook computes it.
+
+    ``df.value_counts(subset=['is_photographer'], normalize=True).round(4) * 100``
+    at 1, per row (a photo favourited by ten users counts ten times); 0 for
+    a group without photographers (where the notebook stops), NaN for a
+    group without rows.
+    """
+    parts = []
+    for g in range(len(TREND_GROUPS)):
+        part = _group(rows, by, g)
+        share = part.value_counts(subset=["is_photographer"], normalize=True).round(4) * 100
+        share.index = share.index.get_level_values(0)
+        parts.append(pd.Series({PHOTOGRAPHERS: share.get(1, 0.0) if len(part) else np.nan}))
+    return _with_delta(parts)
+
+
+def study_tables(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Tables 1 and 3 and the photographers' share as the study's notebook computes them, over :func:`study_rows`.
+
+    ``study_main_style``: the VILA main feature's shares per published group
+    and Delta, sorted by Delta as the notebook sorts (a category a group
+    never shows is NaN and sorts last); ``study_aesthetic_quartiles``: the
+    VILA aesthetic score's quartiles × 100; ``study_main_emotion``: Table 3
+    (:func:`notebook_emotions`); ``study_photographers``: the owners who are
+    photographers, % of rows. Every number rounded as the notebook rounds
+    (``round(4) * 100``), every Delta from the rounded numbers. With an
     ``ours`` column, the same computed over our trend groups beside them
     (``ours_*`` columns; same rows, those our labels cover). ``study_rows``
     says how many favourites, photos and users each group has.
     """
     kinds = [("published", "")] + ([("ours", "ours_")] if "ours" in rows and rows["ours"].notna().any() else [])
+    builders = {}
+    if STUDY_STYLE in rows and rows[STUDY_STYLE].notna().any():
+        builders["study_main_style"] = (lambda by: notebook_shares(rows, by, STUDY_STYLE), "VILA_main_feature", True)
+    if STUDY_AESTHETIC in rows and pd.to_numeric(rows[STUDY_AESTHETIC], errors="coerce").notna().any():
+        builders["study_aesthetic_quartiles"] = (lambda by: notebook_quartiles(rows, by, STUDY_AESTHETIC), "VILA_aesthetic_score x 100", False)
+    if STUDY_EMOTION in rows and rows[STUDY_EMOTION].notna().any():
+        builders["study_main_emotion"] = (lambda by: notebook_emotions(rows, by), "CLIP_emotion_main_category", False)
+    if "is_photographer" in rows:
+        builders["study_photographers"] = (lambda by: notebook_photographers(rows, by), "% of rows", False)
     out: dict[str, pd.DataFrame] = {}
-    for name, column in STUDY_SHARES.items():
-        if column not in rows or rows[column].notna().sum() == 0:
-            continue
-        parts = []
-        for by, prefix in kinds:
-            shares = {g: rows.loc[rows[by] == i, column].value_counts(normalize=True) * 100 for i, g in enumerate(TREND_GROUPS)}
-            part = pd.DataFrame(shares)
-            for i, g in enumerate(TREND_GROUPS):  # a category a group never shows is 0 %, a group with no rows NaN
-                if (rows[by] == i).any():
-                    part[g] = part[g].fillna(0.0)
-            part["delta"] = part[TREND_GROUPS[0]] - part[TREND_GROUPS[-1]]
-            parts.append(part.add_prefix(prefix))
-        table = pd.concat(parts, axis=1).sort_values("delta", ascending=False, kind="stable")
-        table.index = table.index.astype(str)
-        table.index.name = column.removeprefix("published_")
+    for name, (build, index_name, sort) in builders.items():
+        table = build("published")
+        for by, prefix in kinds[1:]:  # ours beside, in the published table's rows and order
+            table = table.join(build(by).add_prefix(prefix), how="left")
+        if sort:
+            table = table.sort_values("delta", ascending=False)
+        table.index.name = index_name
         out[name] = table
-    if STUDY_AESTHETIC in rows and rows[STUDY_AESTHETIC].notna().any():
-        values = pd.to_numeric(rows[STUDY_AESTHETIC], errors="coerce")
-        parts = []
-        for by, prefix in kinds:
-            quartiles = {
-                g: values[rows[by] == i].quantile([0.25, 0.5, 0.75]).to_numpy() * 100 for i, g in enumerate(TREND_GROUPS)
-            }
-            part = pd.DataFrame(quartiles, index=["25th percentile", "median", "75th percentile"])
-            part["delta"] = part[TREND_GROUPS[0]] - part[TREND_GROUPS[-1]]
-            parts.append(part.add_prefix(prefix))
-        table = pd.concat(parts, axis=1)
-        table.index.name = "VILA_aesthetic_score x 100"
-        out["study_aesthetic_quartiles"] = table
     if out:
         counts = {}
         for by, prefix in kinds:
             for i, g in enumerate(TREND_GROUPS):
-                part = rows[rows[by] == i]
+                part = _group(rows, by, i)
                 counts[f"{prefix}{g}"] = {"favourites": len(part), "photos": part["photo_id"].nunique(), "users": part["user_id"].nunique()}
         table = pd.DataFrame(counts)
         table.index.name = "rows"

@@ -173,28 +173,31 @@ class _Builder:
         return "".join(parts) + self._notes("study")
 
     def _notebook_tables(self) -> list[str]:
-        """The study's Tables 1 and 3 as its notebook computes them from the published CSV (imported collections)."""
+        """The study's Tables 1 and 3 and photographers' shares as its notebook computes them (imported collections)."""
         if "study_rows" not in self.t:
             return []
         ours = any(str(c).startswith("ours_") for c in self.t["study_rows"].columns)
         parts = [
-            "<h3>As the study's notebook computes them</h3><p>From the published FlickrUser_definition.csv columns: one row per "
-            "favourite (a user and a photo) of the definition photos, grouped by the published trend_group; no intervals, as in the "
-            "notebook." + (" The <i>ours</i> columns group the same favourites by this package's trend groups." if ours else "") + "</p>",
+            "<h3>As the study's notebook computes them</h3><p>From the rows of the published FlickrUser_definition.csv (one "
+            "row per user and favourited photo; favourites from FlickrUser_additional.csv are not among them), grouped by the "
+            "published trend_group; shares and quartiles rounded as the notebook rounds them (<code>round(4) * 100</code>), "
+            "Δ from the rounded numbers, no intervals, as in the notebook; – is a category the group never shows (the notebook's NaN)."
+            + (" The <i>ours</i> columns group the same rows by this package's trend groups." if ours else "") + "</p>",
             _df_html(self.t["study_rows"], caption="Rows of these tables per group"),
         ]
-        for name, caption in (("study_main_style", "VILA main feature per trend group (% of favourites)"),
-                              ("study_aesthetic_quartiles", "VILA aesthetic score × 100 per trend group"),
-                              ("study_main_emotion", "CLIP main emotion per trend group (% of favourites)")):
+        for name, caption in (("study_main_style", "Table 1: VILA main feature per trend group (% of rows)"),
+                              ("study_aesthetic_quartiles", "Table 1: VILA aesthetic score × 100 per trend group"),
+                              ("study_main_emotion", "Table 3: CLIP main emotion per trend group (% of rows)"),
+                              ("study_photographers", "Owners who are photographers (% of rows: a photo counts once per user who favourited it)")):
             if name in self.t:
-                parts.append(_df_html(self.t[name], caption=caption))
-        parts.append("<h3>Per photo, with intervals</h3>")
+                parts.append(_df_html(self.t[name], caption=caption, decimals=2))
+        parts.append("<h3>Per photo, with intervals (this package's view)</h3>")
         return parts
 
     def _owners_metadata(self) -> str:
         parts = []
         if "owner" in self.t:
-            parts.append(_df_html(self.t["owner"], caption="Owners per trend group (% of photos)"))
+            parts.append(_df_html(self.t["owner"], caption="Owners per trend group (% of photos, each photo once, with intervals; the notebook's share of rows is in the study's tables)"))
         if "metadata" in self.t:
             parts.append(_df_html(self.t["metadata"], caption="Median views, faves and comments per trend group"))
             parts.append('<p class="note">Flickr counts are skewed by the platform (the owner\'s audience, the photo\'s age): photos with the same CI differ by orders of magnitude in views.</p>')
@@ -399,15 +402,19 @@ def _kv_table(rows: list[tuple[str, str]], cls: str = "kv") -> str:
     return f'<table class="{cls}">{body}</table>'
 
 
-def _df_html(df: pd.DataFrame, *, caption: str) -> str:
-    """A DataFrame as an HTML table; rows found real are bold, numbers rounded for reading."""
+def _df_html(df: pd.DataFrame, *, caption: str, decimals: int | None = None) -> str:
+    """A DataFrame as an HTML table; rows found real are bold, numbers rounded for reading.
+
+    ``decimals``: every float with this many decimals instead (the study's
+    tables, whose numbers are shown as its notebook prints them).
+    """
     index_name = df.index.name or ""
     head = f"<th>{html.escape(str(index_name).replace('_', ' '))}</th>" + "".join(f"<th>{html.escape(_header(c))}</th>" for c in df.columns)
     rows = []
     real_at = list(df.columns).index("real") if "real" in df.columns else None
     for label, *values in df.itertuples(name=None):  # per-column types kept (iterrows would make ints floats)
         real = real_at is not None and values[real_at] is not pd.NA and bool(values[real_at])
-        cells = "".join(f"<td>{html.escape(_cell(c, v))}</td>" for c, v in zip(df.columns, values))
+        cells = "".join(f"<td>{html.escape(_cell(c, v, decimals))}</td>" for c, v in zip(df.columns, values))
         rows.append(f'<tr{" class=real" if real else ""}><th>{html.escape(str(label).replace("_", " "))}</th>{cells}</tr>')
     return f'<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -417,13 +424,15 @@ def _header(column: object) -> str:
     return names.get(str(column), str(column).replace("_", " "))
 
 
-def _cell(column: object, value: object) -> str:
+def _cell(column: object, value: object, decimals: int | None = None) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
         return "–"
     if isinstance(value, (bool, np.bool_)):
         return "✓" if value else ""
     if isinstance(value, (int, np.integer)):
         return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)) and decimals is not None:
+        return f"{float(value):.{decimals}f}"
     if isinstance(value, (float, np.floating)):
         v = float(value)
         if str(column) in ("p", "p_holm"):

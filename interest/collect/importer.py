@@ -13,7 +13,12 @@ the file):
   favorites, comments, upload_date, ..., set, ci_score, cluster_label,
   partition, group``.
 
-Each row is one favourite (a user and an image). ``photo_id`` is the Flickr
+Each row is one favourite (a user and an image); ``favorites.parquet`` says
+in ``source`` which published file it came from: ``definition`` or
+``additional`` (for the older file, its ``train`` and ``test`` rows), as the
+study's notebook computes its tables on the definition rows alone. A user and
+photo in both files is a definition favourite, and a photo in both files a
+definition photo. ``photo_id`` is the Flickr
 photo id: ``img_id`` when the file has it, else the id in the static image URL
 (``.../{server}/{id}_{secret}[_{size}].jpg``); rows whose URL carries no id are
 skipped and counted. The CSVs have no owner ids or favourite dates: those
@@ -23,8 +28,11 @@ The published scores are kept, unchanged, in ``reference.parquet`` (keyed by
 photo_id) with a ``published_`` prefix: ``published_ci_score``,
 ``published_trend_group`` (the older file's ``group``), ``published_partition``,
 ``published_cluster_label``, ``published_ci_r_score``, ``published_VILA_*``,
-``published_CLIP_emotion_*``, plus ``set`` (train/test). ``set`` is also a
-column of ``photos.parquet``. They are for comparison only: no stage reads them.
+``published_CLIP_emotion_*`` (the older file's ``main_feature``,
+``quality_score`` and ``emotion_category`` under the current names), plus
+``set`` (train/test). ``set`` is also a
+column of ``photos.parquet``. Only the analysis reads them (the study's
+tables, the comparison with this package's labels): no pipeline stage does.
 
 Every file is read and checked before anything is written: counts that are
 not numbers in 0..10**12 (``1e400``, a 23-digit number, a negative count) and
@@ -75,11 +83,17 @@ _ALIASES = {
     "faves": ("favimg_num_favorites", "favorites"),
     "comments": ("favimg_num_comments", "comments"),
     "upload_date": ("favimg_upload_date", "upload_date"),
-    "owner_ispro": ("favimg_owner_ispro", "owner_ispro", "ispro"),
-    "owner_occupation": ("favimg_owner_occupation", "owner_occupation", "occupation"),
+    "owner_ispro": ("favimg_owner_ispro", "owner_ispro", "img_owner_ispro", "ispro"),
+    "owner_occupation": ("favimg_owner_occupation", "owner_occupation", "img_owner_occupation", "occupation"),
 }
 _REFERENCE = {"ci_score": "ci_score", "trend_group": "trend_group", "group": "trend_group", "partition": "partition",
               "cluster_label": "cluster_label", "ci_r_score": "ci_r_score"}
+# The older single file names the study's characteristics without their model's prefix.
+_OLDER_CHARACTERISTICS = {"main_feature": "VILA_main_feature", "quality_score": "VILA_aesthetic_score",
+                          "emotion_category": "CLIP_emotion_main_category"}
+#: the published file a favourite came from, by the set of its CSV row (the older file's train rows are its
+#: definition set: the study's notebook computes on them as on FlickrUser_definition.csv)
+SOURCES = {"train": "definition", "test": "additional"}
 _TRUE = {"1", "true", "yes", "t", "1.0"}
 _FALSE = {"0", "false", "no", "f", "0.0"}
 
@@ -130,12 +144,16 @@ def read_flickruser_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, int]:
     from_url = rows["url"].map(photo_id_from_url)
     rows["photo_id"] = rows["photo_id"].str.strip().str.replace(r"\.0$", "", regex=True).fillna(from_url) if "img_id" in df else from_url
     rows["set"] = _set_of(path, df).to_numpy()
+    rows["source"] = rows["set"].map(SOURCES).astype("string")
     for col, ref in _REFERENCE.items():
         if col in df.columns:
             rows[f"published_{ref}"] = df[col]
     for col in df.columns:
         if col.startswith(("VILA_", "CLIP_emotion_")):
             rows[f"published_{col}"] = df[col]
+    for col, name in _OLDER_CHARACTERISTICS.items():
+        if col in df.columns and name not in df.columns:
+            rows[f"published_{name}"] = df[col]
     rows["_where"] = [f"{path.name}:{i + 2}" for i in range(len(df))]  # line numbers: the header is line 1
     keep = rows["photo_id"].notna() & rows["user_id"].notna()
     return rows[keep], int((~keep).sum())
@@ -207,6 +225,9 @@ def import_flickruser(
         parts.append(rows)
         skipped += n_skipped
     rows = pd.concat(parts, ignore_index=True)
+    # Definition rows first, whatever the order of the files: a photo in both files is a definition photo
+    # (set train, its published trend group), and a user and photo in both is a favourite from the definition.
+    rows = rows.iloc[np.argsort(~rows["source"].eq("definition").fillna(False).to_numpy(bool), kind="stable")]
     out = Path(out)
 
     users = rows.drop_duplicates("user_id")[["user_id", "gender", "timezone_label", "timezone_id", "country"]]
@@ -227,9 +248,11 @@ def import_flickruser(
             "set": photos["set"],
         }
     ).sort_values("photo_id")
-    favorites = rows.drop_duplicates(["user_id", "photo_id"])[["user_id", "photo_id"]].assign(fave_date=pd.NaT)
+    favorites = rows.drop_duplicates(["user_id", "photo_id"])[["user_id", "photo_id", "source"]].assign(fave_date=pd.NaT)
     ref_cols = [c for c in rows.columns if c.startswith("published_")]
-    reference = rows.drop_duplicates("photo_id")[["photo_id", "set", *ref_cols]].sort_values("photo_id")
+    # per photo, each published column's first value (definition rows first): a photo in both files keeps
+    # the definition's scores and the additional file's ci_r_score
+    reference = rows.groupby("photo_id", sort=True)[["set", *ref_cols]].first().reset_index()
     for col in ref_cols:
         reference[col] = _published(reference[col])
 
