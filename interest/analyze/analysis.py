@@ -198,12 +198,11 @@ def _notebook_tables(result: Analysis, *, seed: int, n_boot: int, progress: bool
         result.note("study", f"{compare.REFERENCE_FILE} has published trend groups but no VILA or CLIP emotion columns")
         return
     result.tables.update(tables)
-    if not compare.has_sources(favorites):
-        result.note("study", compare.ALL_FAVOURITES)
     if "study_photographers" not in tables:
         result.note("study", "no study_photographers: photos.parquet has no owner occupations")
     beside = "; the ours_* columns group the same rows by this package's trend groups" if ours is not None else ""
-    result.note("study", f"study_* tables: computed as the study's notebook does, {compare.STUDY_ROWS}{beside}")
+    rows = compare.STUDY_ROWS if compare.has_sources(favorites) else compare.ALL_FAVOURITES
+    result.note("study", f"study_* tables: computed as the study's notebook does, {rows}{beside}")
 
 
 def _study_tables(result: Analysis, *, seed: int, n_boot: int, progress: bool) -> None:

@@ -122,9 +122,9 @@ STUDY_ROWS = (
     "quartiles rounded as the notebook rounds them (round(4) * 100)"
 )
 ALL_FAVOURITES = (
-    "favorites.parquet has no source column (imported before it was recorded): the study_* tables count every "
-    "favourite of a definition photo, the additional file's too; run `interest import flickruser` again for the "
-    "notebook's rows"
+    "but favorites.parquet has no source column (imported before it was recorded): rows = every favourite of a "
+    "photo with a published trend_group, the additional file's too; run `interest import flickruser` again for "
+    "the notebook's rows"
 )
 
 
