@@ -390,3 +390,21 @@ def test_sidecar_hashes_are_stable_across_folders(world, tmp_path):
         write_sidecars(model, model.score([folder], progress=False), progress=False)
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
     assert digest(alone / "x.jpg.xmp") == digest(crowd / "x.jpg.xmp")
+
+
+@needs_exiftool
+def test_with_a_user_the_stars_come_from_their_score(world, tmp_path):
+    model, sources = world
+    folder = _folder(tmp_path, sources, n=4)
+    images = sorted(folder.rglob("*.jpg"))
+    user = model.users[0]
+    scores = model.score(images, user=user, progress=False)
+    assert not np.allclose(scores["user_score"], scores["ci_score"])  # the head moves the scores
+    write_sidecars(model, scores, user=user, progress=False)
+    read = _exiftool(*[Path(str(p) + ".xmp") for p in images])
+    assert [t["XMP-xmp:Rating"] for t in read] == stars(scores["user_score"], rating_cuts(model)).tolist()
+    assert [t["XMP-interest:User"] for t in read] == [user] * len(images)
+    np.testing.assert_allclose([t["XMP-interest:UserScore"] for t in read], scores["user_score"], rtol=1e-5)
+
+    with pytest.raises(Exception, match="no user_score"):
+        write_sidecars(model, model.score(images, progress=False), user=user, progress=False)

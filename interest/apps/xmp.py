@@ -234,7 +234,9 @@ def write_sidecars(
 
     if "path" not in scores.columns or "ci_score" not in scores.columns:
         raise InterestError("write_sidecars needs a score table with 'path' and 'ci_score' columns")
-    score_col = "user_score" if user is not None and "user_score" in scores.columns else "ci_score"
+    if user is not None and "user_score" not in scores.columns:
+        raise InterestError(f"user {user}: the score table has no user_score; score with user={user!r} first")
+    score_col = "user_score" if user is not None else "ci_score"
     cuts = rating_cuts(model)
     common = {
         "model": _model_name(model),
