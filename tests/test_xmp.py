@@ -408,3 +408,52 @@ def test_with_a_user_the_stars_come_from_their_score(world, tmp_path):
 
     with pytest.raises(Exception, match="no user_score"):
         write_sidecars(model, model.score(images, progress=False), user=user, progress=False)
+
+
+def test_the_embedding_cache_embeds_only_new_or_changed_files(world, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from interest.pipeline import file_cache
+
+    monkeypatch.setattr(file_cache, "MAX_PARTS", 1)  # a second part already merges the parts into one table
+    model, sources = world
+    folder = _folder(tmp_path, sources, n=5)
+    cache = tmp_path / "cache"
+
+    def rows_cached() -> int:
+        return sum(pq.read_metadata(p).num_rows for p in cache.rglob("*.parquet"))
+
+    fresh = model.score([folder], progress=False)
+    first = model.score([folder], progress=False, cache=cache)
+    assert rows_cached() == 5
+    second = model.score([folder], progress=False, cache=cache)
+    assert rows_cached() == 5  # nothing embedded again
+    for table in (first, second):
+        np.testing.assert_allclose(table["ci_score"], fresh["ci_score"], rtol=1e-6)
+        assert table["path"].tolist() == fresh["path"].tolist()
+
+    changed = sorted(folder.rglob("*.jpg"))[0]
+    Image.open(changed).rotate(90).save(changed)  # new bytes: embedded again, the others read from the cache
+    shutil.move(str(sorted(folder.rglob("*.jpg"))[1]), folder / "renamed.jpg")  # same bytes: a hit
+    third = model.score([folder], progress=False, cache=cache)
+    assert rows_cached() == 6
+    assert [p.name for p in cache.rglob("*.parquet")] == ["embeddings.parquet"]
+    expected = model.score([folder], progress=False)
+    np.testing.assert_allclose(third["ci_score"], expected["ci_score"], rtol=1e-6)
+
+
+def test_a_bundle_without_cuts_or_with_bad_ones_is_refused_in_one_line(world):
+    from interest.errors import InterestError
+
+    model, _ = world
+    thresholds, settings = model.metadata["thresholds"], model.metadata["label_settings"]
+    try:
+        model.metadata["thresholds"] = {**thresholds, "rating_cuts": [0.3, 0.1, 0.2, 0.4]}
+        with pytest.raises(InterestError, match="four ascending numbers"):
+            rating_cuts(model)
+        model.metadata["thresholds"] = {}
+        model.metadata["label_settings"] = {}
+        with pytest.raises(InterestError, match="cannot be mapped to stars"):
+            rating_cuts(model)
+    finally:
+        model.metadata["thresholds"], model.metadata["label_settings"] = thresholds, settings
