@@ -46,7 +46,7 @@ import stat
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -113,18 +113,21 @@ def rating_cuts(model: Any) -> np.ndarray:
     below = float(prior[TREND_GROUPS.index("subjective")]) if prior is not None else 1 / 3
     above = float(prior[TREND_GROUPS.index("common")]) if prior is not None else 1 / 3
     below, at_upper = np.clip([below, 1.0 - above], 0.02, 0.98)
-    logit = lambda p: np.log(p / (1.0 - p))  # noqa: E731
     if not upper > lower or not at_upper > below:  # degenerate bands: equal thirds
         below, at_upper = 1 / 3, 2 / 3
         upper = lower + max(upper - lower, 1e-9)
-    scale = (upper - lower) / (logit(at_upper) - logit(below))
-    centre = lower - scale * logit(below)
-    return centre + scale * logit(np.asarray(RATING_QUANTILES))
+    scale = (upper - lower) / (_logit(at_upper) - _logit(below))
+    centre = lower - scale * _logit(below)
+    return centre + scale * _logit(np.asarray(RATING_QUANTILES))
 
 
-def stars(scores: Iterable[float], cuts: np.ndarray) -> np.ndarray:
+def _logit(p):
+    return np.log(p / (1.0 - p))
+
+
+def stars(scores: Sequence[float] | np.ndarray | pd.Series, cuts: np.ndarray) -> np.ndarray:
     """Stars 1-5 of each score (0 where the score is NaN): one more star for each cut the score reaches."""
-    scores = np.asarray(list(scores) if not isinstance(scores, np.ndarray) else scores, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
     out = 1 + np.searchsorted(np.asarray(cuts, dtype=np.float64), scores, side="right")
     return np.where(np.isfinite(scores), out, 0).astype(np.int64)
 
