@@ -375,6 +375,8 @@ def test_curate_picks_the_best_shot_and_rejects_the_others_when_asked(world, tmp
 
     code, _, err = run_cli(monkeypatch, capsys, "curate", model.name, folder, "--reject-others")
     assert code == 2 and "give --xmp too" in err
+    code, _, err = run_cli(monkeypatch, capsys, "score", model.name, folder, "--overwrite-rating")
+    assert code == 2 and err.strip() == "error: --overwrite-rating changes what goes into XMP sidecars; give --xmp too"
 
 
 def test_sidecar_hashes_are_stable_across_folders(world, tmp_path):

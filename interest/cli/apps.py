@@ -11,7 +11,7 @@ from interest.cli.root import app
 from interest.cli.features import DEVICE_METAVAR, Precision, check_device, complete_device
 from interest.cli.collect import import_app
 from interest.cli.xmp import (EMBEDDING_CACHE_HELP, OVERWRITE_RATING_HELP, XMP_HELP, XMP_NAME_HELP, XmpName,
-                              embedding_cache_for, write_xmp)
+                              check_xmp_options, embedding_cache_for, write_xmp)
 from interest.errors import InterestError
 
 DEVICE_HELP = "Where the backbone runs."
@@ -49,11 +49,10 @@ def curate(
     import interest
     from interest.apps.curate import curate as run_curate
 
+    check_xmp_options(xmp, overwrite_rating, reject_others)
     check_device(device)
     bundle = interest.load(model, device=device, precision=precision.value, cache_dir=cache_dir, weights=weights)
     check_device(device, bundle.backbone_id)  # a GPU asked for a backbone that runs on the CPU only
-    if reject_others and not xmp:
-        raise InterestError("--reject-others marks photos in XMP sidecars; give --xmp too")
     table = run_curate(
         bundle, photos_dir, user=user, keep=keep, top_percent=top_percent, similarity=similarity,
         out=out, copy_to=copy_to, progress=progress, cache=embedding_cache_for(embedding_cache, xmp),

@@ -12,7 +12,7 @@ from typer.core import TyperCommand
 
 from interest.cli.root import app
 from interest.cli.xmp import (EMBEDDING_CACHE_HELP, OVERWRITE_RATING_HELP, XMP_HELP, XMP_NAME_HELP, XmpName,
-                              embedding_cache_for, write_xmp)
+                              check_xmp_options, embedding_cache_for, write_xmp)
 from interest.cli.features import DEVICE_METAVAR, Engine, Precision, check_device, complete_device
 from interest.errors import InterestError
 from interest.vocabulary import TREND_GROUPS
@@ -142,6 +142,7 @@ def score(
     """
     import interest
 
+    check_xmp_options(xmp, overwrite_rating)
     if xmp and (engine is Engine.ray or any(p.suffix.lower() == ".parquet" for p in inputs)):
         raise InterestError("--xmp writes sidecars beside image files; give images or folders, not embeddings")
     if engine is Engine.ray:

@@ -20,6 +20,15 @@ class XmpName(str, Enum):
     stem = "stem"
 
 
+def check_xmp_options(xmp: bool, overwrite_rating: bool, reject_others: bool = False) -> None:
+    """One line when an option that only changes what goes into sidecars is given without --xmp."""
+    from interest.errors import InterestError
+
+    for given, flag in ((overwrite_rating, "--overwrite-rating"), (reject_others, "--reject-others")):
+        if given and not xmp:
+            raise InterestError(f"{flag} changes what goes into XMP sidecars; give --xmp too")
+
+
 def embedding_cache_for(cache: Optional[Path], xmp: bool) -> Optional[Path]:
     """The embedding cache a command uses: the one given, else the user's cache when writing sidecars."""
     if cache is not None or not xmp:
