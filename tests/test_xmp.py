@@ -459,3 +459,27 @@ def test_a_bundle_without_cuts_or_with_bad_ones_is_refused_in_one_line(world):
             rating_cuts(model)
     finally:
         model.metadata["thresholds"], model.metadata["label_settings"] = thresholds, settings
+
+
+@needs_exiftool
+def test_a_persons_pick_label_is_kept_and_the_packages_own_is_taken_back(world, tmp_path):
+    model, sources = world
+    folder = _folder(tmp_path, sources, n=3)
+    table = curate(model, folder, progress=False)
+    assert table["selected"].all()  # three distinct pictures: each the best of its own group
+    first, second = (folder / p for p in table["path"][:2])
+    Path(str(first) + ".xmp").write_text(PERSONS_RATING.format(rating=0).replace(
+        "<xmp:Rating>0</xmp:Rating>", '<xmp:Rating>0</xmp:Rating>\n   <digiKam:PickLabel xmlns:digiKam="http://www.digikam.org/ns/1.0/">2</digiKam:PickLabel>'
+    ), encoding="utf-8")
+
+    report = write_sidecars(model, table, folder, progress=False)
+    assert report.kept_rating == [Path(str(first) + ".xmp")]
+    picks = [t.get("XMP-digiKam:PickLabel") for t in _exiftool(Path(str(first) + ".xmp"), Path(str(second) + ".xmp"))]
+    assert picks == [2, PICK_ACCEPTED]  # the person's "pending" stays; the package's pick on the other
+
+    # the second photo is no longer selected (e.g. --keep 1): the package takes its own pick label back
+    table.loc[table["path"] == second.relative_to(folder).as_posix(), "selected"] = False
+    write_sidecars(model, table, folder, progress=False)
+    assert "XMP-digiKam:PickLabel" not in _exiftool(Path(str(second) + ".xmp"))[0]
+    write_sidecars(model, table, folder, overwrite_rating=True, progress=False)
+    assert _exiftool(Path(str(first) + ".xmp"))[0]["XMP-digiKam:PickLabel"] == PICK_ACCEPTED
