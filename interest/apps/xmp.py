@@ -233,8 +233,10 @@ def write_sidecars(
     reason and left untouched; rows without a score (unreadable images) get
     no sidecar. Both are listed in the report.
     """
+    from interest.errors import require
     from interest.progress import progress_bar
 
+    require("defusedxml", "xmp", "writing XMP sidecars")
     if "path" not in scores.columns or "ci_score" not in scores.columns:
         raise InterestError("write_sidecars needs a score table with 'path' and 'ci_score' columns")
     if user is not None and "user_score" not in scores.columns:

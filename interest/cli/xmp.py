@@ -45,9 +45,7 @@ def write_xmp(bundle, table, photos_dir: Optional[Path], *, user: Optional[str],
     Exit status 2 when a sidecar was left alone (hostile, malformed, shared); the others are written.
     """
     from interest.apps.xmp import write_sidecars
-    from interest.errors import require
 
-    require("defusedxml", "xmp", "--xmp")
     report = write_sidecars(bundle, table, photos_dir, user=user, naming=naming.value,
                             overwrite_rating=overwrite_rating, reject_others=reject_others, progress=progress)
     for path, reason in report.skipped:
