@@ -11,9 +11,9 @@ import typer
 from typer.core import TyperCommand
 
 from interest.cli.root import app
+from interest.cli.features import DEVICE_METAVAR, Engine, Precision, check_device, complete_device
 from interest.cli.xmp import (EMBEDDING_CACHE_HELP, OVERWRITE_RATING_HELP, XMP_HELP, XMP_NAME_HELP, XmpName,
                               check_xmp_options, embedding_cache_for, write_xmp)
-from interest.cli.features import DEVICE_METAVAR, Engine, Precision, check_device, complete_device
 from interest.errors import InterestError
 from interest.vocabulary import TREND_GROUPS
 
