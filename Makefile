@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/interest demo --out demo-output
 
+# tests/test_xmp.py reads sidecars back with ExifTool: installed here when missing and root (Debian/Ubuntu)
 test: $(STAMP)
+	command -v exiftool >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq libimage-exiftool-perl) || true
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -52,3 +53,17 @@ def assert_benchmarks_rows(heading: str, rows: list[tuple[str, str]], what: str)
     expected = "\n".join(f"| {sent} | {outcome} |" for sent, outcome in rows)
     for sent, outcome in rows:
         assert table.get(sent) == outcome, f"BENCHMARKS.md's {what} rows are stale; they should read:\n{expected}"
+
+
+def run_cli(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
+    """``interest ARGS`` in this process, through the console entry point: (exit status, stdout, stderr)."""
+    from interest.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["interest", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

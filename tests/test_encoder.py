@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from apps_helpers import run_cli
 from PIL import Image
 
 from interest.errors import InterestError
@@ -129,29 +130,16 @@ def test_int8_measures_its_agreement_and_survives_pickling(tmp_path):
     np.testing.assert_allclose(copy(x), features, atol=1e-6)
 
 
-def _cli(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
-    from interest.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["interest", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_cli_int8_is_kept_apart_and_reports_agreement(photos, tmp_path, monkeypatch, capsys):
     out = tmp_path / "collection"
     common = ("--model", SMALL_CLIP, "--pretrained", "none", "--out", out, "--workers", "0", "--no-progress")
-    code, _, err = _cli(monkeypatch, capsys, "embed", photos, *common)
+    code, _, err = run_cli(monkeypatch, capsys, "embed", photos, *common)
     assert code == 0, err
     fp32_table = out / "features" / "openclip" / SMALL_CLIP / "none" / "embeddings.parquet"
     before = fp32_table.read_bytes()
     export = _folder(tmp_path / "cache") / "visual-fp32.onnx"
     stamp = export.stat().st_mtime_ns
-    code, stdout, err = _cli(monkeypatch, capsys, "embed", photos, *common, "--precision", "int8")
+    code, stdout, err = run_cli(monkeypatch, capsys, "embed", photos, *common, "--precision", "int8")
     assert code == 0, err
     assert export.stat().st_mtime_ns == stamp  # the second load reused the cached export (and quantised it)
     assert fp32_table.read_bytes() == before  # the fp32 embeddings table is untouched
@@ -180,7 +168,7 @@ def test_cli_int8_is_kept_apart_and_reports_agreement(photos, tmp_path, monkeypa
 def test_cli_encoder_errors_are_one_line(photos, tmp_path, monkeypatch, capsys, args, blocked, fragments):
     if blocked:
         monkeypatch.setitem(sys.modules, blocked, None)  # as if the extra were not installed
-    code, _, err = _cli(monkeypatch, capsys, "embed", photos, "--model", SMALL_CLIP, "--pretrained", "none",
+    code, _, err = run_cli(monkeypatch, capsys, "embed", photos, "--model", SMALL_CLIP, "--pretrained", "none",
                         "--out", tmp_path / "c", "--workers", "0", *args)
     lines = [x for x in err.splitlines() if x.strip()]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err

@@ -50,6 +50,7 @@ def curate(
     copy_to: str | os.PathLike | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    cache: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Group near-duplicate shots in ``photos_dir``, keep the best of each, rank and select.
 
@@ -69,6 +70,10 @@ def curate(
     out). Selected rows come first, in rank order. ``out`` writes this table
     as CSV; ``copy_to`` copies the selected files there, named
     ``<rank>_<file name>`` so that a file browser shows them in rank order.
+    ``cache``: a folder keeping the photos' embeddings by content
+    (:mod:`interest.pipeline.file_cache`), so that curating the folder again embeds only new photos.
+    To show the result in a photo manager, pass the table to
+    :func:`interest.apps.xmp.write_sidecars` (picks and ratings in XMP sidecars).
     """
     import interest
 
@@ -93,7 +98,7 @@ def curate(
     files = find_images(photos_dir)
     # the image pipeline's decoder and encoder, as `interest embed` and `interest score` run them
     all_emb, reasons = embed_paths(files, bundle.backbone, batch_size=batch_size, progress=progress,
-                                   raw=bundle.needs_raw_features)
+                                   raw=bundle.needs_raw_features, cache=cache)
     ok = np.array([r is None for r in reasons], dtype=bool)
     paths, emb = [f for f, keep in zip(files, ok) if keep], all_emb[ok]
     errors = [(f, str(r)) for f, r in zip(files, reasons) if r is not None]

@@ -42,4 +42,4 @@ def main() -> None:
 # which extra brings a module (pyproject.toml); anything else of the pipeline is in `research`
 _EXTRA_OF = {"fastapi": "serve", "uvicorn": "serve", "multipart": "serve", "onnxruntime": "onnx", "onnx": "export",
              "onnxmltools": "export", "ray": "ray", "nbclient": "notebooks", "nbformat": "notebooks",
-             "jupyter_client": "notebooks"}
+             "jupyter_client": "notebooks", "defusedxml": "xmp"}

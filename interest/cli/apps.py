@@ -10,6 +10,8 @@ import typer
 from interest.cli.root import app
 from interest.cli.features import DEVICE_METAVAR, Precision, check_device, complete_device
 from interest.cli.collect import import_app
+from interest.cli.xmp import (EMBEDDING_CACHE_HELP, OVERWRITE_RATING_HELP, XMP_HELP, XMP_NAME_HELP, XmpName,
+                              check_xmp_options, embedding_cache_for, write_xmp)
 from interest.errors import InterestError
 
 DEVICE_HELP = "Where the backbone runs."
@@ -30,6 +32,13 @@ def curate(
     ),
     out: Optional[Path] = typer.Option(None, help="Write the table (all photos, selected first) as CSV."),
     copy_to: Optional[Path] = typer.Option(None, help="Copy the selected photos here, named <rank>_<name>."),
+    xmp: bool = typer.Option(False, "--xmp", help=XMP_HELP + " The selected best shots are picked (digiKam pick label)."),
+    xmp_name: XmpName = typer.Option(XmpName.ext, help=XMP_NAME_HELP),
+    overwrite_rating: bool = typer.Option(False, "--overwrite-rating", help=OVERWRITE_RATING_HELP),
+    reject_others: bool = typer.Option(
+        False, "--reject-others", help="With --xmp: rate the near-duplicates that lost to a better shot -1 (rejected)."
+    ),
+    embedding_cache: Optional[Path] = typer.Option(None, help=EMBEDDING_CACHE_HELP),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     device: str = typer.Option("cpu", metavar=DEVICE_METAVAR, autocompletion=complete_device, help=DEVICE_HELP),
     precision: Precision = typer.Option(Precision.fp32, help=PRECISION_HELP),
@@ -40,12 +49,13 @@ def curate(
     import interest
     from interest.apps.curate import curate as run_curate
 
+    check_xmp_options(xmp, overwrite_rating, reject_others)
     check_device(device)
     bundle = interest.load(model, device=device, precision=precision.value, cache_dir=cache_dir, weights=weights)
     check_device(device, bundle.backbone_id)  # a GPU asked for a backbone that runs on the CPU only
     table = run_curate(
         bundle, photos_dir, user=user, keep=keep, top_percent=top_percent, similarity=similarity,
-        out=out, copy_to=copy_to, progress=progress,
+        out=out, copy_to=copy_to, progress=progress, cache=embedding_cache_for(embedding_cache, xmp),
     )
     selected = table[table["selected"]]
     if out is None:
@@ -64,6 +74,9 @@ def curate(
         + (f"; copied to {copy_to}" if copy_to else ""),
         err=True,
     )
+    if xmp:
+        write_xmp(bundle, table, photos_dir, user=user, naming=xmp_name, overwrite_rating=overwrite_rating,
+                  reject_others=reject_others, progress=progress)
 
 
 @app.command(rich_help_panel="Photo apps")

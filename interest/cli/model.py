@@ -12,6 +12,8 @@ from typer.core import TyperCommand
 
 from interest.cli.root import app
 from interest.cli.features import DEVICE_METAVAR, Engine, Precision, check_device, complete_device
+from interest.cli.xmp import (EMBEDDING_CACHE_HELP, OVERWRITE_RATING_HELP, XMP_HELP, XMP_NAME_HELP, XmpName,
+                              check_xmp_options, embedding_cache_for, write_xmp)
 from interest.errors import InterestError
 from interest.vocabulary import TREND_GROUPS
 
@@ -122,6 +124,10 @@ def score(
     precision: Precision = typer.Option(Precision.fp32, help="Backbone precision."),
     cache_dir: Optional[str] = typer.Option(None, help="Hugging Face cache (weights, Hub bundles) or folder of a local checkpoint."),
     weights: Optional[Path] = typer.Option(None, help="The backbone's checkpoint file (a bundle trained on --pretrained PATH)."),
+    xmp: bool = typer.Option(False, "--xmp", help=XMP_HELP),
+    xmp_name: XmpName = typer.Option(XmpName.ext, help=XMP_NAME_HELP),
+    overwrite_rating: bool = typer.Option(False, "--overwrite-rating", help=OVERWRITE_RATING_HELP),
+    embedding_cache: Optional[Path] = typer.Option(None, help=EMBEDDING_CACHE_HELP),
 ) -> None:
     """Score images or precomputed embeddings: CI score, trend group and group probabilities.
 
@@ -129,9 +135,16 @@ def score(
 
     Unreadable images are skipped, each named on stderr with the reason; the
     command fails (exit 2) only when no image at all could be scored.
+
+    --xmp writes each image's sidecar (IMG.jpg.xmp): 1-5 stars, the trend group
+    as a keyword, the scores; a person's own metadata and rating are kept.
+    Exit 2 when a sidecar was left alone (hostile or malformed), after writing the others.
     """
     import interest
 
+    check_xmp_options(xmp, overwrite_rating)
+    if xmp and (engine is Engine.ray or any(p.suffix.lower() == ".parquet" for p in inputs)):
+        raise InterestError("--xmp writes sidecars beside image files; give images or folders, not embeddings")
     if engine is Engine.ray:
         from interest.pipeline.ray import score_ray
 
@@ -146,13 +159,15 @@ def score(
     if isinstance(resolved, Path):
         table = bundle.score(resolved, user=user, progress=False)  # a collection's table is checked to be of its backbone
     else:
-        table = _score_images(bundle, resolved, user)
+        table = _score_images(bundle, resolved, user, embedding_cache_for(embedding_cache, xmp))
     _write_scores(table, out)
+    if xmp:
+        write_xmp(bundle, table, None, user=user, naming=xmp_name, overwrite_rating=overwrite_rating)
 
 
-def _score_images(bundle, paths: List[Path], user: Optional[str]):
+def _score_images(bundle, paths: List[Path], user: Optional[str], cache: Optional[Path] = None):
     """Score image files and folders, skipping (and naming on stderr) every file that cannot be read."""
-    table = bundle.score(paths, user=user, errors="coerce")
+    table = bundle.score(paths, user=user, errors="coerce", cache=cache)
     failed = table["error"].notna()
     for path, reason in table.loc[failed, ["path", "error"]].itertuples(index=False):
         typer.echo(f"skipped {path}: {reason}", err=True)

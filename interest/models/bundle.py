@@ -290,6 +290,7 @@ def _check_meta(meta: dict, where: str) -> None:
     field(meta, "training.num_threads", "int", where, default=2, lo=1, hi=4096)
     for key in ("label_settings.group_cuts", "thresholds.group_cuts"):
         field(meta, key, "list", where, default=None, optional=True, items="float", lo=2, hi=2)
+    field(meta, "thresholds.rating_cuts", "list", where, default=None, optional=True, items="float", lo=4, hi=4)
     as_of = field(meta, "data.metadata_as_of", "str", where, default=None, optional=True)
     if as_of is not None:
         import pandas as pd

@@ -121,13 +121,23 @@ def embed_images(model: Any, images: list, batch_size: int = 64) -> np.ndarray:
     return model._check_embeddings(emb)
 
 
-def embed_files(model: Any, files: list[Path], errors: str, batch_size: int, progress: bool):
-    """(embeddings (n, dim), per-file reason or None) of image files; ``errors="raise"``: the first bad file raises."""
+def embed_files(model: Any, files: list[Path], errors: str, batch_size: int, progress: bool,
+                cache: str | os.PathLike | None = None):
+    """(embeddings (n, dim), per-file reason or None) of image files; ``errors="raise"``: the first bad file raises.
+
+    ``cache``: a folder of embeddings by file content (:mod:`interest.pipeline.file_cache`); files seen
+    before are not embedded again."""
     from interest.features.images import BadImage
     from interest.progress import progress_bar
 
     with progress_bar(total=len(files), desc="score", unit="img", enabled=progress, leave=False) as bar:
-        emb, failures = _runner(model, batch_size).embed_files(files, raw=model.needs_raw_features, on_batch=bar.update)
+        if cache is None:
+            emb, failures = _runner(model, batch_size).embed_files(files, raw=model.needs_raw_features, on_batch=bar.update)
+        else:
+            from interest.pipeline.file_cache import embed_files_cached
+
+            emb, failures = embed_files_cached(_runner(model, batch_size), model.backbone, files, cache,
+                                               raw=model.needs_raw_features, on_batch=bar.update)
     first = next((f for f in failures if f is not None), None)
     if first is not None and errors == "raise":
         raise BadImage(files[first.index], first.reason, first.detail)
@@ -137,8 +147,10 @@ def embed_files(model: Any, files: list[Path], errors: str, batch_size: int, pro
     return emb, [None if f is None else f.reason for f in failures]
 
 
-def read_inputs(model: Any, inputs: Any, errors: str = "raise", batch_size: int = 64, progress: bool = False):
-    """(id column name, ids, embeddings, per-row problem or None) for any input :meth:`InterestModel.score` accepts."""
+def read_inputs(model: Any, inputs: Any, errors: str = "raise", batch_size: int = 64, progress: bool = False,
+                cache: str | os.PathLike | None = None):
+    """(id column name, ids, embeddings, per-row problem or None) for any input :meth:`InterestModel.score` accepts;
+    ``cache``: see :func:`embed_files`."""
     import pandas as pd
     from PIL import Image
 
@@ -203,7 +215,7 @@ def read_inputs(model: Any, inputs: Any, errors: str = "raise", batch_size: int 
     from interest.features.images import expand_image_paths
 
     files = expand_image_paths(paths, strict=errors == "raise")
-    emb, problems = embed_files(model, files, errors, batch_size, progress)
+    emb, problems = embed_files(model, files, errors, batch_size, progress, cache)
     return "path", np.array([str(f) for f in files], dtype=object), emb, problems
 
 

@@ -240,6 +240,7 @@ class InterestModel:
         *,
         batch_size: int = 64,
         progress: bool = True,
+        cache: str | os.PathLike | None = None,
     ) -> pd.DataFrame:
         """Score photos: image paths or folders (searched recursively, sorted), PIL images,
         an array of embeddings, a DataFrame (photo_id, embedding) or a Parquet embeddings file.
@@ -257,10 +258,12 @@ class InterestModel:
 
         ``errors="raise"``: an unreadable image raises InterestError naming the
         file; ``"coerce"``: its row gets NaN scores and the reason in an ``error`` column.
+        ``cache``: a folder that keeps image files' embeddings by their content
+        (:mod:`interest.pipeline.file_cache`): scoring them again embeds only new or changed files.
         """
         if errors not in ("raise", "coerce"):
             raise InterestError(f"errors={errors!r}: choose 'raise' or 'coerce'")
-        kind, ids, emb, problems = read_inputs(self, inputs, errors, batch_size, progress)
+        kind, ids, emb, problems = read_inputs(self, inputs, errors, batch_size, progress, cache)
         ok = np.array([p is None for p in problems], dtype=bool)
         meta = None if metadata is None else _align_metadata(metadata, kind, ids)
         if ok.all():

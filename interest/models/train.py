@@ -246,6 +246,9 @@ def train_model(
             "trend_group": "the band of ci_score between group_cuts (probabilities: interest.models.groups)",
             "head_settings": "metrics.heads.regimes and metrics.heads.few_shot (sharing, pseudo_count, scale)",
             "head_max_deviation": heads.validation_.get("max_deviation", 0.0),
+            # the app model's score on the training photos at its quintiles: the cuts between 1-5 stars in
+            # XMP sidecars (interest.apps.xmp), the same for every folder a person scores
+            "rating_cuts": [float(c) for c in np.quantile(base, (0.2, 0.4, 0.6, 0.8))],
         },
         "training": config_to_dict(config),
         "data": {

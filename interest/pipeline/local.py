@@ -77,6 +77,7 @@ def embed_paths(
     progress: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     raw: bool = False,
+    cache: str | os.PathLike | None = None,
 ) -> tuple[np.ndarray, list[str | None]]:
     """Embed image files: an (n, dim) float32 matrix and, per file, a failure reason or None.
 
@@ -84,12 +85,18 @@ def embed_paths(
     the decoder and encoder that :func:`embed_collection` uses, so a photo
     app that embeds with this function gets the collection's embeddings.
     ``raw``: rows before L2 normalisation, for heads trained on raw features.
+    ``cache``: a folder of embeddings by file content (:mod:`interest.pipeline.file_cache`).
     """
     from interest.progress import progress_bar
 
     runner = shard_runner(backbone, batch_size=batch_size, workers=workers, max_pixels=max_pixels)
     with progress_bar(total=len(paths), unit="img", desc="embed", enabled=progress, leave=False) as bar:
-        emb, failures = runner.embed_files(paths, raw=raw, on_batch=bar.update)
+        if cache is None:
+            emb, failures = runner.embed_files(paths, raw=raw, on_batch=bar.update)
+        else:
+            from interest.pipeline.file_cache import embed_files_cached
+
+            emb, failures = embed_files_cached(runner, backbone, paths, cache, raw=raw, on_batch=bar.update)
     return emb, [None if f is None else f.reason for f in failures]
 
 
