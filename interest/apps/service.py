@@ -379,6 +379,20 @@ class _State:
     The bundle on disk is the truth: when its model.json changes (another
     worker process, or `interest personalize`, saved new heads), the next
     request reloads it, keeping the backbone already in memory.
+
+    Read your writes: once a personalisation has answered (here, in another
+    worker, or through the library under the bundle's lock), every later
+    request sees that head or a newer one. Hence three rules. The model is
+    swapped only under ``_write``, and the bundle's stamp is read under it,
+    before the reload, so a reload never installs a version older than one
+    already seen. A writer holds ``_write`` from its reload to its save, so no
+    reload can swap in, meanwhile, a model without the head it is adding (the
+    race a soak found: a request that had read the stamp before the writer
+    reloaded it swapped in the bundle as it was before the save, and the
+    acknowledged head was missing until the next save). And a reload that keeps
+    racing other saves is done again while holding the bundle's lock, instead
+    of answering from the model we had. Lock order: the bundle's lock, then
+    ``_write``.
     """
 
     def __init__(self, model: Any, model_path: Path, limits: Limits) -> None:
@@ -390,31 +404,48 @@ class _State:
         self._stamp = self._bundle_stamp()
         self.batcher = _Batcher(self)
 
-    def _bundle_stamp(self) -> tuple[int, int] | None:
+    def _bundle_stamp(self) -> tuple[int, ...] | None:
+        """Which version of the bundle is on disk: its directory and model.json, as stat sees them."""
         try:
+            folder = os.stat(self.model_path)
             st = os.stat(self.model_path / "model.json")
         except OSError:
             return None
-        return st.st_ino, st.st_mtime_ns
+        # inode numbers are reused once an old version is removed: the times and size tell such twins apart
+        return folder.st_ino, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size
 
     def current(self, *, strict: bool = False) -> Any:
         """The model, reloaded first if the bundle changed on disk since it was loaded.
 
-        A bundle that fails to reload keeps the model we have, unless ``strict``
-        (a writer, which must start from the newest heads or not at all).
+        A bundle that fails to reload even with writers held off (damaged on
+        disk) keeps the model we have, unless ``strict`` (a writer, which must
+        start from the newest heads or not at all).
         """
         stamp = self._bundle_stamp()
-        if stamp is None or stamp == self._stamp:
+        if stamp is not None and stamp == self._stamp:
             return self.model
         with self._write:
-            if stamp != self._stamp:
-                try:
-                    fresh = self.model.reloaded(self.model_path)
-                except InterestError:
-                    if strict:
-                        raise
-                    return self.model
-                self.model, self._stamp = fresh, stamp
+            try:
+                return self._catch_up()
+            except InterestError:
+                if strict:
+                    raise
+        # every lock-free read raced a save (or the bundle is damaged): once more with writers held off
+        from interest.models.storage import bundle_lock
+
+        try:
+            with bundle_lock(self.model_path), self._write:
+                return self._catch_up()
+        except InterestError:
+            return self.model
+
+    def _catch_up(self) -> Any:
+        """Reload the bundle if its stamp differs from the model's (call with ``_write`` held)."""
+        stamp = self._bundle_stamp()  # read before the load: the model loaded is this version or a newer one
+        if stamp is not None and stamp == self._stamp:
+            return self.model
+        self.model = self.model.reloaded(self.model_path)
+        self._stamp = stamp
         return self.model
 
     async def call(self, fn: Any, *args: Any) -> Any:
@@ -430,14 +461,19 @@ class _State:
             raise HTTPException(503, f"the request took over {self.limits.timeout_s:g} s; retry later or send fewer images") from None
 
     def personalize(self, user: str, liked: list, disliked: list | None) -> None:
+        """Fit ``user``'s head on the newest bundle and save it, before the request answers."""
         from interest.models.storage import bundle_lock
 
         # One writer at a time across threads *and* worker processes, each starting from the bundle
         # on disk as the previous writer left it: two heads saved at once must not lose either.
-        with bundle_lock(self.model_path):
-            model = self.current(strict=True)
-            model.personalize(user, liked, disliked)
-            model.save(self.model_path)
+        with bundle_lock(self.model_path), self._write:
+            model = self._catch_up()
+            try:
+                model.personalize(user, liked, disliked)
+                model.save(self.model_path)
+            except BaseException:
+                self._stamp = None  # the model in memory may hold a head the disk lacks: reload it next time
+                raise
             self._stamp = self._bundle_stamp()
 
 
