@@ -283,9 +283,17 @@ def create_app(
     )
     app.state.interest = state
 
+    # the bundle's place on this disk stays here: an error names it by its folder's name
+    local = sorted({str(model_path), str(model_path.absolute()), str(model_path.resolve())}, key=len, reverse=True)
+
+    def public(message: str) -> str:
+        for path in local:
+            message = message.replace(path, model_path.name)
+        return message
+
     @app.exception_handler(InterestError)
     async def _interest_error(request: Request, exc: InterestError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        return JSONResponse({"detail": public(str(exc))}, status_code=400)
 
     @app.exception_handler(_ImageRejected)
     async def _image_rejected(request: Request, exc: _ImageRejected) -> JSONResponse:
@@ -306,8 +314,10 @@ def create_app(
     @app.get("/model", summary="The model card: backbone, preprocessing, users with heads, evaluation, limits.",
              response_model=ModelCard)
     async def model_card() -> ModelCard:
+        from interest.models.bundle import without_local_paths
+
         model = await run_in_threadpool(state.current)
-        meta = dict(model.metadata or {})
+        meta = without_local_paths(model.metadata or {})  # older bundles hold the collection's path on the trainer's disk
         return ModelCard(
             backbone_id=model.backbone_id,
             n_users=len(model.users),
