@@ -85,22 +85,32 @@ def stop_service(proc: subprocess.Popen) -> None:
             proc.wait(10)
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of process ``pid`` and all its descendants (uvicorn's supervisor and workers)."""
+def tree_usage(pid: int) -> tuple[int, float]:
+    """Resident bytes and CPU seconds of process ``pid`` and all its descendants (uvicorn's supervisor and workers)."""
     import psutil
 
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
-    total = 0
+        return 0, 0.0
+    rss, cpu = 0, 0.0
     for p in procs:
         try:
-            total += p.memory_info().rss
+            rss += p.memory_info().rss
+            times = p.cpu_times()
+            cpu += times.user + times.system
         except psutil.NoSuchProcess:
             pass
-    return total
+    return rss, cpu
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (all processes, every core)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
 def main() -> None:
@@ -136,14 +146,17 @@ def main() -> None:
     errors: list[str] = []
     acknowledged: set[str] = set()
     lock = threading.Lock()
-    memory: list[tuple[float, int]] = []
+    # every 5 s: (time, service resident bytes, service CPU s, machine busy CPU s, this client's CPU s)
+    memory: list[tuple[float, int, float, float, float]] = []
     start = time.monotonic()
     deadline = start + args.minutes * 60
     kinds, weights = list(MIX), np.array(list(MIX.values()))
 
     def sample_memory() -> None:
         while time.monotonic() < deadline:
-            memory.append((time.monotonic() - start, tree_rss(proc.pid)))
+            rss, cpu = tree_usage(proc.pid)
+            own = os.times()
+            memory.append((time.monotonic() - start, rss, cpu, machine_busy(), own.user + own.system))
             time.sleep(5)
 
     def client(k: int) -> int:
@@ -189,25 +202,44 @@ def main() -> None:
         with ThreadPoolExecutor(args.concurrency) as pool:
             sent = sum(pool.map(client, range(args.concurrency)))
     finally:
-        end_rss = tree_rss(proc.pid)
+        end_rss = tree_usage(proc.pid)[0]
         stop_service(proc)
     sampler.join(10)
 
-    minutes = int(np.ceil(args.minutes))
-    print(f"soak: `interest serve` --workers {args.workers} on the demo bundle, concurrency {args.concurrency}, "
-          f"{args.minutes:g} min, {sent} requests ({', '.join(f'{k} {v}' for k, v in sorted(Counter(r[2] for r in records).items()))}), "
+    ok = summarize(records, memory, errors, end_rss, sent=sent, minutes=args.minutes,
+                   workers=args.workers, concurrency=args.concurrency)
+    sys.exit(0 if ok else 1)
+
+
+def summarize(records: list, memory: list, errors: list[str], end_rss: int, *, sent: int, minutes: float,
+              workers: int, concurrency: int) -> bool:
+    """Print the per-minute figures and the three verdicts; True when all pass."""
+    buckets = int(np.ceil(minutes))
+    print(f"soak: `interest serve` --workers {workers} on the demo bundle, concurrency {concurrency}, "
+          f"{minutes:g} min, {sent} requests ({', '.join(f'{k} {v}' for k, v in sorted(Counter(r[2] for r in records).items()))}), "
           f"{os.cpu_count()} CPUs")
     p99 = {}
-    for m in range(minutes):
+    cores = os.cpu_count() or 1
+    print("(CPU: the service's CPU seconds in the minute; 'others' what the rest of the machine, this client "
+          "excluded, kept busy, in cores: a busy shared machine slows the service without wearing it down)")
+    for m in range(buckets):
         lat = [r[1] for r in records if m * 60 <= r[0] < (m + 1) * 60]
-        rss = [b for t, b in memory if m * 60 <= t < (m + 1) * 60]
+        rss = [x[1] for x in memory if m * 60 <= x[0] < (m + 1) * 60]
         bad = sum(1 for r in records if m * 60 <= r[0] < (m + 1) * 60 and r[3] != 200)
+        inside = [x for x in memory if m * 60 <= x[0] < (m + 1) * 60]
+        cpu = others = float("nan")
+        if len(inside) >= 2:
+            (t0, _, s0, b0, c0), (t1, _, s1, b1, c1) = inside[0], inside[-1]
+            cpu = (s1 - s0) * 60 / (t1 - t0)
+            others = ((b1 - b0) - (s1 - s0) - (c1 - c0)) / (t1 - t0)
         if lat:
             p99[m] = float(np.percentile(lat, 99))
             print(f"minute {m + 1:2d}: {len(lat):5d} requests, {bad} errors, p50 {np.percentile(lat, 50) * 1000:6.0f} ms, "
-                  f"p99 {p99[m] * 1000:6.0f} ms, resident {max(rss, default=0) / 2**20:6.0f} MiB")
-    rss_1 = [b for t, b in memory if t <= 60][-1]
-    after = [b for t, b in memory if t > 60] + [end_rss]
+                  f"p99 {p99[m] * 1000:6.0f} ms, resident {max(rss, default=0) / 2**20:6.0f} MiB, "
+                  f"service CPU {cpu:5.1f} s ({len(lat) / cpu if cpu > 0 else float('nan'):5.0f} requests per CPU s), "
+                  f"others {others:4.2f} of {cores} cores")
+    rss_1 = [x[1] for x in memory if x[0] <= 60][-1]
+    after = [x[1] for x in memory if x[0] > 60] + [end_rss]
     growth = (end_rss - rss_1) / rss_1
     growth_max = (max(after) - rss_1) / rss_1
     last = max(p99)
@@ -220,7 +252,7 @@ def main() -> None:
                 "last minute's p99 within 1.5x of the second's": ratio <= 1.5}
     for name, ok in verdicts.items():
         print(f"{'PASS' if ok else 'FAIL'}: {name}")
-    sys.exit(0 if all(verdicts.values()) else 1)
+    return all(verdicts.values())
 
 
 if __name__ == "__main__":

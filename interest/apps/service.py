@@ -19,8 +19,9 @@ default) or behind the app's own gateway. Endpoints:
 Nothing here reads a path sent by a client: images arrive as uploads only.
 Limits (:class:`Limits`) bound the request body (a JSON body by its own,
 smaller limit, sized from its rows and the model's dimension, and its values
-counted before it is parsed), each upload, the decoded pixel count (decompression bombs are rejected from the image header, before
-decoding), the batch size and the time a request may take. The model, and
+counted before it is parsed), each upload, the decoded pixel count
+(decompression bombs are rejected from the image header, before decoding),
+the batch size and the time a request may take. The model, and
 the backbone inside it, is loaded once per process and shared by all
 requests; model work runs in a thread pool so the event loop stays free.
 """
@@ -443,12 +444,11 @@ class _State:
         # inode numbers are reused once an old version is removed: the times and size tell such twins apart
         return folder.st_ino, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size
 
-    def current(self, *, strict: bool = False) -> Any:
+    def current(self) -> Any:
         """The model, reloaded first if the bundle changed on disk since it was loaded.
 
         A bundle that fails to reload even with writers held off (damaged on
-        disk) keeps the model we have, unless ``strict`` (a writer, which must
-        start from the newest heads or not at all).
+        disk) keeps the model we have.
         """
         stamp = self._bundle_stamp()
         if stamp is not None and stamp == self._stamp:
@@ -457,8 +457,7 @@ class _State:
             try:
                 return self._catch_up()
             except InterestError:
-                if strict:
-                    raise
+                pass
         # every lock-free read raced a save (or the bundle is damaged): once more with writers held off
         from interest.models.storage import bundle_lock
 
@@ -496,7 +495,7 @@ class _State:
         # One writer at a time across threads *and* worker processes, each starting from the bundle
         # on disk as the previous writer left it: two heads saved at once must not lose either.
         with bundle_lock(self.model_path), self._write:
-            model = self._catch_up()
+            model = self._catch_up()  # a writer starts from the newest heads, or not at all (a damaged bundle)
             try:
                 model.personalize(user, liked, disliked)
                 model.save(self.model_path)
