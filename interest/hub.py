@@ -193,7 +193,7 @@ def export_hub(model: str | os.PathLike, out: str | os.PathLike, *, license: str
     import shutil
     import tempfile
 
-    from interest.models.bundle import MODEL_JSON, load_bundle
+    from interest.models.bundle import MODEL_JSON, load_bundle, without_local_paths
 
     src = resolve_bundle(str(model)) if is_hub_name(str(model)) else Path(model)
     load_bundle(src)  # refuses a damaged bundle before anything is written
@@ -201,12 +201,14 @@ def export_hub(model: str | os.PathLike, out: str | os.PathLike, *, license: str
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InterestError(f"{out}: exists and is not empty; choose a new folder for the Hub export")
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = json.loads((src / MODEL_JSON).read_text(encoding="utf-8"))
+    # older bundles hold the collection's path on the trainer's disk: the export names it (parts keep their checksums)
+    meta = without_local_paths(json.loads((src / MODEL_JSON).read_text(encoding="utf-8")))
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         tmp.chmod(0o755)
-        for name in [MODEL_JSON, *meta.get("parts", {})]:
+        for name in meta.get("parts", {}):
             shutil.copyfile(src / name, tmp / name)
+        (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         repo_name = out.name if not is_hub_name(str(model)) else parse_hub_name(str(model))[0].split("/")[1]
         (tmp / "README.md").write_text(_card(meta, repo_name, license), encoding="utf-8")
         if out.exists():

@@ -26,14 +26,14 @@ def train_image_model(
     return train_model(root, root / "model", progress=False)
 
 
-def train_tiny_bundle(root: Path) -> Path:
-    """A bundle of a tiny embeddings-only world (16-d, app and full LightGBM models) under ``root``: fast to
+def train_tiny_bundle(root: Path, dim: int = 16) -> Path:
+    """A bundle of a tiny embeddings-only world (``dim``-d, app and full LightGBM models) under ``root``: fast to
     copy, load, score and save. Returns the bundle's path."""
     from interest.labels import label_collection
     from interest.models.train import TrainConfig, train_model
     from interest.synthetic.world import generate_world
 
-    generate_world(root / "world", n_users=40, n_photos=300, n_topics=6, render=False, embed_dim=16, seed=0, progress=False)
+    generate_world(root / "world", n_users=40, n_photos=300, n_topics=6, render=False, embed_dim=dim, seed=0, progress=False)
     label_collection(root / "world", clusters=10, seed=0, progress=False)
     config = TrainConfig(num_threads=1, lgb_num_boost_round=8, pca_components=4, head_components=8)
     train_model(root / "world", root / "model", config=config, progress=False)

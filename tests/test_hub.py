@@ -120,6 +120,28 @@ def test_export_hub_writes_a_loadable_folder_with_a_model_card(bundle, photos, t
         hub.export_hub(bundle, out)
 
 
+def test_export_hub_names_the_collection_never_its_path(bundle, photos, tmp_path, offline):
+    """A bundle written before collections were named keeps the trainer's paths in model.json: the export drops them."""
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["data"] = {"collection": "/home/trainer/private/flickr-2024", "fingerprint": "sha256:0d0f70"}
+    meta.setdefault("provenance", {})["group_cuts_from"] = {"collection": "C:\\Users\\trainer\\flickruser", "agreement": 0.9}
+    (bundle / "model.json").write_text(json.dumps(meta))  # model.json is not among the checksummed parts
+    out = tmp_path / "export"
+    hub.export_hub(bundle, out)
+    exported = json.loads((out / "model.json").read_text())
+    assert exported["data"] == {"collection": "flickr-2024", "fingerprint": "sha256:0d0f70"}
+    assert exported["provenance"]["group_cuts_from"]["collection"] == "flickruser"
+    for name in ("model.json", "README.md"):
+        text = (out / name).read_text()
+        assert "trainer" not in text and str(tmp_path) not in text, name
+    assert "Flickr favourites of collection flickr-2024" in (out / "README.md").read_text()
+    np.testing.assert_allclose(interest.load(out).score(photos, progress=False)["ci_score"],
+                               interest.load(bundle).score(photos, progress=False)["ci_score"], atol=1e-6)
+    saved = interest.load(bundle)
+    saved.save(bundle)  # and any save of such a bundle (a personalisation) drops them on disk too
+    assert "trainer" not in (bundle / "model.json").read_text()
+
+
 def test_an_unreachable_hub_is_detected_once_in_seconds(monkeypatch):
     import huggingface_hub.constants as constants
 

@@ -234,3 +234,29 @@ def test_readiness_schema_and_json_embeddings(world, bundle):
     score_op = schema["paths"]["/score"]["post"]
     assert set(score_op["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
     assert score_op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("ScoreResponse")
+
+
+def test_no_local_path_leaves_the_machine(world, bundle):
+    """GET /model and error bodies name the collection and the bundle, never their place on a disk."""
+    import json
+
+    root, _ = world
+    meta = json.loads((bundle / "model.json").read_text())
+    assert meta["data"]["collection"] == root.name and meta["data"]["fingerprint"].startswith("sha256:")
+    # a bundle written before collections were named held the trainer's path (model.json has no checksum)
+    meta["data"]["collection"] = str(root.resolve())
+    (bundle / "model.json").write_text(json.dumps(meta))
+    probe = _images(world, 2)
+    with background_server(create_app(bundle, warm_up=False)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        card = client.get("/model")
+        assert card.status_code == 200
+        assert card.json()["metadata"]["data"]["collection"] == root.name
+        assert card.json()["metadata"]["data"]["fingerprint"] == meta["data"]["fingerprint"]
+        assert str(root) not in card.text and str(bundle) not in card.text
+        # an error about the bundle itself names its part, not where the bundle lies
+        heads = bundle / "user_heads.npz"
+        heads.write_bytes(heads.read_bytes() + b"\0")
+        (bundle / "model.json").write_text(json.dumps(meta))  # written again: the service reloads
+        r = client.post("/users/someone/personalize", files=_upload(probe, "liked"))
+        assert r.status_code == 400 and "user_heads.npz: sha256 differs" in r.json()["detail"]
+        assert str(bundle.parent) not in r.text and r.json()["detail"].startswith("model/user_heads.npz")

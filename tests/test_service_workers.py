@@ -211,3 +211,126 @@ def test_loads_never_fail_without_an_atomic_exchange(tiny_bundle, tmp_path, monk
             t.join()
     assert failures == [] and loads[0] >= 20
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == [".model.lock"]
+
+
+_ACKNOWLEDGING_WRITER = textwrap.dedent(
+    """
+    import sys, httpx, interest
+    from interest.collection import read_embeddings
+    from interest.models.storage import bundle_lock
+    path, world, url, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    _, _, emb = read_embeddings(world, "perceptual/v1")
+    for i in range(n):
+        with bundle_lock(path):
+            model = interest.load(path)
+            model.personalize(f"api-{i}", emb[i % 40 : i % 40 + 3])
+            model.save(path)
+        # the library's personalisation has answered: the service must now score this user
+        r = httpx.post(f"{url}/score", json={"embeddings": emb[:2].tolist(), "user": f"api-{i}"}, timeout=120)
+        print(f"api-{i}", r.status_code, flush=True)
+    """
+)
+
+
+@pytest.mark.slow  # about 30 s on 2 busy cores: 3 workers, 48 HTTP and 40 library personalisations, ~400 scores
+def test_workers_read_their_writes(world, bundle, tmp_path):
+    """Once a personalisation has answered (HTTP, in any worker, or the library), no later score of that user is a 404.
+
+    Reloads are kept busy by a library writer saving heads meanwhile and by scores without a user; each
+    user is scored right after its personalisation answered, as JSON embeddings and as an upload.
+    """
+    from interest.collection import read_embeddings
+
+    images = sorted((world / "images").glob("*.jpg"))[:10]
+    _, _, emb = read_embeddings(world, "perceptual/v1")
+    body = emb[:3].tolist()
+    log_path = tmp_path / "serve.log"
+    missed: list[tuple] = []
+    with open(log_path, "wb") as log:
+        proc, url = _start(bundle, 3, log)
+        try:
+            _wait_healthy(proc, url, log_path)
+            writer = subprocess.Popen([sys.executable, "-c", _ACKNOWLEDGING_WRITER, str(bundle), str(world), url, "40"],
+                                      env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+            def user_turns(t: int) -> int:
+                with httpx.Client(base_url=url, timeout=120) as client:
+                    for k in range(6):
+                        user = f"ryw-{t}-{k}"
+                        liked = [("liked", (p.name, p.read_bytes(), "image/jpeg")) for p in images[k % 8 : k % 8 + 2]]
+                        r = client.post(f"/users/{user}/personalize", files=liked)
+                        assert r.status_code == 200, (user, r.text)
+                        for _ in range(3):
+                            r = client.post("/score", json={"embeddings": body, "user": user})
+                            if r.status_code != 200:
+                                missed.append((user, "json", r.status_code, r.text[:120]))
+                        upload = [("files", (images[t].name, images[t].read_bytes(), "image/jpeg"))]
+                        r = client.post("/score", files=upload, data={"user": user})
+                        if r.status_code != 200:
+                            missed.append((user, "upload", r.status_code, r.text[:120]))
+                return t
+
+            def background() -> int:
+                n = 0
+                with httpx.Client(base_url=url, timeout=120) as client:
+                    while writer.poll() is None and n < 2000:  # bounded: stops with the writer
+                        assert client.post("/score", json={"embeddings": body}).status_code == 200
+                        n += 1
+                return n
+
+            with ThreadPoolExecutor(10) as pool:
+                noise = [pool.submit(background) for _ in range(2)]
+                list(pool.map(user_turns, range(8)))
+                out, err = writer.communicate(timeout=300)
+                scored_meanwhile = sum(f.result() for f in noise)
+        finally:
+            _stop(proc)
+    assert writer.returncode == 0, err
+    acknowledged = dict(line.split() for line in out.splitlines())
+    assert len(acknowledged) == 40 and set(acknowledged.values()) == {"200"}, out
+    assert missed == []
+    assert scored_meanwhile > 0
+    users = set(interest.load(bundle).users)
+    assert {f"ryw-{t}-{k}" for t in range(8) for k in range(6)} | set(acknowledged) <= users
+
+
+def test_an_acknowledged_head_is_seen_while_a_save_is_switching(tiny_bundle, tmp_path):
+    """A save stuck between its two renames (where renameat2 is missing) must not hide a head saved before it.
+
+    The service used to answer from the model it had (404 for the user) while model.json was missing; it now
+    waits for the writer to finish, then reads the bundle.
+    """
+    from interest.apps.service import background_server, create_app
+    from interest.models.storage import bundle_lock
+
+    path = tmp_path / "model"
+    shutil.copytree(tiny_bundle, path)
+    emb = np.random.default_rng(2).normal(size=(4, 16)).astype(np.float32)
+    switching, done = threading.Event(), threading.Event()
+
+    def stuck_writer() -> None:
+        with bundle_lock(path):
+            old = tmp_path / ".model.x.old"  # the name storage.switch_in gives the version moved aside
+            old.mkdir()
+            os.replace(path, old / "bundle")
+            switching.set()
+            done.wait(2.0)  # the service waits for this writer; it is never told to stop
+            os.replace(old / "bundle", path)
+            old.rmdir()
+
+    with background_server(create_app(path, warm_up=False)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        assert client.post("/score", json={"embeddings": emb.tolist()}).status_code == 200
+        with bundle_lock(path):  # the library's personalisation, acknowledged when save returns
+            model = interest.load(path)
+            model.personalize("acked", emb)
+            model.save(path)
+        thread = threading.Thread(target=stuck_writer)
+        thread.start()
+        try:
+            switching.wait(10)
+            r = client.post("/score", json={"embeddings": emb.tolist(), "user": "acked"})
+        finally:
+            done.set()
+            thread.join()
+    assert r.status_code == 200, r.text
+    assert [row["user_score"] is not None for row in r.json()["results"]] == [True] * 4

@@ -119,7 +119,9 @@ class _Builder:
         model = self.r.model
         if model is None:
             return _note("No model given: run <code>interest report DATA --model MODEL</code> for the model card, drivers and personal taste.")
-        meta = model.metadata
+        from interest.models.bundle import without_local_paths
+
+        meta = without_local_paths(model.metadata)  # a report is shared: older bundles keep the collection's path
         features = meta.get("features", {})
         rows = [
             ("bundle", str(self.model_path) if self.model_path else getattr(model, "name", "")),

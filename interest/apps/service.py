@@ -17,9 +17,11 @@ default) or behind the app's own gateway. Endpoints:
   answer a typed model in the schema.
 
 Nothing here reads a path sent by a client: images arrive as uploads only.
-Limits (:class:`Limits`) bound the request body, each upload, the decoded
-pixel count (decompression bombs are rejected from the image header, before
-decoding), the batch size and the time a request may take. The model, and
+Limits (:class:`Limits`) bound the request body (a JSON body by its own,
+smaller limit, sized from its rows and the model's dimension, and its values
+counted before it is parsed), each upload, the decoded pixel count
+(decompression bombs are rejected from the image header, before decoding),
+the batch size and the time a request may take. The model, and
 the backbone inside it, is loaded once per process and shared by all
 requests; model work runs in a thread pool so the event loop stays free.
 """
@@ -53,6 +55,9 @@ from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 # Flickr NSIDs look like 12345678@N00; matched with fullmatch: "$" would also match before a final newline
 USER_ID = re.compile(r"[A-Za-z0-9_.@-]{1,128}")
+# What one number and one id of a JSON embeddings request may take (Limits.max_json_bytes)
+JSON_NUMBER_BYTES = 26
+JSON_ID_BYTES = 160
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,9 @@ class Limits:
     once (more only oversubscribes the cores: one call already uses them all).
     Scoring requests are micro-batched: a batch takes every request waiting,
     and waits up to ``batch_wait_s`` for more, up to ``batch_images`` images.
+    ``max_rows`` bounds the precomputed embeddings of one JSON request; its
+    body is bounded by :meth:`max_json_bytes`, sized from the rows and the
+    model's dimension.
     """
 
     max_upload_bytes: int = 20 * 2**20
@@ -75,11 +83,23 @@ class Limits:
     max_concurrent: int = 1
     batch_wait_s: float = 0.005
     batch_images: int = 64
+    max_rows: int = 1024
 
     @property
     def max_body_bytes(self) -> int:
         """The largest request body accepted: a full batch plus room for the form's headers."""
         return self.max_batch * self.max_upload_bytes + 2**20
+
+    def max_json_bytes(self, dim: int) -> int:
+        """The largest JSON body accepted: ``max_rows`` rows of ``dim`` numbers, a norm and an id each, and slack.
+
+        A number as JSON writes it takes at most about 25 bytes (``-1.2345678901234567e-05, ``).
+        """
+        return self.max_rows * ((dim + 1) * JSON_NUMBER_BYTES + JSON_ID_BYTES) + 2**16
+
+    def max_json_values(self, dim: int) -> int:
+        """The most JSON values (numbers, strings, lists) a JSON body of ``max_rows`` rows of ``dim`` may hold."""
+        return self.max_rows * (dim + 4) + 4096
 
 
 # ------------------------------------------------------------------ the API's types (the OpenAPI schema)
@@ -264,9 +284,17 @@ def create_app(
     )
     app.state.interest = state
 
+    # the bundle's place on this disk stays here: an error names it by its folder's name
+    local = sorted({str(model_path), str(model_path.absolute()), str(model_path.resolve())}, key=len, reverse=True)
+
+    def public(message: str) -> str:
+        for path in local:
+            message = message.replace(path, model_path.name)
+        return message
+
     @app.exception_handler(InterestError)
     async def _interest_error(request: Request, exc: InterestError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        return JSONResponse({"detail": public(str(exc))}, status_code=400)
 
     @app.exception_handler(_ImageRejected)
     async def _image_rejected(request: Request, exc: _ImageRejected) -> JSONResponse:
@@ -287,15 +315,17 @@ def create_app(
     @app.get("/model", summary="The model card: backbone, preprocessing, users with heads, evaluation, limits.",
              response_model=ModelCard)
     async def model_card() -> ModelCard:
+        from interest.models.bundle import without_local_paths
+
         model = await run_in_threadpool(state.current)
-        meta = dict(model.metadata or {})
+        meta = without_local_paths(model.metadata or {})  # older bundles hold the collection's path on the trainer's disk
         return ModelCard(
             backbone_id=model.backbone_id,
             n_users=len(model.users),
             capabilities=sorted(model.capabilities),
             trend_groups=list(TREND_GROUPS),
             metadata=_json_ready(meta),
-            limits=asdict(limits),
+            limits={**asdict(limits), "max_json_bytes": limits.max_json_bytes(model.dim)},
         )
 
     @app.post(
@@ -379,6 +409,20 @@ class _State:
     The bundle on disk is the truth: when its model.json changes (another
     worker process, or `interest personalize`, saved new heads), the next
     request reloads it, keeping the backbone already in memory.
+
+    Read your writes: once a personalisation has answered (here, in another
+    worker, or through the library under the bundle's lock), every later
+    request sees that head or a newer one. Hence three rules. The model is
+    swapped only under ``_write``, and the bundle's stamp is read under it,
+    before the reload, so a reload never installs a version older than one
+    already seen. A writer holds ``_write`` from its reload to its save, so no
+    reload can swap in, meanwhile, a model without the head it is adding (the
+    race a soak found: a request that had read the stamp before the writer
+    reloaded it swapped in the bundle as it was before the save, and the
+    acknowledged head was missing until the next save). And a reload that keeps
+    racing other saves is done again while holding the bundle's lock, instead
+    of answering from the model we had. Lock order: the bundle's lock, then
+    ``_write``.
     """
 
     def __init__(self, model: Any, model_path: Path, limits: Limits) -> None:
@@ -390,31 +434,46 @@ class _State:
         self._stamp = self._bundle_stamp()
         self.batcher = _Batcher(self)
 
-    def _bundle_stamp(self) -> tuple[int, int] | None:
+    def _bundle_stamp(self) -> tuple[int, ...] | None:
+        """Which version of the bundle is on disk: its directory and model.json, as stat sees them."""
         try:
+            folder = os.stat(self.model_path)
             st = os.stat(self.model_path / "model.json")
         except OSError:
             return None
-        return st.st_ino, st.st_mtime_ns
+        # inode numbers are reused once an old version is removed: the times and size tell such twins apart
+        return folder.st_ino, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size
 
-    def current(self, *, strict: bool = False) -> Any:
+    def current(self) -> Any:
         """The model, reloaded first if the bundle changed on disk since it was loaded.
 
-        A bundle that fails to reload keeps the model we have, unless ``strict``
-        (a writer, which must start from the newest heads or not at all).
+        A bundle that fails to reload even with writers held off (damaged on
+        disk) keeps the model we have.
         """
         stamp = self._bundle_stamp()
-        if stamp is None or stamp == self._stamp:
+        if stamp is not None and stamp == self._stamp:
             return self.model
         with self._write:
-            if stamp != self._stamp:
-                try:
-                    fresh = self.model.reloaded(self.model_path)
-                except InterestError:
-                    if strict:
-                        raise
-                    return self.model
-                self.model, self._stamp = fresh, stamp
+            try:
+                return self._catch_up()
+            except InterestError:
+                pass
+        # every lock-free read raced a save (or the bundle is damaged): once more with writers held off
+        from interest.models.storage import bundle_lock
+
+        try:
+            with bundle_lock(self.model_path), self._write:
+                return self._catch_up()
+        except InterestError:
+            return self.model
+
+    def _catch_up(self) -> Any:
+        """Reload the bundle if its stamp differs from the model's (call with ``_write`` held)."""
+        stamp = self._bundle_stamp()  # read before the load: the model loaded is this version or a newer one
+        if stamp is not None and stamp == self._stamp:
+            return self.model
+        self.model = self.model.reloaded(self.model_path)
+        self._stamp = stamp
         return self.model
 
     async def call(self, fn: Any, *args: Any) -> Any:
@@ -430,14 +489,19 @@ class _State:
             raise HTTPException(503, f"the request took over {self.limits.timeout_s:g} s; retry later or send fewer images") from None
 
     def personalize(self, user: str, liked: list, disliked: list | None) -> None:
+        """Fit ``user``'s head on the newest bundle and save it, before the request answers."""
         from interest.models.storage import bundle_lock
 
         # One writer at a time across threads *and* worker processes, each starting from the bundle
         # on disk as the previous writer left it: two heads saved at once must not lose either.
-        with bundle_lock(self.model_path):
-            model = self.current(strict=True)
-            model.personalize(user, liked, disliked)
-            model.save(self.model_path)
+        with bundle_lock(self.model_path), self._write:
+            model = self._catch_up()  # a writer starts from the newest heads, or not at all (a damaged bundle)
+            try:
+                model.personalize(user, liked, disliked)
+                model.save(self.model_path)
+            except BaseException:
+                self._stamp = None  # the model in memory may hold a head the disk lacks: reload it next time
+                raise
             self._stamp = self._bundle_stamp()
 
 
@@ -548,41 +612,123 @@ def _rows(table: Any) -> list[dict]:
 
 async def _score_json(request: Request, state: "_State") -> "ScoreResponse":
     """``POST /score`` with a JSON :class:`EmbeddingsRequest`: scored directly (no backbone, no batching)."""
-    from pydantic import ValidationError
-
-    try:
-        body = EmbeddingsRequest.model_validate_json(await request.body())
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ())) or "body"
-        raise HTTPException(422, f"embeddings request: {where}: {first.get('msg')}") from None
-    n = len(body.embeddings)
-    if n == 0 or n > state.limits.batch_images * 16:
-        raise HTTPException(422, f"embeddings request: give 1 to {state.limits.batch_images * 16} rows, not {n}")
-    for name, values in (("ids", body.ids), ("norms", body.norms)):
-        if values is not None and len(values) != n:
-            raise HTTPException(422, f"embeddings request: {len(values)} {name} for {n} embeddings; give one per row")
-    if body.user is not None:
-        _check_user_id(body.user)
-    if len({len(row) for row in body.embeddings}) != 1:
-        raise HTTPException(422, "embeddings request: rows of different lengths")
-    emb = np.asarray(body.embeddings, dtype=np.float32)
-    if body.norms is not None:
-        norms = np.asarray(body.norms, dtype=np.float32)
-        if not (np.isfinite(norms).all() and (norms > 0).all()):
-            raise HTTPException(422, "embeddings request: norms must be positive numbers")
+    dim = state.model.dim
+    # the body is handed over, not kept here: the parser drops it once it has the JSON text
+    emb, ids, norms, user = parse_embeddings_request(
+        await _json_body(request, state.limits.max_json_bytes(dim), state.limits.max_rows, dim), dim=dim, limits=state.limits
+    )
+    if user is not None:
+        _check_user_id(user)
+    if norms is not None:
         emb = l2_normalize(emb) * norms[:, None]
 
     def run() -> list[dict]:
         model = state.current()
-        if body.user is not None and body.user not in model.users:
-            raise HTTPException(404, f"user {body.user}: no head in this model; POST /users/{body.user}/personalize first")
-        return _rows(model.score_embeddings(emb, user=body.user))
+        if user is not None and user not in model.users:
+            raise HTTPException(404, f"user {user}: no head in this model; POST /users/{user}/personalize first")
+        return _rows(model.score_embeddings(emb, user=user))
 
     rows = await state.call(run)
-    ids = body.ids or [str(i) for i in range(n)]
+    ids = ids or [str(i) for i in range(len(emb))]
     results = [ScoreResult(id=i, **row) for i, row in zip(ids, rows)]
-    return ScoreResponse(backbone_id=state.model.backbone_id, user=body.user, results=results)
+    return ScoreResponse(backbone_id=state.model.backbone_id, user=user, results=results)
+
+
+async def _json_body(request: Request, max_bytes: int, max_rows: int, dim: int) -> bytearray:
+    """The request's body, refused with 413 as soon as it is known to be over ``max_bytes`` (Content-Length, or while it arrives)."""
+    over = HTTPException(
+        413, f"embeddings request: JSON body over the limit of {max_bytes} bytes ({max_rows} rows of {dim} numbers); "
+             "send fewer rows per request"
+    )
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise over
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise over
+    return body
+
+
+def parse_embeddings_request(
+    body: bytes | bytearray, *, dim: int, limits: Limits
+) -> tuple[np.ndarray, list[str] | None, np.ndarray | None, str | None]:
+    """An :class:`EmbeddingsRequest` body as (embeddings float32 (n, d), ids, norms, user), memory bounded first.
+
+    Before anything is parsed, the body's commas and brackets bound how many
+    values and rows it can hold: a body with more than ``limits.max_rows`` rows
+    of ``dim`` numbers (plus ids and norms) can hold is refused (413) before a
+    Python object is made for it, so the parse costs a small multiple of the
+    body, whatever its layout (``0,0,0,...`` included). Then the rows, their
+    lengths and types, the ids and the norms are checked (422); a row length
+    other than ``dim`` is the model's 400.
+    """
+    max_rows = limits.max_rows
+    values, lists = body.count(b",") + 1, body.count(b"[")
+    if values > limits.max_json_values(dim) or lists > max_rows + 64:
+        raise HTTPException(
+            413, f"embeddings request: {values} values in {lists} lists, more than {max_rows} rows of {dim} numbers "
+                 f"hold; send at most {max_rows} rows of this model's {dim} dimensions"
+        )
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "embeddings request: the body is not UTF-8 JSON") from None
+    del body
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise HTTPException(400, f"embeddings request: not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+    del text
+    if not isinstance(data, dict):
+        raise HTTPException(422, "embeddings request: the body must be a JSON object with `embeddings`")
+    rows = data.get("embeddings")
+    if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+        raise HTTPException(422, "embeddings request: embeddings: give a list of rows, each a list of numbers")
+    n = len(rows)
+    if n == 0 or n > max_rows:
+        raise HTTPException(422, f"embeddings request: give 1 to {max_rows} rows, not {n}")
+    if len({len(row) for row in rows}) != 1:
+        raise HTTPException(422, "embeddings request: rows of different lengths")
+    emb = _numbers(rows, "embeddings", 2)
+    del rows, data["embeddings"]
+    ids, norms, user = data.get("ids"), data.get("norms"), data.get("user")
+    for name, given in (("ids", ids), ("norms", norms)):
+        if given is None:
+            continue
+        if not isinstance(given, list):
+            raise HTTPException(422, f"embeddings request: {name}: give a list, one per row")
+        if len(given) != n:
+            raise HTTPException(422, f"embeddings request: {len(given)} {name} for {n} embeddings; give one per row")
+    if ids is not None and not all(isinstance(i, str) for i in ids):
+        raise HTTPException(422, "embeddings request: ids: give a string per row")
+    if norms is not None:
+        norms = _numbers(norms, "norms", 1)
+        if not (np.isfinite(norms).all() and (norms > 0).all()):
+            raise HTTPException(422, "embeddings request: norms must be positive numbers")
+    if user is not None and not isinstance(user, str):
+        raise HTTPException(422, "embeddings request: user: give a string")
+    if emb.shape[1] != dim:
+        raise InterestError(f"embeddings of shape {emb.shape} cannot be scored by this model: it expects (n, {dim}) "
+                            "(the backbone's dimension); embed the photos with the model's backbone")
+    return emb, ids, norms, user
+
+
+def _numbers(values: list, name: str, ndim: int) -> np.ndarray:
+    """A list (``ndim`` 1) or list of rows (2) of JSON numbers as float32; 422 for text, null or other nesting."""
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError, OverflowError):
+        array = None
+    if array is None or array.ndim != ndim or array.dtype.kind not in "fi":
+        raise HTTPException(422, f"embeddings request: {name}: give numbers only"
+                                 + (", in rows of equal length" if ndim == 2 else ""))
+    return array.astype(np.float32)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 async def _decode_uploads(files: list[UploadFile], limits: Limits) -> tuple[list[Image.Image], list[str | None]]:

@@ -91,6 +91,7 @@ def serve(
     timeout: float = typer.Option(60.0, help="Seconds a request may take, queueing included."),
     batch_wait_ms: float = typer.Option(5.0, help="How long a scoring batch waits for more requests (micro-batching)."),
     batch_images: int = typer.Option(64, help="Most images embedded in one batch across requests."),
+    max_rows: int = typer.Option(1024, help="Most precomputed embeddings in one JSON request (its body limit follows)."),
     device: str = typer.Option("cpu", metavar=DEVICE_METAVAR, autocompletion=complete_device, help=DEVICE_HELP),
     precision: Precision = typer.Option(Precision.fp32, help=PRECISION_HELP),
     cache_dir: Optional[str] = typer.Option(None, help=CACHE_HELP),
@@ -106,11 +107,11 @@ def serve(
 
     if workers < 1:
         raise InterestError(f"--workers {workers}: give at least 1")
-    if batch_wait_ms < 0 or batch_images < 1:
-        raise InterestError("--batch-wait-ms must be >= 0 and --batch-images >= 1")
+    if batch_wait_ms < 0 or batch_images < 1 or max_rows < 1:
+        raise InterestError("--batch-wait-ms must be >= 0, --batch-images and --max-rows >= 1")
     limits = Limits(
         max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels, max_batch=max_batch, timeout_s=timeout,
-        batch_wait_s=batch_wait_ms / 1000, batch_images=batch_images,
+        batch_wait_s=batch_wait_ms / 1000, batch_images=batch_images, max_rows=max_rows,
     )
     check_device(device)
     backbone = {"device": device, "precision": precision.value, "cache_dir": cache_dir,

@@ -37,6 +37,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -84,6 +85,32 @@ def _estimator_classes() -> dict[str, type]:
                                           TrendGroupClassifier, UserHeads)}
 
 
+# A string that names a place on some disk: /..., ~..., C:\... or \\server\...
+_LOCAL_PATH = re.compile(r"(/|~|[A-Za-z]:[\\/]|\\\\)[^\n]*[\\/][^\n]*")
+
+
+def without_local_paths(meta: dict) -> dict:
+    """model.json as it may leave the machine: every local path in it replaced by its last part, the folder's name.
+
+    A collection is named by its folder's name beside the data fingerprint
+    (``data.collection``, ``data.fingerprint``), never by where it lay on the
+    trainer's disk. Bundles written before kept the absolute path there (and
+    the study import in ``provenance.group_cuts_from.collection``): this is
+    what GET /model, ``export-hub`` and every save give of them.
+    """
+
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, str) and _LOCAL_PATH.fullmatch(value):
+            return re.split(r"[\\/]", value.rstrip("/\\"))[-1]
+        return value
+
+    return clean(meta)
+
+
 def sha256_bytes(data: bytes) -> str:
     """Hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
@@ -128,7 +155,7 @@ def save_bundle(model: "InterestModel", path: str | os.PathLike) -> dict:
         raise InterestError(f"{path}: exists and is not a model bundle (no {MODEL_JSON}); choose another --out")
     path.parent.mkdir(parents=True, exist_ok=True)
     parts, described = model.bundle_parts()
-    meta = dict(model.metadata)
+    meta = without_local_paths(model.metadata)  # a bundle is meant to be shared: no path of this disk in it
     meta.update(
         described,
         schema_version=SCHEMA_VERSION,

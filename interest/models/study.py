@@ -510,7 +510,7 @@ def import_study_model(
     }
     if cuts_from is not None:
         group_cuts, agreement = cuts_from_reference(cuts_from)
-        provenance["group_cuts_from"] = {"collection": str(Path(cuts_from).resolve()), "agreement": agreement}
+        provenance["group_cuts_from"] = {"collection": Path(cuts_from).resolve().name, "agreement": agreement}
     model = linear_model(weight, bias, backbone_id=backbone_id, raw=True, group_cuts=group_cuts,
                          background=background if background is not None else cuts_from,
                          extra_metadata={"provenance": provenance})

@@ -252,7 +252,7 @@ def train_model(
         },
         "training": config_to_dict(config),
         "data": {
-            "collection": str(Path(root).resolve()),
+            "collection": Path(root).resolve().name,  # its name beside the fingerprint: no path of this disk leaves it
             "fingerprint": data["fingerprint"],
             "n_train_photos": int(len(y)),
             "n_favourites": int(len(data["fav_rows"])),
