@@ -73,14 +73,26 @@ def train(
     backbone: Optional[str] = typer.Option(None, help="Backbone id under features/ (default: the only one present)."),
     config: Optional[Path] = typer.Option(None, help="Training config (YAML), e.g. configs/train.yaml."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
+    evaluation_only: bool = typer.Option(
+        False, "--evaluation-only",
+        help="Fit the user heads on the label split's training users and photos only (an evaluation bundle, "
+        "not for apps); `interest evaluate` refits them so for an app bundle itself.",
+    ),
 ) -> None:
-    """Train the common model, the trend-group classifier and the per-user heads; writes a model bundle."""
+    """Train the common model, the trend-group classifier and the per-user heads; writes a model bundle.
+
+    The common model learns from the labels' training photos and users (the
+    labels are defined there, and `interest evaluate` measures it on the
+    held-out ones). The user heads learn from every favourite of every user
+    on every labelled photo, the users `interest label` held out whole
+    included: every user with a favourite can be scored with `--user`.
+    """
     from interest.config import load_config
     from interest.models.train import TrainConfig, train_model
 
     _need_dir(data)
     cfg = load_config(TrainConfig, config, seed=seed)
-    model = train_model(data, out, backbone=backbone, config=cfg)
+    model = train_model(data, out, backbone=backbone, config=cfg, evaluation_only=evaluation_only)
     typer.echo(f"wrote model bundle {out} (backbone {model.backbone_id}, {len(model.users)} user heads)")
     blend = model.metadata["metrics"]["ridge"].get("faves_blend")
     if blend:
