@@ -37,7 +37,7 @@ def label(
     merge_ratio: float = typer.Option(0.6, help="Partitions per cluster after merging centroids (the paper: ~120 of 200)."),
     group_cuts: Optional[str] = typer.Option(None, help="CI cut points 'LOWER,UPPER' for the trend groups (default: terciles)."),
     method: LabelMethod = typer.Option(LabelMethod.image, help="image: each photo's distinct users, zero-truncated, smoothed over the embedding (default, docs/labels.md); paper: the study's clusters -> merged partitions -> distinct users."),
-    user_test_fraction: float = typer.Option(0.2, help="Share of users held out whole (never labelled or trained on) for evaluate's new-user ranking; 0 with --method paper is the study's definition."),
+    user_test_fraction: float = typer.Option(0.2, help="Share of users held out whole (never labelled, and left out of the common model's training; the bundle's user heads still learn from them) for evaluate's new-user ranking; 0 with --method paper is the study's definition."),
 ) -> None:
     """Compute the CI score (image-level by default, or the paper's), partitions and trend groups; writes labels.parquet."""
     from interest.labels import label_collection
