@@ -1,18 +1,32 @@
-"""Scoring throughput on precomputed embeddings: common app model + trend groups + one user head.
+"""Scoring throughput on precomputed embeddings, with and without a user head, and personalize's latency.
 
 Trains (or loads, with --model) a bundle on a synthetic world with 512-d
-embeddings, then scores batches of embeddings with ``score_embeddings(emb,
-user=...)`` and prints the median photos per second over repeats.
+embeddings, then, for each batch size, scores the same embeddings with
+``score_embeddings(emb)`` and ``score_embeddings(emb, user=...)`` in
+alternation (so both see the same machine load) and prints the median photos
+per second of each and the ratio of their median times. Then
+``personalize(user, liked)`` from ``--liked`` liked photos given as
+embeddings: median milliseconds over ``--personalize-repeats`` calls.
+
+``--against DIR`` runs the same measurements, round by round in alternation
+with this checkout, in a child process that imports ``interest`` from DIR
+(another version's source tree, e.g. ``git archive COMMIT | tar -x -C DIR``)
+on the same bundle: a before/after comparison measured in one run.
 
     .venv/bin/python benchmarks/bench_scoring.py                 # build a world and a model in a temp dir
     .venv/bin/python benchmarks/bench_scoring.py --model MODEL   # an existing bundle
+    .venv/bin/python benchmarks/bench_scoring.py --model MODEL --against /tmp/before --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +50,53 @@ def build_model(workdir: Path, n_photos: int, n_users: int, dim: int):
     return model
 
 
+def measure(model, batches: list[int], repeats: int, liked: int, personalize_repeats: int) -> dict:
+    """{"batches": {n: {"common_s", "user_s"}}, "personalize_ms"}: medians, common and head alternating."""
+    from interest.numeric import l2_normalize
+
+    user = model.users[0]
+    rng = np.random.default_rng(0)
+    out = {"batches": {}}
+    for batch in batches:
+        # contract embeddings are L2-normalised (read_embeddings_file makes them so)
+        emb = l2_normalize(rng.normal(size=(batch, model.dim)).astype(np.float32))
+        model.score_embeddings(emb[:1000], user=user)  # warm up
+        times = {"common_s": [], "user_s": []}
+        for _ in range(repeats):
+            for name, kwargs in (("common_s", {}), ("user_s", {"user": user})):
+                t = time.perf_counter()
+                model.score_embeddings(emb, **kwargs)
+                times[name].append(time.perf_counter() - t)
+        out["batches"][str(batch)] = {name: statistics.median(v) for name, v in times.items()}
+    # liked photos near the collection's photos (a head from random directions would lie "nowhere")
+    anchors = model.heads.anchors_ if hasattr(model.heads, "anchors_") else None
+    liked_emb = l2_normalize(rng.normal(size=(liked, model.dim)).astype(np.float32))
+    if anchors is not None and anchors.shape[1] <= model.dim:
+        # PCA coordinates back to embeddings: photos at some anchors of the heads
+        back = model.pca.components_[: anchors.shape[1]].T @ anchors[rng.choice(len(anchors), liked)].T
+        liked_emb = l2_normalize((back.T + model.pca.mean_).astype(np.float32))
+    model.personalize("bench-personalize", liked_emb)  # warm up
+    times = []
+    for _ in range(personalize_repeats):
+        t = time.perf_counter()
+        model.personalize("bench-personalize", liked_emb)
+        times.append(time.perf_counter() - t)
+    out["personalize_ms"] = 1000 * statistics.median(times)
+    out["personalize_worst_ms"] = 1000 * max(times)
+    return out
+
+
+def cpu_name() -> str:
+    """The CPU's model name (lscpu's, as BENCHMARKS.md records it)."""
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="an existing bundle (default: train one on a synthetic world)")
@@ -43,30 +104,59 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=500)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--batches", type=int, nargs="+", default=[10_000, 50_000, 100_000])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per batch and round")
+    parser.add_argument("--liked", type=int, default=10, help="liked photos given to personalize")
+    parser.add_argument("--personalize-repeats", type=int, default=21)
+    parser.add_argument("--against", type=Path, help="another source tree of interest, measured in alternation")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds with --against")
+    parser.add_argument("--child-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     import interest
-    from interest.collection import l2_normalize
+
+    if args.child_json:  # one round, in the process that imports the other source tree
+        model = interest.load(args.model)
+        print(json.dumps(measure(model, args.batches, args.repeats, args.liked, args.personalize_repeats)))
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = interest.load(args.model) if args.model else build_model(Path(tmp), args.photos, args.users, args.dim)
-        user = model.users[0]
-        rng = np.random.default_rng(0)
-        print(f"model: backbone {model.backbone_id}, {len(model.users)} user heads; "
-              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, cpus={os.cpu_count()}")
-        print(f"{'batch':>8} {'median s':>9} {'photos/s':>10}  (median of {args.repeats}, app model + groups + head)")
-        for batch in args.batches:
-            # contract embeddings are L2-normalised (read_embeddings_file makes them so)
-            emb = l2_normalize(rng.normal(size=(batch, model.dim)).astype(np.float32))
-            model.score_embeddings(emb[:1000], user=user)  # warm up
-            times = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                model.score_embeddings(emb, user=user)
-                times.append(time.perf_counter() - t)
-            med = statistics.median(times)
-            print(f"{batch:>8} {med:>9.4f} {batch / med:>10.0f}")
+        if args.model:
+            model_path = Path(args.model)
+        else:
+            build_model(Path(tmp), args.photos, args.users, args.dim)
+            model_path = Path(tmp) / "model"
+        model = interest.load(model_path)
+        print(f"model: backbone {model.backbone_id}, {len(model.users)} user heads; cpu {cpu_name()!r}, "
+              f"cpus={os.cpu_count()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+        sources = {"this": Path(interest.__file__).resolve().parents[1]}
+        if args.against:
+            sources["against"] = args.against.resolve()
+        rounds = {name: [] for name in sources}
+        for _ in range(args.rounds if args.against else 1):
+            for name, src in sources.items():
+                cmd = [sys.executable, __file__, "--model", str(model_path), "--child-json", "--repeats", str(args.repeats),
+                       "--liked", str(args.liked), "--personalize-repeats", str(args.personalize_repeats),
+                       "--batches", *map(str, args.batches)]
+                env = {**os.environ, "PYTHONPATH": str(src)}
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+                rounds[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"median over {len(rounds['this'])} round(s) of the median of {args.repeats} calls; "
+              "common = app model + trend groups, head = the same + one user head")
+        print(f"{'source':>8} {'batch':>8} {'common/s':>10} {'head/s':>10} {'head/common time':>17}")
+        summary = {}
+        for name, results in rounds.items():
+            for batch in map(str, args.batches):
+                common = statistics.median(r["batches"][batch]["common_s"] for r in results)
+                user = statistics.median(r["batches"][batch]["user_s"] for r in results)
+                print(f"{name:>8} {batch:>8} {int(batch) / common:>10.0f} {int(batch) / user:>10.0f} {user / common:>17.2f}")
+                summary[f"{name}/{batch}"] = {"common_per_s": int(batch) / common, "head_per_s": int(batch) / user,
+                                              "ratio": user / common}
+        for name, results in rounds.items():
+            ms = statistics.median(r["personalize_ms"] for r in results)
+            worst = max(r["personalize_worst_ms"] for r in results)
+            print(f"{name:>8} personalize from {args.liked} liked embeddings: median {ms:.1f} ms, worst {worst:.1f} ms")
+            summary[f"{name}/personalize_ms"] = ms
+        print(json.dumps(summary))
 
 
 if __name__ == "__main__":

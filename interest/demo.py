@@ -68,10 +68,14 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
     typer.echo(format_metrics(metrics))
 
     clock.step("7/8 scoring a few images, for everyone and for one user")
-    user, images, liked = _demo_images(collection, model)
+    user, images, liked, held_out = _demo_images(collection, model)
     table = model.score(images, user=user)
     table.insert(1, f"liked by {user}", liked)
-    typer.echo(f"three held-out photos {user} favourited and three they did not (the model never trained on them):")
+    typer.echo(
+        (f"{user} was held out whole by `label` (the common model never saw them; their head learned from all "
+         "their favourites): " if held_out else f"{user}: ")
+        + "three held-out photos they favourited and three they did not:"
+    )
     typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))  # ci_score is ~0.001-0.05
 
     clock.step("8/8 writing the HTML report")
@@ -90,18 +94,23 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
     return metrics
 
 
-def _demo_images(collection: Path, model) -> tuple[str, list[Path], list[bool]]:
-    """The user with a head and the most favourites among the held-out (test) photos: three of those photos
-    and three other test photos (seeded), with which is which: a head shows itself where the user's taste does."""
+def _demo_images(collection: Path, model) -> tuple[str, list[Path], list[bool], bool]:
+    """Among the users ``label`` held out whole (the bundle's heads learn from them too), the one with the most
+    favourites among the held-out (test) photos: three of those photos and three other test photos (seeded),
+    with which is which (and whether the user was held out): a head shows itself where the user's taste does."""
     import numpy as np
 
     from interest.collection import read_table
-    from interest.labels import read_labels
+    from interest.labels import read_labels, read_user_split
 
     labels = read_labels(collection)
     test = labels.loc[labels["set"] == "test", "photo_id"].astype(str)
+    split = read_user_split(collection)
+    held_out = split.loc[split["set"] == "test", "user_id"]
     favs = read_table(collection, "favorites")
     favs = favs[favs["photo_id"].astype(str).isin(test) & favs["user_id"].isin(model.users)]
+    if favs["user_id"].isin(held_out).any():
+        favs = favs[favs["user_id"].isin(held_out)]
     user = str(favs["user_id"].value_counts().idxmax())
     mine = set(favs.loc[favs["user_id"] == user, "photo_id"].astype(str))
     rng = np.random.default_rng(0)
@@ -109,7 +118,7 @@ def _demo_images(collection: Path, model) -> tuple[str, list[Path], list[bool]]:
     chosen = sorted(mine)[:3] + [str(p) for p in rng.choice(others, 3, replace=False)]
     paths = read_table(collection, "photos").dropna(subset=["path"]).set_index("photo_id")["path"]
     chosen = [p for p in chosen if p in paths.index]
-    return user, [collection / paths[p] for p in chosen], [p in mine for p in chosen]
+    return user, [collection / paths[p] for p in chosen], [p in mine for p in chosen], user in set(held_out)
 
 
 def _command() -> str:

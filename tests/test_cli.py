@@ -168,7 +168,26 @@ def test_unknown_user(trained):
     root, model = trained
     backbone, _, _ = read_embeddings(root)
     proc = run("score", model, embeddings_path(root, backbone), "--user", "nobody@N00", check=False)
-    assert_user_error(proc, "nobody@N00")
+    assert_user_error(proc, "nobody@N00", "interest personalize")
+
+
+def test_users_held_out_by_label_can_be_scored(trained, tmp_path):
+    """The users `label` held out whole (no head before issue 20) are scored with their own head."""
+    root, model = trained
+    backbone, _, _ = read_embeddings(root)
+    split = pd.read_parquet(root / "label_users.parquet")
+    favs = pd.read_parquet(root / "favorites.parquet")
+    held_out = favs[favs["user_id"].isin(split.loc[split["set"] == "test", "user_id"])]["user_id"].value_counts()
+    user = str(held_out.index[0])  # the held-out user with the most favourites
+    out = tmp_path / "held_out_user.parquet"
+    run("score", model, embeddings_path(root, backbone), "--user", user, "--out", out)
+    scores = pd.read_parquet(out)
+    faved = scores["photo_id"].astype(str).isin(favs.loc[favs["user_id"] == user, "photo_id"].astype(str))
+    # a real head, learned from this user's favourites: it lifts the photos they favourited
+    assert scores["deviation"].abs().max() > 0
+    assert scores.loc[faved, "deviation"].mean() > scores.loc[~faved, "deviation"].mean()
+    meta = json.loads((model / "model.json").read_text())["data"]
+    assert meta["heads_data"] == "all" and meta["n_users_with_heads"] == favs["user_id"].nunique()
 
 
 def test_newer_bundle_and_hand_edited_bundle(trained, tmp_path):

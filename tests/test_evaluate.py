@@ -376,15 +376,45 @@ def test_image_level_app_score_beats_the_booster_on_photos_never_held(family_mod
     assert image_rho > booster_rho + 0.005
 
 
-def test_held_out_users_never_reach_training(family_model):
+def test_held_out_users_reach_the_heads_not_the_common_model(family_model, tmp_path):
+    """The app bundle's heads learn from every user and photo; the common model only from the label split;
+    evaluate ranks the users' held-out favourites with heads refitted on the split, as an evaluation bundle's."""
+    from interest.models.train import train_model
+
     root, model = family_model
     split = pd.read_parquet(root / "label_users.parquet")
     held_out = set(split.loc[split["set"] == "test", "user_id"])
-    assert held_out and not held_out & set(model.users)
-    assert model.metadata["data"]["n_favourites"] == pytest.approx(
-        len(pd.read_parquet(root / "favorites.parquet").query("user_id not in @held_out").merge(
-            read_labels(root).query("set == 'train'")[["photo_id"]], on="photo_id")), abs=0
+    favs = pd.read_parquet(root / "favorites.parquet")
+    labels = read_labels(root)
+    # every user with a favourite has a head, the held-out ones and those with 1-4 favourites included
+    assert held_out and set(favs["user_id"]) == set(model.users)
+    counts = pd.Series(model.heads.n_favourites_, index=model.users)
+    light = counts[counts < 5].index
+    assert len(light) >= 5 and held_out & set(light)
+    weights = pd.DataFrame(model.heads.weights_, index=model.users)
+    # the few-shot settings give them heads from their favourites (a setting passed on this world)
+    assert (weights.loc[light].abs().max(axis=1) > 0).mean() > 0.8
+    # ... by the path personalize takes: the same favourites given as liked photos give the same head
+    user = sorted(held_out & set(light))[0]
+    _, ids, emb = read_embeddings(root)
+    theirs = np.isin(ids, favs.loc[favs["user_id"] == user, "photo_id"].astype(str))
+    again = model.with_heads(model.heads).personalize("again", emb[theirs])
+    np.testing.assert_allclose(again.heads.weights_[-1], weights.loc[user].to_numpy(), rtol=1e-4, atol=1e-7)
+    # the common model's counts still come from the split's training users on training photos only
+    assert model.metadata["data"]["n_favourites"] == len(
+        favs.query("user_id not in @held_out").merge(labels.query("set == 'train'")[["photo_id"]], on="photo_id")
     )
+    assert model.metadata["data"]["heads_data"] == "all"
+    assert model.metadata["data"]["n_head_photos"] == len(labels)
+
+    evaluation = train_model(root, tmp_path / "evaluation", progress=False, evaluation_only=True)
+    assert evaluation.metadata["data"]["heads_data"] == "split" and not held_out & set(evaluation.users)
+    np.testing.assert_array_equal(evaluation.score_embeddings(np.eye(1, model.dim))["ci_score"],
+                                  model.score_embeddings(np.eye(1, model.dim))["ci_score"])
+    app_metrics, split_metrics = evaluate(model, root, progress=False), evaluate(evaluation, root, progress=False)
+    assert app_metrics["heads_refitted"] and not split_metrics["heads_refitted"]
+    assert app_metrics["users"] == split_metrics["users"] and app_metrics["new_users"] == split_metrics["new_users"]
+    assert "heads refitted on the label split" in format_metrics(app_metrics)
 
 
 def test_no_held_out_users_says_so(family_model, tmp_path):

@@ -235,6 +235,22 @@ def test_user_scores_and_unknown_user(model, embeddings):
         model.user_deviation("nobody", emb)
 
 
+def test_deviation_is_the_heads_memberships_times_the_users_row_in_any_batch(model, embeddings):
+    """Scoring's fast path (float32 exponentials, the division after the product) is r(x) . w_u to float32
+    rounding, and a photo's deviation does not depend on the batch it is scored in."""
+    emb = embeddings[2]
+    heads = model.heads
+    users = [u for u in model.users if np.abs(heads.weights_[heads._index[u]]).max() > 0][:3]
+    F = model.head_inputs(emb)
+    exact = heads.memberships(F) @ heads.weights_[[heads._index[u] for u in users]].T.astype(np.float64)
+    fast = model.user_deviations(users, emb)
+    scale = np.abs(exact).max()
+    assert scale > 0 and np.abs(fast - exact).max() <= 1e-6 * scale
+    one_by_one = np.concatenate([model.user_deviation(users[0], emb[i : i + 1]) for i in range(0, 200)])
+    np.testing.assert_array_equal(one_by_one, fast[:200, 0])
+    np.testing.assert_array_equal(model.user_deviation(users[0], emb[7:37]), fast[7:37, 0])
+
+
 def test_full_model_uses_metadata(model, collection, embeddings):
     _, ids, emb = embeddings
     photos = read_table(collection, "photos")

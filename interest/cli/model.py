@@ -39,7 +39,7 @@ def label(
     merge_ratio: float = typer.Option(0.6, help="Partitions per cluster after merging centroids (the paper: ~120 of 200)."),
     group_cuts: Optional[str] = typer.Option(None, help="CI cut points 'LOWER,UPPER' for the trend groups (default: terciles)."),
     method: LabelMethod = typer.Option(LabelMethod.image, help="image: each photo's distinct users, zero-truncated, smoothed over the embedding (default, docs/labels.md); paper: the study's clusters -> merged partitions -> distinct users."),
-    user_test_fraction: float = typer.Option(0.2, help="Share of users held out whole (never labelled or trained on) for evaluate's new-user ranking; 0 with --method paper is the study's definition."),
+    user_test_fraction: float = typer.Option(0.2, help="Share of users held out whole (never labelled, and left out of the common model's training; the bundle's user heads still learn from them) for evaluate's new-user ranking; 0 with --method paper is the study's definition."),
 ) -> None:
     """Compute the CI score (image-level by default, or the paper's), partitions and trend groups; writes labels.parquet."""
     from interest.labels import label_collection
@@ -75,14 +75,26 @@ def train(
     backbone: Optional[str] = typer.Option(None, help="Backbone id under features/ (default: the only one present)."),
     config: Optional[Path] = typer.Option(None, help="Training config (YAML), e.g. configs/train.yaml."),
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
+    evaluation_only: bool = typer.Option(
+        False, "--evaluation-only",
+        help="Fit the user heads on the label split's training users and photos only (an evaluation bundle, "
+        "not for apps); `interest evaluate` refits them so for an app bundle itself.",
+    ),
 ) -> None:
-    """Train the common model, the trend-group classifier and the per-user heads; writes a model bundle."""
+    """Train the common model, the trend-group classifier and the per-user heads; writes a model bundle.
+
+    The common model learns from the labels' training photos and users (the
+    labels are defined there, and `interest evaluate` measures it on the
+    held-out ones). The user heads learn from every favourite of every user
+    on every labelled photo, the users `interest label` held out whole
+    included: every user with a favourite can be scored with `--user`.
+    """
     from interest.config import load_config
     from interest.models.train import TrainConfig, train_model
 
     _need_dir(data)
     cfg = load_config(TrainConfig, config, seed=seed)
-    model = train_model(data, out, backbone=backbone, config=cfg)
+    model = train_model(data, out, backbone=backbone, config=cfg, evaluation_only=evaluation_only)
     typer.echo(f"wrote model bundle {out} (backbone {model.backbone_id}, {len(model.users)} user heads)")
     blend = model.metadata["metrics"]["ridge"].get("faves_blend")
     if blend:

@@ -32,8 +32,9 @@ Two methods (``method``):
   secondary, partition-level evaluation.
 
 Both hold out a seeded ``user_test_fraction`` of the users whole: their
-favourites never enter the labels (nor training), and ``label_users.parquet``
-records the split, so ``evaluate`` can rank new users' favourites.
+favourites never enter the labels (nor the common model's training; an app
+bundle's user heads learn from them), and ``label_users.parquet`` records
+the split, so ``evaluate`` can rank new users' favourites.
 """
 
 from __future__ import annotations
@@ -243,7 +244,7 @@ def label_collection(
     Photos whose ``status`` is neither null nor "ok" are skipped. A seeded
     ``test_fraction`` of the photos is held out (``set`` = "test"), and a
     seeded ``user_test_fraction`` of the users with a favourite is held out
-    whole (their favourites are ignored here and in training). The rest
+    whole (their favourites are ignored here and by the common model). The rest
     (the definition set) is clustered into ``clusters`` k-means clusters
     (default: 200, the paper's, for "paper"; 100 for "image", where each
     cluster gets a shrunk effect; fewer, with a warning, when there are

@@ -68,8 +68,12 @@ def novelty(dist_sq: np.ndarray, Z: np.ndarray, centroids: np.ndarray) -> np.nda
     ``|x - mean|^2 - 2 max_k (z . c_k - |c_k|^2 / 2)`` (= ``|z - c_k|^2`` for
     the nearest k plus the squared residual). (n,) float64.
     """
-    score = centroid_scores(np.asarray(Z, dtype=np.float32), centroids)
-    return np.maximum(np.asarray(dist_sq, dtype=np.float64) - 2.0 * score.max(axis=1), 0.0)
+    return novelty_at(dist_sq, centroid_scores(np.asarray(Z, dtype=np.float32), centroids).max(axis=1))
+
+
+def novelty_at(dist_sq: np.ndarray, nearest_score: np.ndarray) -> np.ndarray:
+    """:func:`novelty` from each photo's score at its nearest prototype (``max_k z . c_k - |c_k|^2 / 2``)."""
+    return np.maximum(np.asarray(dist_sq, dtype=np.float64) - 2.0 * nearest_score, 0.0)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ table of heads (copy-on-write) that readers pick up whole, never half-made.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import pandas as pd
 from interest.errors import InterestError
 from interest.models.bundle import MODEL_KINDS, load_bundle, part_bytes, save_bundle
 from interest.models.common import matmul64
-from interest.models.groups import centred_sq, novelty
+from interest.models.groups import centred_sq, novelty_at
 from interest.models.inputs import BackboneHolder, embed_images, read_inputs
 from interest.numeric import l2_normalize
 from interest.vocabulary import GROUP_PROBABILITY_COLUMNS
@@ -146,6 +147,13 @@ class InterestModel:
         """How many leading PCA components a user head lives in."""
         return self._h
 
+    def with_heads(self, heads) -> "InterestModel":
+        """A copy of this model with other user heads (a :class:`UserHeads`), everything else shared."""
+        new = copy.copy(self)
+        new._heads = heads
+        new._lock = threading.Lock()
+        return new
+
     def reloaded(self, path: str | os.PathLike) -> "InterestModel":
         """The bundle at ``path`` loaded again, sharing this model's backbone (loaded once per process).
 
@@ -186,12 +194,12 @@ class InterestModel:
         if user is not None:
             self._check_user(heads, user)
         extra = None if metadata is None else self._extra_matrix(metadata, len(emb))
-        Z, stack = self._project(emb)
+        Z, stack, nearest_score = self._project(emb, nearest_score=True)
         Zk = Z[:, : self._k]
         ci = self.booster.predict(Zk, stack, extra)
         dist_sq = centred_sq(emb, self.pca.mean_)
         # the group is the band of this very score; how sure, widens with the distance to the training photos
-        proba = self.groups.predict_proba(ci, novelty(dist_sq, Z, self.prototypes.centroids_))
+        proba = self.groups.predict_proba(ci, novelty_at(dist_sq, nearest_score))
         out = {"ci_score": ci, "trend_group": self.groups.predict(ci)}
         out.update({col: proba[:, i] for i, col in enumerate(GROUP_PROBABILITY_COLUMNS)})
         if user is not None:
@@ -396,14 +404,17 @@ class InterestModel:
             emb[off] = l2_normalize(emb[off])
         return emb
 
-    def _project(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """PCA features (n, components) and first-level predictions (n, 2: ridge, prototype).
+    def _project(self, emb: np.ndarray, nearest_score: bool = False):
+        """PCA features (n, components) and first-level predictions (n, 2: ridge, prototype) and, with
+        ``nearest_score``, each photo's score at its nearest prototype (for its novelty; the same product).
 
         One matrix product, the costliest step of scoring.
         """
         out = (matmul64(emb, self._projection) + self._projection_offset).astype(np.float32)
         Z = out[:, : self._n_pca]
-        return Z, np.column_stack([out[:, self._n_pca], self.prototypes.predict(Z)])
+        prototype, score = self.prototypes.predict_nearest(Z)
+        stack = np.column_stack([out[:, self._n_pca], prototype])
+        return (Z, stack, score) if nearest_score else (Z, stack)
 
     def _pca(self, emb: np.ndarray) -> np.ndarray:
         """The PCA features a user head needs (no first-level predictions)."""

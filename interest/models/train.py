@@ -40,7 +40,7 @@ from interest.models.common import (
 from interest.labels.groups import quantile_cuts
 from interest.models.groups import TrendGroupClassifier, centred_sq, novelty
 from interest.models.model import InterestModel
-from interest.models.user_heads import UserHeads
+from interest.models.user_heads import REGIMES, UserHeads
 from interest.numeric import spearman
 from interest.progress import progress_bar
 
@@ -121,12 +121,23 @@ def train_model(
     backbone: str | None = None,
     config: TrainConfig | None = None,
     progress: bool = True,
+    evaluation_only: bool = False,
 ) -> InterestModel:
     """Train the common model, trend-group classifier and user heads on collection ``root``.
 
     Saves the bundle to ``out`` (skipped when ``out`` is None) and returns the
     :class:`~interest.models.model.InterestModel`. Needs labels.parquet from
     ``interest label`` made on the same backbone's embeddings.
+
+    The common model and the trend groups learn from the labels' training
+    photos and users (the labels are defined there; the held-out photos and
+    users are what ``interest evaluate`` measures them on). The user heads
+    learn from every favourite of every user on every labelled photo, the
+    users ``label`` held out whole and the held-out photos included, so every
+    user with a favourite has a head (users with 1-4 favourites through the
+    few-shot settings, as ``personalize`` makes them). ``evaluation_only``
+    fits the heads on the split's training users and photos only, as
+    ``interest evaluate`` needs them (it refits them so for a bundle without).
     """
     config = config or TrainConfig()
     steps = ["reading", "pca", "ridge", "prototypes", "booster", "groups", "heads", "saving"]
@@ -212,20 +223,12 @@ def train_model(
     )
     step("heads")
 
-    # heads are judged against the common score they will be added to: the app model's
-    base = booster.predict(Z[:, :k], np.column_stack([ridge.predict(X), prototypes.predict(Z)]))
-    heads = UserHeads(
-        n_anchors=config.head_anchors,
-        bandwidth=config.head_bandwidth,
-        pseudo_counts=tuple(float(v) for v in config.head_pseudo_counts),
-        sharing=tuple(float(v) for v in config.head_sharing),
-        clip=config.head_clip,
-        template_min_favourites=config.head_template_min_favourites,
-        validation_fraction=config.head_validation_fraction,
-        negatives=config.head_negatives,
-        max_validation_per_user=config.head_max_validation_per_user,
-        seed=config.seed,
-    ).fit(np.column_stack([Z[:, :h], dist_sq]), data["fav_users"], data["fav_rows"], base)
+    # the app bundle's heads learn from every user's favourites on every labelled photo; the split's
+    # training users and photos only for an evaluation bundle (interest evaluate refits those itself)
+    head_data = {**data, "blocks": [X]} if evaluation_only else read_everyone(root, data)
+    heads = fit_user_heads(
+        config, pca, ridge, prototypes, booster, head_data["blocks"], head_data["fav_users"], head_data["fav_rows"]
+    )
     step("saving")
 
     metadata = {
@@ -257,6 +260,10 @@ def train_model(
             "n_train_photos": int(len(y)),
             "n_favourites": int(len(data["fav_rows"])),
             "n_users_with_heads": int(len(heads.users_)),
+            # what the heads learned from: "all" (every user and labelled photo) or "split" (evaluation bundle)
+            "heads_data": "split" if evaluation_only else "all",
+            "n_head_photos": int(sum(len(b) for b in head_data["blocks"])),
+            "n_head_favourites": int(len(head_data["fav_rows"])),
             "metadata_as_of": data["metadata_as_of"],
         },
         "metrics": {
@@ -282,6 +289,89 @@ def train_model(
     bar.update()
     bar.close()
     return model
+
+
+def fit_user_heads(
+    config: TrainConfig, pca, ridge, prototypes, booster, blocks: list[np.ndarray], fav_users: np.ndarray,
+    fav_rows: np.ndarray,
+) -> UserHeads:
+    """User heads from the favourites (``fav_users``, ``fav_rows``) on photos given as ``blocks`` of embeddings
+    (the rows of all blocks in order; blocks, so that no copy of a big collection's embeddings is made).
+
+    The heads are judged against the common score they will be added to (the
+    app model's, from the fitted ``pca``, ``ridge``, ``prototypes`` and
+    ``booster``). Users with 1-4 favourites, whom the activity regimes leave
+    at the common score, get the head ``personalize`` would give them from
+    those favourites (the few-shot settings; still 0 where no few-shot
+    setting beat chance). ``train_model`` and ``interest evaluate`` (which
+    refits an app bundle's heads on the split) both come here, so the two agree.
+    """
+    F, base = [], []
+    for X in blocks:
+        Z = pca.transform(X)
+        k, h = min(config.pca_components, Z.shape[1]), min(config.head_components, Z.shape[1])
+        base.append(booster.predict(Z[:, :k], np.column_stack([ridge.predict(X), prototypes.predict(Z)])))
+        F.append(np.column_stack([Z[:, :h], centred_sq(X, pca.mean_)]))
+    F, base = np.concatenate(F), np.concatenate(base)
+    heads = UserHeads(
+        n_anchors=config.head_anchors,
+        bandwidth=config.head_bandwidth,
+        pseudo_counts=tuple(float(v) for v in config.head_pseudo_counts),
+        sharing=tuple(float(v) for v in config.head_sharing),
+        clip=config.head_clip,
+        template_min_favourites=config.head_template_min_favourites,
+        validation_fraction=config.head_validation_fraction,
+        negatives=config.head_negatives,
+        max_validation_per_user=config.head_max_validation_per_user,
+        seed=config.seed,
+    ).fit(F, fav_users, fav_rows, base)
+    light_user_heads(heads, F, fav_users, fav_rows)
+    return heads
+
+
+def light_user_heads(heads: UserHeads, F: np.ndarray, fav_users: np.ndarray, fav_rows: np.ndarray) -> None:
+    """Give the users with fewer favourites than the first activity regime (1-4) the few-shot head of their
+    favourites (``UserHeads.fit_one``, the path ``personalize`` takes), in place; heads the fit already
+    gave them are kept. ``F``: the head inputs that ``fav_rows`` index."""
+    light = heads.n_favourites_ < REGIMES[0][0]
+    pending = light & ~np.any(heads.weights_ != 0, axis=1)
+    if not pending.any():
+        return
+    user_ids = np.asarray(fav_users).astype(str)
+    wanted = np.isin(user_ids, heads.users_[pending])
+    pairs = pd.DataFrame({"user": user_ids[wanted], "row": np.asarray(fav_rows)[wanted]}).drop_duplicates()
+    for user, rows in pairs.groupby("user", sort=True)["row"]:
+        heads.weights_[heads._index[user]] = heads.fit_one(F[np.sort(rows.to_numpy())])
+
+
+def read_everyone(root: str | os.PathLike, data: dict) -> dict:
+    """Every labelled photo's embedding, as ``blocks`` (the training photos of ``data``, then the held-out
+    ones) and every favourite on them, of every user (the users ``label`` held out whole included)."""
+    from interest.labels import read_labels
+
+    backbone_id, ids, emb = read_embeddings(root, data["backbone_id"])
+    labels = read_labels(root)
+    others = labels.loc[labels["set"].astype(str) != "train", "photo_id"].astype(str)
+    others = np.sort(others[~others.isin(data["photo_ids"])].to_numpy())
+    rows = pd.Index(ids).get_indexer(others)
+    if (rows < 0).any():
+        raise InterestError(
+            f"{table_path(root, 'labels')}: photo_id {others[rows < 0][0]} has no embedding for backbone "
+            f"'{backbone_id}'; re-run `interest embed`, then `interest label`"
+        )
+    held_out = emb[rows]
+    del emb
+    photo_ids = np.concatenate([data["photo_ids"], others])
+    favs = read_table(root, "favorites", ["user_id", "photo_id"])
+    position = pd.Series(np.arange(len(photo_ids)), index=pd.Index(photo_ids))
+    fav_rows = position.reindex(favs["photo_id"].astype(str).to_numpy())
+    on_photo = fav_rows.notna().to_numpy()
+    return {
+        "blocks": [data["emb"], held_out],
+        "photo_ids": photo_ids,
+        "fav_users": favs["user_id"].astype(str).to_numpy()[on_photo],
+        "fav_rows": fav_rows.to_numpy()[on_photo].astype(np.int64),
+    }
 
 
 def faves_prior(

@@ -435,13 +435,44 @@ class UserHeads(Estimator):
 
     def deviation(self, user: str, F: np.ndarray) -> np.ndarray:
         """Deviation of ``user`` (who must have a head) for head inputs ``F`` (n, h + 1): (n,) float32."""
-        i = self._index[str(user)]
-        return (self.memberships(F) @ self.weights_[i].astype(np.float64)).astype(np.float32)
+        return self._weighted_memberships(F, self.weights_[self._index[str(user)]].astype(np.float64))
 
     def deviations(self, users: list[str], F: np.ndarray) -> np.ndarray:
         """Deviations of several users at once: (n, len(users)) float32."""
         rows = [self._index[str(x)] for x in users]
-        return (self.memberships(F) @ self.weights_[rows].T.astype(np.float64)).astype(np.float32)
+        return self._weighted_memberships(F, self.weights_[rows].T.astype(np.float64))
+
+    def _weighted_memberships(self, F: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """``memberships(F) @ w`` as float32 (``w`` (K,) or (K, m) float64), the way scoring needs it.
+
+        The distances come from the same float64 product as :meth:`memberships`
+        (a row's value never depends on its batch), the softmax's exponentials
+        are taken in float32 (a third of the time of float64 ones, which were
+        half the cost of scoring 100k photos for a user), and the division by
+        the row's total comes after the product with ``w`` (one pass over (n, K)
+        less). The result differs from ``memberships(F) @ w`` by float32
+        rounding (~1e-7 relative); every step is row by row.
+        """
+        F = np.asarray(F)
+        a, a_sq, minus_inv_tau, null = self.membership_form()
+        w32 = np.asarray(w, dtype=np.float32)
+        out = np.empty((len(F),) + w.shape[1:], dtype=np.float32)
+        for start in range(0, len(F), _CHUNK):
+            block = F[start : start + _CHUNK]
+            logits = matmul64(block[:, :-1], a.T)
+            logits *= -2.0
+            logits += block[:, -1:].astype(np.float64)
+            logits += a_sq[None, :]
+            np.maximum(logits, 0.0, out=logits)
+            logits *= minus_inv_tau
+            top = np.maximum(logits.max(axis=1, keepdims=True), null)
+            logits -= top
+            e = np.exp(logits.astype(np.float32))
+            total = e.sum(axis=1, dtype=np.float64) + np.exp(null - top[:, 0])
+            # einsum, not BLAS: a row's sum never depends on the batch's shape
+            weighted = np.einsum("ik,k...->i...", e, w32, dtype=np.float64)
+            out[start : start + _CHUNK] = weighted / (total if w.ndim == 1 else total[:, None])
+        return out
 
     def setting_for(self, n_liked: int) -> tuple[float, float, float]:
         """(eta, m, s) for a user who gives ``n_liked`` photos: the few-shot size at or below it, 20+ as training."""
