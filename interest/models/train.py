@@ -83,6 +83,8 @@ class TrainConfig:
     use_metadata: bool = True
     use_characteristics: bool = True
     groups_far_width: float = 0.5
+    head_method: str = "joint"
+    head_factors: int = 16
     head_anchors: int | None = None
     head_bandwidth: float = 0.25
     head_pseudo_counts: list = field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0])
@@ -110,6 +112,10 @@ class TrainConfig:
                 raise InterestError(f"train config: '{name}' must be a list of {what} numbers, got {values!r}")
         if not self.groups_far_width > 0:
             raise InterestError(f"train config: 'groups_far_width' must be positive, got {self.groups_far_width!r}")
+        if self.head_method not in ("joint", "templates"):
+            raise InterestError(f"train config: 'head_method' must be joint or templates, got {self.head_method!r}")
+        if int(self.head_factors) < 1:
+            raise InterestError(f"train config: 'head_factors' must be at least 1, got {self.head_factors!r}")
         if self.head_anchors is not None and int(self.head_anchors) < 1:
             raise InterestError(f"train config: 'head_anchors' must be at least 1 (or null), got {self.head_anchors!r}")
 
@@ -215,6 +221,8 @@ def train_model(
     # heads are judged against the common score they will be added to: the app model's
     base = booster.predict(Z[:, :k], np.column_stack([ridge.predict(X), prototypes.predict(Z)]))
     heads = UserHeads(
+        method=config.head_method,
+        factors=int(config.head_factors),
         n_anchors=config.head_anchors,
         bandwidth=config.head_bandwidth,
         pseudo_counts=tuple(float(v) for v in config.head_pseudo_counts),
@@ -244,7 +252,7 @@ def train_model(
         "thresholds": {
             "group_cuts": data["label_settings"].get("group_cuts"),
             "trend_group": "the band of ci_score between group_cuts (probabilities: interest.models.groups)",
-            "head_settings": "metrics.heads.regimes and metrics.heads.few_shot (sharing, pseudo_count, scale)",
+            "head_settings": "metrics.heads.regimes and metrics.heads.few_shot (scale; templates heads: sharing, pseudo_count)",
             "head_max_deviation": heads.validation_.get("max_deviation", 0.0),
         },
         "training": config_to_dict(config),
