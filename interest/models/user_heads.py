@@ -854,6 +854,12 @@ class UserHeads(Estimator):
                 setattr(heads, name + "_", value.item() if value.ndim == 0 else value)
             heads.factors_ = np.asarray(arrays["factors"], dtype=np.float32).reshape(len(arrays["anchors"]), -1)
             heads.deviation_bound_ = float(arrays["deviation_bound"])
+            K, k = heads.factors_.shape
+            shapes = {"item_weights": (K,), "theta_mean": (k,), "theta_precision": (k, k),
+                      "fold_in_negatives": (len(heads.fold_in_common_), K)}
+            for name, shape in shapes.items():  # what fit_one multiplies together must fit together
+                if np.shape(getattr(heads, name + "_")) != shape:
+                    raise ValueError(f"{name} has shape {np.shape(getattr(heads, name + '_'))}, not {shape}")
         heads.users_ = np.asarray(arrays["users"]).astype(str)
         heads.n_favourites_ = np.asarray(arrays["n_favourites"], dtype=np.int64)
         heads.weights_ = np.asarray(arrays["weights"], dtype=np.float32)
@@ -862,7 +868,9 @@ class UserHeads(Estimator):
         heads.templates_ = np.asarray(arrays["templates"], dtype=np.float64)
         heads.regime_settings_ = np.asarray(arrays["regime_settings"], dtype=np.float64).reshape(len(REGIMES), 3)
         # four few-shot sizes in bundles from before the 16-photo one
-        heads.shot_settings_ = np.asarray(arrays["shot_settings"], dtype=np.float64).reshape(-1, 3)[: len(SHOTS)]
+        heads.shot_settings_ = np.asarray(arrays["shot_settings"], dtype=np.float64).reshape(-1, 3)
+        if len(heads.shot_settings_) not in (len(SHOTS) - 1, len(SHOTS)):
+            raise ValueError(f"shot_settings has {len(heads.shot_settings_)} rows, not {len(SHOTS)}")
         heads.validation_ = {}
         heads._index = {str(x): i for i, x in enumerate(heads.users_)}
         return heads
