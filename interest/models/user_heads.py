@@ -71,6 +71,7 @@ SHOTS = (1, 2, 4, 8, 16)
 _RELATIVE_SCALES = tuple(float(v) for v in np.logspace(-1.5, 1.0, 11))
 _TOLERANCE = 0.0  # a head setting may lower no bucket's mean AUC on the held-out favourites
 _CHUNK = 16_384  # photos per block when computing anchor memberships
+_MAX_TRIPLES = 4_000_000  # (user, favourite, photo) triples a joint fit samples at most (a third for the last part)
 _KMEANS_SAMPLE = 20_000  # photos the anchors are clustered from (in the PCA subspace: a few seconds)
 
 
@@ -490,8 +491,11 @@ class UserHeads(Estimator):
                  "rho": self.common_ridge}
         moments = {name: (np.zeros_like(v), np.zeros_like(v)) for name, v in params.items()}
         batch = max(1024, n_pos // 200)  # at most ~200 steps an epoch, whatever the collection's size
+        epochs = self.epochs if epochs is None else epochs
+        # a large collection needs fewer passes: at most _MAX_TRIPLES triples in all (paper scale: a few epochs)
+        epochs = max(1, min(epochs, int(np.ceil(_MAX_TRIPLES * epochs / self.epochs / max(n_pos, 1)))))
         step = 0
-        for _ in range(self.epochs if epochs is None else epochs):
+        for _ in range(epochs):
             order = rng.permutation(n_pos)
             for s0 in range(0, n_pos, batch):
                 idx = order[s0 : s0 + batch]
