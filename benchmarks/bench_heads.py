@@ -1,30 +1,40 @@
-"""User heads and trend groups over the family of synthetic worlds: gain against an oracle, few-shot, far inputs.
+"""User heads against the recommenders, and trend groups, over the worlds: gain against an oracle, few-shot, far inputs.
 
-For each family world (``interest.synthetic.family``): a seeded fifth of the
-users with 10+ favourites is taken out of the collection before labelling and
-training (they are *new users*), then
+For each world (the eight of ``interest.synthetic.family.FAMILY``, the four
+``TASTE_WORLDS`` and, reported apart, the two ``ASIDE_WORLDS`` no default was
+chosen on): a seeded fifth of the users with 10+ favourites is taken out of
+the collection before labelling and training (they are *new users*), then
 
 * **heads**: every training user's favourites on the test photos are ranked
-  among all test photos by the common score, by common + head, and by the
-  oracle (each user's true log-odds, ``family.oracle_scores``); the share of
-  the room ``(head - common) / (oracle - common)`` captured for users with 20+
-  training favourites, and the mean AUC of every activity bucket. Baseline in
-  the same run: the same heads with sharing switched off (eta = 0: each user's
-  own favourites only);
-* **few-shot**: each new user is personalised from 1, 2, 4 and 8 of their
-  favourites on training photos and ranks their test-photo favourites; the
-  mean AUC gain over common-only, beside the no-sharing baseline;
+  among all test photos by the common score, by common + head, and, in the same
+  run, by the references: the package's previous heads (template profiles,
+  ``UserHeads(method="templates")``) fitted on the same favourites; cornac's
+  VBPR (k=10, k2=10, 30 epochs, its defaults; the embeddings as the item
+  images) through its visual part for photos it never saw,
+  ``theta_u . (E f) + beta' . f``, alone and rank-averaged with the common
+  score; a per-user logistic regression on [embedding, common score] (the
+  user's favourites against 300 random training photos); the oracle (each
+  user's true log-odds, ``family.oracle_scores``). Reported: mean AUC gain over
+  the common score for users with 20+ training favourites, the share of the
+  room ``(head - common) / (oracle - common)``, every activity bucket, and the
+  common score's Spearman against the true commonality on the test photos;
+* **few-shot**: each new user is personalised from 1, 2, 4, 8 and 16 of their
+  favourites on training photos (with those photos' common scores) and ranks
+  their test-photo favourites; the mean AUC gain over common-only, beside the
+  previous heads and VBPR's fold-in of the same photos (its E and beta' fixed,
+  a new theta fitted by L-BFGS on the BPR loss against 256 background photos,
+  cornac's lambda_w ridge), alone and rank-averaged with the common score;
 * **far inputs**: the largest |deviation| over all users for random unit
   directions, an out-of-distribution cluster and the world's held-out photos,
   against the spread of the common score (its 1st to 99th percentile);
 * **groups**: agreement of ``trend_group`` with the cut of its own
   ``ci_score`` (must be 100%), expected calibration error of the group
   probabilities on the test photos against their labels and against the true
-  groups (true commonality cut at the labels' group shares), beside a multinomial
-  logistic regression with temperature on the same inputs (the previous
-  classifier), and the largest probability on far inputs.
+  groups, beside a multinomial logistic regression with temperature.
 
-    nice -n 10 .venv/bin/python benchmarks/bench_heads.py [--worlds flat-s0 ...] [--json out.json]
+Needs the ``bench`` extra (``pip install -e '.[bench]'``: cornac, which trains VBPR with torch)::
+
+    nice -n 10 .venv/bin/python benchmarks/bench_heads.py [--worlds taste-dense-s0 ...] [--json out.json]
     nice -n 10 .venv/bin/python benchmarks/bench_heads.py --scoring   # what a user head adds to scoring
 """
 
