@@ -7,8 +7,8 @@ the collection before labelling and training (they are *new users*), then
 
 * **heads**: every training user's favourites on the test photos are ranked
   among all test photos by the common score, by common + head, and, in the same
-  run, by the references: the package's previous heads (template profiles,
-  ``UserHeads(method="templates")``) fitted on the same favourites; cornac's
+  run, by the references: the package's other kind of heads (joint when the
+  model's are templates, column ``previous_heads``) fitted on the same favourites; cornac's
   VBPR (k=10, k2=10, 30 epochs, its defaults; the embeddings as the item
   images) through its visual part for photos it never saw,
   ``theta_u . (E f) + beta' . f``, alone and rank-averaged with the common
@@ -84,11 +84,13 @@ def _training_data(model, root: Path) -> dict:
     return data
 
 
-def _templates(model, data: dict):
-    """The package's previous heads (anchor profiles borrowing from template users), fitted on the same data."""
+def _other_heads(model, data: dict):
+    """The package's other kind of heads (templates when the model's are joint, joint when they are templates),
+    fitted on the same data."""
     from interest.models.user_heads import UserHeads
 
-    return UserHeads(method="templates", seed=0).fit(
+    other = "templates" if model.heads.method == "joint" else "joint"
+    return UserHeads(method=other, seed=0).fit(
         model.head_inputs(data["emb"]), data["fav_users"], data["fav_rows"], data["base"])
 
 
@@ -184,7 +186,7 @@ def run_world(name: str, work: Path, seed: int = 0) -> dict:
     from scipy.stats import spearmanr
 
     data = _training_data(model, root)
-    previous = _templates(model, data)
+    previous = _other_heads(model, data)
     vbpr, vbpr_users = _vbpr(data, seed)
     fav_rows_of = pd.Series(data["fav_rows"]).groupby(np.asarray(data["fav_users"]).astype(str)).apply(np.asarray)
     lr_rng = np.random.default_rng(seed + 2)
@@ -229,7 +231,8 @@ def run_world(name: str, work: Path, seed: int = 0) -> dict:
         **{f"captured_20+_{c}": captured(heavy, c) for c in ("previous_heads", "vbpr", "vbpr_common", "logistic")},
         "ci_spearman_truth": float(spearmanr(ci, truth["true_commonality"].to_numpy()).statistic),
         "buckets": {},
-        "heads": {"anchors": model.heads.validation_.get("n_anchors"), "factors": model.heads.validation_.get("factors"),
+        "heads": {"method": model.heads.method, "other_heads": previous.method,
+                  "anchors": model.heads.validation_.get("n_anchors"), "factors": model.heads.validation_.get("factors"),
                   "common_weight": model.heads.validation_.get("common_weight"),
                   "regimes": [round(float(row[2]), 4) for row in model.heads.regime_settings_],
                   "shots": [round(float(row[2]), 4) for row in model.heads.shot_settings_]},
@@ -260,7 +263,8 @@ def run_world(name: str, work: Path, seed: int = 0) -> dict:
             liked = model.head_inputs(liked_emb)
             w = model.heads.fit_one(liked, common_liked=model.score_embeddings(liked_emb)["ci_score"].to_numpy())
             gains[k]["head"].append(_auc(ci + r @ w, is_pos) - base_auc)
-            gains[k]["previous_heads"].append(_auc(ci + previous.memberships(test_in) @ previous.fit_one(liked), is_pos) - base_auc)
+            w0 = previous.fit_one(liked, common_liked=model.score_embeddings(liked_emb)["ci_score"].to_numpy())
+            gains[k]["previous_heads"].append(_auc(ci + previous.memberships(test_in) @ w0, is_pos) - base_auc)
             visual = _vbpr_visual(vbpr, _vbpr_fold_in(vbpr, liked_emb.astype(np.float64), background), test_emb)
             gains[k]["vbpr"].append(_auc(visual, is_pos) - base_auc)
             gains[k]["vbpr_common"].append(_auc(_rank_average(visual, ci), is_pos) - base_auc)

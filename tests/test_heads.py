@@ -106,6 +106,49 @@ def test_heads_beat_the_common_score_for_members_of_a_planted_community(world):
     assert np.mean(gains) > 0.04
 
 
+def test_joint_heads_learn_community_taste_and_round_trip(world):
+    """The joint heads (every user at once, shared taste factors) fitted on the same favourites: community members
+    gain over the common score, four photos of a niche lift it, and the state round-trips exactly."""
+    from interest.models.train import read_training_data
+
+    model, emb, ids = world["model"], world["emb"], world["ids"]
+    data = read_training_data(world["root"], None, FAST)
+    base = model.score_embeddings(data["emb"])["ci_score"].to_numpy(np.float64)
+    heads = UserHeads(method="joint", seed=0).fit(model.head_inputs(data["emb"]), data["fav_users"], data["fav_rows"], base)
+    test = _test_rows(world)
+    ci = model.score_embeddings(emb[test])["ci_score"].to_numpy(np.float64)
+    test_in = model.head_inputs(emb[test])
+    truth, fav = world["truth_users"], world["favorites"]
+    on_test = fav[fav["photo_id"].isin(set(ids[test]))]
+    train_counts = fav[~fav["photo_id"].isin(set(ids[test]))]["user_id"].value_counts()
+    position = {p: i for i, p in enumerate(ids[test])}
+    gains = []
+    for user, rows in on_test.groupby("user_id"):
+        if not heads.has(user) or truth.loc[user, "community"] < 0 or train_counts.get(user, 0) < 10:
+            continue
+        is_pos = np.zeros(len(test), dtype=bool)
+        is_pos[[position[p] for p in rows["photo_id"]]] = True
+        gains.append(_auc(ci + heads.deviation(user, test_in), is_pos) - _auc(ci, is_pos))
+    assert len(gains) >= 8 and np.mean(gains) > 0.04
+    assert np.abs(heads.deviations(list(heads.users_), test_in)).max() <= heads.deviation_bound() + 1e-6
+    # few-shot: four photos of one niche unit lift that unit's unseen photos
+    unit = world["truth_photos"]["unit"].to_numpy()
+    train = np.setdiff1d(np.arange(len(unit)), test)
+    x = next(x for x in np.unique(unit[test]) if (unit[train] == x).sum() >= 4 and (unit[test] == x).sum() >= 5
+             and world["truth_photos"]["common_appeal"].to_numpy()[unit == x].mean() < 0)
+    liked = emb[train[unit[train] == x][:4]]
+    w = heads.fit_one(model.head_inputs(liked), common_liked=model.score_embeddings(liked)["ci_score"].to_numpy())
+    dev = heads.memberships(test_in) @ w
+    assert _auc(ci + dev, unit[test] == x) > _auc(ci, unit[test] == x) + 0.1
+    # a pickle-free state that loads back to the same heads
+    params, arrays = heads.to_state()
+    assert all(a.dtype != object for a in arrays.values())
+    loaded = UserHeads.from_state(params, arrays)
+    assert loaded.method == "joint"
+    np.testing.assert_array_equal(loaded.deviations(list(heads.users_[:5]), test_in), heads.deviations(list(heads.users_[:5]), test_in))
+    np.testing.assert_array_equal(loaded.fit_one(model.head_inputs(liked)), heads.fit_one(model.head_inputs(liked)))
+
+
 def test_few_shot_head_from_four_photos_of_a_niche_lifts_that_niche(world):
     """A new user who gives four photos of one niche sub-topic sees that niche's unseen photos ranked higher."""
     model, emb = world["model"], world["emb"]

@@ -83,7 +83,7 @@ class TrainConfig:
     use_metadata: bool = True
     use_characteristics: bool = True
     groups_far_width: float = 0.5
-    head_method: str = "joint"
+    head_method: str = "templates"
     head_factors: int = 16
     head_anchors: int | None = None
     head_bandwidth: float = 0.25

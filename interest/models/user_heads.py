@@ -133,7 +133,7 @@ class UserHeads(Estimator):
 
     def __init__(
         self,
-        method: str = "joint",
+        method: str = "templates",
         n_anchors: int | None = None,
         bandwidth: float = 0.25,
         pseudo_counts: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0),
