@@ -316,9 +316,12 @@ class InterestModel:
         if len(liked_emb) == 0:
             raise InterestError(f"personalize {user}: no liked photos given; pass images or embeddings the user likes")
         disliked_emb = None if disliked is None else read_inputs(self, disliked)[2]
-        # what the common score already says of these photos is not taken for the user's taste
-        common_liked = self.score_embeddings(liked_emb)["ci_score"].to_numpy(np.float64)
-        common_disliked = None if disliked_emb is None else self.score_embeddings(disliked_emb)["ci_score"].to_numpy(np.float64)
+        # joint heads: what the common score already says of these photos is not taken for the user's taste
+        common_liked = common_disliked = None
+        if getattr(self._heads, "method", "templates") == "joint":
+            common_liked = self.score_embeddings(liked_emb)["ci_score"].to_numpy(np.float64)
+            if disliked_emb is not None:
+                common_disliked = self.score_embeddings(disliked_emb)["ci_score"].to_numpy(np.float64)
         with self._lock:
             weights = self._heads.fit_one(
                 self.head_inputs(liked_emb), None if disliked_emb is None else self.head_inputs(disliked_emb),
