@@ -282,6 +282,9 @@ def _estimator(meta: dict, attr: str, names: tuple[str, ...], classes: dict[str,
             raise InterestError(f"{where}: 'estimators.{attr}.params' has an unknown parameter "
                                 f"'{safe_io.short_text(str(key))}'; restore the bundle or retrain")
         default = defaults[key].default
+        if isinstance(default, str):  # a choice, such as the heads' method
+            params[key] = safe_io.field(meta, f"estimators.{attr}.params.{key}", "str", where)
+            continue
         kind = "list" if isinstance(default, tuple) else "int" if isinstance(default, int) else "float"
         lo, hi = (0, 10_000) if kind == "list" else _PARAM_BOUNDS.get(key, (-2**53, 2**53))
         value = safe_io.field(meta, f"estimators.{attr}.params.{key}", kind, where, optional=default is None,
@@ -361,6 +364,10 @@ _ARRAY_SPECS: dict[str, dict[str, tuple[str, int | None]]] = {
         "users": ("U", 1), "n_favourites": ("iu", 1), "weights": ("f", 2), "anchors": ("f", 2), "tau": ("fi", 0),
         "d0": ("fi", 0), "background": ("f", 1), "templates": ("f", 2), "regime_settings": ("f", 2),
         "shot_settings": ("f", 2), "clip": ("fi", 0),
+        # joint heads (bundles from before them have none of these)
+        "factors": ("?f", 2), "item_weights": ("?f", 1), "fold_in_negatives": ("?f", 2), "fold_in_common": ("?f", 1),
+        "common_centre": ("?fi", 0), "common_unit": ("?fi", 0), "common_weight_prior": ("?fi", 0),
+        "deviation_bound": ("?fi", 0), "theta_mean": ("?f", 1), "theta_precision": ("?f", 2),
     },
 }
 

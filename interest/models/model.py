@@ -315,10 +315,10 @@ class InterestModel:
         """Fit (or replace) ``user``'s head from photos they like (and, optionally, dislike).
 
         ``liked``/``disliked`` take anything :meth:`score` takes. The head is
-        built by the same rule as in training: the liked photos borrow from the
-        training users whose favourites resemble them (one or two liked photos
-        already move the user's niche up), and the anchors the disliked photos
-        sit on go down. Photos unlike every training photo carry no weight.
+        built by the same rule as in training: the user's factor over the taste
+        shared by all training users is fitted to the liked photos (one or two
+        liked photos already move the user's niche and its community's other
+        niches up), and the photos like the disliked ones go down. Photos unlike every training photo carry no weight.
         Deterministic; takes milliseconds on embeddings. Returns self (call
         :meth:`save` to keep it).
         """
@@ -327,9 +327,16 @@ class InterestModel:
         if len(liked_emb) == 0:
             raise InterestError(f"personalize {user}: no liked photos given; pass images or embeddings the user likes")
         disliked_emb = None if disliked is None else read_inputs(self, disliked)[2]
+        # joint heads: what the common score already says of these photos is not taken for the user's taste
+        common_liked = common_disliked = None
+        if getattr(self._heads, "method", "templates") == "joint":
+            common_liked = self.score_embeddings(liked_emb)["ci_score"].to_numpy(np.float64)
+            if disliked_emb is not None:
+                common_disliked = self.score_embeddings(disliked_emb)["ci_score"].to_numpy(np.float64)
         with self._lock:
             weights = self._heads.fit_one(
-                self.head_inputs(liked_emb), None if disliked_emb is None else self.head_inputs(disliked_emb)
+                self.head_inputs(liked_emb), None if disliked_emb is None else self.head_inputs(disliked_emb),
+                common_liked=common_liked, common_disliked=common_disliked,
             )
             self._heads = self._heads.with_head(user, weights, len(liked_emb))
             personalized = dict(self.metadata.get("personalized", {}))

@@ -83,6 +83,8 @@ class TrainConfig:
     use_metadata: bool = True
     use_characteristics: bool = True
     groups_far_width: float = 0.5
+    head_method: str = "templates"
+    head_factors: int = 16
     head_anchors: int | None = None
     head_bandwidth: float = 0.25
     head_pseudo_counts: list = field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0])
@@ -110,6 +112,10 @@ class TrainConfig:
                 raise InterestError(f"train config: '{name}' must be a list of {what} numbers, got {values!r}")
         if not self.groups_far_width > 0:
             raise InterestError(f"train config: 'groups_far_width' must be positive, got {self.groups_far_width!r}")
+        if self.head_method not in ("joint", "templates"):
+            raise InterestError(f"train config: 'head_method' must be joint or templates, got {self.head_method!r}")
+        if int(self.head_factors) < 1:
+            raise InterestError(f"train config: 'head_factors' must be at least 1, got {self.head_factors!r}")
         if self.head_anchors is not None and int(self.head_anchors) < 1:
             raise InterestError(f"train config: 'head_anchors' must be at least 1 (or null), got {self.head_anchors!r}")
 
@@ -247,11 +253,13 @@ def train_model(
         "thresholds": {
             "group_cuts": data["label_settings"].get("group_cuts"),
             "trend_group": "the band of ci_score between group_cuts (probabilities: interest.models.groups)",
-            "head_settings": "metrics.heads.regimes and metrics.heads.few_shot (sharing, pseudo_count, scale)",
+            "head_settings": "metrics.heads.regimes and metrics.heads.few_shot (scale; templates heads: sharing, pseudo_count)",
             "head_max_deviation": heads.validation_.get("max_deviation", 0.0),
             # the app model's score on the training photos at its quintiles: the cuts between 1-5 stars in
             # XMP sidecars (interest.apps.xmp), the same for every folder a person scores
-            "rating_cuts": [float(c) for c in np.quantile(base, (0.2, 0.4, 0.6, 0.8))],
+            "rating_cuts": [
+                float(c) for c in np.quantile(app_score(config, ridge, prototypes, booster, X, Z), (0.2, 0.4, 0.6, 0.8))
+            ],
         },
         "training": config_to_dict(config),
         "data": {
@@ -309,11 +317,13 @@ def fit_user_heads(
     F, base = [], []
     for X in blocks:
         Z = pca.transform(X)
-        k, h = min(config.pca_components, Z.shape[1]), min(config.head_components, Z.shape[1])
-        base.append(booster.predict(Z[:, :k], np.column_stack([ridge.predict(X), prototypes.predict(Z)])))
+        h = min(config.head_components, Z.shape[1])
+        base.append(app_score(config, ridge, prototypes, booster, X, Z))
         F.append(np.column_stack([Z[:, :h], centred_sq(X, pca.mean_)]))
     F, base = np.concatenate(F), np.concatenate(base)
     heads = UserHeads(
+        method=config.head_method,
+        factors=int(config.head_factors),
         n_anchors=config.head_anchors,
         bandwidth=config.head_bandwidth,
         pseudo_counts=tuple(float(v) for v in config.head_pseudo_counts),
@@ -325,14 +335,24 @@ def fit_user_heads(
         max_validation_per_user=config.head_max_validation_per_user,
         seed=config.seed,
     ).fit(F, fav_users, fav_rows, base)
-    light_user_heads(heads, F, fav_users, fav_rows)
+    light_user_heads(heads, F, fav_users, fav_rows, base)
     return heads
 
 
-def light_user_heads(heads: UserHeads, F: np.ndarray, fav_users: np.ndarray, fav_rows: np.ndarray) -> None:
+def app_score(config: TrainConfig, ridge, prototypes, booster, X: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """The app model's common score of embeddings ``X`` (``Z``: their PCA coordinates): what heads are judged
+    against and what the XMP star cuts are taken from."""
+    k = min(config.pca_components, Z.shape[1])
+    return booster.predict(Z[:, :k], np.column_stack([ridge.predict(X), prototypes.predict(Z)]))
+
+
+def light_user_heads(
+    heads: UserHeads, F: np.ndarray, fav_users: np.ndarray, fav_rows: np.ndarray, base: np.ndarray
+) -> None:
     """Give the users with fewer favourites than the first activity regime (1-4) the few-shot head of their
     favourites (``UserHeads.fit_one``, the path ``personalize`` takes), in place; heads the fit already
-    gave them are kept. ``F``: the head inputs that ``fav_rows`` index."""
+    gave them are kept. ``F``: the head inputs that ``fav_rows`` index; ``base``: those photos' common score
+    (joint heads take it into account, as ``personalize`` does)."""
     light = heads.n_favourites_ < REGIMES[0][0]
     pending = light & ~np.any(heads.weights_ != 0, axis=1)
     if not pending.any():
@@ -341,7 +361,9 @@ def light_user_heads(heads: UserHeads, F: np.ndarray, fav_users: np.ndarray, fav
     wanted = np.isin(user_ids, heads.users_[pending])
     pairs = pd.DataFrame({"user": user_ids[wanted], "row": np.asarray(fav_rows)[wanted]}).drop_duplicates()
     for user, rows in pairs.groupby("user", sort=True)["row"]:
-        heads.weights_[heads._index[user]] = heads.fit_one(F[np.sort(rows.to_numpy())])
+        liked = np.sort(rows.to_numpy())
+        common = base[liked] if heads.method == "joint" else None
+        heads.weights_[heads._index[user]] = heads.fit_one(F[liked], common_liked=common)
 
 
 def read_everyone(root: str | os.PathLike, data: dict) -> dict:

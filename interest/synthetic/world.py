@@ -157,6 +157,14 @@ class WorldStructure:
       their appeal, as their views and fave counts already do.
     * ``activity_sigma``, ``heavy_share`` — spread of ordinary users' activity
       and share of heavy users (about ten times the usual activity).
+    * ``community_niches_max`` — > 0: each community loves between
+      ``community_niches`` and this many niche sub-topics (drawn per
+      community); 0: every community loves ``community_niches``.
+    * ``common_sensitivity`` — ratio of the most to the least sensitive user's
+      weight on common appeal (1: everyone weighs it ``ALPHA``). Above 1, each
+      user's weight is ``ALPHA`` times one of five levels spaced geometrically
+      from ``1/sqrt(ratio)`` to ``sqrt(ratio)``: some users follow the crowd,
+      some ignore it.
     """
 
     subtopics: int = 1
@@ -169,6 +177,8 @@ class WorldStructure:
     exposure: float = 0.0
     activity_sigma: float = ACTIVITY_SIGMA
     heavy_share: float = HEAVY_SHARE
+    community_niches_max: int = 0
+    common_sensitivity: float = 1.0
 
     def is_default(self) -> bool:
         """True when every option is off: the default world."""
@@ -234,6 +244,7 @@ def generate_world(
     users = make_users(
         nsids[n_owners:], n_photos, units, rng,
         communities=communities, community_share=structure.community_share, community_rng=srng, **activity_options,
+        common_sensitivity=structure.common_sensitivity, sensitivity_rng=np.random.default_rng([seed, 0xA1FA]),
     )
     exposure = structure.exposure * pool["owner_popularity"].to_numpy() if structure.exposure else None
     fav_user, fav_photo, n_orphans = sample_favorites(
@@ -366,7 +377,7 @@ def _check_arguments(n_users, n_photos, n_topics, image_size, embed_dim, seed) -
 def _check_structure(structure: WorldStructure, heldout_photos: int) -> None:
     if not isinstance(structure, WorldStructure):
         raise InterestError(f"structure={structure!r}: give an interest.synthetic.world.WorldStructure or None")
-    for name, low in (("subtopics", 1), ("communities", 0), ("community_niches", 1)):
+    for name, low in (("subtopics", 1), ("communities", 0), ("community_niches", 1), ("community_niches_max", 0)):
         value = getattr(structure, name)
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise InterestError(f"structure.{name}={value!r}: must be an integer of at least {low}")
@@ -378,6 +389,10 @@ def _check_structure(structure: WorldStructure, heldout_photos: int) -> None:
     for name in ("community_share", "heavy_share"):
         if not 0.0 <= float(getattr(structure, name)) <= 1.0:
             raise InterestError(f"structure.{name}={getattr(structure, name)!r}: must be in [0, 1]")
+    if not float(structure.common_sensitivity) >= 1:
+        raise InterestError(
+            f"structure.common_sensitivity={structure.common_sensitivity!r}: must be at least 1 (1: every user alike)"
+        )
     if not float(structure.faves_per_photo) > 0:
         raise InterestError(f"structure.faves_per_photo={structure.faves_per_photo!r}: must be above 0")
     if not isinstance(heldout_photos, (int, np.integer)) or isinstance(heldout_photos, bool) or heldout_photos < 0:
@@ -637,8 +652,22 @@ def make_communities(units: pd.DataFrame, structure: WorldStructure, rng: np.ran
     k = min(structure.community_niches, len(niche))
     taste = np.zeros((structure.communities, len(units)))
     for c in range(structure.communities):
+        if structure.community_niches_max > structure.community_niches:
+            k = min(int(rng.integers(structure.community_niches, structure.community_niches_max + 1)), len(niche))
         taste[c, rng.choice(niche, k, replace=False)] = 1.0
     return taste
+
+
+def sensitivity_levels(ratio: float) -> np.ndarray:
+    """The five weights on common appeal (multiples of ALPHA) of a world with ``common_sensitivity`` ``ratio``."""
+    return np.geomspace(1.0 / np.sqrt(ratio), np.sqrt(ratio), 5)
+
+
+def common_weights(n_users: int, ratio: float, rng: np.random.Generator | None) -> np.ndarray:
+    """Each user's weight on common appeal as a multiple of ALPHA: all 1 unless ``ratio`` > 1 (see WorldStructure)."""
+    if ratio <= 1 or rng is None:
+        return np.ones(n_users)
+    return sensitivity_levels(ratio)[rng.integers(0, 5, n_users)]
 
 
 def make_users(
@@ -653,13 +682,17 @@ def make_users(
     sigma: float = ACTIVITY_SIGMA,
     heavy_share: float = HEAVY_SHARE,
     faves_per_photo: float = FAVES_PER_PHOTO,
+    common_sensitivity: float = 1.0,
+    sensitivity_rng: np.random.Generator | None = None,
 ) -> pd.DataFrame:
     """Favouriting users: profile fields, planned activity and personal taste over topics (or units).
 
     ``topics`` may be the units of :func:`make_units` (taste is then over
     sub-topics). With ``communities`` (see :func:`make_communities`) a
     ``community_share`` of users joins one, drawn from ``community_rng``: their
-    taste becomes the community's plus half their personal one.
+    taste becomes the community's plus half their personal one. With
+    ``common_sensitivity`` > 1 each user's weight on common appeal
+    (``common_weight``, a multiple of ALPHA) is drawn from ``sensitivity_rng``.
     """
     n_users, n_topics = len(user_ids), len(topics)
     tz = rng.choice(len(TIMEZONES), n_users, p=_normalise(np.array(TIMEZONE_WEIGHTS, float)))
@@ -716,6 +749,7 @@ def make_users(
             "taste_strength": strength,
             "taste": list(taste),
             "community": community,
+            "common_weight": common_weights(n_users, common_sensitivity, sensitivity_rng),
         }
     )
 
@@ -732,7 +766,8 @@ def sample_favorites(
     """(user index, photo index) of every favourite, and how many photos needed a top-up.
 
     Each user draws ``planned_activity`` photos without replacement with
-    probability ∝ exp(ALPHA * appeal + beta_u * taste_u[unit] + extra_logit)
+    probability ∝ exp(w_u * ALPHA * appeal + beta_u * taste_u[unit] + extra_logit)
+    (``w_u`` the user's ``common_weight``, 1 when the table has none)
     (Gumbel top-k, exact; the unit is the topic unless the world has
     sub-topics). With ``top_up``, a photo nobody drew is then given to one
     user, picked ∝ activity × taste for its unit, so every photo is somebody's
@@ -748,6 +783,11 @@ def sample_favorites(
     by_topic = np.argsort(topic, kind="stable")
     bounds = np.searchsorted(topic[by_topic], np.arange(taste.shape[1] + 1))
     logit = ALPHA * photos["common_appeal"].to_numpy()
+    weight = users["common_weight"].to_numpy() if "common_weight" in users else np.ones(len(users))
+    varied = not (weight == 1.0).all()
+    if varied:  # each user weighs common appeal their own way: the appeal and the rest of the logit kept apart
+        appeal_sorted = logit[by_topic]
+        rest_sorted = extra_logit[by_topic] if extra_logit is not None else 0.0
     if extra_logit is not None:
         logit = logit + extra_logit
     base = logit[by_topic].astype(np.float32)
@@ -761,7 +801,7 @@ def sample_favorites(
         np.log(keys, out=keys)
         np.negative(keys, out=keys)
         np.log(keys, out=keys)
-        np.subtract(base, keys, out=keys)
+        np.subtract(base if not varied else (weight[u] * appeal_sorted + rest_sorted).astype(np.float32), keys, out=keys)
         offset = (beta[u] * taste[u]).astype(np.float32)
         for t in np.flatnonzero(offset):
             keys[bounds[t] : bounds[t + 1]] += offset[t]
@@ -804,28 +844,32 @@ def make_population(
 ) -> dict:
     """The population truth is measured on: the collected users and (POPULATION_FACTOR - 1) × as many drawn alike.
 
-    Returns ``taste`` (people, units), ``beta`` (people,) and ``activity``
-    (planned favourites, people,). The fresh people come from their own
+    Returns ``taste`` (people, units), ``beta`` (people,), ``activity``
+    (planned favourites, people,) and ``common_weight`` (people,). The fresh people come from their own
     seeded stream, batch by batch of ``n_users``, so their activity follows
     the collected users' scale.
     """
     tastes = [np.stack(users["taste"].to_numpy())]
     betas = [BETA_MAX * users["taste_strength"].to_numpy()]
     activity = [users["planned_activity"].to_numpy()]
+    weights = [users["common_weight"].to_numpy()]
     for batch in range(POPULATION_FACTOR - 1):
         prng = np.random.default_rng([seed, 0x909, batch])
         ids = np.array([f"p{batch}-{i}" for i in range(n_users)], dtype=object)
         extra = make_users(
             ids, n_photos, units, prng, communities=communities, community_share=structure.community_share,
             community_rng=prng, **activity_options,
+            common_sensitivity=structure.common_sensitivity, sensitivity_rng=prng,
         )
         tastes.append(np.stack(extra["taste"].to_numpy()))
         betas.append(BETA_MAX * extra["taste_strength"].to_numpy())
         activity.append(extra["planned_activity"].to_numpy())
+        weights.append(extra["common_weight"].to_numpy())
     return {
         "taste": np.concatenate(tastes),
         "beta": np.concatenate(betas),
         "activity": np.concatenate(activity).astype(np.float64),
+        "common_weight": np.concatenate(weights),
     }
 
 
@@ -840,37 +884,44 @@ def user_thresholds(pool: pd.DataFrame, population: dict, exposure: float) -> np
     found by bisection for everybody at once.
     """
     unit = pool["unit"].to_numpy()
-    logit = ALPHA * pool["common_appeal"].to_numpy()
-    if exposure:
-        logit = logit + exposure * pool["owner_popularity"].to_numpy()
+    appeal = ALPHA * pool["common_appeal"].to_numpy()
+    extra = exposure * pool["owner_popularity"].to_numpy() if exposure else None
     taste, beta, k = population["taste"], population["beta"], population["activity"]
+    weight = population.get("common_weight", np.ones(len(beta)))
     n_units = taste.shape[1]
-    reps = np.zeros((n_units, _TRUTH_BINS))
-    counts = np.zeros((n_units, _TRUTH_BINS))
-    for j in range(n_units):
-        values = np.sort(logit[unit == j])
-        for b, chunk in enumerate(np.array_split(values, min(_TRUTH_BINS, len(values))) if len(values) else []):
-            peak = chunk.max()
-            reps[j, b] = peak + np.log(np.mean(np.exp(chunk - peak)))  # log-mean-exp: exact while w e^tau is small
-            counts[j, b] = len(chunk)
-    k = np.minimum(k, 0.999 * counts.sum())
+    k = np.minimum(k, 0.999 * len(pool))
     tau = np.empty(len(k))
-    for start in range(0, len(k), 2048):
-        s = (beta[start : start + 2048, None] * taste[start : start + 2048])[:, :, None] + reps[None]
-        lo, hi = np.full(len(s), -60.0), np.full(len(s), 60.0)
-        for _ in range(48):
-            mid = 0.5 * (lo + hi)
-            reached = (-np.expm1(-np.exp(np.minimum(s + mid[:, None, None], 50.0))) * counts).sum(axis=(1, 2))
-            above = reached > k[start : start + 2048]
-            hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
-        tau[start : start + 2048] = 0.5 * (lo + hi)
+    for level in np.unique(weight):  # one summary of the pool per weight on common appeal (one level by default)
+        logit = appeal if level == 1.0 else level * appeal
+        if extra is not None:
+            logit = logit + extra
+        reps = np.zeros((n_units, _TRUTH_BINS))
+        counts = np.zeros((n_units, _TRUTH_BINS))
+        for j in range(n_units):
+            values = np.sort(logit[unit == j])
+            for b, chunk in enumerate(np.array_split(values, min(_TRUTH_BINS, len(values))) if len(values) else []):
+                peak = chunk.max()
+                reps[j, b] = peak + np.log(np.mean(np.exp(chunk - peak)))  # log-mean-exp: exact while w e^tau is small
+                counts[j, b] = len(chunk)
+        people = np.flatnonzero(weight == level)
+        for start in range(0, len(people), 2048):
+            block = people[start : start + 2048]
+            s = (beta[block, None] * taste[block])[:, :, None] + reps[None]
+            lo, hi = np.full(len(s), -60.0), np.full(len(s), 60.0)
+            for _ in range(48):
+                mid = 0.5 * (lo + hi)
+                reached = (-np.expm1(-np.exp(np.minimum(s + mid[:, None, None], 50.0))) * counts).sum(axis=(1, 2))
+                above = reached > k[block]
+                hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
+            tau[block] = 0.5 * (lo + hi)
     return tau
 
 
 def true_commonality(photos: pd.DataFrame, population: dict, tau: np.ndarray) -> np.ndarray:
     """Expected number of distinct people of the population who would favourite each photo.
 
-    ``sum_u 1 - exp(-exp(ALPHA * appeal + beta_u taste_u[unit] + tau_u))``,
+    ``sum_u 1 - exp(-exp(w_u * ALPHA * appeal + beta_u taste_u[unit] + tau_u))``
+    (``w_u`` the person's weight on common appeal, 1 unless the world varies it),
     with the owner's exposure left out: what the photo collects from an owner
     of average popularity. Evaluated per unit on a fine grid of appeal and
     interpolated (the function is smooth and increasing in appeal).
@@ -881,10 +932,13 @@ def true_commonality(photos: pd.DataFrame, population: dict, tau: np.ndarray) ->
     x = ALPHA * photos["common_appeal"].to_numpy()
     grid = np.linspace(x.min() - 1e-6, x.max() + 1e-6, _TRUTH_GRID)
     offset = population["beta"][:, None] * population["taste"] + tau[:, None]  # (people, units)
+    weight = population.get("common_weight", np.ones(len(offset)))
+    # each person sees the grid through their own weight on common appeal (everyone the same by default)
+    scaled = grid[:, None] if (weight == 1.0).all() else grid[:, None] * weight[None, :]
     out = np.empty(len(photos))
     for j in np.unique(unit):
         sel = unit == j
-        curve = -np.expm1(-np.exp(np.minimum(grid[:, None] + offset[None, :, j], 50.0))).sum(axis=1)
+        curve = -np.expm1(-np.exp(np.minimum(scaled + offset[None, :, j], 50.0))).sum(axis=1)
         out[sel] = np.interp(x[sel], grid, curve)
     return out
 
@@ -957,9 +1011,12 @@ def _write_ground_truth(out, photos, users, topics, units, params, summary, held
             "taste_strength": users["taste_strength"].astype("float64"),
             "beta": (BETA_MAX * users["taste_strength"]).astype("float64"),
             "top_topics": pd.array(top, dtype="string"),
-            # the oracle: P(u favourites p) ∝ exp(ALPHA * common_appeal[p] + beta[u] * taste[u][unit[p]] + exposure)
+            # the oracle: P(u favourites p) ∝ exp(common_weight[u] * ALPHA * common_appeal[p]
+            #                                       + beta[u] * taste[u][unit[p]] + exposure)
             "taste": [row.astype(np.float64) for row in taste],
             "community": users["community"].astype("int64"),
+            # the user's weight on common appeal, a multiple of ALPHA (1 unless the world varies it)
+            "common_weight": users["common_weight"].astype("float64"),
         }
     )
     write_parquet_atomic(gt / "users.parquet", truth_users)
