@@ -363,7 +363,10 @@ def characterize(
     measures = np.full((len(ids), len(MEASURES)), np.nan)
     if len(rows) == 0:
         _warn("no photo has an image file (photos.path is empty); perceptual measures are NaN")
-    files = [root / photos["path"].iloc[i] for i in rows]
+    # a path outside the collection is never read (its measures stay NaN); the decoder refuses FIFOs and devices
+    inside = {int(i): _inside_or_none(root, photos["path"].iloc[i]) for i in rows}
+    rows = np.array([i for i in rows if inside[int(i)] is not None], dtype=np.int64)
+    files = [inside[int(i)] for i in rows]
     n_workers = min(os.cpu_count() or 1, 8) if workers is None else workers
     with progress_bar(total=len(rows), unit="img", desc="characterize", enabled=progress) as bar:
         decoder = Decoder(measure_vector, batch_size=batch_size or default_batch_size("cpu"), workers=n_workers,
@@ -390,3 +393,13 @@ def characterize(
         info["aesthetic"] = "aesthetic_proxy (perceptual formula; no aesthetic head supplied)"
 
     return write_table(root, "characteristics", table, **info)
+
+
+def _inside_or_none(root: Path, relpath: str) -> Path | None:
+    """``relpath`` resolved inside collection ``root``, or None when it leads outside (absolute, ``..``, a link out)."""
+    from interest.safe_files import UnsafeFile, resolve_inside
+
+    try:
+        return resolve_inside([root], relpath)
+    except UnsafeFile:
+        return None
