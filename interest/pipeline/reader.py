@@ -147,5 +147,5 @@ def folder_collection(folder: str | os.PathLike, out: str | os.PathLike) -> Path
             "path": [os.path.relpath(p, out) for p in files],
         }
     )
-    write_table(out, "photos", photos, source=f"interest embed (folder {folder})")
+    write_table(out, "photos", photos, source=f"interest embed (folder {folder})", image_folder=str(folder))
     return out
