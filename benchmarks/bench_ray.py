@@ -91,7 +91,7 @@ def main() -> None:
             else:
                 local = lambda: embed_folder(images / "images", a, backbone_id=BACKBONE, progress=False)  # noqa: E731
                 remote = lambda: embed_collection_ray(folder_collection(images / "images", b), BACKBONE,  # noqa: E731
-                                                      progress=False)
+                                                      progress=False, image_roots=[images / "images"])
             times[f"{kind}_local"].append(timed(local))
             times[f"{kind}_ray"].append(timed(remote))
             times[f"{kind}_rerun"].append(timed(remote))

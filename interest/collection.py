@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from interest.errors import InterestError
+from interest.errors import DiskFull, InterestError, is_disk_full
 from interest.numeric import l2_normalize, row_norms
 
 SCHEMA_VERSION = 1
@@ -109,16 +109,22 @@ TABLES: dict[str, Table] = {
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
-    On an exception the temporary file is removed and ``path`` is untouched.
+    On an exception the temporary file is removed and ``path`` is untouched;
+    a full disk (ENOSPC, EDQUOT, EIO, however the writer words it) is raised
+    as :class:`~interest.errors.DiskFull` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: its files are mode 0600, and a shared report or table should get the umask's mode.
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Not mkstemp: its files are mode 0600, and a shared report or table should get the umask's mode.
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         yield tmp
         os.replace(tmp, path)
+    except Exception as exc:
+        if is_disk_full(exc) and not isinstance(exc, DiskFull):
+            raise DiskFull(path, exc) from exc
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -133,6 +139,52 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
     """Write JSON atomically, sorted and indented so that diffs stay readable."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+#: what a spreadsheet reads as the start of a formula (OWASP's CSV injection list)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every text cell that a spreadsheet would run as a formula prefixed with ``'`` (OWASP).
+
+    Text cells (and index values and column names) starting with ``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return are neutralised; numeric columns
+    are left as they are, so a negative score stays a number.
+    """
+
+    def cell(value: object) -> object:
+        return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+    def texts(values: pd.Index) -> pd.Index:
+        if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_datetime64_any_dtype(values.dtype):
+            return values
+        return values.map(cell)
+
+    out = table.copy()
+    for i, col in enumerate(out.columns):
+        series = out.iloc[:, i]
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            series = series.astype(object)
+        if series.dtype == object or pd.api.types.is_string_dtype(series.dtype):
+            out.isetitem(i, series.map(cell, na_action="ignore"))
+    if not isinstance(out.index, pd.MultiIndex):
+        out.index = texts(out.index)
+    out.index.names = [cell(name) for name in out.index.names]
+    out.columns = texts(out.columns)
+    return out
+
+
+def write_csv_atomic(path: str | os.PathLike, table: pd.DataFrame, *, index: bool = False) -> None:
+    """Write ``table`` as CSV atomically, safe to open in a spreadsheet (:func:`spreadsheet_safe`).
+
+    Every CSV the package writes goes through here. Lines end in CRLF (RFC
+    4180): Python's csv module quotes a cell holding a carriage return only
+    when the line terminator has one, and an unquoted ``\r=cmd`` would start a
+    new row with a formula.
+    """
+    with atomic_path(path) as tmp:
+        spreadsheet_safe(table).to_csv(tmp, index=index, lineterminator="\r\n")
 
 
 # ---------------------------------------------------------------- image files

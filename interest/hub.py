@@ -41,7 +41,16 @@ def parse_hub_name(name: str) -> tuple[str, str | None]:
     match = _NAME.match(name.strip())
     if not match:
         raise InterestError(f"{name}: not a Hub bundle name; write hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION")
-    return match.group(1), match.group(2)
+    revision = match.group(2)
+    # huggingface_hub joins the revision into a cache path: it is a name (a branch like refs/pr/1, a tag, a
+    # commit), never a path that climbs or starts at the root
+    if revision is not None and (revision.startswith("/") or revision.endswith("/") or "//" in revision
+                                 or any(part in (".", "..") for part in revision.split("/"))):
+        what = "starts with /" if revision.startswith("/") else "climbs out (..)" if ".." in revision.split("/") \
+            else "is not a plain branch, tag or commit name"
+        raise InterestError(f"{name}: the revision '{revision}' {what}; write hf-hub:ORG/NAME@REVISION with a "
+                            "branch, tag or commit")
+    return match.group(1), revision
 
 
 def _probe_target() -> tuple[str, int]:

@@ -264,6 +264,16 @@ def _part_is_dev_zero(bundle: Path) -> None:
     (bundle / "groups.npz").symlink_to("/dev/zero")
 
 
+def _part_is_fifo(name: str):
+    """A part replaced by a FIFO: opening it for reading used to wait for a writer forever."""
+
+    def make(bundle: Path) -> None:
+        (bundle / name).unlink()
+        os.mkfifo(bundle / name)
+
+    return make
+
+
 # name, what the table says was sent, how to make it
 PROBES = [
     ("lgb-split-feature", "LightGBM text: split_feature out of range", lambda b: _edit_lgb(b, lambda t: _tree_line(t, 0, "split_feature", "99"))),
@@ -291,6 +301,8 @@ PROBES = [
     ("npy-80gb", "common.npz: an .npy header claiming 80 GB (CRC fixed)", _claims_80gb),
     ("npz-bomb", "common.npz: 3 MB that inflates to 3 GB", lambda b: _set_part(b, "common.npz", _bomb())),
     ("part-dev-zero", "a part that is a link to /dev/zero", _part_is_dev_zero),
+    ("part-fifo-json", "`model.json` that is a FIFO (named pipe)", _part_is_fifo("model.json")),
+    ("part-fifo-npz", "`groups.npz` that is a FIFO (named pipe)", _part_is_fifo("groups.npz")),
 ]
 
 

@@ -20,11 +20,11 @@ import pandas as pd
 from interest.analyze import compare, drivers, taste
 from interest.analyze import tables as T
 from interest.collection import (
-    atomic_path,
     has_table,
     read_embeddings,
     read_manifest,
     read_parquet_checked,
+    write_csv_atomic,
 )
 from interest.errors import InterestError, not_a_model_bundle
 
@@ -161,9 +161,8 @@ def write_tables(tables: dict[str, pd.DataFrame], out: str | os.PathLike) -> Pat
         raise InterestError(f"{out}: exists and is not a directory; give a folder for the CSV tables")
     out.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
-        with atomic_path(out / f"{name}.csv") as tmp:
-            keep_index = table.index.name is not None or not isinstance(table.index, pd.RangeIndex)
-            table.to_csv(tmp, index=keep_index)
+        keep_index = table.index.name is not None or not isinstance(table.index, pd.RangeIndex)
+        write_csv_atomic(out / f"{name}.csv", table, index=keep_index)
     return out
 
 

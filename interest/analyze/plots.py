@@ -9,7 +9,6 @@ labelled axes and units. The trend groups always have the same colours.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -199,14 +198,26 @@ def partition_grid(
 
 
 def thumbnail(root: str | os.PathLike, path: str | None, size: int = THUMB) -> np.ndarray | None:
-    """The image at ``path`` (relative to ``root``) shrunk to fit ``size`` px, as an array; None if unreadable."""
+    """The image at ``path`` (relative to ``root``) shrunk to fit ``size`` px, as an array; None if unreadable.
+
+    None too when ``path`` leads outside the collection (absolute, ``..``, a
+    link out) or is not a regular file: a shared report never shows a picture
+    from the disk of whoever renders it, and a FIFO never hangs it.
+    """
+    import io
+
     from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from interest.safe_files import MAX_IMAGE_BYTES, UnsafeFile, read_file
 
     if path is None or (isinstance(path, float) and np.isnan(path)) or pd.isna(path):
         return None
-    file = Path(root) / str(path)
     try:
-        with Image.open(file) as img:
+        data = read_file(str(path), max_bytes=MAX_IMAGE_BYTES, roots=[root])
+    except UnsafeFile:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
             img = ImageOps.exif_transpose(img).convert("RGB")
             img.thumbnail((size, size))
             return np.asarray(img)

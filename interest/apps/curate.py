@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interest.collection import atomic_path
+from interest.collection import atomic_path, write_csv_atomic
 from interest.errors import InterestError
 from interest.features.images import find_images
 from interest.pipeline.local import embed_paths
+from interest.safe_files import MAX_IMAGE_BYTES, open_file
 
 # Near-duplicate thresholds per backbone kind. CLIP puts bursts and re-edits above ~0.95 and
 # different scenes mostly below 0.85; the perceptual statistics are coarser (different
@@ -141,8 +142,7 @@ def curate(
     table = _ordered(table)
 
     if out is not None:
-        with atomic_path(out) as tmp:
-            table.to_csv(tmp, index=False)
+        write_csv_atomic(out, table)
     if copy_to is not None:
         copy_selection(table, photos_dir, copy_to)
     return table
@@ -192,16 +192,21 @@ def group_near_duplicates(embeddings: np.ndarray, similarity: float = 0.92) -> n
 
 
 def copy_selection(table: pd.DataFrame, photos_dir: str | os.PathLike, copy_to: str | os.PathLike) -> list[Path]:
-    """Copy the selected files of a curation table into ``copy_to`` as ``<rank>_<name>``; returns the copies."""
+    """Copy the selected files of a curation table into ``copy_to`` as ``<rank>_<name>``; returns the copies.
+
+    A table's ``path`` must resolve inside ``photos_dir`` and name a regular
+    file (:func:`interest.safe_files.open_file`): an edited table cannot copy
+    a file from elsewhere on the disk, and a FIFO cannot hang the copy.
+    """
     copy_to = Path(copy_to)
     selected = table[table["selected"]].sort_values("rank")
     width = max(3, len(str(len(selected))))
     copies = []
     for rank, rel in zip(selected["rank"], selected["path"]):
-        src = Path(photos_dir) / rel
         dest = copy_to / f"{int(rank):0{width}d}_{Path(rel).name}"
-        with atomic_path(dest) as tmp:
-            shutil.copyfile(src, tmp)
+        with open_file(str(rel), max_bytes=MAX_IMAGE_BYTES, roots=[photos_dir]) as src, atomic_path(dest) as tmp:
+            with open(tmp, "wb") as f:
+                shutil.copyfileobj(src, f)
         copies.append(dest)
     return copies
 

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from interest.cli.root import app
-from interest.errors import InterestError
+from interest.errors import DiskFull, InterestError, is_disk_full
 
 # Each module registers its commands on `app`; the order here is the order of `interest --help`.
 # isort: off
@@ -21,13 +21,11 @@ from interest.cli import collect, features, synthetic, model, analyze, apps  # n
 
 
 def main() -> None:
-    """Console entry point: a user's mistake is one line on stderr and exit status 2."""
+    """Console entry point: a user's mistake is one line on stderr and exit status 2; a full disk one line and 1."""
     try:
         app()  # standalone mode: usage errors already exit 2 with a one-line message
     except InterestError as exc:
-        if sys.stderr.isatty():
-            sys.stderr.write("\n")  # a progress bar may hold the current line
-        typer.echo(f"error: {exc}", err=True)
+        _one_line(f"error: {exc}")
         sys.exit(2)
     except ModuleNotFoundError as exc:
         # a lighter install (e.g. interest[onnx], torch-free) lacks a library this command imports
@@ -37,6 +35,32 @@ def main() -> None:
         extra = _EXTRA_OF.get(module, "research")
         typer.echo(f"error: this command needs {module}, which is not installed: pip install 'interest[{extra}]'", err=True)
         sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - only a full disk is handled here; anything else keeps its traceback
+        if not is_disk_full(exc):
+            raise
+        _one_line(f"error: {_disk_full_message(exc, sys.argv[1:])}")
+        sys.exit(1)
+
+
+def _one_line(message: str) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")  # a progress bar may hold the current line
+    typer.echo(message, err=True)
+
+
+def _disk_full_message(exc: BaseException, argv: list[str]) -> str:
+    """The one line for a full disk: the file being written, why, and how to go on without losing anything."""
+    cause = exc
+    while cause is not None and not isinstance(cause, DiskFull) and not getattr(cause, "filename", None):
+        cause = cause.__cause__ or cause.__context__
+    positional = [a for a in argv if not a.startswith("-")]
+    command = positional[0] if positional else ""
+    if cause is None:  # SQLite and some pyarrow paths name no file: name what the command writes into
+        cause = DiskFull(positional[1] if len(positional) > 1 else "the output folder", exc)
+    elif not isinstance(cause, DiskFull):
+        cause = DiskFull(cause.filename, cause)
+    again = "run it again with --resume" if command == "collect" else "run the same command again"
+    return f"{cause.path}: {cause.why}; free space, then {again} (what was already written is kept and reused)"
 
 
 # which extra brings a module (pyproject.toml); anything else of the pipeline is in `research`

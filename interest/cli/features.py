@@ -121,7 +121,7 @@ def embed(
         root = data
     else:
         root = out if out is not None else data.resolve().parent / f"{data.resolve().name}_interest"
-        path = embed_collection(folder_collection(data, root), **options)
+        path = embed_collection(folder_collection(data, root), image_roots=[data], **options)
     _report(root, path)
     if getattr(chosen, "agreement", None) is not None:
         typer.echo(chosen.agreement.summary())

@@ -268,7 +268,7 @@ def _resolve_inputs(paths: List[Path]):
 
 
 def _write_scores(table, out: Optional[Path]) -> None:
-    from interest.collection import atomic_path
+    from interest.collection import write_csv_atomic
 
     if out is None:
         import pandas as pd
@@ -279,14 +279,22 @@ def _write_scores(table, out: Optional[Path]) -> None:
     suffix = out.suffix.lower()
     if suffix not in (".csv", ".parquet", ".json"):
         raise InterestError(f"{out}: unknown output format '{suffix}'; use .csv, .parquet or .json")
+    if suffix == ".csv":
+        write_csv_atomic(out, table)
+    else:
+        _write_other(table, out, suffix)
+    typer.echo(f"wrote {len(table)} scores to {out}", err=True)
+
+
+def _write_other(table, out: Path, suffix: str) -> None:
+    """Parquet or JSON scores, atomically (their cells are data, never formulas)."""
+    from interest.collection import atomic_path
+
     with atomic_path(out) as tmp:
-        if suffix == ".csv":
-            table.to_csv(tmp, index=False)
-        elif suffix == ".parquet":
+        if suffix == ".parquet":
             table.to_parquet(tmp, index=False)
         else:
             table.to_json(tmp, orient="records", indent=2)
-    typer.echo(f"wrote {len(table)} scores to {out}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

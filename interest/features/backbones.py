@@ -45,6 +45,7 @@ from PIL import Image
 from interest.errors import InterestError
 from interest.features import pixels
 from interest.numeric import l2_normalize
+from interest.safe_files import UnsafeFile, open_file, resolve_inside
 
 log = logging.getLogger(__name__)
 
@@ -556,25 +557,59 @@ def _tag_cached(model: str, tag: str, cache_dir: str | None) -> bool | None:
     return any(isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir), str) for name in names)
 
 
+#: no checkpoint comes near (ViT-bigG-14 is about 10 GB in fp32); a link to /dev/zero is refused anyway
+MAX_CHECKPOINT_BYTES = 64 * 2**30
+
+
 def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a (checkpoint) file, read in blocks."""
+    """Hex sha256 of a (checkpoint) file, read in blocks; a FIFO, device or directory is refused in one line."""
     import hashlib
 
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_file(path, max_bytes=MAX_CHECKPOINT_BYTES) as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
+def check_checkpoint_name(name: str, backbone_id: str) -> None:
+    """Refuse a checkpoint name that is not a plain file stem (``/``, ``..``, an absolute path), in one line.
+
+    The name comes from a backbone id, which a bundle carries: it is looked up as a file stem inside the
+    checkpoint folders, so it may hold no folder separator and never climb.
+    """
+    if name.startswith(("/", "\\")):
+        what = "an absolute path"
+    elif ".." in name:
+        what = "a path that climbs out (..)"
+    elif "/" in name or "\\" in name:
+        what = "a path (it holds /)"
+    elif not name.strip() or "\0" in name or len(name) > 255:
+        what = "not a file name"
+    else:
+        return
+    raise InterestError(f"backbone '{backbone_id}': checkpoint name {name[:120]!r} is {what}; a checkpoint is named "
+                        "by its file stem, found in --cache-dir or the folders of $INTEREST_CHECKPOINTS")
+
+
 def _find_checkpoint(name: str, cache_dir: str | None) -> str | None:
+    """The checkpoint file ``<folder>/<name><suffix>`` in the first folder that holds one (see :func:`load_backbone`).
+
+    ``name`` has passed :func:`check_checkpoint_name`; the file must still resolve inside its folder and be a
+    regular file (:func:`interest.safe_files.open_file`): a link out of the folder or a FIFO is not a checkpoint.
+    """
     folders = [cache_dir] if cache_dir else []
     folders += [f for f in os.environ.get("INTEREST_CHECKPOINTS", "").split(os.pathsep) if f]
     for folder in folders:
         for suffix in CHECKPOINT_SUFFIXES:
-            candidate = Path(folder) / f"{name}{suffix}"
-            if candidate.is_file():
-                return str(candidate)
+            try:
+                target = resolve_inside([folder], f"{name}{suffix}")
+                open_file(target, max_bytes=MAX_CHECKPOINT_BYTES).close()
+                return str(target)
+            except UnsafeFile as exc:
+                if exc.reason != "file_not_found":
+                    raise InterestError(f"{Path(folder) / (name + suffix)}: {str(exc).split(': ', 1)[1]}; "
+                                        "a checkpoint is a regular file inside its folder") from None
     return None
 
 
@@ -626,6 +661,7 @@ def load_backbone(backbone_id: str, *, device: str = "cpu", cache_dir: str | Non
         if not _is_random(pretrained):
             import open_clip
 
+            check_checkpoint_name(pretrained, backbone_id)  # a bundle's id: never a path to open_clip or the folders
             if model in open_clip.list_models() and pretrained not in open_clip.list_pretrained_tags_by_model(model):
                 path = _find_checkpoint(pretrained, cache_dir)
                 if path is None:

@@ -34,6 +34,7 @@ from PIL import Image
 from interest.collection import (
     list_backbones,
     read_embeddings,
+    read_manifest,
     read_table,
     write_table,
 )
@@ -363,7 +364,11 @@ def characterize(
     measures = np.full((len(ids), len(MEASURES)), np.nan)
     if len(rows) == 0:
         _warn("no photo has an image file (photos.path is empty); perceptual measures are NaN")
-    files = [root / photos["path"].iloc[i] for i in rows]
+    # a path outside the collection is never read (its measures stay NaN); the decoder refuses FIFOs and devices
+    roots = _image_roots(root)
+    inside = {int(i): _inside_or_none(roots, photos["path"].iloc[i]) for i in rows}
+    rows = np.array([i for i in rows if inside[int(i)] is not None], dtype=np.int64)
+    files = [inside[int(i)] for i in rows]
     n_workers = min(os.cpu_count() or 1, 8) if workers is None else workers
     with progress_bar(total=len(rows), unit="img", desc="characterize", enabled=progress) as bar:
         decoder = Decoder(measure_vector, batch_size=batch_size or default_batch_size("cpu"), workers=n_workers,
@@ -390,3 +395,23 @@ def characterize(
         info["aesthetic"] = "aesthetic_proxy (perceptual formula; no aesthetic head supplied)"
 
     return write_table(root, "characteristics", table, **info)
+
+
+def _image_roots(root: Path) -> list[Path]:
+    """The collection, and for a folder collection (``interest embed FOLDER``) the folder its manifest names.
+
+    Only numbers (the perceptual measures) come out of these files, never
+    pixels: the report's thumbnails and the embed reader trust no manifest.
+    """
+    folder = read_manifest(root).get("tables", {}).get("photos", {}).get("image_folder")
+    return [root, *([Path(folder)] if isinstance(folder, str) and Path(folder).is_dir() else [])]
+
+
+def _inside_or_none(roots: list[Path], relpath: str) -> Path | None:
+    """``relpath`` resolved inside one of ``roots`` (the first is the collection), or None when it leads outside."""
+    from interest.safe_files import UnsafeFile, resolve_inside
+
+    try:
+        return resolve_inside(roots, relpath)
+    except UnsafeFile:
+        return None

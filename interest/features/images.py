@@ -19,11 +19,13 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from interest.errors import InterestError
+from interest.safe_files import MAX_IMAGE_BYTES, UnsafeFile, read_file
 
 # Pillow's own decompression-bomb limit (about 89.5 megapixels, a 9459x9459 image).
 DEFAULT_MAX_PIXELS = 89_478_485
 
-REASONS = ("missing", "empty", "not_an_image", "too_many_pixels", "truncated", "corrupt", "unreadable")
+REASONS = ("missing", "empty", "not_an_image", "too_many_pixels", "truncated", "corrupt", "unreadable", "not_a_file",
+           "too_large", "path_outside")
 
 class BadImage(InterestError):
     """An image file that cannot be used; ``reason`` is one of :data:`REASONS`."""
@@ -44,14 +46,15 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     "missing", "empty", "not_an_image", "too_many_pixels" (more than
     ``max_pixels`` pixels, a decompression bomb), "truncated", "corrupt" or
     "unreadable". Limits above Pillow's own ``PIL.Image.MAX_IMAGE_PIXELS``
-    also need that raised, since Pillow refuses such files first.
+    also need that raised, since Pillow refuses such files first. The file
+    is read by :func:`interest.safe_files.read_file`: a FIFO or a device is
+    "not_a_file" and a file over ``MAX_IMAGE_BYTES`` "too_large", neither read.
     """
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise BadImage(path, "missing", "file not found") from None
-    except OSError as exc:
-        raise BadImage(path, "unreadable", exc.strerror or type(exc).__name__) from None
+        data = read_file(path, max_bytes=MAX_IMAGE_BYTES)
+    except UnsafeFile as exc:
+        reason = "missing" if exc.reason == "file_not_found" else exc.reason
+        raise BadImage(path, reason, str(exc).split(": ", 1)[-1]) from None
     return decode_image(data, max_pixels=max_pixels, name=path)
 
 

@@ -24,13 +24,13 @@ import ctypes
 import errno
 import os
 import shutil
-import stat
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 from interest.errors import InterestError, not_a_model_bundle
+from interest.safe_files import UnsafeFile, read_file
 
 try:
     import fcntl
@@ -150,27 +150,21 @@ class BundleDir:
             raise not_a_model_bundle(path)
 
     def read(self, name: str, max_bytes: int = MAX_PART_BYTES) -> bytes | None:
-        """The bytes of regular file ``name`` in the bundle (None if absent), refusing anything over ``max_bytes``."""
+        """The bytes of regular file ``name`` in the bundle (None if absent), refusing anything over ``max_bytes``.
+
+        Read through :func:`interest.safe_files.read_file`: a FIFO or a device (or a link to one) is refused
+        before anything is read, so a hostile part cannot hang a load. Links are followed: a Hub snapshot's
+        parts are links into the cache's blobs.
+        """
         try:
             if self._fd is not None:
-                fd = os.open(name, os.O_RDONLY, dir_fd=self._fd)
-            else:
-                fd = os.open(self.path / name, os.O_RDONLY)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except IsADirectoryError:
-            raise InterestError(f"{self.path / name}: a directory, not a file; restore the bundle") from None
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise InterestError(f"{self.path / name}: not a regular file (a device or pipe?); restore the bundle")
-            if st.st_size > max_bytes:
-                raise InterestError(f"{self.path / name}: {st.st_size} bytes, over the limit of {max_bytes}; restore the bundle")
-            # ask for the size fstat gave (one more byte shows growth): read(n) allocates n bytes up front
-            data = f.read(st.st_size + 1)
-        if len(data) > st.st_size:
-            raise InterestError(f"{self.path / name}: grew while being read; restore the bundle")
-        return data
+                return read_file(name, max_bytes=max_bytes, dir_fd=self._fd)
+            return read_file(self.path / name, max_bytes=max_bytes)
+        except UnsafeFile as exc:
+            if exc.reason == "file_not_found":
+                return None
+            detail = str(exc).split(": ", 1)[1]
+            raise InterestError(f"{self.path / name}: {detail}; restore the bundle") from None
 
     def replaced(self) -> bool:
         """Whether the path now names another directory than the one opened (a writer switched a version in)."""

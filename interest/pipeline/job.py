@@ -9,8 +9,9 @@ their tables cannot differ.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -36,14 +37,18 @@ def open_backbone(model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34
     return load_openclip(model, pretrained, device=device, cache_dir=cache_dir, precision=precision, encoder=encoder)
 
 
-def read_work(root: Path, backbone: Any, progress: bool) -> tuple[pd.DataFrame, WorkItems]:
-    """The photos table of ``root`` and its work items for ``backbone`` (the reader, as both engines call it)."""
+def read_work(root: Path, backbone: Any, progress: bool,
+              image_roots: Sequence[str | os.PathLike] = ()) -> tuple[pd.DataFrame, WorkItems]:
+    """The photos table of ``root`` and its work items for ``backbone`` (the reader, as both engines call it).
+
+    ``image_roots``: folders besides ``root`` that ``photos.path`` may point into (a folder collection's images).
+    """
     photos = read_table(root, "photos", required=["photo_id", "path"])
     if len(photos) == 0:
         raise InterestError(f"{root / 'photos.parquet'}: no photos in this collection; collect or import some first")
     folder = embeddings_path(root, backbone.id).parent
     stored = read_manifest(root).get("tables", {}).get(f"features/{backbone.id}", {})
-    reader = CollectionReader(root, folder, backbone.preprocessing, stored.get("preprocessing"))
+    reader = CollectionReader(root, folder, backbone.preprocessing, stored.get("preprocessing"), image_roots)
     return photos, reader.read(photos, progress)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -39,6 +40,7 @@ def embed_collection(
     part_size: int = DEFAULT_PART_SIZE,
     progress: bool = True,
     backbone: Backbone | None = None,
+    image_roots: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """Embed every downloaded photo of collection ``root``; return the embeddings table's path.
 
@@ -50,13 +52,16 @@ def embed_collection(
     ``status_reason``; the others get "ok". ``batch_size`` and ``workers``
     default to what suits the device (see :func:`~interest.pipeline.decoder.default_workers`).
     The run's counts (embedded, cached, failed) go to ``manifest.json``.
+    A ``photos.path`` must resolve inside ``root`` or one of ``image_roots``
+    (the folder of a folder collection); one outside gets status_reason
+    "path_outside", a FIFO or device "not_a_file", and is never read.
     """
     from interest.progress import progress_bar
 
     root = Path(root)
     if backbone is None:
         backbone = open_backbone(model, pretrained, backbone_id, cache_dir, device, precision)
-    photos, work = read_work(root, backbone, progress)
+    photos, work = read_work(root, backbone, progress, image_roots)
     device = str(getattr(backbone, "device", "cpu"))
     workers = default_workers(device, backbone) if workers is None else workers
     runner = shard_runner(backbone, batch_size=batch_size or default_batch_size(device), workers=workers,
@@ -103,4 +108,4 @@ def embed_paths(
 def embed_folder(folder: str | os.PathLike, out: str | os.PathLike, **options) -> Path:
     """Embed a plain folder of images into a new minimal collection at ``out``
     (see :func:`~interest.pipeline.reader.folder_collection`); ``options`` are those of :func:`embed_collection`."""
-    return embed_collection(folder_collection(folder, out), **options)
+    return embed_collection(folder_collection(folder, out), image_roots=[folder], **options)

@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -201,6 +201,7 @@ def embed_collection_ray(
     concurrency: int | None = None,
     num_gpus: float = 0.0,
     progress: bool = True,
+    image_roots: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """Embed a collection's photos on Ray; writes ``features/<backbone-id>/embeddings.parquet``.
 
@@ -214,7 +215,7 @@ def embed_collection_ray(
     consolidation and photos.status as the local engine
     (:mod:`interest.pipeline.job`), so the table is the same. ``precision``,
     ``encoder``, ``batch_size``, ``max_pixels`` and ``part_size`` mean what
-    they mean locally. ``address`` is the cluster's (None starts Ray on this
+    they mean locally, and so does ``image_roots``. ``address`` is the cluster's (None starts Ray on this
     machine); every node must see the collection at the same path.
     """
     from interest.collection import embeddings_path
@@ -234,7 +235,7 @@ def embed_collection_ray(
             backbone = open_backbone(model, pretrained, backbone_id, cache_dir, "cpu", precision,
                                      encoder="torch" if num_gpus else encoder)
         batch_size = batch_size or default_batch_size("cuda" if num_gpus else "cpu")
-        photos, work = read_work(root, backbone, progress)
+        photos, work = read_work(root, backbone, progress, image_roots)
         started = time.perf_counter()
         if work.todo:
             ray = ray or init_ray(address)

@@ -14,32 +14,41 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from interest.pipeline.writer import CachedRows, read_cache
+from interest.safe_files import MAX_IMAGE_BYTES, UnsafeFile, open_file, resolve_inside
 
 
-def sha256_file(path: str | os.PathLike) -> str | None:
-    """Hex sha256 of a file, or None when it cannot be read."""
+def sha256_file(path: str | os.PathLike, roots: Sequence[Path] | None = None) -> tuple[str | None, str | None]:
+    """(hex sha256, None) of a regular file, or (None, the reason it is not read: see ``safe_files.REASONS``).
+
+    The file is opened by :func:`interest.safe_files.open_file` (inside ``roots`` when given): a FIFO,
+    ``/dev/zero`` or a path outside the collection is a reason, never a hang or a read.
+    """
     digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
+        with open_file(path, max_bytes=MAX_IMAGE_BYTES, roots=roots) as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
+    except UnsafeFile as exc:
+        return None, exc.reason
     except OSError:
-        return None
-    return digest.hexdigest()
+        return None, "unreadable"
+    return digest.hexdigest(), None
 
 
-def hash_files(paths: list[Path], progress: bool = False) -> list[str | None]:
-    """sha256 of each file (None where it cannot be read), in order."""
+def hash_files(paths: list[Path], progress: bool = False,
+               roots: Sequence[Path] | None = None) -> list[tuple[str | None, str | None]]:
+    """(sha256, None) or (None, reason) of each file (see :func:`sha256_file`), in order."""
     from interest.progress import progress_bar
 
     # hashlib releases the GIL on large buffers: threads hash files in parallel.
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
-        return list(progress_bar(pool.map(sha256_file, paths, chunksize=64), total=len(paths), unit="file",
-                                 desc="hash", enabled=progress and len(paths) >= 2000))
+        return list(progress_bar(pool.map(lambda p: sha256_file(p, roots), paths, chunksize=64), total=len(paths),
+                                 unit="file", desc="hash", enabled=progress and len(paths) >= 2000))
 
 
 @dataclass
@@ -72,26 +81,39 @@ class CollectionReader:
     """Work items of a collection's photos for one backbone's folder of embeddings."""
 
     def __init__(self, root: str | os.PathLike, folder: Path, preprocessing: dict | None,
-                 stored_preprocessing: dict | None) -> None:
+                 stored_preprocessing: dict | None, image_roots: Sequence[str | os.PathLike] = ()) -> None:
         self.root = Path(root)
+        # photos.path must resolve inside the collection (or a folder the caller names: a folder collection's images)
+        self.roots = [self.root.resolve(), *(Path(r).resolve() for r in image_roots)]
         self.folder = folder
         self.preprocessing = preprocessing
         self.stored_preprocessing = stored_preprocessing
 
     def read(self, photos, progress: bool = False) -> WorkItems:
-        """Hash every downloaded photo's file and split the photos into cache hits, failures and work."""
+        """Hash every downloaded photo's file and split the photos into cache hits, failures and work.
+
+        A ``photos.path`` that resolves outside the collection (and the caller's image folders) is the
+        failure ``path_outside``; one that is not a regular file (a FIFO, a device) is ``not_a_file``.
+        """
         ids = photos["photo_id"].astype(str).to_numpy()
         has_path = photos["path"].notna().to_numpy()
         files = [self.root / p if has_path[i] else None for i, p in enumerate(photos["path"].astype(object))]
         candidates = [int(i) for i in np.flatnonzero(has_path)]
-        shas = dict(zip(candidates, hash_files([files[i] for i in candidates], progress)))
+        hashed = dict(zip(candidates, hash_files([files[i] for i in candidates], progress, self.roots)))
+        shas = {i: sha for i, (sha, _) in hashed.items()}
         cache: CachedRows = read_cache(self.folder, self.preprocessing, self.stored_preprocessing)
         items = WorkItems(ids, files, shas)
         for i in candidates:
-            hit = cache.get(ids[i], shas[i])
             if shas[i] is None:
-                items.status[i] = "file_not_found" if not files[i].exists() else "unreadable"
-            elif hit is not None:
+                items.status[i] = hashed[i][1]
+                continue
+            try:  # the decoder opens the file again: give it the path that was checked, not the data's text
+                items.files[i] = resolve_inside(self.roots, files[i])
+            except UnsafeFile as exc:  # replaced by a link since it was hashed
+                items.status[i] = exc.reason
+                continue
+            hit = cache.get(ids[i], shas[i])
+            if hit is not None:
                 items.cached[i] = hit
                 items.status[i] = None
             else:
@@ -125,5 +147,5 @@ def folder_collection(folder: str | os.PathLike, out: str | os.PathLike) -> Path
             "path": [os.path.relpath(p, out) for p in files],
         }
     )
-    write_table(out, "photos", photos, source=f"interest embed (folder {folder})")
+    write_table(out, "photos", photos, source=f"interest embed (folder {folder})", image_folder=str(folder))
     return out
