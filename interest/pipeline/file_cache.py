@@ -56,7 +56,7 @@ def embed_files_cached(runner: Any, backbone: Any, files: Sequence[Path], cache_
     stored = _stored_preprocessing(folder)
     fresh = stored is not None and preprocessing is not None and _jsonable(stored) != _jsonable(preprocessing)
     cache = read_cache(folder, None, None) if not fresh else None
-    shas = hash_files(list(files))
+    shas = [sha for sha, _ in hash_files(list(files))]  # an unreadable file (FIFO, device, gone) is embedded as a failure
     out = np.full((len(files), int(backbone.dim)), np.nan, dtype=np.float32)
     failures: list[Any] = [None] * len(files)
     todo = []

@@ -97,7 +97,9 @@ class CollectionReader:
         """
         ids = photos["photo_id"].astype(str).to_numpy()
         has_path = photos["path"].notna().to_numpy()
-        files = [self.root / p if has_path[i] else None for i, p in enumerate(photos["path"].astype(object))]
+        # joined to the resolved collection: a relative collection (`interest embed data/flickr`) would otherwise be
+        # joined twice when the safe opener resolves the path against its roots
+        files = [self.roots[0] / p if has_path[i] else None for i, p in enumerate(photos["path"].astype(object))]
         candidates = [int(i) for i in np.flatnonzero(has_path)]
         hashed = dict(zip(candidates, hash_files([files[i] for i in candidates], progress, self.roots)))
         shas = {i: sha for i, (sha, _) in hashed.items()}
