@@ -222,7 +222,7 @@ def split_heads(model: Any, root: str | os.PathLike) -> tuple[Any, bool]:
     known = {f for f in TrainConfig.__dataclass_fields__}
     config = config_from_dict(TrainConfig, {k: v for k, v in model.metadata.get("training", {}).items() if k in known})
     data = read_training_data(root, model.backbone_id, config)
-    heads = fit_user_heads(
+    heads, _ = fit_user_heads(
         config, model.pca, model.ridge, model.prototypes, model.booster, [data["emb"]], data["fav_users"], data["fav_rows"]
     )
     return model.with_heads(heads), True

@@ -232,7 +232,7 @@ def train_model(
     # the app bundle's heads learn from every user's favourites on every labelled photo; the split's
     # training users and photos only for an evaluation bundle (interest evaluate refits those itself)
     head_data = {**data, "blocks": [X]} if evaluation_only else read_everyone(root, data)
-    heads = fit_user_heads(
+    heads, head_base = fit_user_heads(
         config, pca, ridge, prototypes, booster, head_data["blocks"], head_data["fav_users"], head_data["fav_rows"]
     )
     step("saving")
@@ -258,7 +258,8 @@ def train_model(
             # the app model's score on the training photos at its quintiles: the cuts between 1-5 stars in
             # XMP sidecars (interest.apps.xmp), the same for every folder a person scores
             "rating_cuts": [
-                float(c) for c in np.quantile(app_score(config, ridge, prototypes, booster, X, Z), (0.2, 0.4, 0.6, 0.8))
+                # the heads' blocks start with the training photos X: their rows of the score the heads used
+                float(c) for c in np.quantile(head_base[: len(X)], (0.2, 0.4, 0.6, 0.8))
             ],
         },
         "training": config_to_dict(config),
@@ -302,7 +303,7 @@ def train_model(
 def fit_user_heads(
     config: TrainConfig, pca, ridge, prototypes, booster, blocks: list[np.ndarray], fav_users: np.ndarray,
     fav_rows: np.ndarray,
-) -> UserHeads:
+) -> tuple[UserHeads, np.ndarray]:
     """User heads from the favourites (``fav_users``, ``fav_rows``) on photos given as ``blocks`` of embeddings
     (the rows of all blocks in order; blocks, so that no copy of a big collection's embeddings is made).
 
@@ -313,6 +314,7 @@ def fit_user_heads(
     those favourites (the few-shot settings; still 0 where no few-shot
     setting beat chance). ``train_model`` and ``interest evaluate`` (which
     refits an app bundle's heads on the split) both come here, so the two agree.
+    Returns the heads and the common score of every row of ``blocks`` (train's XMP star cuts read it).
     """
     F, base = [], []
     for X in blocks:
@@ -336,7 +338,7 @@ def fit_user_heads(
         seed=config.seed,
     ).fit(F, fav_users, fav_rows, base)
     light_user_heads(heads, F, fav_users, fav_rows, base)
-    return heads
+    return heads, base
 
 
 def app_score(config: TrainConfig, ridge, prototypes, booster, X: np.ndarray, Z: np.ndarray) -> np.ndarray:
