@@ -9,8 +9,13 @@ import pandas as pd
 import pytest
 
 from interest.collection import l2_normalize, read_embeddings, read_table, write_table
-from interest.labels.groups import assign_trend_groups
-from interest.models.groups import TrendGroupClassifier, centred_sq, expected_calibration_error, novelty
+from interest.learn.groups import (
+    TrendGroupClassifier,
+    assign_trend_groups,
+    centred_sq,
+    expected_calibration_error,
+    novelty,
+)
 from interest.models.train import TrainConfig, train_model
 from interest.models.user_heads import UserHeads
 
