@@ -8,7 +8,7 @@ split (the training photos of ``labels.parquet``):
 * ``package`` — ``interest.load(bundle).score_embeddings(emb)["ci_score"]``,
   the headline of bench_quality.py;
 * ``ztp_linear`` — honest baseline: the package's zero-truncated Poisson
-  (``interest.models.common.ZeroTruncatedPoisson``) from each training photo's
+  (``interest.learn.linear.ZeroTruncatedPoisson``) from each training photo's
   embedding to its ``distinct_users``, no groups;
 * ``cheat_ztp_true_unit`` — CHEAT: the same, with each photo's true sub-topic
   (``unit`` of ``ground_truth/photos.parquet``) as its group, and the held-out
@@ -16,7 +16,7 @@ split (the training photos of ``labels.parquet``):
 * ``cheat_ztp_true_unit_owner`` — CHEAT: that, plus each photo's true
   ``owner_popularity`` as a fitted column, left out when scoring (the exposure
   removed);
-* ``cheat_ridge_log_truth`` — CHEAT: ``interest.models.common.Ridge`` from the
+* ``cheat_ridge_log_truth`` — CHEAT: ``interest.learn.linear.Ridge`` from the
   embedding to the log TRUE commonality (a target no collection has);
 * ``cheat_ridge_log_truth_clusters`` — CHEAT: that, plus the mean truth
   residual of the photo's k-means cluster (100 clusters, seed 0, the package's
@@ -60,7 +60,7 @@ def ceilings(name: str, root: Path) -> dict:
     from interest.evaluate import spearman_or_none
     from interest.labels import label_collection, read_labels
     from interest.labels.ci import fit_clusters
-    from interest.models.common import Ridge, ZeroTruncatedPoisson
+    from interest.learn.linear import Ridge, ZeroTruncatedPoisson
     from interest.models.train import train_model
     from interest.numeric import nearest_centroid
     from interest.synthetic.family import heldout_photos, make_family_world

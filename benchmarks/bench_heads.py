@@ -159,8 +159,8 @@ def _logistic_per_user(data: dict, rows: np.ndarray, test_x: np.ndarray, rng) ->
 def run_world(name: str, work: Path, seed: int = 0) -> dict:
     from interest.collection import read_embeddings
     from interest.labels import label_collection
-    from interest.labels.groups import assign_trend_groups, cuts_with_shares
-    from interest.models.groups import expected_calibration_error
+    from interest.labels.groups import cuts_with_shares
+    from interest.learn.groups import assign_trend_groups, expected_calibration_error
     from interest.models.train import train_model
     from interest.synthetic.family import heldout_photos, make_family_world, oracle_scores
 
@@ -323,7 +323,7 @@ def _logistic_baseline(model, train_emb, train_y, test_emb, test_y, true_y, far_
     from scipy.optimize import minimize_scalar
     from sklearn.linear_model import LogisticRegression
 
-    from interest.models.groups import expected_calibration_error
+    from interest.learn.groups import expected_calibration_error
 
     def inputs(x):
         Z, stack = model._project(model._check_embeddings(x))
@@ -350,7 +350,7 @@ def _logistic_baseline(model, train_emb, train_y, test_emb, test_y, true_y, far_
 
     p = proba(Ft)
     ci = model.score_embeddings(test_emb)["ci_score"].to_numpy()
-    from interest.labels.groups import assign_trend_groups
+    from interest.learn.groups import assign_trend_groups
 
     cut = assign_trend_groups(ci, model.label_settings["group_cuts"])
     return {

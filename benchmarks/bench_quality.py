@@ -40,7 +40,7 @@ def run_world(name: str, root: Path, dim: int | None = None) -> dict:
     from interest.collection import read_embeddings
     from interest.evaluate import evaluate, spearman_or_none as _spearman
     from interest.labels import label_collection, read_labels
-    from interest.models.common import Ridge
+    from interest.learn.linear import Ridge
     from interest.models.train import TrainConfig, train_model
     from interest.synthetic.family import heldout_photos, make_family_world
 

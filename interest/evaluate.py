@@ -306,7 +306,7 @@ def _baselines(root, labels, favorites, backbone_id, test_emb, seed) -> dict:
     """
     from interest.labels import read_user_split
     from interest.labels.ci import fit_clusters
-    from interest.models.common import Ridge
+    from interest.learn.linear import Ridge
 
     rng = np.random.default_rng([seed, 0xBA5E])
     train_ids = labels.loc[labels["set"] == "train", "photo_id"].astype(str).to_numpy()

@@ -168,7 +168,7 @@ class OnnxModel:
 
 
 def _band(ci: np.ndarray, cuts: list) -> np.ndarray:
-    """The trend group of each CI score: 0 at or above the upper cut, 2 below the lower (as interest.labels.groups)."""
+    """The trend group of each CI score: 0 at or above the upper cut, 2 below the lower (as interest.learn.groups)."""
     ci = np.asarray(ci, dtype=np.float64)
     groups = np.ones(ci.shape, dtype=np.int64)
     groups[ci >= float(cuts[1])] = 0

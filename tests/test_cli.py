@@ -17,7 +17,7 @@ import pytest
 
 import interest
 from interest.collection import embeddings_path, read_embeddings
-from interest.labels.groups import assign_trend_groups
+from interest.learn.groups import assign_trend_groups
 
 INTEREST = [sys.executable, "-m", "interest"]
 
@@ -73,7 +73,7 @@ def test_label_train_evaluate_score_personalize(trained, tmp_path):
     assert list(scores["photo_id"].astype(str)) == list(ids)
     probs = scores[["p_common", "p_interplay", "p_subjective"]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
-    # the trend group is the band of the photo's own ci_score (interest.models.groups)
+    # the trend group is the band of the photo's own ci_score (interest.learn.groups)
     cuts = interest.load(model).label_settings["group_cuts"]
     assert (scores["trend_group"] == assign_trend_groups(scores["ci_score"].to_numpy(), cuts)).all()
 

@@ -9,8 +9,13 @@ import pandas as pd
 import pytest
 
 from interest.collection import l2_normalize, read_embeddings, read_table, write_table
-from interest.labels.groups import assign_trend_groups
-from interest.models.groups import TrendGroupClassifier, centred_sq, expected_calibration_error, novelty
+from interest.learn.groups import (
+    TrendGroupClassifier,
+    assign_trend_groups,
+    centred_sq,
+    expected_calibration_error,
+    novelty,
+)
 from interest.models.train import TrainConfig, train_model
 from interest.models.user_heads import UserHeads
 
@@ -288,8 +293,6 @@ def test_trend_group_is_always_the_band_of_its_own_ci_score(world):
 
 
 def test_group_probabilities_against_the_true_groups_and_unsure_far_away(world):
-    import copy
-
     from interest.labels.groups import cuts_with_shares
 
     model, emb = world["model"], world["emb"]
@@ -308,8 +311,8 @@ def test_group_probabilities_against_the_true_groups_and_unsure_far_away(world):
     fitted = model.groups.validation_
     # (measured: the spread doubles sigma here, 0.00075 -> 0.00149)
     assert fitted["user_sampling_sd"] > 0 and model.groups.sigma_ > 1.5 * fitted["sigma_label"]
-    label_only = copy.copy(model.groups)
-    label_only.sigma_ = fitted["sigma_label"]
+    params, arrays = model.groups.to_state()  # the same classifier with the sigma fitted against the labels alone
+    label_only = TrendGroupClassifier.from_state(params, {**arrays, "sigma": np.float64(fitted["sigma_label"])})
     Z, _ = model._project(emb[test])
     nu = novelty(centred_sq(emb[test], model.pca.mean_), Z, model.prototypes.centroids_)
     overconfident = label_only.predict_proba(scores["ci_score"].to_numpy(), nu)

@@ -128,7 +128,7 @@ def test_the_graph_sees_the_imports_it_should():
     graph = import_graph()
     assert len(graph) > 50 and "interest.models.model" in graph
     # module level, through a package's submodule, and a relative import all count
-    assert "interest.models.common" in graph["interest.models.model"]
+    assert "interest.learn.groups" in graph["interest.models.model"]
     assert "interest.models.safe_io" in graph["interest.models.bundle"]
     # TYPE_CHECKING and function-level imports do not
     assert "interest.models.model" not in graph["interest.models.bundle"]

@@ -18,7 +18,10 @@ from interest.collection import (
     write_parquet_atomic,
 )
 from interest.errors import InterestError
-from interest.models.common import PCA, Prototypes, Ridge, StackedBooster
+from interest.learn.boosting import StackedBooster
+from interest.learn.decomposition import PCA
+from interest.learn.linear import Ridge
+from interest.learn.prototypes import Prototypes
 from interest.models.train import TrainConfig, train_model
 from interest.numeric import spearman
 
@@ -153,7 +156,7 @@ def test_app_score_is_the_image_level_models_on_the_labels_scale(model, collecti
     import json
 
     import interest
-    from interest.models.common import image_score
+    from interest.learn.boosting import image_score
 
     _, ids, emb = embeddings
     meta = model.metadata["common_score"]
@@ -415,7 +418,7 @@ def test_shipped_config_matches_defaults():
 
 
 def test_zero_truncated_poisson_recovers_the_slope_a_crawl_hides():
-    from interest.models.common import ZeroTruncatedPoisson
+    from interest.learn.linear import ZeroTruncatedPoisson
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((6000, 8)).astype(np.float32) / np.sqrt(8)
@@ -436,7 +439,7 @@ def test_zero_truncated_poisson_recovers_the_slope_a_crawl_hides():
 
 
 def test_zero_truncated_poisson_blends_a_prior_as_far_as_the_counts_agree():
-    from interest.models.common import ZeroTruncatedPoisson
+    from interest.learn.linear import ZeroTruncatedPoisson
 
     rng = np.random.default_rng(1)
     d = 48

@@ -69,7 +69,7 @@ def export_onnx(model: Any, out: str | os.PathLike, *, opset: int = 17, cache_di
         "dim": int(bundle.dim),
         "backbone": backbone_info,
         "heads": "heads.onnx",
-        # trend_group is the band of ci_score between these cuts (interest.models.groups)
+        # trend_group is the band of ci_score between these cuts (interest.learn.groups)
         "group_cuts": list(bundle.groups.cuts_),
         "users": bundle.users,
         "trend_groups": list(TREND_GROUPS),
@@ -102,7 +102,7 @@ def build_heads_graph(model: Any) -> Any:
             f"{model.name}: app features {app_features[k:]} after the PCA ones are not the ones this exporter "
             "knows (ridge, prototype); update interest.apps.export_onnx for this model version"
         )
-    # every estimator gives the form it scores with itself (interest.models.common, groups, user_heads)
+    # every estimator gives the form it scores with itself (interest.learn, user_heads)
     f32 = lambda v: np.asarray(v, dtype=np.float32)  # noqa: E731
     pca_w, pca_b = model.pca.linear_form()
     ridge_w, ridge_b = model.ridge.linear_form()

@@ -17,14 +17,8 @@ from interest.labels.ci import (
     partitions_path,
     read_user_split,
 )
-from interest.labels.groups import (
-    COMMON,
-    DEFAULT_GROUP_QUANTILES,
-    INTERPLAY,
-    SUBJECTIVE,
-    assign_trend_groups,
-    quantile_cuts,
-)
+from interest.labels.groups import DEFAULT_GROUP_QUANTILES, quantile_cuts
+from interest.learn.groups import COMMON, INTERPLAY, SUBJECTIVE, assign_trend_groups
 
 __all__ = [
     "COMMON",

@@ -26,7 +26,7 @@ Two methods (``method``):
   docs/labels.md) — each photo's own count of distinct favouriting users,
   zero-truncated (a crawl keeps only favourited photos), smoothed across
   photos by a cross-fitted log-linear model of the embedding
-  (:class:`~interest.models.common.ZeroTruncatedPoisson`): ``ci_score`` is
+  (:class:`~interest.learn.linear.ZeroTruncatedPoisson`): ``ci_score`` is
   the out-of-fold expected share of users who favourite the photo. No
   cluster merge; the clusters stay as ``partition`` for the map and the
   secondary, partition-level evaluation.
@@ -57,12 +57,8 @@ from interest.collection import (
     write_table,
 )
 from interest.errors import InterestError
-from interest.labels.groups import (
-    DEFAULT_GROUP_QUANTILES,
-    assign_trend_groups,
-    check_group_cuts,
-    quantile_cuts,
-)
+from interest.labels.groups import DEFAULT_GROUP_QUANTILES, quantile_cuts
+from interest.learn.groups import assign_trend_groups, check_group_cuts
 from interest.numeric import nearest_centroid
 from interest.progress import progress_bar
 
@@ -170,12 +166,12 @@ def image_level_ci(emb: np.ndarray, distinct_users: np.ndarray, n_users: int, se
     linear predictor plus its cluster's effect is the log share (log of
     expected distinct users / ``n_users``).
     """
-    from interest.models.common import ZeroTruncatedPoisson
+    from interest.learn.linear import ZeroTruncatedPoisson
 
     model = ZeroTruncatedPoisson(seed=seed).fit(emb, distinct_users, groups=clusters)
-    model.intercept_ -= float(np.log(n_users))
+    # the out-of-fold shares in float64, from the log counts before the model becomes one of shares
     oof = model.oof_prediction_.astype(np.float64) + model.oof_group_effect_ - np.log(n_users)
-    return model, np.exp(oof)
+    return model.share_of(n_users), np.exp(oof)
 
 
 def cluster_effects(model, n_clusters: int) -> np.ndarray:

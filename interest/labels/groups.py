@@ -15,26 +15,14 @@ with the same thresholds.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
 
 from interest.errors import InterestError
+from interest.learn.groups import COMMON, SUBJECTIVE, check_group_cuts
 
-COMMON, INTERPLAY, SUBJECTIVE = 0, 1, 2
 DEFAULT_GROUP_QUANTILES = (1 / 3, 2 / 3)
-
-
-def check_group_cuts(cuts: Sequence[float]) -> tuple[float, float]:
-    """``cuts`` as a (lower, upper) pair of finite floats with lower <= upper."""
-    try:
-        lo, hi = (float(c) for c in cuts)
-    except (TypeError, ValueError):
-        raise InterestError(f"group cuts {cuts!r}: give two numbers, the lower and upper CI cut") from None
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-        raise InterestError(f"group cuts {cuts!r}: need two finite numbers with lower <= upper")
-    return lo, hi
 
 
 def quantile_cuts(ci: np.ndarray, quantiles: Sequence[float] = DEFAULT_GROUP_QUANTILES) -> tuple[float, float]:
@@ -57,17 +45,3 @@ def cuts_with_shares(values: np.ndarray, groups: np.ndarray) -> tuple[float, flo
     groups = np.asarray(groups, dtype=np.int64)
     share_sub, share_common = float(np.mean(groups == SUBJECTIVE)), float(np.mean(groups == COMMON))
     return quantile_cuts(values, (share_sub, 1.0 - share_common))
-
-
-def assign_trend_groups(ci: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
-    """Trend group (0 common, 1 interplay, 2 subjective) of each CI score.
-
-    ``ci >= upper`` is common, ``ci < lower`` subjective; NaN is subjective
-    (a photo nobody's favourites can reach is not commonly interesting).
-    """
-    lo, hi = check_group_cuts(cuts)
-    ci = np.asarray(ci, dtype=float)
-    groups = np.full(ci.shape, INTERPLAY, dtype=np.int64)
-    groups[ci >= hi] = COMMON
-    groups[~(ci >= lo)] = SUBJECTIVE
-    return groups

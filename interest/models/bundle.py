@@ -13,7 +13,7 @@ Layout::
     groups.npz            trend-group classifier (cuts, sigma, group frequencies, novelty scale)
     user_heads.npz        user ids (fixed-width unicode), head weights, anchors, background stats
 
-Every part comes from the estimators' own state (:class:`interest.models.common.Estimator`:
+Every part comes from the estimators' own state (:class:`interest.learn.base.Estimator`:
 parameters, arrays, LightGBM boosters); this module only loops over them (:data:`ESTIMATORS`).
 
 No pickle and no joblib: npz files are read with ``allow_pickle=False`` and
@@ -57,7 +57,7 @@ SCHEMA_VERSION = 1
 MODEL_JSON = "model.json"
 REQUIRED_PARTS = ("common.npz", "common_app.lgb.txt", "groups.npz", "user_heads.npz")
 FULL_PART = "common_full.lgb.txt"
-# The estimators of a full model (models.common.Estimator): the model's attribute, the npz part holding its
+# The estimators of a full model (interest.learn.base.Estimator): the model's attribute, the npz part holding its
 # arrays and their prefix there, and the classes a bundle may name for it (model.json "estimators": class and
 # parameters; the first is what bundles written before the parameters were kept hold).
 ESTIMATORS = (
@@ -77,8 +77,11 @@ MODEL_KINDS: dict[str, type] = {}
 
 def _estimator_classes() -> dict[str, type]:
     """The classes a bundle may name, by name (imported here, on first load: ``import interest`` stays light)."""
-    from interest.models.common import PCA, Prototypes, Ridge, StackedBooster, ZeroTruncatedPoisson
-    from interest.models.groups import TrendGroupClassifier
+    from interest.learn.boosting import StackedBooster
+    from interest.learn.decomposition import PCA
+    from interest.learn.groups import TrendGroupClassifier
+    from interest.learn.linear import Ridge, ZeroTruncatedPoisson
+    from interest.learn.prototypes import Prototypes
     from interest.models.user_heads import UserHeads
 
     return {cls.__name__: cls for cls in (PCA, Ridge, ZeroTruncatedPoisson, Prototypes, StackedBooster,
@@ -278,7 +281,7 @@ def _estimator(meta: dict, attr: str, names: tuple[str, ...], classes: dict[str,
     defaults = inspect.signature(cls.__init__).parameters
     params = {}
     for key in given:
-        if key not in cls.PARAMS:
+        if key not in cls.param_names():
             raise InterestError(f"{where}: 'estimators.{attr}.params' has an unknown parameter "
                                 f"'{safe_io.short_text(str(key))}'; restore the bundle or retrain")
         default = defaults[key].default

@@ -20,11 +20,10 @@ import numpy as np
 import pandas as pd
 
 from interest.errors import InterestError
+from interest.learn.groups import centred_sq, novelty_at
 from interest.models.bundle import MODEL_KINDS, load_bundle, part_bytes, save_bundle
-from interest.models.common import matmul64
-from interest.models.groups import centred_sq, novelty_at
 from interest.models.inputs import BackboneHolder, embed_images, read_inputs
-from interest.numeric import l2_normalize
+from interest.numeric import l2_normalize, matmul64
 from interest.vocabulary import GROUP_PROBABILITY_COLUMNS
 
 

@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 
 from interest.errors import InterestError
+from interest.learn.base import Estimator
 from interest.models import safe_io
 from interest.models.bundle import MODEL_JSON, MODEL_KINDS, sha256_bytes
-from interest.models.common import Estimator
 from interest.models.inputs import BackboneHolder, read_inputs
 from interest.models.model import InterestModel
 from interest.numeric import l2_normalize
@@ -109,7 +109,7 @@ def cuts_from_reference(collection: str | os.PathLike) -> tuple[tuple[float, flo
     """
     from interest.collect.importer import REFERENCE_FILE
     from interest.collection import read_parquet_checked
-    from interest.labels.groups import assign_trend_groups, check_group_cuts
+    from interest.learn.groups import assign_trend_groups, check_group_cuts
 
     path = Path(collection) / REFERENCE_FILE
     if not path.is_file():
@@ -184,12 +184,11 @@ class DirectionHeads(Estimator):
     grows with :meth:`with_head`.
     """
 
-    PARAMS = ("kappa", "min_favourites")
     STATE = ("mean", "precision", "scale", "users", "weights", "offsets", "n_favourites")
 
     def __init__(self, kappa: float = HEAD_KAPPA, min_favourites: int = HEAD_MIN_FAVOURITES) -> None:
-        self.kappa = float(kappa)
-        self.min_favourites = int(min_favourites)
+        self.kappa = kappa
+        self.min_favourites = min_favourites
 
     def fit(self, mean: np.ndarray, precision: np.ndarray, scale: float) -> "DirectionHeads":
         """Set the background heads contrast with (its mean and precision) and their strength; no heads yet."""
@@ -314,7 +313,7 @@ class LinearHeadModel(InterestModel):
         ci = (x.astype(np.float64) @ self.weight + self.bias).astype(np.float32)
         out: dict[str, Any] = {"ci_score": ci}
         if self.group_cuts is not None:
-            from interest.labels.groups import assign_trend_groups
+            from interest.learn.groups import assign_trend_groups
 
             out["trend_group"] = assign_trend_groups(ci, self.group_cuts)
         if user is not None:
@@ -447,7 +446,7 @@ def linear_model(
     embeddings of the backbone whose favourites set the user heads' background.
     ``preprocessing``: the backbone's (as recorded with its embeddings), checked when images are scored.
     """
-    from interest.labels.groups import check_group_cuts
+    from interest.learn.groups import check_group_cuts
 
     weight = np.asarray(weight, dtype=np.float32).reshape(-1)
     dim = len(weight)

@@ -11,6 +11,7 @@ same bundle parts.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -29,16 +30,12 @@ from interest.collection import (
 )
 from interest.config import config_to_dict
 from interest.errors import InterestError
-from interest.models.common import (
-    PCA,
-    Prototypes,
-    Ridge,
-    StackedBooster,
-    ZeroTruncatedPoisson,
-    fit_image_score,
-)
 from interest.labels.groups import quantile_cuts
-from interest.models.groups import TrendGroupClassifier, centred_sq, novelty
+from interest.learn.boosting import StackedBooster
+from interest.learn.decomposition import PCA
+from interest.learn.groups import TrendGroupClassifier, centred_sq, novelty
+from interest.learn.linear import Ridge, ZeroTruncatedPoisson
+from interest.learn.prototypes import Prototypes
 from interest.models.model import InterestModel
 from interest.models.user_heads import REGIMES, UserHeads
 from interest.numeric import spearman
@@ -48,6 +45,14 @@ from interest.progress import progress_bar
 # about the owner's popularity than about the photo; the full model keeps the per-view rate
 # (faves_per_view) and the owner's own fields instead (see docs/models.md).
 OWNER_AUDIENCE_FEATURES = ("log_views", "log_faves", "log_comments")
+
+# The estimators TrainConfig hands parameters to, by key prefix: key ``<prefix><parameter>`` is that
+# estimator's parameter (checked against its get_params names when a config is made), and ``seed`` and
+# ``num_threads`` go to each estimator that takes them. _TRAIN_KEYS are the train step's own keys under
+# those prefixes, _KEY_PARAMS keys that keep an older name for their parameter.
+ESTIMATOR_KEYS = {"lgb_": StackedBooster, "head_": UserHeads, "groups_": TrendGroupClassifier}
+_TRAIN_KEYS = ("head_components",)  # the PCA components a user head lives in (the heads only see them)
+_KEY_PARAMS = {"head_anchors": "n_anchors"}
 
 
 @dataclass
@@ -118,6 +123,28 @@ class TrainConfig:
             raise InterestError(f"train config: 'head_factors' must be at least 1, got {self.head_factors!r}")
         if self.head_anchors is not None and int(self.head_anchors) < 1:
             raise InterestError(f"train config: 'head_anchors' must be at least 1 (or null), got {self.head_anchors!r}")
+        for cls in ESTIMATOR_KEYS.values():
+            self.estimator_params(cls)
+
+    def estimator_params(self, cls: type) -> dict:
+        """The parameters this config gives estimator class ``cls`` (one of :data:`ESTIMATOR_KEYS`): ``cls(**params)``.
+
+        Lists (the candidate grids) are handed over as tuples of floats.
+        """
+        prefix = next(p for p, c in ESTIMATOR_KEYS.items() if c is cls)
+        names = cls.param_names()
+        params = {}
+        for f in dataclasses.fields(self):
+            if not f.name.startswith(prefix) or f.name in _TRAIN_KEYS:
+                continue
+            name = _KEY_PARAMS.get(f.name, f.name[len(prefix) :])
+            if name not in names:
+                raise InterestError(f"train config: '{f.name}' names no parameter of {cls.__name__} "
+                                    f"(those are {', '.join(names)}); rename or remove the key")
+            value = getattr(self, f.name)
+            params[name] = tuple(float(v) for v in value) if isinstance(value, list) else value
+        params.update({name: getattr(self, name) for name in ("seed", "num_threads") if name in names})
+        return params
 
 
 def train_model(
@@ -174,9 +201,7 @@ def train_model(
         # its linear predictor is the log share of users expected to favourite the photo
         ridge = ZeroTruncatedPoisson(folds=config.ridge_folds, seed=config.seed).fit(
             X, data["distinct_users"], groups=data["clusters"], prior=prior
-        )
-        ridge.intercept_ -= float(np.log(data["n_label_users"]))
-        ridge.oof_prediction_ = ridge.oof_prediction_ - np.float32(np.log(data["n_label_users"]))
+        ).share_of(data["n_label_users"])
         # the prototypes carry each cluster's shrunk effect, added to the linear predictor by the booster
         effect = dict(zip(ridge.groups_, ridge.group_effect_))
         prototype_target = np.array([effect[c] for c in data["clusters"]], dtype=np.float64)
@@ -189,29 +214,12 @@ def train_model(
     oof = np.column_stack([ridge.oof_prediction_, prototypes.oof_prediction_])
     step("booster")
 
-    booster = StackedBooster(
-        num_boost_round=config.lgb_num_boost_round,
-        learning_rate=config.lgb_learning_rate,
-        num_leaves=config.lgb_num_leaves,
-        min_data_in_leaf=config.lgb_min_data_in_leaf,
-        feature_fraction=config.lgb_feature_fraction,
-        bagging_fraction=config.lgb_bagging_fraction,
-        max_bin=config.lgb_max_bin,
-        lambda_l2=config.lgb_lambda_l2,
-        early_stopping_rounds=config.lgb_early_stopping_rounds,
-        validation_fraction=config.lgb_validation_fraction,
-        num_threads=config.num_threads,
-        seed=config.seed,
-    ).fit(Z[:, :k], oof, y, data["extra"])
+    booster = StackedBooster(**config.estimator_params(StackedBooster)).fit(Z[:, :k], oof, y, data["extra"])
     # only on image-level labels: on the study's labels (--method paper) the app score follows that label
     if config.common_score == "image" and config.common_signal == "image" and data["label_settings"].get("method") == "image":
-        booster.app_linear_ = fit_image_score(oof, y)
+        booster.use_image_score(oof, y)
     common_score = {"app": "booster"} if booster.app_linear_ is None else {
         "app": "image", "offset": booster.app_linear_[0], "scale": booster.app_linear_[1]}
-    if booster.app_linear_ is not None and len(booster.validation_rows_):
-        v = booster.validation_rows_
-        pred = booster.predict(Z[v, :k], oof[v])
-        booster.validation_["app_image"] = {"spearman": spearman(pred, y[v]), "mae": float(np.abs(pred - y[v]).mean())}
     step("groups")
 
     dist_sq = centred_sq(X, pca.mean_)
@@ -223,7 +231,7 @@ def train_model(
         spread = user_sampling_sd(
             X, data["fav_users"], data["fav_rows"], data["clusters"], ridge.alpha_, booster.app_linear_[1], config.seed
         )
-    groups = TrendGroupClassifier(far_width=config.groups_far_width).fit(
+    groups = TrendGroupClassifier(**config.estimator_params(TrendGroupClassifier)).fit(
         booster.predict(Z[calib, :k], oof[calib]), g[calib], cuts,
         novelty(dist_sq, Z, prototypes.centroids_), g, user_sampling_sd=spread,
     )
@@ -323,20 +331,7 @@ def fit_user_heads(
         base.append(app_score(config, ridge, prototypes, booster, X, Z))
         F.append(np.column_stack([Z[:, :h], centred_sq(X, pca.mean_)]))
     F, base = np.concatenate(F), np.concatenate(base)
-    heads = UserHeads(
-        method=config.head_method,
-        factors=int(config.head_factors),
-        n_anchors=config.head_anchors,
-        bandwidth=config.head_bandwidth,
-        pseudo_counts=tuple(float(v) for v in config.head_pseudo_counts),
-        sharing=tuple(float(v) for v in config.head_sharing),
-        clip=config.head_clip,
-        template_min_favourites=config.head_template_min_favourites,
-        validation_fraction=config.head_validation_fraction,
-        negatives=config.head_negatives,
-        max_validation_per_user=config.head_max_validation_per_user,
-        seed=config.seed,
-    ).fit(F, fav_users, fav_rows, base)
+    heads = UserHeads(**config.estimator_params(UserHeads)).fit(F, fav_users, fav_rows, base)
     light_user_heads(heads, F, fav_users, fav_rows, base)
     return heads, base
 

@@ -56,7 +56,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from interest.models.common import Estimator
+from interest.learn.base import Estimator
 from interest.numeric import matmul64
 from interest.vocabulary import ACTIVITY_BUCKETS, bucket_name
 
@@ -121,10 +121,6 @@ class UserHeads(Estimator):
     and ``validation_``.
     """
 
-    PARAMS = ("method", "n_anchors", "bandwidth", "pseudo_counts", "sharing", "clip", "max_deviation", "significance",
-              "template_min_favourites", "max_templates", "validation_fraction", "negatives",
-              "max_validation_per_user", "factors", "epochs", "learning_rate", "factor_ridge", "own_ridge",
-              "fold_in_own_ridge", "common_ridge", "seed")
     STATE = ("users", "n_favourites", "weights", "anchors", "tau", "d0", "background", "templates",
              "regime_settings", "shot_settings")
     # what the joint method keeps beside STATE (a templates bundle has none of these)

@@ -1,4 +1,4 @@
-"""Trend groups from the predicted CI score and the cut points, with calibrated probabilities.
+"""Trend groups: the bands between two cut points on the CI score, and their calibrated probabilities.
 
 The group of a photo is the band its own predicted ``ci_score`` falls in
 (common at or above the upper cut, subjective below the lower one), so the
@@ -15,7 +15,7 @@ The labels come from the same users as the prediction, so they cannot show
 how much the prediction would move had the collection held other users; the
 truth (what the whole population finds common) does move. Training measures
 that spread (two seeded halves of the users, see
-``interest.models.train.user_sampling_sd``) and ``sigma`` adds it in
+``user_sampling_sd`` in the train stage) and ``sigma`` adds it in
 quadrature to the noise fitted against the labels: on the synthetic family
 this brings the calibration against the true groups from an expected
 calibration error of about 0.2 to under 0.1 (BENCHMARKS.md, issue 9).
@@ -42,13 +42,45 @@ band is.
 
 from __future__ import annotations
 
+import math
+from typing import Sequence
+
 import numpy as np
 
-from interest.models.common import Estimator
+from interest.errors import InterestError
+from interest.learn.base import Estimator
 from interest.numeric import centroid_scores, macro_f1
 from interest.vocabulary import TREND_GROUPS
 
 N_GROUPS = len(TREND_GROUPS)
+# Group 0 is *commonly interesting* (the head of the commonality curve), 1 the *interplay* between the two,
+# 2 *subjectively interesting* (the tail)
+COMMON, INTERPLAY, SUBJECTIVE = 0, 1, 2
+
+
+def check_group_cuts(cuts: Sequence[float]) -> tuple[float, float]:
+    """``cuts`` as a (lower, upper) pair of finite floats with lower <= upper."""
+    try:
+        lo, hi = (float(c) for c in cuts)
+    except (TypeError, ValueError):
+        raise InterestError(f"group cuts {cuts!r}: give two numbers, the lower and upper CI cut") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise InterestError(f"group cuts {cuts!r}: need two finite numbers with lower <= upper")
+    return lo, hi
+
+
+def assign_trend_groups(ci: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
+    """Trend group (0 common, 1 interplay, 2 subjective) of each CI score.
+
+    ``ci >= upper`` is common, ``ci < lower`` subjective; NaN is subjective
+    (a photo nobody's favourites can reach is not commonly interesting).
+    """
+    lo, hi = check_group_cuts(cuts)
+    ci = np.asarray(ci, dtype=float)
+    groups = np.full(ci.shape, INTERPLAY, dtype=np.int64)
+    groups[ci >= hi] = COMMON
+    groups[~(ci >= lo)] = SUBJECTIVE
+    return groups
 
 
 def centred_sq(emb: np.ndarray, pca_mean: np.ndarray) -> np.ndarray:
@@ -90,7 +122,6 @@ class TrendGroupClassifier(Estimator):
     percentile of the training photos' novelty) and ``validation_``.
     """
 
-    PARAMS = ("far_width",)
     STATE = ("cuts", "sigma", "prior", "novelty_scale")
 
     def __init__(self, far_width: float = 0.5):
@@ -168,8 +199,6 @@ class TrendGroupClassifier(Estimator):
 
     def predict(self, ci: np.ndarray) -> np.ndarray:
         """The band of each CI score (n,) int64: 0 common (>= upper), 2 subjective (< lower), 1 between."""
-        from interest.labels.groups import assign_trend_groups
-
         return assign_trend_groups(np.asarray(ci, dtype=np.float64), self.cuts_)
 
     def probability_form(self) -> dict[str, np.ndarray]:
