@@ -205,7 +205,7 @@ def embedded_model(tmp_path_factory):
 
 
 def test_ray_scores_equal_local(local_ray, embedded_model):
-    from interest.pipeline.ray import score_ray
+    from interest.apps.ray_scoring import score_ray
 
     root, bundle, model = embedded_model
     source = embeddings_path(root, model.backbone_id)
