@@ -64,7 +64,7 @@ def run_mode(args: argparse.Namespace) -> dict:
     import torch
 
     from interest.features.backbones import load_openclip
-    from interest.features.embed import embed_folder
+    from interest.pipeline.local import embed_folder
     from interest.pipeline.decoder import default_workers
     from interest.features.images import load_image
 

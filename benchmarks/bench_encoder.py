@@ -65,7 +65,7 @@ def encode_rates(backbones: dict, batch, batch_size: int) -> dict[str, float]:
 def end_to_end(folder: Path, backbone, batch_size: int) -> tuple[float, np.ndarray]:
     """Images per second of ``embed_folder`` and the table's embeddings (rows in file order)."""
     from interest.collection import read_embeddings
-    from interest.features.embed import embed_folder
+    from interest.pipeline.local import embed_folder
 
     out = Path(tempfile.mkdtemp(prefix="bench_encoder_"))
     try:

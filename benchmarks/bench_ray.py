@@ -57,7 +57,8 @@ def main() -> None:
     from interest.labels import label_collection
     from interest.models.train import train_model
     from interest.pipeline.local import embed_collection, embed_folder
-    from interest.pipeline.ray import embed_collection_ray, init_ray, score_ray
+    from interest.apps.ray_scoring import score_ray
+    from interest.pipeline.ray import embed_collection_ray, init_ray
     from interest.pipeline.reader import folder_collection
     from interest.synthetic.world import generate_world
 

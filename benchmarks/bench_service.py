@@ -35,7 +35,7 @@ BACKBONE = "openclip/ViT-B-32/none"
 
 def build_bundle(work: Path, backbone_id: str = BACKBONE) -> Path:
     """A model bundle for ``backbone_id`` under ``work`` (trained once, then reused)."""
-    from interest.features.embed import embed_collection
+    from interest.pipeline.local import embed_collection
     from interest.labels import label_collection
     from interest.models.train import train_model
     from interest.synthetic.world import generate_world

@@ -42,7 +42,7 @@ def build(work: Path, photos: int) -> tuple[Path, Path]:
     """The bundle and the library folder (made once)."""
     from PIL import Image
 
-    from interest.features.embed import embed_collection
+    from interest.pipeline.local import embed_collection
     from interest.labels import label_collection
     from interest.models.train import train_model
     from interest.synthetic.world import generate_world

@@ -187,6 +187,11 @@ def write_csv_atomic(path: str | os.PathLike, table: pd.DataFrame, *, index: boo
         spreadsheet_safe(table).to_csv(tmp, index=index, lineterminator="\r\n")
 
 
+#: the study's published labels of an imported collection (written by `interest import-flickruser`,
+#: read by the analysis and by `import-study-model`), beside the contract's tables
+REFERENCE_FILE = "reference.parquet"
+
+
 # ---------------------------------------------------------------- image files
 
 IMAGES_DIR = "images"

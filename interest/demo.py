@@ -25,7 +25,7 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
     from interest.collect.crawl import make_client
     from interest.evaluate import evaluate, format_metrics
     from interest.features.characteristics import characterize
-    from interest.features.embed import embed_collection
+    from interest.pipeline.local import embed_collection
     from interest.labels import label_collection
     from interest.models.train import train_model
     from interest.synthetic.server import serve_world

@@ -15,7 +15,7 @@ def train_image_model(
     The bundle is at ``root / "model"``; the images under ``root / "images"``. With the defaults the
     user heads are not zero (smaller worlds may give heads too weak to keep).
     """
-    from interest.features.embed import embed_collection
+    from interest.pipeline.local import embed_collection
     from interest.labels import label_collection
     from interest.models.train import train_model
     from interest.synthetic.world import generate_world

@@ -23,7 +23,7 @@ from interest.features.characteristics import (
     load_prompts,
     perceptual_measures,
 )
-from interest.features.embed import embed_collection
+from interest.pipeline.local import embed_collection
 
 REPO = Path(__file__).resolve().parents[1]
 

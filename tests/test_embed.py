@@ -1,4 +1,4 @@
-"""interest.features.embed: bad files recorded and skipped, cache hits, resumption, folders."""
+"""interest.pipeline.local (the embed stage): bad files recorded and skipped, cache hits, resumption, folders."""
 
 from __future__ import annotations
 
@@ -18,12 +18,8 @@ from image_files import bad_corpus, jpeg_bytes, photo_like, save_with_orientatio
 from interest.collection import read_embeddings, read_manifest, read_table, write_table
 from interest.errors import InterestError
 from interest.features.backbones import PerceptualBackbone, load_backbone
-from interest.features.embed import (
-    embed_collection,
-    embed_folder,
-    embed_paths,
-    record_photo_status,
-)
+from interest.pipeline.local import embed_collection, embed_folder, embed_paths
+from interest.pipeline.writer import record_photo_status
 from interest.features.images import load_image
 
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from interest.collect import import_flickruser
-from interest.collect.importer import REFERENCE_FILE, photo_id_from_url
-from interest.collection import read_manifest, read_table
+from interest.collect.importer import photo_id_from_url
+from interest.collection import REFERENCE_FILE, read_manifest, read_table
 from interest.errors import InterestError
 from interest.synthetic.server import serve_world
 

@@ -46,7 +46,7 @@ def test_ray_embeddings_equal_local(local_ray, twin_collections):
     from typer.testing import CliRunner
 
     from interest.cli import app
-    from interest.features.embed import embed_collection
+    from interest.pipeline.local import embed_collection
 
     local, remote = twin_collections
     embed_collection(local, backbone_id="perceptual/v1", workers=0, progress=False)
@@ -86,7 +86,7 @@ def test_ray_embeds_a_plain_folder_like_local_and_reruns_from_the_cache(local_ra
     from typer.testing import CliRunner
 
     from interest.cli import app
-    from interest.features.embed import embed_folder
+    from interest.pipeline.local import embed_folder
 
     folder = tmp_path / "my photos"
     shutil.copytree(twin_collections[0] / "images", folder)
@@ -108,7 +108,7 @@ def test_ray_embeds_a_plain_folder_like_local_and_reruns_from_the_cache(local_ra
 
 def test_ray_limits_behave_as_locally(local_ray, twin_collections, tmp_path):
     """--max-pixels on Ray refuses the same photos, with the same reason, as the local engine."""
-    from interest.features.embed import embed_collection
+    from interest.pipeline.local import embed_collection
     from interest.pipeline.ray import embed_collection_ray
 
     local, remote = tmp_path / "local", tmp_path / "ray"
@@ -205,7 +205,7 @@ def embedded_model(tmp_path_factory):
 
 
 def test_ray_scores_equal_local(local_ray, embedded_model):
-    from interest.pipeline.ray import score_ray
+    from interest.apps.ray_scoring import score_ray
 
     root, bundle, model = embedded_model
     source = embeddings_path(root, model.backbone_id)

@@ -163,7 +163,7 @@ def test_cli_imports_the_study_model(study, tmp_path):
 def test_embed_writes_the_norm_column(tmp_path):
     from interest.collection import read_embedding_norms
     from interest.features.backbones import PerceptualBackbone, perceptual_vector
-    from interest.features.embed import embed_folder
+    from interest.pipeline.local import embed_folder
     from interest.features.images import load_image
     from tests.image_files import jpeg_bytes, photo_like
 

@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from interest.collection import read_parquet_checked
+from interest.collection import REFERENCE_FILE, read_parquet_checked
 from interest.numeric import spearman
 from interest.vocabulary import TREND_GROUPS
 
-REFERENCE_FILE = "reference.parquet"
 # The study's own characteristics in the published CSVs, and the column each stands in for
 # when the collection has none of its own (an imported collection before `interest characterize`).
 PUBLISHED_CHARACTERISTICS = {

@@ -87,7 +87,7 @@ def embed(
     """Embed a collection's photos (or a folder of images) into features/<backbone-id>/embeddings.parquet."""
     from interest.collection import has_table
     from interest.features.backbones import check_encoder, load_backbone, load_openclip
-    from interest.features.embed import embed_collection
+    from interest.pipeline.local import embed_collection
     from interest.pipeline.reader import folder_collection
 
     check_device(device, backbone)

@@ -158,7 +158,7 @@ def score(
     if xmp and (engine is Engine.ray or any(p.suffix.lower() == ".parquet" for p in inputs)):
         raise InterestError("--xmp writes sidecars beside image files; give images or folders, not embeddings")
     if engine is Engine.ray:
-        from interest.pipeline.ray import score_ray
+        from interest.apps.ray_scoring import score_ray
 
         if len(inputs) != 1 or not (inputs[0].is_dir() or inputs[0].suffix == ".parquet"):
             raise InterestError("--engine ray scores one Parquet embeddings file or one collection directory")

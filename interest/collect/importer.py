@@ -56,6 +56,7 @@ from interest.collect.crawl import MAX_COUNT, MAX_TIMESTAMP
 from interest.collect.download import download_images, remove_temporaries
 from interest.collect.state import CrawlLock, CrawlState
 from interest.collection import (
+    REFERENCE_FILE,
     TABLES,
     coerce_columns,
     read_manifest,
@@ -65,8 +66,6 @@ from interest.collection import (
     write_table,
 )
 from interest.errors import InterestError
-
-REFERENCE_FILE = "reference.parquet"
 
 _PHOTO_ID_IN_URL = re.compile(r"/(\d+)_[0-9a-zA-Z]+(?:_[0-9a-zA-Z]{1,2})?\.(?:jpe?g|png|gif)(?:\?.*)?$", re.IGNORECASE)
 

@@ -317,7 +317,7 @@ def characterize(
     and the aesthetic score or proxy are always computed.
     """
     from interest.features.backbones import load_backbone, load_openclip, resolve_device
-    from interest.features.embed import embed_collection
+    from interest.pipeline.local import embed_collection
     from interest.pipeline.decoder import Decoder, default_batch_size
     from interest.progress import progress_bar
 

@@ -107,8 +107,7 @@ def cuts_from_reference(collection: str | os.PathLike) -> tuple[tuple[float, flo
     of photos whose published group these cuts give back (1.0 when the study's
     groups are cuts on its score).
     """
-    from interest.collect.importer import REFERENCE_FILE
-    from interest.collection import read_parquet_checked
+    from interest.collection import REFERENCE_FILE, read_parquet_checked
     from interest.learn.groups import assign_trend_groups, check_group_cuts
 
     path = Path(collection) / REFERENCE_FILE
