@@ -42,7 +42,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from interest import __version__
-from interest.errors import InterestError, not_a_model_bundle, require
+from interest.errors import InterestError, not_a_model_bundle, one_line, require
 from interest.numeric import l2_normalize
 from interest.vocabulary import TREND_GROUPS
 
@@ -679,7 +679,7 @@ def parse_embeddings_request(
     try:
         data = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
-        raise HTTPException(400, f"embeddings request: not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+        raise HTTPException(400, f"embeddings request: not valid JSON ({one_line(exc, 120)})") from None
     del text
     if not isinstance(data, dict):
         raise HTTPException(422, "embeddings request: the body must be a JSON object with `embeddings`")

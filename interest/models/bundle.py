@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from interest.errors import InterestError, not_a_model_bundle
+from interest.errors import InterestError, not_a_model_bundle, one_line
 from interest.models import safe_io
 from interest.models.storage import BundleDir, bundle_lock, read_consistently, switch_in
 
@@ -239,7 +239,7 @@ def _load(path: Path, bundle: BundleDir) -> "InterestModel":
     try:
         model = MODEL_KINDS["full"](**fitted, metadata=meta, name=str(path))
     except (KeyError, TypeError, ValueError) as exc:
-        raise InterestError(f"{meta_path}: incomplete model description ({_first_line(exc)}); restore the bundle or retrain") from None
+        raise InterestError(f"{meta_path}: incomplete model description ({one_line(exc)}); restore the bundle or retrain") from None
     _check_shapes(model, path)
     return model
 
@@ -383,7 +383,7 @@ def _build(path: Path, name: str, make):
     try:
         return make()
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise InterestError(f"{path / name}: arrays that do not fit together ({_first_line(exc)}); restore it or retrain") from None
+        raise InterestError(f"{path / name}: arrays that do not fit together ({one_line(exc)}); restore it or retrain") from None
 
 
 def _lightgbm(path: Path, name: str, data: dict[str, bytes]):
@@ -416,9 +416,3 @@ def _check_shapes(model, path: Path) -> None:
     for name, ok in checks:
         if not ok:
             raise InterestError(f"{path / name}: shapes disagree with model.json; restore the bundle or retrain")
-
-
-def _first_line(exc: BaseException) -> str:
-    """An exception's message cut to its first line: user-facing errors are one line."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from interest.errors import InterestError
+from interest.errors import InterestError, one_line
 from interest.models import safe_io
 from interest.models.bundle import MODEL_JSON, MODEL_KINDS, sha256_bytes
 from interest.models.common import Estimator
@@ -71,7 +71,7 @@ def read_linear_state_dict(
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean "not a safe state dict"
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = one_line(exc)
         raise InterestError(
             f"{path}: not a torch state dict readable with weights_only=True ({text[:120]}); give the study's .pth"
         ) from None
