@@ -129,9 +129,9 @@ def test_the_graph_sees_the_imports_it_should():
     assert len(graph) > 50 and "interest.models.model" in graph
     # module level, through a package's submodule, and a relative import all count
     assert "interest.models.common" in graph["interest.models.model"]
-    assert "interest.models.safe_io" in graph["interest.models.bundle"]
+    assert "interest.bundle.safe_io" in graph["interest.bundle.io"]
     # TYPE_CHECKING and function-level imports do not
-    assert "interest.models.model" not in graph["interest.models.bundle"]
+    assert "interest.models.model" not in graph["interest.bundle.io"]
     assert not graph["interest.numeric"]
 
 
@@ -158,7 +158,7 @@ KNOWN_MUTUAL: set[tuple[str, str]] = set()
 def test_no_two_modules_import_each_other_even_lazily():
     graph = import_graph(lazy=True)
     assert "interest.progress" in graph["interest.pipeline.local"]  # a function-level import counts here
-    assert "interest.models.model" not in graph["interest.models.bundle"]  # TYPE_CHECKING does not
+    assert "interest.models.model" not in graph["interest.bundle.io"]  # TYPE_CHECKING does not
     mutual = {(a, b) for a in graph for b in graph[a] if a < b and a in graph[b]}
     # e.g. interest <-> interest.hub (export_hub called interest.load), models.model <-> models.bundle
     assert mutual <= KNOWN_MUTUAL, f"modules importing each other: {sorted(mutual - KNOWN_MUTUAL)}"

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from interest.errors import InterestError
 from interest.hub import is_hub_name, parse_hub_name, resolve_bundle
-from interest.models.bundle import MODEL_JSON, load_bundle, without_local_paths
+from interest.bundle.format import MODEL_JSON
+from interest.bundle.io import without_local_paths
+from interest.scoring import load_model
 
 
 def _card(meta: dict, name: str, license: str) -> str:
@@ -73,7 +75,7 @@ def export_hub(model: str | os.PathLike, out: str | os.PathLike, *, license: str
     temporary folder and renamed, so ``out`` is never half-written.
     """
     src = resolve_bundle(str(model)) if is_hub_name(str(model)) else Path(model)
-    load_bundle(src)  # refuses a damaged bundle before anything is written
+    load_model(src)  # refuses a damaged bundle before anything is written
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InterestError(f"{out}: exists and is not empty; choose a new folder for the Hub export")
