@@ -15,7 +15,7 @@ import copy
 import os
 import threading
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,17 @@ Self = TypeVar("Self", bound="EmbeddingModel")
 
 #: What :meth:`EmbeddingModel.read_inputs` gives: the id column's name, the ids, the embeddings, per-row problems.
 Inputs = tuple[str, np.ndarray, np.ndarray, list]
+
+
+class Heads(Protocol):
+    """A table of user heads (:class:`~interest.models.user_heads.UserHeads`, or the study's
+    :class:`~interest.models.study.DirectionHeads`): personalising replaces it whole, never edits it."""
+
+    users_: np.ndarray
+
+    def has(self, user: str) -> bool: ...
+
+    def deviations(self, users: list[str], Z: np.ndarray) -> np.ndarray: ...
 
 
 class EmbeddingModel:
@@ -46,7 +57,7 @@ class EmbeddingModel:
     #: the kind of bundle it is saved as (model.json ``kind``; see :mod:`interest.bundle.format`)
     kind: str = FULL_KIND
 
-    def __init__(self, *, heads: Any, metadata: dict, name: str = "model") -> None:
+    def __init__(self, *, heads: Heads, metadata: dict, name: str = "model") -> None:
         self._heads = heads
         self.metadata = metadata
         self.name = name  # how error messages refer to the model (its bundle path once loaded)
@@ -109,7 +120,7 @@ class EmbeddingModel:
         return [str(u) for u in self._heads.users_]
 
     @property
-    def heads(self):
+    def heads(self) -> Heads:
         """The per-user heads (a :class:`UserHeads`; personalizing replaces it whole, never edits it)."""
         return self._heads
 
@@ -123,14 +134,14 @@ class EmbeddingModel:
         """How many leading PCA components a user head lives in."""
         return self._h
 
-    def with_heads(self, heads) -> "InterestModel":
+    def with_heads(self: Self, heads: Heads) -> Self:
         """A copy of this model with other user heads (a :class:`UserHeads`), everything else shared."""
         new = copy.copy(self)
         new._heads = heads
         new._lock = threading.Lock()
         return new
 
-    def reloaded(self, path: str | os.PathLike) -> "InterestModel":
+    def reloaded(self: Self, path: str | os.PathLike) -> Self:
         """The bundle at ``path`` loaded again, sharing this model's backbone (loaded once per process).
 
         For a long-running service whose bundle another process personalized;
@@ -233,7 +244,7 @@ class EmbeddingModel:
             )
         return emb, sq
 
-    def _check_user(self, heads, user: str) -> None:
+    def _check_user(self, heads: Heads, user: str) -> None:
         if not heads.has(user):
             raise InterestError(f"user {user} has no head in {self.name}; run `interest personalize` for them first")
 
