@@ -17,7 +17,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,10 @@ from interest.hub import is_hub_name, resolve_bundle
 from interest.models.base import EmbeddingModel, Inputs, embeddings_of_parquet, read_embedding_inputs
 from interest.models.model import InterestModel
 from interest.models.study import LinearHeadModel
+
+if TYPE_CHECKING:
+    from interest.features.backbones import Backbone
+    from interest.pipeline.runner import ShardRunner
 
 DEFAULT_BACKBONE_OPTIONS = {"device": "cpu", "precision": "fp32", "cache_dir": None, "weights": None, "encoder": "auto"}
 
@@ -41,7 +45,7 @@ class BackboneHolder:
 
     def __init__(self) -> None:
         self.options = dict(DEFAULT_BACKBONE_OPTIONS)
-        self.backbone = None
+        self.backbone: Backbone | None = None
         self._lock = threading.Lock()
 
     @property
@@ -63,7 +67,7 @@ class BackboneHolder:
             "weights": None if weights is None else str(Path(weights).expanduser()),
         }
 
-    def get(self, spec: dict, dim: int, name: str):
+    def get(self, spec: dict, dim: int, name: str) -> Backbone:
         """The backbone of bundle metadata ``spec`` (its ``backbone`` entry), loaded and checked once."""
         with self._lock:
             if self.backbone is None:
@@ -71,7 +75,7 @@ class BackboneHolder:
             return self.backbone
 
 
-def _load_checked(backbone_id: str, want: dict | None, dim: int, name: str, options: dict):
+def _load_checked(backbone_id: str, want: dict | None, dim: int, name: str, options: dict) -> Backbone:
     from interest.features.backbones import load_backbone
 
     options = dict(options)
@@ -116,7 +120,7 @@ def _jsonable(x: Any) -> Any:
     return json.loads(json.dumps(x, sort_keys=True, default=str))
 
 
-def _runner(model: "ImageScoring", batch_size: int):
+def _runner(model: "ImageScoring", batch_size: int) -> ShardRunner:
     from interest.pipeline.runner import shard_runner
 
     return shard_runner(model.backbone, batch_size=batch_size)
@@ -204,7 +208,7 @@ class ImageScoring(EmbeddingModel):
         self.backbone_holder = BackboneHolder()  # the image backbone, loaded on first use
 
     @property
-    def backbone(self):
+    def backbone(self) -> Backbone:
         """The image backbone (loaded on first use, once, with :meth:`configure_backbone`'s options)."""
         return self.backbone_holder.get(self.metadata["backbone"], self.dim, self.name)
 

@@ -170,7 +170,8 @@ class EmbeddingModel:
         cache: str | os.PathLike | None = None,
     ) -> pd.DataFrame:
         """Score photos: image paths or folders (searched recursively, sorted), PIL images,
-        an array of embeddings, a DataFrame (photo_id, embedding) or a Parquet embeddings file.
+        an array of embeddings, a DataFrame (photo_id, embedding) or a Parquet embeddings file
+        (images need the backbone: a model from :func:`interest.load`, see :mod:`interest.scoring`).
 
         The first column names each row: ``path`` (image files), ``photo_id``
         (embeddings with ids) or ``index`` (PIL images, a bare array). Then
