@@ -54,7 +54,7 @@ def bare_load(path: Path) -> None:
 
 
 def lgb_checks(path: Path) -> None:
-    from interest.models import safe_io
+    from interest.bundle import safe_io
 
     for name in sorted(p.name for p in path.glob("*.lgb.txt")):
         safe_io._canonical_lgb((path / name).read_text(), name, "")

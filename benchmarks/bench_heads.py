@@ -326,7 +326,7 @@ def _logistic_baseline(model, train_emb, train_y, test_emb, test_y, true_y, far_
     from interest.learn.groups import expected_calibration_error
 
     def inputs(x):
-        Z, stack = model._project(model._check_embeddings(x))
+        Z, stack = model._project(model.check_embeddings(x))
         return model.booster.app_matrix(Z[:, : model.booster_components], stack).astype(np.float64)
 
     F, Ft, Ff = inputs(train_emb), inputs(test_emb), inputs(far_emb)

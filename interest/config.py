@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from interest.errors import InterestError
+from interest.errors import InterestError, one_line
 
 T = TypeVar("T")
 
@@ -33,7 +33,7 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, **overrides
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise InterestError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise InterestError(f"{path}: not valid YAML ({one_line(exc)})") from None
         if not isinstance(loaded, dict):
             raise InterestError(f"{path}: a config must be a mapping of keys to values")
         values.update(loaded)

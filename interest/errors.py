@@ -72,3 +72,13 @@ def require(module: str, extra: str, purpose: str):
 def not_a_model_bundle(path) -> InterestError:
     """The one error for a path that holds no model bundle, worded the same by every command that meets it."""
     return InterestError(f"{path}: not a model bundle (no model.json); train one with `interest train DATA --out {path}`")
+
+
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """An exception's message cut to its first line (at most ``limit`` characters), or its type's name when it has none.
+
+    User-facing errors are one line: every message that quotes a library's exception quotes it through this.
+    """
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if limit is None else line[:limit]

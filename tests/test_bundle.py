@@ -205,6 +205,39 @@ def test_personalize_save_load_over_the_same_path(copy, collection):
     assert [p.name for p in copy.parent.iterdir() if p.name.startswith(".")] == [".model.lock"]
 
 
+def test_editing_saves_the_edit_and_an_exception_leaves_the_bundle_as_it_was(copy, collection):
+    from interest.bundle.io import editing
+
+    _, _, emb = read_embeddings(collection)
+    before = (copy / "user_heads.npz").read_bytes()
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        with editing(copy, lambda: interest.load(copy)) as model:
+            model.personalize("undecided", liked=emb[:10])
+            raise RuntimeError("changed my mind")
+    assert (copy / "user_heads.npz").read_bytes() == before and "undecided" not in interest.load(copy).users
+    saved = []
+    with editing(copy, lambda: interest.load(copy), saved=lambda: saved.append(True)) as model:
+        model.personalize("decided", liked=emb[:10])
+        expected = model.score_embeddings(emb[:50], user="decided")
+    assert saved == [True]
+    pd.testing.assert_frame_equal(interest.load(copy).score_embeddings(emb[:50], user="decided"), expected)
+
+
+def test_read_bundle_gives_fitted_parts_and_the_model_over_embeddings_refuses_images(bundle, collection):
+    from interest.bundle.format import ESTIMATORS
+    from interest.bundle.io import read_bundle
+    from interest.models.model import InterestModel
+
+    read = read_bundle(bundle)
+    assert read.kind == "full" and set(read.parts) == set(ESTIMATORS)
+    assert read.metadata["parts"] == json.loads((bundle / "model.json").read_text())["parts"]
+    plain = InterestModel.from_bundle(read)  # over embeddings only: no backbone
+    _, _, emb = read_embeddings(collection)
+    pd.testing.assert_frame_equal(plain.score(emb[:40])[["ci_score"]], interest.load(bundle).score(emb[:40])[["ci_score"]])
+    with pytest.raises(InterestError, match="load it with interest.load to score images"):
+        plain.score([bundle / "photo.jpg"])
+
+
 def test_save_never_overwrites_something_else(bundle, tmp_path):
     precious = tmp_path / "photos"
     precious.mkdir()

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from apps_helpers import assert_benchmarks_rows, train_tiny_bundle
 
-from interest.models.bundle import _npz_bytes
+from interest.bundle.format import npz_bytes as _npz_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 PROBE_TIMEOUT_S = 20.0
@@ -347,7 +347,7 @@ def test_npz_bomb_and_huge_headers_are_refused_before_allocating(base):
     import resource
 
     from interest.errors import InterestError
-    from interest.models import safe_io
+    from interest.bundle import safe_io
 
     bomb = _bomb()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

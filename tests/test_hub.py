@@ -15,6 +15,7 @@ import pytest
 
 import interest
 from interest import hub
+from interest.apps import hub_export
 from interest.errors import InterestError
 from interest.features.backbones import PERCEPTUAL_DIM, PerceptualBackbone
 from interest.models.study import linear_model
@@ -104,7 +105,7 @@ def test_cli_scores_with_a_hub_name(bundle, photos, tmp_path):
 
 def test_export_hub_writes_a_loadable_folder_with_a_model_card(bundle, photos, tmp_path, offline):
     out = tmp_path / "export"
-    hub.export_hub(bundle, out, license="cc-by-nc-4.0")
+    hub_export.export_hub(bundle, out, license="cc-by-nc-4.0")
     card = (out / "README.md").read_text()
     front = card.split("---")[1]
     fields = {line.split(":", 1)[0]: json.loads(line.split(":", 1)[1]) for line in front.strip().splitlines()}
@@ -117,7 +118,7 @@ def test_export_hub_writes_a_loadable_folder_with_a_model_card(bundle, photos, t
     np.testing.assert_allclose(again.score(photos, progress=False)["ci_score"],
                                interest.load(bundle).score(photos, progress=False)["ci_score"], atol=1e-6)
     with pytest.raises(InterestError, match="not empty"):
-        hub.export_hub(bundle, out)
+        hub_export.export_hub(bundle, out)
 
 
 def test_export_hub_names_the_collection_never_its_path(bundle, photos, tmp_path, offline):
@@ -127,7 +128,7 @@ def test_export_hub_names_the_collection_never_its_path(bundle, photos, tmp_path
     meta.setdefault("provenance", {})["group_cuts_from"] = {"collection": "C:\\Users\\trainer\\flickruser", "agreement": 0.9}
     (bundle / "model.json").write_text(json.dumps(meta))  # model.json is not among the checksummed parts
     out = tmp_path / "export"
-    hub.export_hub(bundle, out)
+    hub_export.export_hub(bundle, out)
     exported = json.loads((out / "model.json").read_text())
     assert exported["data"] == {"collection": "flickr-2024", "fingerprint": "sha256:0d0f70"}
     assert exported["provenance"]["group_cuts_from"]["collection"] == "flickruser"

@@ -98,7 +98,7 @@ def test_every_caller_of_a_model_gets_the_collections_embedding(tmp_path):
 
     from interest.apps.curate import curate
     from interest.apps.service import decode_upload
-    from interest.models.inputs import read_inputs
+    from interest.scoring import read_inputs
 
     root = tmp_path / "world"
     model = train_image_model(root, n_users=30, n_photos=120, n_topics=4, clusters=8)

@@ -24,7 +24,7 @@ from apps_helpers import train_image_model, train_tiny_bundle  # noqa: E402
 
 import interest  # noqa: E402
 from interest.errors import InterestError  # noqa: E402
-from interest.models import storage  # noqa: E402
+from interest.bundle import storage  # noqa: E402
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 
@@ -147,7 +147,7 @@ def test_two_servers_on_one_bundle_lose_no_head(world, bundle, tmp_path):
 _WRITER = textwrap.dedent(
     """
     import sys, numpy as np, interest
-    from interest.models.storage import bundle_lock
+    from interest.bundle.storage import bundle_lock
     path, n = sys.argv[1], int(sys.argv[2])
     emb = np.random.default_rng(0).normal(size=(6, 16)).astype(np.float32)
     for i in range(n):
@@ -217,7 +217,7 @@ _ACKNOWLEDGING_WRITER = textwrap.dedent(
     """
     import sys, httpx, interest
     from interest.collection import read_embeddings
-    from interest.models.storage import bundle_lock
+    from interest.bundle.storage import bundle_lock
     path, world, url, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     _, _, emb = read_embeddings(world, "perceptual/v1")
     for i in range(n):
@@ -301,7 +301,7 @@ def test_an_acknowledged_head_is_seen_while_a_save_is_switching(tiny_bundle, tmp
     waits for the writer to finish, then reads the bundle.
     """
     from interest.apps.service import background_server, create_app
-    from interest.models.storage import bundle_lock
+    from interest.bundle.storage import bundle_lock
 
     path = tmp_path / "model"
     shutil.copytree(tiny_bundle, path)

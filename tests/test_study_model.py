@@ -181,10 +181,11 @@ def test_embed_writes_the_norm_column(tmp_path):
 def test_an_unreadable_image_beside_a_head_without_groups(study, tmp_path):
     from interest.features.backbones import PERCEPTUAL_DIM
     from interest.models.study import linear_model
+    from interest.scoring import with_images
     from tests.image_files import jpeg_bytes, photo_like
 
     rng = np.random.default_rng(5)
-    model = linear_model(rng.normal(size=PERCEPTUAL_DIM), 0.0, backbone_id="perceptual/v1", raw=True)
+    model = with_images(linear_model(rng.normal(size=PERCEPTUAL_DIM), 0.0, backbone_id="perceptual/v1", raw=True))
     good = tmp_path / "good.jpg"
     good.write_bytes(jpeg_bytes(photo_like(64, 48, seed=1)))
     bad = tmp_path / "bad.jpg"

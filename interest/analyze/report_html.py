@@ -119,7 +119,7 @@ class _Builder:
         model = self.r.model
         if model is None:
             return _note("No model given: run <code>interest report DATA --model MODEL</code> for the model card, drivers and personal taste.")
-        from interest.models.bundle import without_local_paths
+        from interest.bundle.io import without_local_paths
 
         meta = without_local_paths(model.metadata)  # a report is shared: older bundles keep the collection's path
         features = meta.get("features", {})

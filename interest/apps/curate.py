@@ -21,7 +21,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,9 @@ from interest.features.images import find_images
 from interest.pipeline.local import embed_paths
 from interest.safe_files import MAX_IMAGE_BYTES, open_file
 
+if TYPE_CHECKING:
+    from interest.scoring import ImageScoring
+
 # Near-duplicate thresholds per backbone kind. CLIP puts bursts and re-edits above ~0.95 and
 # different scenes mostly below 0.85; the perceptual statistics are coarser (different
 # pictures of one palette and texture reach 0.96), so they need a stricter cut.
@@ -40,7 +43,7 @@ _BLOCK = 2048  # rows per block of the similarity matrix: bounds memory at 16 MB
 
 
 def curate(
-    model: Any,
+    model: ImageScoring | str | os.PathLike,
     photos_dir: str | os.PathLike,
     *,
     user: str | None = None,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,13 +31,16 @@ from interest.collection import atomic_path, write_json_atomic
 from interest.errors import InterestError
 from interest.vocabulary import TREND_GROUPS
 
+if TYPE_CHECKING:
+    from interest.models.model import InterestModel
+
 FORMAT_VERSION = 1
 MANIFEST = "interest-onnx.json"
 HEADS_OPSET = 15  # onnxmltools' LightGBM converter supports up to 15
 ML_OPSET = 1
 
 
-def export_onnx(model: Any, out: str | os.PathLike, *, opset: int = 17, cache_dir: str | None = None) -> list[Path]:
+def export_onnx(model: InterestModel | str | os.PathLike, out: str | os.PathLike, *, opset: int = 17, cache_dir: str | None = None) -> list[Path]:
     """Export ``model`` (an InterestModel or a bundle path) into directory ``out``; returns the files written.
 
     ``cache_dir`` is where the backbone's weights are (as for ``interest embed``).
@@ -80,7 +83,7 @@ def export_onnx(model: Any, out: str | os.PathLike, *, opset: int = 17, cache_di
     return files
 
 
-def build_heads_graph(model: Any) -> Any:
+def build_heads_graph(model: InterestModel) -> Any:
     """The ONNX model from embeddings and a user index to ci_score, probabilities and deviation.
 
     Follows ``InterestModel.score_embeddings`` step by step, each step in the

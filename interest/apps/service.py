@@ -42,7 +42,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from interest import __version__
-from interest.errors import InterestError, not_a_model_bundle, require
+from interest.errors import InterestError, not_a_model_bundle, one_line, require
 from interest.numeric import l2_normalize
 from interest.vocabulary import TREND_GROUPS
 
@@ -315,7 +315,7 @@ def create_app(
     @app.get("/model", summary="The model card: backbone, preprocessing, users with heads, evaluation, limits.",
              response_model=ModelCard)
     async def model_card() -> ModelCard:
-        from interest.models.bundle import without_local_paths
+        from interest.bundle.io import without_local_paths
 
         model = await run_in_threadpool(state.current)
         meta = without_local_paths(model.metadata or {})  # older bundles hold the collection's path on the trainer's disk
@@ -459,7 +459,7 @@ class _State:
             except InterestError:
                 pass
         # every lock-free read raced a save (or the bundle is damaged): once more with writers held off
-        from interest.models.storage import bundle_lock
+        from interest.bundle.storage import bundle_lock
 
         try:
             with bundle_lock(self.model_path), self._write:
@@ -490,19 +490,20 @@ class _State:
 
     def personalize(self, user: str, liked: list, disliked: list | None) -> None:
         """Fit ``user``'s head on the newest bundle and save it, before the request answers."""
-        from interest.models.storage import bundle_lock
+        from interest.bundle.io import editing
 
         # One writer at a time across threads *and* worker processes, each starting from the bundle
-        # on disk as the previous writer left it: two heads saved at once must not lose either.
-        with bundle_lock(self.model_path), self._write:
-            model = self._catch_up()  # a writer starts from the newest heads, or not at all (a damaged bundle)
-            try:
-                model.personalize(user, liked, disliked)
-                model.save(self.model_path)
-            except BaseException:
-                self._stamp = None  # the model in memory may hold a head the disk lacks: reload it next time
-                raise
+        # on disk as the previous writer left it (or not at all: a damaged bundle): two heads saved at
+        # once must not lose either.
+        def saved() -> None:
             self._stamp = self._bundle_stamp()
+
+        try:
+            with editing(self.model_path, self._catch_up, hold=self._write, saved=saved) as model:
+                model.personalize(user, liked, disliked)
+        except BaseException:
+            self._stamp = None  # the model in memory may hold a head the disk lacks: reload it next time
+            raise
 
 
 class _Batcher:
@@ -679,7 +680,7 @@ def parse_embeddings_request(
     try:
         data = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
-        raise HTTPException(400, f"embeddings request: not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+        raise HTTPException(400, f"embeddings request: not valid JSON ({one_line(exc, 120)})") from None
     del text
     if not isinstance(data, dict):
         raise HTTPException(422, "embeddings request: the body must be a JSON object with `embeddings`")

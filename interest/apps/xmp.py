@@ -46,13 +46,16 @@ import stat
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from interest.errors import InterestError
 from interest.vocabulary import GROUP_PROBABILITY_COLUMNS, TREND_GROUPS
+
+if TYPE_CHECKING:
+    from interest.models.base import EmbeddingModel
 
 INTEREST_NS = "https://interest.invalid/ns/xmp/1.0/"  # .invalid never resolves: nobody else can own this name
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -82,7 +85,7 @@ _CONTAINERS = (_BAG, f"{{{RDF}}}Seq", f"{{{RDF}}}Alt")
 # ---------------------------------------------------------------- scores -> stars
 
 
-def rating_cuts(model: Any) -> np.ndarray:
+def rating_cuts(model: EmbeddingModel) -> np.ndarray:
     """The four CI-score cut points between 1|2|3|4|5 stars, from the bundle alone (4,) float64.
 
     A bundle trained by this version stores them (model.json
@@ -132,7 +135,7 @@ def stars(scores: Sequence[float] | np.ndarray | pd.Series, cuts: np.ndarray) ->
     return np.where(np.isfinite(scores), out, 0).astype(np.int64)
 
 
-def model_fingerprint(model: Any) -> str:
+def model_fingerprint(model: EmbeddingModel) -> str:
     """sha256 (first 16 hex) over the checksums of the bundle's parts other than the user heads.
 
     Personalising a user does not change it (their ``userScore`` does); retraining does.
@@ -145,7 +148,7 @@ def model_fingerprint(model: Any) -> str:
     return hashlib.sha256(json.dumps(common, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _model_name(model: Any) -> str:
+def _model_name(model: EmbeddingModel) -> str:
     name = str(getattr(model, "name", "model"))
     return name if name.startswith("hf-hub:") else Path(name).name or name
 
@@ -206,7 +209,7 @@ def _glob_escape(name: str) -> str:
 
 
 def write_sidecars(
-    model: Any,
+    model: EmbeddingModel,
     scores: pd.DataFrame,
     photos_dir: str | os.PathLike | None = None,
     *,

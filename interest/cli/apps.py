@@ -166,6 +166,6 @@ def export_hub(
     license: str = typer.Option("other", help="Licence for the model card's front matter (e.g. mit, cc-by-nc-4.0)."),
 ) -> None:
     """Write a Hugging Face Hub-ready folder: the bundle and a model card (README.md)."""
-    from interest.hub import export_hub as run_export
+    from interest.apps.hub_export import export_hub as run_export
 
     typer.echo(f"wrote {run_export(model, out, license=license)}")

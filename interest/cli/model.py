@@ -236,13 +236,13 @@ def personalize(
     """
     import interest
 
-    from interest.models.storage import bundle_lock
+    from interest.bundle.io import editing
 
     check_device(device)
-    with bundle_lock(model):  # load to save under the bundle's lock: a service personalising it meanwhile loses no head
-        bundle = interest.load(model, device=device, precision=precision.value, cache_dir=cache_dir, weights=weights)
+    # loaded and saved under the bundle's lock: a service personalising it meanwhile loses no head
+    with editing(model, lambda: interest.load(model, device=device, precision=precision.value, cache_dir=cache_dir,
+                                              weights=weights)) as bundle:
         bundle.personalize(user, _resolve_inputs(liked), _resolve_inputs(disliked) if disliked else None)
-        bundle.save(model)
     typer.echo(f"personalized user {user} in {model}")
 
 

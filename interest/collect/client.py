@@ -50,7 +50,7 @@ from requests.adapters import HTTPAdapter
 from requests_oauthlib import OAuth1
 
 from interest.collect.limiter import RateLimiter
-from interest.errors import InterestError
+from interest.errors import InterestError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -433,10 +433,10 @@ class FlickrClient:
                 if req.expired:
                     raise CallFailed("timeout", f"{what}: no whole answer within the deadline of {self.timeout:g} s") from None
                 if isinstance(exc, requests.Timeout):
-                    raise CallFailed("timeout", f"{what}: {self.scrub(_first_line(exc))}") from None
+                    raise CallFailed("timeout", f"{what}: {self.scrub(one_line(exc, 300))}") from None
                 if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
                     raise CallFailed("truncated", f"{what}: the body ended early") from None
-                raise CallFailed("connection", f"{what}: {self.scrub(_first_line(exc))}") from None
+                raise CallFailed("connection", f"{what}: {self.scrub(one_line(exc, 300))}") from None
 
     # ------------------------------------------------------------ API calls
 
@@ -555,9 +555,6 @@ class _Expired(Exception):
     """The watchdog cut a request whose body had seemed to end cleanly."""
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _raise_for_status(response: requests.Response, *args: object, **kwargs: object) -> None:

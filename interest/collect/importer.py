@@ -65,7 +65,7 @@ from interest.collection import (
     write_parquet_atomic,
     write_table,
 )
-from interest.errors import InterestError
+from interest.errors import InterestError, one_line
 
 _PHOTO_ID_IN_URL = re.compile(r"/(\d+)_[0-9a-zA-Z]+(?:_[0-9a-zA-Z]{1,2})?\.(?:jpe?g|png|gif)(?:\?.*)?$", re.IGNORECASE)
 
@@ -129,7 +129,7 @@ def read_flickruser_csv(path: str | os.PathLike) -> tuple[pd.DataFrame, int]:
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=True)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise InterestError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+        raise InterestError(f"{path}: not a readable CSV ({one_line(exc)})") from None
     df.columns = [c.strip() for c in df.columns]
     older = "img_url" in df.columns or ("user" in df.columns and "user_id" not in df.columns)
     required = ("user", "img_url") if older else ("user_id", "favimg_url")

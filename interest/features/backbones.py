@@ -42,7 +42,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from interest.errors import InterestError
+from interest.errors import InterestError, one_line
 from interest.features import pixels
 from interest.numeric import l2_normalize
 from interest.safe_files import UnsafeFile, open_file, resolve_inside
@@ -513,7 +513,7 @@ def load_openclip(model: str, pretrained: str | None, *, device: str = "cpu", ca
     except Exception as exc:  # noqa: BLE001 - open_clip and huggingface_hub raise many types
         from interest.hub import hub_offline
 
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = one_line(exc)
         if len(text) > 160:
             text = text[:157] + "..."
         if hub_offline():

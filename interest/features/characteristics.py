@@ -38,7 +38,7 @@ from interest.collection import (
     read_table,
     write_table,
 )
-from interest.errors import InterestError
+from interest.errors import InterestError, one_line
 from interest.features import pixels
 from interest.features.images import DEFAULT_MAX_PIXELS
 
@@ -148,7 +148,7 @@ def load_prompts(path: str | os.PathLike | None = None) -> dict[str, dict[str, l
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise InterestError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise InterestError(f"{source}: not valid YAML ({one_line(exc)})") from None
     out: dict[str, dict[str, list[str]]] = {}
     for key, names in (("emotions", EMOTIONS), ("styles", STYLES)):
         section = data.get(key) if isinstance(data, dict) else None
@@ -245,7 +245,7 @@ def load_laion_head(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean "not a safe state dict"
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = one_line(exc)
         raise InterestError(f"{path}: not a state dict readable with weights_only=True ({text[:120]})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InterestError(f"{path}: not a state dict of tensors (a LAION aesthetic head .pth)")

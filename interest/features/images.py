@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from interest.errors import InterestError
+from interest.errors import InterestError, one_line
 from interest.safe_files import MAX_IMAGE_BYTES, UnsafeFile, read_file
 
 # Pillow's own decompression-bomb limit (about 89.5 megapixels, a 9459x9459 image).
@@ -71,7 +71,7 @@ def decode_image(
     except Image.DecompressionBombError as exc:
         raise BadImage(name, "too_many_pixels", str(exc).split(" could be")[0].rstrip(" ,")) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise BadImage(name, "corrupt", _first_line(exc)) from None
+        raise BadImage(name, "corrupt", one_line(exc)) from None
     # The header gives the size before any pixel is decoded: refuse bombs here.
     width, height = img.size
     if width * height > max_pixels:
@@ -82,15 +82,15 @@ def decode_image(
         img.seek(0)  # animations: the first frame is the one a viewer shows first
         img.load()
     except Image.DecompressionBombError as exc:
-        raise BadImage(name, "too_many_pixels", _first_line(exc)) from None
+        raise BadImage(name, "too_many_pixels", one_line(exc)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        message = _first_line(exc)
+        message = one_line(exc)
         reason = "truncated" if "truncated" in message.lower() or isinstance(exc, EOFError) else "corrupt"
         raise BadImage(name, reason, message) from None
     try:
         return _to_rgb(_upright(img))
     except (OSError, ValueError) as exc:
-        raise BadImage(name, "unreadable", _first_line(exc)) from None
+        raise BadImage(name, "unreadable", one_line(exc)) from None
 
 
 def _upright(img: Image.Image) -> Image.Image:
@@ -162,11 +162,6 @@ def _srgb_transform(profile: bytes, mode: str):
         return ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), mode, "RGB")
     except Exception:  # noqa: BLE001 - a broken profile: Pillow's plain conversion instead
         return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------- finding image files

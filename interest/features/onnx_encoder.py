@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from interest.collection import atomic_path, write_json_atomic
+from interest.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +226,7 @@ def _usable(path: Path, record: dict, key: str) -> OnnxImageEncoder | None:
     try:
         return OnnxImageEncoder(path).open()
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types for a damaged model
-        log.warning("rebuilding the cached encoder %s: it cannot be opened (%s)", path, str(exc).splitlines()[0][:120])
+        log.warning("rebuilding the cached encoder %s: it cannot be opened (%s)", path, one_line(exc, 120))
         return None
 
 
@@ -261,7 +262,7 @@ def onnx_image_encoder(net: Any, backbone_id: str, input_size: tuple[int, int], 
             fp32 = OnnxImageEncoder(fp32_path).open()
         except Exception as exc:  # noqa: BLE001 - the exporter fails in many ways on unusual architectures
             log.warning("%s: cannot export the visual tower to ONNX (%s); encoding with torch eager", backbone_id,
-                        str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__)
+                        one_line(exc, 160))
             return None, {"exact": False, "reason": "export failed"}
         check = _check_batch(input_size)
         with torch.inference_mode():

@@ -1,11 +1,19 @@
-"""Models: the common model, the trend-group classifier, per-user heads, the bundle and training.
+"""Models: the common model, the trend-group classifier, per-user heads and training (bundles on disk: interest.bundle).
 
-Light to import: the parts load LightGBM and scikit-learn only when used.
+Light to import: the parts load LightGBM and scikit-learn only when used, and this package's names
+are imported on first use (``interest.bundle`` reads the estimators here without loading the models).
 """
 
-from interest.models.bundle import load_bundle, save_bundle
-from interest.models.model import InterestModel
-from interest.models.study import LinearHeadModel
-from interest.models.train import TrainConfig, train_model
+from typing import Any
 
-__all__ = ["InterestModel", "LinearHeadModel", "TrainConfig", "load_bundle", "save_bundle", "train_model"]
+__all__ = ["InterestModel", "LinearHeadModel", "TrainConfig", "train_model"]
+
+_HOMES = {"InterestModel": "model", "LinearHeadModel": "study", "TrainConfig": "train", "train_model": "train"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        import importlib
+
+        return getattr(importlib.import_module(f"interest.models.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'interest.models' has no attribute {name!r}")

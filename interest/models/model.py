@@ -1,28 +1,29 @@
-"""The public model: what a photo app imports (``interest.load(...)`` returns an :class:`InterestModel`).
+"""The model over embeddings: arrays in, scores out.
 
-An InterestModel scores photos given as image files, folders, PIL images or
-precomputed embeddings: a common CI score, a trend group with calibrated
-probabilities and, for a user with a head, a personal score and its
-deviation from the common one. It is safe to use from several threads: the
-backbone is loaded once behind a lock, and ``personalize`` swaps in a new
-table of heads (copy-on-write) that readers pick up whole, never half-made.
+An :class:`InterestModel` scores precomputed embeddings (an array, a
+DataFrame of (photo_id, embedding), Parquet embeddings files): a common CI
+score, a trend group with calibrated probabilities and, for a user with a
+head, a personal score and its deviation from the common one. Both kinds of
+bundle (this full model and the study's :class:`~interest.models.study.LinearHeadModel`)
+are an :class:`EmbeddingModel`. Images reach them through
+:mod:`interest.scoring` (what ``interest.load`` returns adds the backbone).
+It is safe to use from several threads: ``personalize`` swaps in a new table
+of heads (copy-on-write) that readers pick up whole, never half-made.
 """
 
 from __future__ import annotations
 
-import copy
-import os
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from interest.errors import InterestError
+from interest.bundle.format import ESTIMATORS, FULL_KIND, full_parts
+from interest.bundle.io import Bundle
+from interest.errors import InterestError, one_line
+from interest.models.base import EmbeddingModel
 from interest.learn.groups import centred_sq, novelty_at
-from interest.models.bundle import MODEL_KINDS, load_bundle, part_bytes, save_bundle
-from interest.models.inputs import BackboneHolder, embed_images, read_inputs
 from interest.numeric import l2_normalize, matmul64
 from interest.vocabulary import GROUP_PROBABILITY_COLUMNS
 
@@ -49,7 +50,7 @@ class Explanation:
         return self._booster.predict(self.inputs if inputs is None else inputs)
 
 
-class InterestModel:
+class InterestModel(EmbeddingModel):
     """A trained model bundle in memory. Build it with :func:`interest.load` or ``train_model``.
 
     Attributes: ``backbone_id`` (the embedding space it was trained on),
@@ -58,22 +59,17 @@ class InterestModel:
     content: features, training config, data fingerprint, metrics).
     """
 
-    #: whether the common head reads raw (un-normalised) features; see interest.models.study
-    needs_raw_features: bool = False
+    #: the kind of bundle it is saved as (model.json ``kind``; see :mod:`interest.bundle.format`)
+    kind: str = FULL_KIND
 
     def __init__(self, *, pca, ridge, prototypes, booster, groups, heads, metadata: dict, name: str = "model"):
+        super().__init__(heads=heads, metadata=metadata, name=name)
         self.pca = pca
         self.ridge = ridge
         self.prototypes = prototypes
         self.booster = booster
         self.groups = groups
-        self._heads = heads
-        self.metadata = metadata
-        self.name = name  # how error messages refer to the model (its bundle path once loaded)
-        self._lock = threading.Lock()
-        self.backbone_holder = BackboneHolder()  # the image backbone, loaded on first use (interest.models.inputs)
         features = metadata["features"]
-        self.dim = int(metadata["backbone"]["dim"])
         self._k = int(features["pca_components"])
         self._h = int(features["head_components"])
         self._extra = list(features.get("full", []))[len(features["app"]) :]
@@ -83,35 +79,14 @@ class InterestModel:
         self._projection_offset = np.append(pca_b, ridge_b).astype(np.float32)
         self._n_pca = pca_w.shape[1]
 
-    @property
-    def backbone_id(self) -> str:
-        """The id of the embedding space the model was trained on."""
-        return str(self.metadata["backbone"]["id"])
-
-    @property
-    def label_settings(self) -> dict:
-        """How the training labels were made (commonality, trend-group cuts, clusters, seed, ...)."""
-        return dict(self.metadata.get("label_settings", {}))
-
-    @property
-    def backbone(self):
-        """The image backbone (loaded on first use, once, with :meth:`configure_backbone`'s options)."""
-        return self.backbone_holder.get(self.metadata["backbone"], self.dim, self.name)
-
-    @property
-    def backbone_loaded(self) -> bool:
-        """Whether the image backbone is in memory already (scoring images will not wait for it)."""
-        return self.backbone_holder.loaded
-
-    def embed_images(self, images: list, batch_size: int = 64) -> np.ndarray:
-        """PIL images as the (n, dim) embeddings :meth:`score_embeddings` takes (raw rows for a head on raw features).
-
-        Embedding is the costly step: a service embeds the images of several
-        requests in one call and scores each request's rows apart.
-        """
-        if not images:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return embed_images(self, list(images), batch_size)
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> "InterestModel":
+        """The model of a full bundle read by :func:`interest.bundle.io.read_bundle`."""
+        try:
+            return cls(**bundle.parts, metadata=bundle.metadata, name=str(bundle.path))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InterestError(f"{bundle.path / 'model.json'}: incomplete model description ({one_line(exc)}); "
+                                "restore the bundle or retrain") from None
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -125,47 +100,6 @@ class InterestModel:
         if self.booster.full_booster_ is not None:
             caps.add("metadata_model")
         return frozenset(caps)
-
-    @property
-    def users(self) -> list[str]:
-        """Ids of the users that have a head."""
-        return [str(u) for u in self._heads.users_]
-
-    @property
-    def heads(self):
-        """The per-user heads (a :class:`UserHeads`; personalizing replaces it whole, never edits it)."""
-        return self._heads
-
-    @property
-    def booster_components(self) -> int:
-        """How many leading PCA components the LightGBM model and the group classifier see."""
-        return self._k
-
-    @property
-    def head_components(self) -> int:
-        """How many leading PCA components a user head lives in."""
-        return self._h
-
-    def with_heads(self, heads) -> "InterestModel":
-        """A copy of this model with other user heads (a :class:`UserHeads`), everything else shared."""
-        new = copy.copy(self)
-        new._heads = heads
-        new._lock = threading.Lock()
-        return new
-
-    def reloaded(self, path: str | os.PathLike) -> "InterestModel":
-        """The bundle at ``path`` loaded again, sharing this model's backbone (loaded once per process).
-
-        For a long-running service whose bundle another process personalized;
-        ``path`` must hold a bundle of the same backbone.
-        """
-        fresh = load_bundle(path)
-        if fresh.backbone_id != self.backbone_id:
-            raise InterestError(f"{path}: backbone {fresh.backbone_id} differs from the running model's {self.backbone_id}")
-        fresh.backbone_holder = self.backbone_holder
-        return fresh
-
-    # ------------------------------------------------------------ scoring
 
     def score_embeddings(
         self,
@@ -188,7 +122,7 @@ class InterestModel:
                 f"embeddings of backbone '{backbone_id}' cannot be scored by {self.name}, trained on "
                 f"'{self.backbone_id}'; embed the photos with that backbone"
             )
-        emb = self._check_embeddings(emb)
+        emb = self.check_embeddings(emb)
         heads = self._heads  # one consistent table of heads for this whole call
         if user is not None:
             self._check_user(heads, user)
@@ -214,7 +148,7 @@ class InterestModel:
         matrix :meth:`score_embeddings` builds when given ``metadata`` (one row
         per embedding, in order). InterestError when the model has no full variant.
         """
-        emb = self._check_embeddings(emb)
+        emb = self.check_embeddings(emb)
         extra = self._extra_matrix(metadata, len(emb))
         Z, stack = self._project(emb)
         X = np.hstack([self.booster.app_matrix(Z[:, : self._k], stack), extra])
@@ -238,59 +172,6 @@ class InterestModel:
         contrib = booster.predict(X, pred_contrib=True)  # last column: the expected value
         return Explanation(features=names, inputs=X, contributions=contrib[:, :-1], bias=contrib[:, -1], _booster=booster)
 
-    def score(
-        self,
-        inputs: Any,
-        user: str | None = None,
-        metadata: pd.DataFrame | None = None,
-        errors: str = "raise",
-        *,
-        batch_size: int = 64,
-        progress: bool = True,
-        cache: str | os.PathLike | None = None,
-    ) -> pd.DataFrame:
-        """Score photos: image paths or folders (searched recursively, sorted), PIL images,
-        an array of embeddings, a DataFrame (photo_id, embedding) or a Parquet embeddings file.
-
-        The first column names each row: ``path`` (image files), ``photo_id``
-        (embeddings with ids) or ``index`` (PIL images, a bare array). Then
-        the columns of :meth:`score_embeddings`.
-
-        Which common model: the ``app`` model (embedding only) unless
-        ``metadata`` is given, a DataFrame with the photos-table columns
-        (views, faves, comments, upload_date, owner_ispro, owner_occupation,
-        and characteristic columns if the model used them; missing values are
-        fine) for *every* photo: by ``photo_id`` when both sides have one,
-        else one row per input in order. Then the ``full`` model is used.
-
-        ``errors="raise"``: an unreadable image raises InterestError naming the
-        file; ``"coerce"``: its row gets NaN scores and the reason in an ``error`` column.
-        ``cache``: a folder that keeps image files' embeddings by their content
-        (:mod:`interest.pipeline.file_cache`): scoring them again embeds only new or changed files.
-        """
-        if errors not in ("raise", "coerce"):
-            raise InterestError(f"errors={errors!r}: choose 'raise' or 'coerce'")
-        kind, ids, emb, problems = read_inputs(self, inputs, errors, batch_size, progress, cache)
-        ok = np.array([p is None for p in problems], dtype=bool)
-        meta = None if metadata is None else _align_metadata(metadata, kind, ids)
-        if ok.all():
-            scores = self.score_embeddings(emb, user=user, metadata=meta)
-        else:
-            if ok.any():
-                good = self.score_embeddings(
-                    emb[ok], user=user, metadata=None if meta is None else meta[ok].reset_index(drop=True)
-                )
-            else:  # nothing readable: score a placeholder row only to get the columns, then drop it
-                good = self.score_embeddings(np.ones((1, self.dim), dtype=np.float32), user=user).iloc[:0]
-            # failed rows point at row -1, which reindex fills with NaN
-            scores = good.reindex(np.where(ok, np.cumsum(ok) - 1, -1)).reset_index(drop=True)
-            if "trend_group" in scores:  # a bundle with only a common head may have no trend groups
-                scores["trend_group"] = scores["trend_group"].astype("Int64")
-        scores.insert(0, kind, ids)
-        if errors == "coerce":
-            scores["error"] = pd.array(problems, dtype="string")
-        return scores
-
     def user_deviation(self, user: str, emb: np.ndarray) -> np.ndarray:
         """``user``'s deviation from the common score for embeddings (n, dim): (n,) float32."""
         heads = self._heads
@@ -307,7 +188,7 @@ class InterestModel:
     def head_inputs(self, emb: np.ndarray) -> np.ndarray:
         """What the user heads see of embeddings (n, dim): the first ``head_components`` PCA features and,
         last, the squared distance to the PCA mean (n, h + 1) float64 (see :class:`~interest.models.user_heads.UserHeads`)."""
-        emb = self._check_embeddings(emb)
+        emb = self.check_embeddings(emb)
         return np.column_stack([self._pca(emb), centred_sq(emb, self.pca.mean_)])
 
     def personalize(self, user: str, liked: Any, disliked: Any = None) -> "InterestModel":
@@ -322,10 +203,10 @@ class InterestModel:
         :meth:`save` to keep it).
         """
         empty = liked is None or (isinstance(liked, (list, tuple)) and not liked)
-        liked_emb = np.empty((0, self.dim)) if empty else read_inputs(self, liked)[2]
+        liked_emb = np.empty((0, self.dim)) if empty else self.read_inputs(liked)[2]
         if len(liked_emb) == 0:
             raise InterestError(f"personalize {user}: no liked photos given; pass images or embeddings the user likes")
-        disliked_emb = None if disliked is None else read_inputs(self, disliked)[2]
+        disliked_emb = None if disliked is None else self.read_inputs(disliked)[2]
         # joint heads: what the common score already says of these photos is not taken for the user's taste
         common_liked = common_disliked = None
         if getattr(self._heads, "method", "templates") == "joint":
@@ -343,64 +224,12 @@ class InterestModel:
             self.metadata = {**self.metadata, "personalized": personalized}
         return self
 
-    def configure_backbone(
-        self,
-        *,
-        device: str = "cpu",
-        precision: str = "fp32",
-        cache_dir: str | os.PathLike | None = None,
-        weights: str | os.PathLike | None = None,
-        encoder: str = "auto",
-    ) -> "InterestModel":
-        """Where and how the backbone runs when images are scored: ``device`` (cpu, cuda[:N], mps or
-        auto), ``precision`` (fp32, fp16, bf16), ``cache_dir`` (where its weights are cached or its
-        local checkpoint lies), ``weights`` (a checkpoint file to use) and ``encoder`` (auto, torch or
-        onnx: what runs the image tower, see ``load_openclip``). Takes effect at the next image scored
-        if the backbone is not loaded yet. Returns self.
-        """
-        self.backbone_holder.configure(device=device, precision=precision, cache_dir=cache_dir, weights=weights,
-                                       encoder=encoder)
-        return self
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the model as a bundle directory (atomically: a crash leaves the old bundle intact)."""
-        from interest.hub import is_hub_name
-
-        if is_hub_name(str(path)):
-            raise InterestError(f"{path}: a Hub bundle is read-only here; save to a local directory instead")
-
-        self.metadata = save_bundle(self, path)  # with the parts' checksums and the time it was saved
-        self.name = str(path)
-
     def bundle_parts(self) -> tuple[dict[str, bytes], dict]:
         """The bundle's part files as bytes by file name, and what model.json says of the estimators."""
-        return part_bytes(self)
+        return full_parts({attr: getattr(self, attr) for attr in ESTIMATORS})
 
-    def __repr__(self) -> str:
-        return f"InterestModel({self.name!r}, backbone={self.backbone_id!r}, users={len(self._heads.users_)})"
-
-    # ------------------------------------------------------------ internals
-
-    def _checked_rows(self, emb: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings as (n, dim) float32 rows and their squared norms; a wrong shape or a NaN is an InterestError."""
-        emb = np.asarray(emb, dtype=np.float32)
-        if emb.ndim == 1:
-            emb = emb[None, :]
-        if emb.ndim != 2 or emb.shape[1] != self.dim:
-            raise InterestError(
-                f"embeddings of shape {emb.shape} cannot be scored by {self.name}: it expects (n, {self.dim}) "
-                f"embeddings of backbone '{self.backbone_id}'; embed the photos with that backbone"
-            )
-        # a NaN or infinite value anywhere in a row makes its squared norm non-finite: one cheap pass
-        sq = np.einsum("ij,ij->i", emb, emb)
-        finite = np.isfinite(sq)
-        if not finite.all():
-            raise InterestError(
-                f"embedding row {int(np.argmin(finite))} has NaN or infinite values; re-embed that photo"
-            )
-        return emb, sq
-
-    def _check_embeddings(self, emb: Any) -> np.ndarray:
+    def check_embeddings(self, emb: Any) -> np.ndarray:
+        """Embeddings as the (n, dim) float32 rows the model scores: checked, and L2-normalised where they are not."""
         emb, sq = self._checked_rows(emb)
         # training embeddings were L2-normalised; only rows that are not get rescaled, so a row's
         # values (and scores) never depend on which other rows share its batch
@@ -426,10 +255,6 @@ class InterestModel:
         """The PCA features a user head needs (no first-level predictions)."""
         return (matmul64(emb, self._projection[:, : self._h]) + self._projection_offset[: self._h]).astype(np.float32)
 
-    def _check_user(self, heads, user: str) -> None:
-        if not heads.has(user):
-            raise InterestError(f"user {user} has no head in {self.name}; run `interest personalize` for them first")
-
     def _extra_matrix(self, metadata: pd.DataFrame, n: int) -> np.ndarray:
         """The full model's extra columns for ``n`` photos (NaN where a value is unknown)."""
         from interest.features.metadata import METADATA_FEATURES, metadata_features
@@ -452,27 +277,3 @@ class InterestModel:
             source = feats[name] if name in METADATA_FEATURES else frame.get(name)
             cols.append(np.full(n, np.nan) if source is None else pd.to_numeric(source, errors="coerce"))
         return np.column_stack([np.asarray(c, dtype=np.float32) for c in cols]) if cols else np.empty((n, 0))
-
-
-def _align_metadata(metadata: pd.DataFrame, kind: str, ids: np.ndarray) -> pd.DataFrame:
-    """``metadata`` with one row per input, in input order (by photo_id when both sides have one)."""
-    if not isinstance(metadata, pd.DataFrame):
-        raise InterestError(f"metadata must be a pandas DataFrame, not {type(metadata).__name__}")
-    if kind == "photo_id" and "photo_id" in metadata.columns:
-        keyed = metadata.assign(photo_id=metadata["photo_id"].astype(str)).drop_duplicates("photo_id")
-        keyed = keyed.set_index("photo_id")
-        missing = pd.Index(ids).difference(keyed.index)
-        if len(missing):
-            raise InterestError(
-                f"metadata: no row for photo_id {missing[0]} ({len(missing)} missing); the full model needs "
-                "metadata for every photo, or pass none to use the app model"
-            )
-        return keyed.loc[list(ids)].reset_index()
-    if len(metadata) != len(ids):
-        raise InterestError(
-            f"metadata has {len(metadata)} rows for {len(ids)} inputs; give one row per input (or a photo_id column)"
-        )
-    return metadata.reset_index(drop=True)
-
-
-MODEL_KINDS["full"] = InterestModel

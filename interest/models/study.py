@@ -20,9 +20,7 @@ never runs code. The bundle stores the weights in an npz (``linear_head.npz``).
 
 from __future__ import annotations
 
-import io
 import os
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,24 +28,16 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from interest.errors import InterestError
+from interest.errors import InterestError, one_line
+from interest.bundle.format import LINEAR_KIND, MODEL_JSON, check_linear_shapes, linear_parts
+from interest.bundle.io import Bundle, sha256_bytes
 from interest.learn.base import Estimator
-from interest.models import safe_io
-from interest.models.bundle import MODEL_JSON, MODEL_KINDS, sha256_bytes
-from interest.models.inputs import BackboneHolder, read_inputs
-from interest.models.model import InterestModel
+from interest.models.base import EmbeddingModel
 from interest.numeric import l2_normalize
 
 STUDY_BACKBONE = "openclip/ViT-L-14-336/openai"
 STUDY_DIM = 768
 STUDY_KEYS = ("fc.0.weight", "fc.0.bias")
-LINEAR_KIND = "linear"
-LINEAR_PART = "linear_head.npz"
-HEADS_PART = "direction_heads.npz"  # not user_heads.npz: that name is the trained (anchor) heads' format
-LINEAR_SPEC = {"weight": ("f", 1), "bias": ("fi", 0)}
-HEADS_SPEC = {"users": ("U", 1), "n_favourites": ("iu", 1), "mean": ("f", 1), "precision": ("f", 2),
-              "weights": ("f", 2), "offsets": ("f", 1), "kappa": ("fi", 0), "scale": ("fi", 0),
-              "min_favourites": ("iu", 0)}
 # user heads on an imported head: shrinkage strength, floor and background ridge
 HEAD_KAPPA, HEAD_MIN_FAVOURITES, HEAD_RIDGE = 5.0, 5, 0.1
 
@@ -71,7 +61,7 @@ def read_linear_state_dict(
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean "not a safe state dict"
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = one_line(exc)
         raise InterestError(
             f"{path}: not a torch state dict readable with weights_only=True ({text[:120]}); give the study's .pth"
         ) from None
@@ -252,7 +242,7 @@ class DirectionHeads(Estimator):
                                                   "offsets": b, "n_favourites": n})
 
 
-class LinearHeadModel(InterestModel):
+class LinearHeadModel(EmbeddingModel):
     """A bundle holding only a common linear head: ``ci_score = weight . x + bias``.
 
     ``x`` is the raw (un-normalised) feature when the head was trained on raw
@@ -263,18 +253,13 @@ class LinearHeadModel(InterestModel):
     space.
     """
 
+    kind = LINEAR_KIND
+
     def __init__(self, *, weight: np.ndarray, bias: float, heads, metadata: dict, name: str = "model"):
+        super().__init__(heads=heads, metadata=metadata, name=name)
         self.weight = np.asarray(weight, dtype=np.float64)
         self.bias = float(bias)
         self.needs_raw_features = metadata["common"].get("input") == "raw"
-        self.pca = self.ridge = self.prototypes = self.booster = self.groups = None
-        self._heads = heads
-        self.metadata = metadata
-        self.name = name
-        self._lock = threading.Lock()
-        self.backbone_holder = BackboneHolder()
-        self.dim = int(metadata["backbone"]["dim"])
-        self._k, self._h, self._extra = 0, self.dim, []
         cuts = metadata.get("thresholds", {}).get("group_cuts")
         self.group_cuts = (float(cuts[0]), float(cuts[1])) if cuts else None
 
@@ -305,7 +290,7 @@ class LinearHeadModel(InterestModel):
             )
         if metadata is not None:
             raise InterestError(f"{self.name} holds only a common head on the embedding; score without metadata")
-        x = self._check_embeddings(emb)
+        x = self.check_embeddings(emb)
         heads = self._heads
         if user is not None:
             self._check_user(heads, user)
@@ -325,14 +310,14 @@ class LinearHeadModel(InterestModel):
         """``user``'s deviation from the common score for embeddings (n, dim): (n,) float32."""
         heads = self._heads
         self._check_user(heads, user)
-        return heads.deviation(user, self._pca(self._check_embeddings(emb)))
+        return heads.deviation(user, self._pca(self.check_embeddings(emb)))
 
     def user_deviations(self, users: list[str], emb: np.ndarray) -> np.ndarray:
         """Deviations of several users at once: (n, len(users)) float32."""
         heads = self._heads
         for user in users:
             self._check_user(heads, user)
-        return heads.deviations(users, self._pca(self._check_embeddings(emb)))
+        return heads.deviations(users, self._pca(self.check_embeddings(emb)))
 
     def personalize(self, user: str, liked: Any, disliked: Any = None) -> "LinearHeadModel":
         """Fit (or replace) ``user``'s head from photos they like (and dislike); see :class:`DirectionHeads`.
@@ -343,8 +328,8 @@ class LinearHeadModel(InterestModel):
         empty = liked is None or (isinstance(liked, (list, tuple)) and not liked)
         if empty:
             raise InterestError(f"personalize {user}: no liked photos given; pass images or embeddings the user likes")
-        liked_z = self._pca(read_inputs(self, liked)[2])
-        disliked_z = None if disliked is None else self._pca(read_inputs(self, disliked)[2])
+        liked_z = self._pca(self.read_inputs(liked)[2])
+        disliked_z = None if disliked is None else self._pca(self.read_inputs(disliked)[2])
         with self._lock:
             weights, offset = self._heads.fit_one(liked_z, disliked_z)
             self._heads = self._heads.with_head(user, weights, offset, len(liked_z))
@@ -354,17 +339,32 @@ class LinearHeadModel(InterestModel):
         return self
 
     def bundle_parts(self) -> tuple[dict[str, bytes], dict]:
-        return linear_parts(self), {}
+        return linear_parts(self.weight, self.bias, self.heads), {}
 
     @classmethod
-    def from_bundle(cls, path: Path, meta: dict, data: dict[str, bytes]) -> "LinearHeadModel":
+    def from_bundle(cls, bundle: Bundle) -> "LinearHeadModel":
         """The model of a bundle whose model.json says ``kind: linear`` (parts already checked)."""
-        return load_linear_bundle(path, meta, data)
+        path, parts = bundle.path, bundle.parts
+        try:
+            model = cls(weight=parts["weight"], bias=parts["bias"], metadata=bundle.metadata, name=str(path),
+                        heads=DirectionHeads.from_state(parts["heads_params"], parts["heads_arrays"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InterestError(f"{path / MODEL_JSON}: incomplete model description ({exc}); restore the bundle") from None
+        check_linear_shapes(model.weight, model.heads, bundle.metadata, path)
+        return model
 
     def full_model_inputs(self, emb: np.ndarray, metadata: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
         raise InterestError(f"{self.name} holds only a common linear head: it has no full (metadata) model")
 
-    def _check_embeddings(self, emb: Any) -> np.ndarray:
+    def explain(self, emb: np.ndarray, metadata: pd.DataFrame):
+        """Nothing to attribute: the bundle has no full (metadata) model."""
+        raise InterestError(
+            f"{self.name}: the model was trained without metadata or characteristics; "
+            "there is nothing but the embedding to attribute CI to"
+        )
+
+    def check_embeddings(self, emb: Any) -> np.ndarray:
+        """Checked rows: L2-normalised for a head on normalised features; raw ones refused otherwise."""
         emb, sq = self._checked_rows(emb)
         if not self.needs_raw_features:
             return l2_normalize(emb)
@@ -380,51 +380,6 @@ class LinearHeadModel(InterestModel):
     def _pca(self, emb: np.ndarray) -> np.ndarray:
         # user heads live in the normalised embedding space (there is no PCA in this bundle)
         return l2_normalize(np.asarray(emb, dtype=np.float32))
-
-
-MODEL_KINDS["linear"] = LinearHeadModel
-
-
-def linear_parts(model: LinearHeadModel) -> dict[str, bytes]:
-    """The part files of a :class:`LinearHeadModel` bundle, keyed by file name."""
-    return {
-        LINEAR_PART: _npz_bytes({"weight": model.weight.astype(np.float32), "bias": np.float64(model.bias)}),
-        HEADS_PART: _npz_bytes(_heads_arrays(model.heads)),
-    }
-
-
-def _heads_arrays(heads: DirectionHeads) -> dict[str, np.ndarray]:
-    """The heads' parameters and fitted arrays in one npz (user ids as fixed-width unicode)."""
-    params, arrays = heads.to_state()
-    return {**arrays, "kappa": np.float64(params["kappa"]), "min_favourites": np.int64(params["min_favourites"])}
-
-
-def load_linear_bundle(path: Path, meta: dict, data: dict[str, bytes]) -> LinearHeadModel:
-    """The :class:`LinearHeadModel` of a bundle whose model.json says ``kind: linear`` (parts already checked)."""
-    for name in (LINEAR_PART, HEADS_PART):
-        if name not in data:
-            raise InterestError(f"{path / MODEL_JSON}: part '{name}' is not listed; restore the bundle")
-    if not isinstance(meta.get("common"), dict) or not isinstance(meta.get("backbone"), dict):
-        raise InterestError(f"{path / MODEL_JSON}: missing 'common' or 'backbone' section; restore the bundle")
-    arrays = {}
-    for name, spec in ((LINEAR_PART, LINEAR_SPEC), (HEADS_PART, HEADS_SPEC)):
-        arrays[name] = safe_io.read_npz(data[name], str(path / name), fix="restore the bundle")
-        safe_io.check_arrays(arrays[name], spec, str(path / name), fix="restore the bundle")
-    lin, h = arrays[LINEAR_PART], arrays[HEADS_PART]
-    try:
-        model = LinearHeadModel(weight=lin["weight"], bias=float(lin["bias"]), heads=DirectionHeads.from_state(
-            {"kappa": float(h["kappa"]), "min_favourites": int(h["min_favourites"])}, h),
-                                metadata=meta, name=str(path))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InterestError(f"{path / MODEL_JSON}: incomplete model description ({exc}); restore the bundle") from None
-    d = model.dim
-    if model.weight.shape != (d,):
-        raise InterestError(f"{path / LINEAR_PART}: weight of shape {model.weight.shape}, model.json says dim {d}")
-    heads, n = model.heads, len(model.heads.users_)
-    if (heads.weights_.shape != (n, d) or heads.precision_.shape != (d, d) or heads.mean_.shape != (d,)
-            or heads.offsets_.shape != (n,) or heads.n_favourites_.shape != (n,)):
-        raise InterestError(f"{path / HEADS_PART}: shapes disagree with model.json; restore the bundle")
-    return model
 
 
 def linear_model(
@@ -515,8 +470,3 @@ def import_study_model(
     model.save(out)
     return model
 
-
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()

@@ -298,7 +298,9 @@ def train_model(
     from interest import __version__
 
     metadata["interest_version"] = __version__
-    model = InterestModel(
+    from interest.scoring import ScoringModel  # a trained model scores images as a loaded one does
+
+    model = ScoringModel(
         pca=pca, ridge=ridge, prototypes=prototypes, booster=booster, groups=groups, heads=heads, metadata=metadata
     )
     if out is not None:

@@ -1,92 +1,76 @@
-"""The model bundle: a directory with model.json and its parts, in formats that never run code.
+"""Reading and writing model bundles: a directory with model.json and its parts, in formats that never run code.
 
-Layout::
+Layout (which part holds what: :mod:`interest.bundle.format`)::
 
     model.json            schema version, backbone, features, label settings,
                           thresholds, training config, data fingerprint,
                           metrics, each estimator's class and parameters,
                           and the sha256 of every part
-    common.npz            PCA (mean, components), ridge (coef, intercept), prototypes (centroids, CI),
-                          the booster's app score line (offset, scale; when it is the image-level model's)
+    common.npz            PCA, ridge, prototypes, the booster's app score line
     common_app.lgb.txt    LightGBM text model, embedding only
     common_full.lgb.txt   LightGBM text model with metadata (when trained with it)
-    groups.npz            trend-group classifier (cuts, sigma, group frequencies, novelty scale)
+    groups.npz            trend-group classifier
     user_heads.npz        user ids (fixed-width unicode), head weights, anchors, background stats
 
+A linear bundle (``kind: linear``, the study's imported head) holds
+``linear_head.npz`` and ``direction_heads.npz`` instead.
+
 Every part comes from the estimators' own state (:class:`interest.learn.base.Estimator`:
-parameters, arrays, LightGBM boosters); this module only loops over them (:data:`ESTIMATORS`).
+parameters, arrays, LightGBM boosters); this module only loops over them (:data:`interest.bundle.format.ESTIMATORS`)
+and hands back the fitted parts (:class:`Bundle`): the model classes build themselves from them.
 
 No pickle and no joblib: npz files are read with ``allow_pickle=False`` and
 LightGBM models are parsed from text. Each part's bytes are read once, checked
 against model.json's sha256, and parsed from those same bytes, so a part
 edited by hand (or half-copied) is refused rather than half-used. The sha256
 only says the bundle is the one model.json describes, not that it is benign:
-every part then goes through :mod:`interest.models.safe_io` (bounded JSON,
+every part then goes through :mod:`interest.bundle.safe_io` (bounded JSON,
 npz headers checked before reading, every LightGBM tree checked before
 LightGBM sees it) and every model.json value is type-checked, so a hostile
 bundle is one InterestError line, never a crash, hang or traceback.
 
 Saving replaces the whole directory in one atomic switch under a lock shared
-by every process (:mod:`interest.models.storage`); loading reads one version
+by every process (:mod:`interest.bundle.storage`); loading reads one version
 throughout and tries again if a save switched versions under it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import inspect
 import json
 import os
 import re
 import shutil
 import tempfile
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Callable, Iterator, Protocol, TypeVar
 
 import numpy as np
 
-from interest.errors import InterestError, not_a_model_bundle
-from interest.models import safe_io
-from interest.models.storage import BundleDir, bundle_lock, read_consistently, switch_in
-
-if TYPE_CHECKING:
-    from interest.models.model import InterestModel
-
-SCHEMA_VERSION = 1
-MODEL_JSON = "model.json"
-REQUIRED_PARTS = ("common.npz", "common_app.lgb.txt", "groups.npz", "user_heads.npz")
-FULL_PART = "common_full.lgb.txt"
-# The estimators of a full model (interest.learn.base.Estimator): the model's attribute, the npz part holding its
-# arrays and their prefix there, and the classes a bundle may name for it (model.json "estimators": class and
-# parameters; the first is what bundles written before the parameters were kept hold).
-ESTIMATORS = (
-    ("pca", "common.npz", "pca_", ("PCA",)),
-    ("ridge", "common.npz", "ridge_", ("Ridge", "ZeroTruncatedPoisson")),
-    ("prototypes", "common.npz", "prototype_", ("Prototypes",)),
-    ("booster", "common.npz", "booster_", ("StackedBooster",)),
-    ("groups", "groups.npz", "", ("TrendGroupClassifier",)),
-    ("heads", "user_heads.npz", "", ("UserHeads",)),
+from interest.bundle import safe_io
+from interest.bundle.format import (
+    ESTIMATORS,
+    FULL_KIND,
+    HEADS_PARAMS,
+    HEADS_PART,
+    LIGHTGBM_PARTS,
+    LINEAR_KIND,
+    LINEAR_PARTS,
+    MODEL_JSON,
+    REQUIRED_PARTS,
+    SCHEMA_VERSION,
+    before_kept,
+    check_shapes,
+    estimator_classes,
+    part_specs,
 )
-# The LightGBM text part of each (estimator, booster) an estimator names in its LIGHTGBM
-LIGHTGBM_PARTS = {("booster", "app_booster"): "common_app.lgb.txt", ("booster", "full_booster"): FULL_PART}
-# The model class of each kind of bundle: interest.models.model registers "full" and interest.models.study
-# "linear" when imported (the package imports both), so this module imports neither of them.
-MODEL_KINDS: dict[str, type] = {}
-
-
-def _estimator_classes() -> dict[str, type]:
-    """The classes a bundle may name, by name (imported here, on first load: ``import interest`` stays light)."""
-    from interest.learn.boosting import StackedBooster
-    from interest.learn.decomposition import PCA
-    from interest.learn.groups import TrendGroupClassifier
-    from interest.learn.linear import Ridge, ZeroTruncatedPoisson
-    from interest.learn.prototypes import Prototypes
-    from interest.models.user_heads import UserHeads
-
-    return {cls.__name__: cls for cls in (PCA, Ridge, ZeroTruncatedPoisson, Prototypes, StackedBooster,
-                                          TrendGroupClassifier, UserHeads)}
-
+from interest.bundle.storage import BundleDir, bundle_lock, read_consistently, switch_in
+from interest.errors import InterestError, not_a_model_bundle, one_line
+from interest.learn.base import Estimator
 
 # A string that names a place on some disk: /..., ~..., C:\... or \\server\...
 _LOCAL_PATH = re.compile(r"(/|~|[A-Za-z]:[\\/]|\\\\)[^\n]*[\\/][^\n]*")
@@ -119,48 +103,51 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
+class Saveable(Protocol):
+    """What :func:`editing` edits: a model that saves itself as a bundle."""
+
+    def save(self, path: str | os.PathLike) -> None: ...
 
 
-def part_bytes(model: "InterestModel") -> tuple[dict[str, bytes], dict]:
-    """Every part file of a full ``model`` as bytes, keyed by file name, and what model.json says of its estimators."""
-    arrays_by_part: dict[str, dict[str, np.ndarray]] = {}
-    parts, estimators = {}, {}
-    for attr, part, prefix, _ in ESTIMATORS:
-        estimator = getattr(model, attr)
-        params, arrays = estimator.to_state()
-        arrays_by_part.setdefault(part, {}).update({prefix + name: value for name, value in arrays.items()})
-        estimators[attr] = {"class": type(estimator).__name__, "params": params}
-        for name, booster in estimator.lightgbm_state().items():
-            if booster is not None:
-                parts[LIGHTGBM_PARTS[attr, name]] = booster.model_to_string().encode("utf-8")
-    parts.update({part: _npz_bytes(arrays) for part, arrays in arrays_by_part.items()})
-    return parts, {"estimators": estimators}
+M = TypeVar("M", bound=Saveable)
 
 
-def save_bundle(model: "InterestModel", path: str | os.PathLike) -> dict:
-    """Write ``model`` as a bundle directory at ``path``, replacing an earlier bundle there.
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle read and checked: its kind (``full`` or ``linear``), model.json, and its parts.
+
+    A full bundle's ``parts`` are its fitted estimators by the model's attribute
+    (:data:`interest.bundle.format.ESTIMATORS`), shapes already checked; a
+    linear bundle's are ``weight`` and ``bias`` of its common head and the
+    direction heads' ``heads_params`` and ``heads_arrays`` (:data:`~interest.bundle.format.LINEAR_PARTS`).
+    """
+
+    kind: str
+    metadata: dict
+    parts: dict[str, Any]
+    path: Path
+
+
+def write_bundle(path: str | os.PathLike, metadata: dict, parts: dict[str, bytes], described: dict | None = None) -> dict:
+    """Write a bundle directory at ``path`` (model.json from ``metadata`` and ``described``, and the ``parts``
+    files by name), replacing an earlier bundle there.
 
     Everything is written into a temporary directory beside ``path`` and then
     switched in atomically (on systems without an atomic exchange, a crash
     between the two renames leaves the earlier bundle in ``.NAME.*.old/bundle``),
     so a crash never leaves a half-written bundle and a reader never sees one.
     The save holds the bundle's cross-process lock (see
-    :func:`interest.models.storage.bundle_lock`; hold it yourself around a
+    :func:`interest.bundle.storage.bundle_lock`; :func:`editing` holds it around a
     load-modify-save). A non-empty directory that is not a bundle is never
-    overwritten. Returns the model.json written (the model itself is left as it was).
+    overwritten. Returns the model.json written.
     """
     path = Path(path)
     if path.exists() and not (path / MODEL_JSON).is_file() and (not path.is_dir() or any(path.iterdir())):
         raise InterestError(f"{path}: exists and is not a model bundle (no {MODEL_JSON}); choose another --out")
     path.parent.mkdir(parents=True, exist_ok=True)
-    parts, described = model.bundle_parts()
-    meta = without_local_paths(model.metadata)  # a bundle is meant to be shared: no path of this disk in it
+    meta = without_local_paths(metadata)  # a bundle is meant to be shared: no path of this disk in it
     meta.update(
-        described,
+        described or {},
         schema_version=SCHEMA_VERSION,
         saved_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         parts={name: sha256_bytes(data) for name, data in sorted(parts.items())},
@@ -180,21 +167,41 @@ def save_bundle(model: "InterestModel", path: str | os.PathLike) -> dict:
     return meta
 
 
-def load_bundle(path: str | os.PathLike) -> "InterestModel":
-    """Load the bundle at ``path`` as an :class:`~interest.models.model.InterestModel`.
+@contextmanager
+def editing(path: str | os.PathLike, load: Callable[[], M], *, hold: AbstractContextManager | None = None,
+            saved: Callable[[], None] | None = None) -> Iterator[M]:
+    """``with editing(path, load) as model:`` edit a bundle in place: lock, ``load()``, yield, save atomically.
+
+    The bundle's cross-process lock is held throughout, so a service or a
+    command personalising the same bundle meanwhile loses no head; ``hold``
+    (e.g. a thread lock of the caller's) is held inside it, and ``saved`` is
+    called once the bundle is saved, both locks still held. The model is saved
+    back to ``path`` when the block ends without an exception; an exception
+    leaves the bundle on disk as it was.
+    """
+    with bundle_lock(path), (hold if hold is not None else nullcontext()):
+        model = load()
+        yield model
+        model.save(path)
+        if saved is not None:
+            saved()
+
+
+def read_bundle(path: str | os.PathLike) -> Bundle:
+    """Read and check the bundle at ``path``: its kind, model.json and fitted parts (see :class:`Bundle`).
 
     Refuses, with an InterestError naming the file: a missing bundle or
     model.json, invalid or unbounded JSON, a value of the wrong type, a schema
     newer than this interest, a missing part, a part whose sha256 differs from
     model.json, and any part that fails the checks of
-    :mod:`interest.models.safe_io`. Safe to call while another process saves
+    :mod:`interest.bundle.safe_io`. Safe to call while another process saves
     the bundle: it reads one version throughout.
     """
     path = Path(path)
-    return read_consistently(path, lambda bundle: _load(path, bundle))
+    return read_consistently(path, lambda bundle: _read(path, bundle))
 
 
-def _load(path: Path, bundle: BundleDir) -> "InterestModel":
+def _read(path: Path, bundle: BundleDir) -> Bundle:
     meta_path = path / MODEL_JSON
     raw = bundle.read(MODEL_JSON, safe_io.MAX_JSON_BYTES)
     if raw is None:
@@ -211,9 +218,9 @@ def _load(path: Path, bundle: BundleDir) -> "InterestModel":
     if not isinstance(parts, dict):
         raise InterestError(f"{meta_path}: no 'parts' table of part checksums; restore the bundle or retrain")
     _check_meta(meta, str(meta_path))
-    if meta.get("kind") == "linear":  # only a common head (interest.models.study)
+    if meta.get("kind") == LINEAR_KIND:  # only a common head (interest.models.study)
         data = {name: _read_part(path, name, digest, bundle) for name, digest in parts.items()}
-        return MODEL_KINDS["linear"].from_bundle(path, meta, data)
+        return Bundle(LINEAR_KIND, meta, _linear(path, meta, data), path)
     for name in REQUIRED_PARTS:
         if name not in parts:
             raise InterestError(f"{meta_path}: part '{name}' is not listed; restore the bundle or retrain")
@@ -226,42 +233,44 @@ def _load(path: Path, bundle: BundleDir) -> "InterestModel":
     safe_io.field(meta, "features.full", "list", str(meta_path), items="str", hi=100_000, default=[])
 
     data = {name: _read_part(path, name, digest, bundle) for name, digest in parts.items()}
-    classes = _estimator_classes()
-    npz = {part: _npz(path, part, data) for part in dict.fromkeys(part for _, part, _, _ in ESTIMATORS)}
-    fitted = {}
-    for attr, part, prefix, names in ESTIMATORS:
-        cls, params = _estimator(meta, attr, names, classes, str(meta_path))
-        arrays = {key[len(prefix):]: value for key, value in npz[part].items() if key.startswith(prefix)}
+    classes = estimator_classes()
+    npz = {part: _npz(path, part, data) for part in dict.fromkeys(row.part for row in ESTIMATORS.values())}
+    fitted: dict[str, Estimator] = {}
+    for attr, row in ESTIMATORS.items():
+        cls, params = _estimator(meta, attr, row.classes, classes, str(meta_path))
+        arrays = {key[len(row.prefix):]: value for key, value in npz[row.part].items() if key.startswith(row.prefix)}
         for name in cls.STATE:
             if name not in arrays:
-                raise InterestError(f"{path / part}: array '{prefix + name}' is missing; restore it or retrain")
+                raise InterestError(f"{path / row.part}: array '{row.prefix + name}' is missing; restore it or retrain")
         lightgbm = {name: _lightgbm(path, LIGHTGBM_PARTS[attr, name], data) for name in cls.LIGHTGBM
                     if LIGHTGBM_PARTS[attr, name] in data}
-        params, arrays = _before_kept(attr, params, arrays, meta, str(meta_path))
-        fitted[attr] = _build(path, part, lambda: cls.from_state(params, arrays, lightgbm))  # noqa: B023 (called at once)
+        params, arrays = before_kept(attr, params, arrays, meta, str(meta_path))
+        fitted[attr] = _build(path, row.part, lambda: cls.from_state(params, arrays, lightgbm))  # noqa: B023 (called at once)
     try:
-        model = MODEL_KINDS["full"](**fitted, metadata=meta, name=str(path))
+        check_shapes(fitted, meta, path)
     except (KeyError, TypeError, ValueError) as exc:
-        raise InterestError(f"{meta_path}: incomplete model description ({_first_line(exc)}); restore the bundle or retrain") from None
-    _check_shapes(model, path)
-    return model
+        raise InterestError(f"{meta_path}: incomplete model description ({one_line(exc)}); restore the bundle or retrain") from None
+    return Bundle(FULL_KIND, meta, fitted, path)
+
+
+def _linear(path: Path, meta: dict, data: dict[str, bytes]) -> dict[str, Any]:
+    """The parts of a linear bundle, each array checked against :data:`~interest.bundle.format.LINEAR_PARTS`."""
+    for name in LINEAR_PARTS:
+        if name not in data:
+            raise InterestError(f"{path / MODEL_JSON}: part '{name}' is not listed; restore the bundle")
+    if not isinstance(meta.get("common"), dict) or not isinstance(meta.get("backbone"), dict):
+        raise InterestError(f"{path / MODEL_JSON}: missing 'common' or 'backbone' section; restore the bundle")
+    arrays = {}
+    for name, spec in LINEAR_PARTS.items():
+        arrays[name] = safe_io.read_npz(data[name], str(path / name), fix="restore the bundle")
+        safe_io.check_arrays(arrays[name], spec, str(path / name), fix="restore the bundle")
+    linear, heads = next(iter(arrays.values())), arrays[HEADS_PART]
+    return {"weight": linear["weight"], "bias": float(linear["bias"]),
+            "heads_params": {key: kind(heads[key]) for key, kind in HEADS_PARAMS.items()}, "heads_arrays": heads}
 
 
 # Parameters that act when a loaded model scores (the rest only matter to a fit): bounded tighter.
 _PARAM_BOUNDS = {"num_threads": (1, 4096)}
-
-
-def _before_kept(attr: str, params: dict, arrays: dict, meta: dict, where: str) -> tuple[dict, dict]:
-    """What bundles written before an estimator kept its own state hold elsewhere, filled in (else as given)."""
-    params, arrays = dict(params), dict(arrays)
-    if attr == "pca" and "n_components" not in params and "components" in arrays:
-        params["n_components"] = int(arrays["components"].shape[0])
-    if attr == "booster":
-        params.setdefault("num_threads", meta.get("training", {}).get("num_threads", 2))
-        linear = _app_linear(meta, where)  # model.json's common_score, before the booster kept it
-        if "app_linear" not in arrays and linear is not None:
-            arrays["app_linear"] = np.asarray(linear, dtype=np.float64)
-    return params, arrays
 
 
 def _estimator(meta: dict, attr: str, names: tuple[str, ...], classes: dict[str, type], where: str) -> tuple[type, dict]:
@@ -269,8 +278,6 @@ def _estimator(meta: dict, attr: str, names: tuple[str, ...], classes: dict[str,
 
     Bundles from before the parameters were kept name none: the first class, its defaults.
     """
-    import inspect
-
     spec = safe_io.field(meta, f"estimators.{attr}", "dict", where, default={})
     name = safe_io.field(spec, "class", "str", where, default=names[0])
     if name not in names:
@@ -294,20 +301,6 @@ def _estimator(meta: dict, attr: str, names: tuple[str, ...], classes: dict[str,
                               items="float" if kind == "list" else None, lo=lo, hi=hi)
         params[key] = tuple(value) if kind == "list" else value
     return cls, params
-
-
-def _app_linear(meta: dict, where: str) -> tuple[float, float] | None:
-    """The (offset, scale) of the app score when it is the image-level model's (bundles before it: None)."""
-    kind = safe_io.field(meta, "common_score.app", "str", where, default="booster")
-    if kind == "booster":
-        return None
-    if kind != "image":
-        raise InterestError(f"{where}: 'common_score.app' must be image or booster, not {safe_io.short_text(kind)}; restore the bundle or retrain")
-    offset = safe_io.field(meta, "common_score.offset", "float", where, lo=-1e6, hi=1e6)
-    scale = safe_io.field(meta, "common_score.scale", "float", where, lo=0, hi=1e6)
-    if not scale > 0:
-        raise InterestError(f"{where}: 'common_score.scale' must be positive; restore the bundle or retrain")
-    return float(offset), float(scale)
 
 
 def _check_meta(meta: dict, where: str) -> None:
@@ -352,32 +345,9 @@ def _read_part(path: Path, name: str, digest: str, bundle: BundleDir | None = No
     return data
 
 
-# What the loaders expect of the arrays they read: key -> (dtype kinds, ndim); "?" marks an optional key.
-# Any other part, and any other array, still gets safe_io's size, dtype and header checks.
-_ARRAY_SPECS: dict[str, dict[str, tuple[str, int | None]]] = {
-    "common.npz": {
-        "pca_mean": ("f", 1), "pca_components": ("f", 2), "pca_explained_variance": ("f", 1),
-        "ridge_coef": ("f", 1), "ridge_intercept": ("fi", 0), "ridge_alpha": ("fi", 0),
-        "prototype_centroids": ("f", 2), "prototype_ci": ("f", 1),
-        "booster_app_linear": ("?f", 1),  # (offset, scale); bundles from before it keep them in model.json
-    },
-    "groups.npz": {"cuts": ("f", 1), "sigma": ("fi", 0), "prior": ("f", 1), "novelty_scale": ("fi", 0),
-                   "far_width": ("fi", 0)},
-    "user_heads.npz": {
-        "users": ("U", 1), "n_favourites": ("iu", 1), "weights": ("f", 2), "anchors": ("f", 2), "tau": ("fi", 0),
-        "d0": ("fi", 0), "background": ("f", 1), "templates": ("f", 2), "regime_settings": ("f", 2),
-        "shot_settings": ("f", 2), "clip": ("fi", 0),
-        # joint heads (bundles from before them have none of these)
-        "factors": ("?f", 2), "item_weights": ("?f", 1), "fold_in_negatives": ("?f", 2), "fold_in_common": ("?f", 1),
-        "common_centre": ("?fi", 0), "common_unit": ("?fi", 0), "common_weight_prior": ("?fi", 0),
-        "deviation_bound": ("?fi", 0), "theta_mean": ("?f", 1), "theta_precision": ("?f", 2),
-    },
-}
-
-
 def _npz(path: Path, name: str, data: dict[str, bytes]) -> dict[str, np.ndarray]:
     arrays = safe_io.read_npz(data[name], str(path / name))
-    safe_io.check_arrays(arrays, _ARRAY_SPECS.get(name, {}), str(path / name))
+    safe_io.check_arrays(arrays, part_specs(name), str(path / name))
     return arrays
 
 
@@ -386,42 +356,10 @@ def _build(path: Path, name: str, make):
     try:
         return make()
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise InterestError(f"{path / name}: arrays that do not fit together ({_first_line(exc)}); restore it or retrain") from None
+        raise InterestError(f"{path / name}: arrays that do not fit together ({one_line(exc)}); restore it or retrain") from None
 
 
 def _lightgbm(path: Path, name: str, data: dict[str, bytes]):
     return safe_io.read_lgb(data[name], str(path / name))
 
 
-def _check_shapes(model, path: Path) -> None:
-    """The parts must agree with each other and with model.json (dims, feature counts)."""
-    features, heads = model.metadata["features"], model.heads
-    d, k, h = model.dim, int(features["pca_components"]), int(features["head_components"])
-    n_pca, n_extra = model.pca.components_.shape[0], len(features.get("full", [])) - len(features["app"])
-    checks = [
-        ("common.npz", model.pca.components_.shape[1] == d and model.ridge.coef_.shape == (d,)),
-        ("common.npz", n_pca >= max(k, h)),
-        ("common.npz", model.prototypes.centroids_.shape == (len(model.prototypes.ci_), n_pca)),
-        ("common_app.lgb.txt", model.booster.app_booster_.num_feature() == k + 2),
-        ("groups.npz", len(model.groups.cuts_) == 2 and model.groups.cuts_[0] <= model.groups.cuts_[1]
-         and model.groups.prior_.shape == (3,) and model.groups.sigma_ > 0 and model.groups.novelty_scale_ > 0
-         and model.groups.far_width > 0),
-        ("common.npz", model.pca.mean_.shape == (d,) and model.pca.explained_variance_.shape == (n_pca,)),
-        (FULL_PART, model.booster.full_booster_ is None
-         or model.booster.full_booster_.num_feature() == k + 2 + n_extra),
-        # the boosters name their inputs themselves; the model reads model.json's names
-        ("common_app.lgb.txt", model.booster.app_features_ == list(features["app"])),
-        (FULL_PART, model.booster.full_booster_ is None or model.booster.full_features_ == list(features.get("full", []))),
-        ("user_heads.npz", heads.weights_.shape == (len(heads.users_), len(heads.anchors_))),
-        ("user_heads.npz", heads.anchors_.shape[1:] == (h,)
-         and heads.templates_.shape[1:] == heads.background_.shape == (len(heads.anchors_),)),
-    ]
-    for name, ok in checks:
-        if not ok:
-            raise InterestError(f"{path / name}: shapes disagree with model.json; restore the bundle or retrain")
-
-
-def _first_line(exc: BaseException) -> str:
-    """An exception's message cut to its first line: user-facing errors are one line."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from interest.errors import InterestError
+from interest.errors import InterestError, one_line
 
 if TYPE_CHECKING:
     import lightgbm
@@ -129,7 +129,7 @@ def read_json(data: bytes, where: str, *, fix: str = "restore the bundle or retr
             f"{where}: a JSON number of {len(exc.args[0])} characters (over {MAX_NUMBER_CHARS}); {fix}"
         ) from None
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:
-        raise InterestError(f"{where}: not valid JSON ({_first_line(exc)}); {fix}") from None
+        raise InterestError(f"{where}: not valid JSON ({short_text(one_line(exc), 200)}); {fix}") from None
 
 
 class _TooLong(Exception):
@@ -208,7 +208,7 @@ def read_npz(data: bytes, where: str, *, fix: str = "restore it or retrain") -> 
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = archive.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError) as exc:
-        raise InterestError(f"{where}: not a readable npz ({_first_line(exc)}); {fix}") from None
+        raise InterestError(f"{where}: not a readable npz ({short_text(one_line(exc), 200)}); {fix}") from None
     if len(infos) > MAX_NPZ_MEMBERS:
         raise InterestError(f"{where}: {len(infos)} arrays, over the limit of {MAX_NPZ_MEMBERS}; {fix}")
     claimed = sum(info.file_size for info in infos)
@@ -231,7 +231,7 @@ def read_npz(data: bytes, where: str, *, fix: str = "restore it or retrain") -> 
         except InterestError:
             raise
         except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, NotImplementedError, TypeError) as exc:
-            raise InterestError(f"{where}: array '{short_text(key)}' is damaged ({_first_line(exc)}); {fix}") from None
+            raise InterestError(f"{where}: array '{short_text(key)}' is damaged ({short_text(one_line(exc), 200)}); {fix}") from None
     return arrays
 
 
@@ -314,7 +314,7 @@ def read_lgb(data: bytes, where: str, *, fix: str = "restore it or retrain") -> 
     try:
         booster = lgb.Booster(model_str=canonical)
     except lgb.basic.LightGBMError as exc:
-        raise InterestError(f"{where}: not a LightGBM text model ({_first_line(exc)}); {fix}") from None
+        raise InterestError(f"{where}: not a LightGBM text model ({short_text(one_line(exc), 200)}); {fix}") from None
     if booster.num_trees() != n_trees or booster.num_feature() != n_features:
         raise InterestError(f"{where}: LightGBM read a different model than the one checked; {fix}")
     return booster
@@ -556,8 +556,3 @@ def short_text(text: str, limit: int = 40) -> str:
     """A hostile name or value cut short and made printable, for one-line messages."""
     text = text.encode("ascii", "backslashreplace").decode("ascii").replace("\n", "\\n").replace("\r", "\\r")
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return short_text(text.splitlines()[0], 200) if text else type(exc).__name__

@@ -8,7 +8,7 @@ reads every file relative to that handle, so it sees one version even if a
 writer switches in another meanwhile; should that older version vanish
 under it, :func:`read_consistently` tries again on the new one.
 
-Writers (``save_bundle``, the service's personalisation, ``interest
+Writers (``write_bundle``, the service's personalisation, ``interest
 personalize``) hold :func:`bundle_lock`, an ``fcntl.flock`` on
 ``.NAME.lock`` beside the bundle (beside, not inside: the directory itself
 is swapped, and a lock inside it would be a different file for the next

@@ -1,6 +1,7 @@
-"""What a model is given to score, turned into embeddings: input dispatch and the backbone holder.
+"""Images -> backbone -> pipeline -> model: what ``interest.load`` returns.
 
-:func:`read_inputs` works out what kind of input :meth:`InterestModel.score`
+:func:`load` reads a bundle (by its kind) into a model that scores images too
+(:class:`ImageScoring`). :func:`read_inputs` works out what kind of input ``score``
 got (image paths or folders, PIL images, an embeddings array, a DataFrame of
 (photo_id, embedding), Parquet embeddings files) and returns embeddings of
 the model's backbone. Images go through the image pipeline's shard runner
@@ -16,11 +17,21 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from interest.bundle.format import LINEAR_KIND
+from interest.bundle.io import read_bundle
 from interest.errors import InterestError
+from interest.hub import is_hub_name, resolve_bundle
+from interest.models.base import EmbeddingModel, Inputs, embeddings_of_parquet, read_embedding_inputs
+from interest.models.model import InterestModel
+from interest.models.study import LinearHeadModel
+
+if TYPE_CHECKING:
+    from interest.features.backbones import Backbone
+    from interest.pipeline.runner import ShardRunner
 
 DEFAULT_BACKBONE_OPTIONS = {"device": "cpu", "precision": "fp32", "cache_dir": None, "weights": None, "encoder": "auto"}
 
@@ -34,7 +45,7 @@ class BackboneHolder:
 
     def __init__(self) -> None:
         self.options = dict(DEFAULT_BACKBONE_OPTIONS)
-        self.backbone = None
+        self.backbone: Backbone | None = None
         self._lock = threading.Lock()
 
     @property
@@ -56,7 +67,7 @@ class BackboneHolder:
             "weights": None if weights is None else str(Path(weights).expanduser()),
         }
 
-    def get(self, spec: dict, dim: int, name: str):
+    def get(self, spec: dict, dim: int, name: str) -> Backbone:
         """The backbone of bundle metadata ``spec`` (its ``backbone`` entry), loaded and checked once."""
         with self._lock:
             if self.backbone is None:
@@ -64,7 +75,7 @@ class BackboneHolder:
             return self.backbone
 
 
-def _load_checked(backbone_id: str, want: dict | None, dim: int, name: str, options: dict):
+def _load_checked(backbone_id: str, want: dict | None, dim: int, name: str, options: dict) -> Backbone:
     from interest.features.backbones import load_backbone
 
     options = dict(options)
@@ -109,19 +120,19 @@ def _jsonable(x: Any) -> Any:
     return json.loads(json.dumps(x, sort_keys=True, default=str))
 
 
-def _runner(model: Any, batch_size: int):
+def _runner(model: "ImageScoring", batch_size: int) -> ShardRunner:
     from interest.pipeline.runner import shard_runner
 
     return shard_runner(model.backbone, batch_size=batch_size)
 
 
-def embed_images(model: Any, images: list, batch_size: int = 64) -> np.ndarray:
+def embed_images(model: "ImageScoring", images: list, batch_size: int = 64) -> np.ndarray:
     """PIL images as the (n, dim) embeddings ``model.score_embeddings`` takes (raw rows for a head on raw features)."""
     emb = _runner(model, batch_size).embed_images(list(images), raw=model.needs_raw_features)
-    return model._check_embeddings(emb)
+    return model.check_embeddings(emb)
 
 
-def embed_files(model: Any, files: list[Path], errors: str, batch_size: int, progress: bool,
+def embed_files(model: "ImageScoring", files: list[Path], errors: str, batch_size: int, progress: bool,
                 cache: str | os.PathLike | None = None):
     """(embeddings (n, dim), per-file reason or None) of image files; ``errors="raise"``: the first bad file raises.
 
@@ -143,36 +154,19 @@ def embed_files(model: Any, files: list[Path], errors: str, batch_size: int, pro
         raise BadImage(files[first.index], first.reason, first.detail)
     ok = np.array([f is None for f in failures], dtype=bool)
     if ok.any():
-        emb[ok] = model._check_embeddings(emb[ok])
+        emb[ok] = model.check_embeddings(emb[ok])
     return emb, [None if f is None else f.reason for f in failures]
 
 
-def read_inputs(model: Any, inputs: Any, errors: str = "raise", batch_size: int = 64, progress: bool = False,
-                cache: str | os.PathLike | None = None):
-    """(id column name, ids, embeddings, per-row problem or None) for any input :meth:`InterestModel.score` accepts;
+def read_inputs(model: "ImageScoring", inputs: Any, errors: str = "raise", batch_size: int = 64,
+                progress: bool = False, cache: str | os.PathLike | None = None) -> Inputs:
+    """(id column name, ids, embeddings, per-row problem or None) for any input :meth:`ImageScoring.score` accepts;
     ``cache``: see :func:`embed_files`."""
     import pandas as pd
     from PIL import Image
 
-    from interest.collection import embeddings_file_backbone, read_embeddings_file
-
-    if isinstance(inputs, np.ndarray):
-        emb = model._check_embeddings(inputs)
-        return "index", np.arange(len(emb)), emb, [None] * len(emb)
-    if isinstance(inputs, pd.DataFrame):
-        for col in ("photo_id", "embedding"):
-            if col not in inputs.columns:
-                raise InterestError(f"input DataFrame: missing column '{col}'; give photo_id and embedding")
-        try:
-            emb = np.stack([np.asarray(e, dtype=np.float32) for e in inputs["embedding"]]) if len(inputs) else None
-        except ValueError:
-            raise InterestError("input DataFrame: column 'embedding' has rows of different lengths") from None
-        if emb is None:
-            raise InterestError("input DataFrame: no rows to score")
-        if model.needs_raw_features and "norm" in inputs.columns:
-            norms = norms_checked(np.asarray(inputs["norm"], dtype=np.float32), inputs["photo_id"], "input DataFrame")
-            emb = emb * norms[:, None]
-        return "photo_id", inputs["photo_id"].astype(str).to_numpy(), model._check_embeddings(emb), [None] * len(emb)
+    if isinstance(inputs, (np.ndarray, pd.DataFrame)):
+        return read_embedding_inputs(model, inputs)
     single = isinstance(inputs, (str, os.PathLike, Image.Image)) or not hasattr(inputs, "__iter__")
     items = [inputs] if single else list(inputs)
     if not items:
@@ -193,25 +187,7 @@ def read_inputs(model: Any, inputs: Any, errors: str = "raise", batch_size: int 
     if any(parquet):
         if not all(parquet):
             raise InterestError("inputs mix Parquet embeddings and images; score them in separate calls")
-        for p in paths:  # a collection's table names its backbone: another's embeddings are refused, not scored
-            named = embeddings_file_backbone(p)
-            if named is not None and named != model.backbone_id:
-                raise InterestError(
-                    f"{p}: embeddings of backbone '{named}' cannot be scored by {model.name}, trained on "
-                    f"'{model.backbone_id}'; embed the photos with that backbone"
-                )
-        read = [read_embeddings_file(p) for p in paths]
-        if model.needs_raw_features:
-            read = [(ids, emb * stored_norms(p, ids, model.name)[:, None]) for p, (ids, emb) in zip(paths, read)]
-        for p, (_, e) in zip(paths, read):
-            if e.shape[1] != model.dim:
-                raise InterestError(
-                    f"{p}: {e.shape[1]}-d embeddings, but {model.name} expects {model.dim}-d embeddings of "
-                    f"backbone '{model.backbone_id}'; embed the photos with that backbone"
-                )
-        ids = np.concatenate([r[0] for r in read])
-        emb = model._check_embeddings(np.concatenate([r[1] for r in read]))
-        return "photo_id", ids, emb, [None] * len(ids)
+        return embeddings_of_parquet(model, paths)
     from interest.features.images import expand_image_paths
 
     files = expand_image_paths(paths, strict=errors == "raise")
@@ -219,27 +195,126 @@ def read_inputs(model: Any, inputs: Any, errors: str = "raise", batch_size: int 
     return "path", np.array([str(f) for f in files], dtype=object), emb, problems
 
 
-def norms_checked(norms: np.ndarray, ids: Any, where: str) -> np.ndarray:
-    """``norms`` when every one is a positive number; else one line naming the first photo without one."""
-    bad = ~(np.isfinite(norms) & (norms > 0))
-    if bad.any():
-        raise InterestError(
-            f"{where}: photo_id {np.asarray(ids)[np.argmax(bad)]} has no valid norm; re-embed it with `interest embed`"
-        )
-    return norms
+class ImageScoring(EmbeddingModel):
+    """A model that scores images too: image files, folders and PIL images go through its backbone
+    (loaded on first use, once, with :meth:`configure_backbone`'s options) and the image pipeline, then the model.
 
-
-def stored_norms(path: Path, ids: np.ndarray, name: str) -> np.ndarray:
-    """The ``norm`` column of embeddings file ``path`` (rows ``ids``), for a head trained on raw features.
-
-    One line naming the file when the column is missing, or the photo when its norm is.
+    What :func:`interest.load` returns (:class:`ScoringModel` for a full bundle, :class:`ScoringLinearModel`
+    for the study's linear head). Models reloaded from a bundle of the same backbone share one backbone.
     """
-    from interest.collection import read_embedding_norms
 
-    norms = read_embedding_norms(path)
-    if norms is None:
+    def __init__(self, **parts: Any) -> None:
+        super().__init__(**parts)
+        self.backbone_holder = BackboneHolder()  # the image backbone, loaded on first use
+
+    @property
+    def backbone(self) -> Backbone:
+        """The image backbone (loaded on first use, once, with :meth:`configure_backbone`'s options)."""
+        return self.backbone_holder.get(self.metadata["backbone"], self.dim, self.name)
+
+    @property
+    def backbone_loaded(self) -> bool:
+        """Whether the image backbone is in memory already (scoring images will not wait for it)."""
+        return self.backbone_holder.loaded
+
+    def embed_images(self, images: list, batch_size: int = 64) -> np.ndarray:
+        """PIL images as the (n, dim) embeddings :meth:`score_embeddings` takes (raw rows for a head on raw features).
+
+        Embedding is the costly step: a service embeds the images of several
+        requests in one call and scores each request's rows apart.
+        """
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return embed_images(self, list(images), batch_size)
+
+    def configure_backbone(
+        self,
+        *,
+        device: str = "cpu",
+        precision: str = "fp32",
+        cache_dir: str | os.PathLike | None = None,
+        weights: str | os.PathLike | None = None,
+        encoder: str = "auto",
+    ) -> "ImageScoring":
+        """Where and how the backbone runs when images are scored: ``device`` (cpu, cuda[:N], mps or
+        auto), ``precision`` (fp32, fp16, bf16), ``cache_dir`` (where its weights are cached or its
+        local checkpoint lies), ``weights`` (a checkpoint file to use) and ``encoder`` (auto, torch or
+        onnx: what runs the image tower, see ``load_openclip``). Takes effect at the next image scored
+        if the backbone is not loaded yet. Returns self.
+        """
+        self.backbone_holder.configure(device=device, precision=precision, cache_dir=cache_dir, weights=weights,
+                                       encoder=encoder)
+        return self
+
+    def reloaded(self, path: str | os.PathLike) -> "ImageScoring":
+        """The bundle at ``path`` loaded again, sharing this model's backbone (loaded once per process)."""
+        fresh = super().reloaded(path)
+        fresh.backbone_holder = self.backbone_holder
+        return fresh
+
+    def read_inputs(self, inputs: Any, errors: str = "raise", batch_size: int = 64, progress: bool = False,
+                    cache: str | os.PathLike | None = None) -> Inputs:
+        """Embeddings of any input :meth:`score` accepts, images included (see :func:`read_inputs`)."""
+        return read_inputs(self, inputs, errors, batch_size, progress, cache)
+
+
+class ScoringModel(ImageScoring, InterestModel):
+    """A full bundle's :class:`~interest.models.model.InterestModel` that scores images too."""
+
+
+class ScoringLinearModel(ImageScoring, LinearHeadModel):
+    """The study's :class:`~interest.models.study.LinearHeadModel` that scores images too."""
+
+
+def with_images(model: InterestModel | LinearHeadModel) -> ScoringModel | ScoringLinearModel:
+    """``model`` (trained or built in memory) as one that scores images too, its parts shared."""
+    if isinstance(model, ImageScoring):
+        return model
+    scoring = ScoringLinearModel if isinstance(model, LinearHeadModel) else ScoringModel
+    new = scoring.__new__(scoring)
+    new.__dict__.update(model.__dict__)
+    new.backbone_holder = BackboneHolder()
+    return new
+
+
+def load_model(path: str | os.PathLike) -> ScoringModel | ScoringLinearModel:
+    """The model of the bundle directory at ``path``, by the bundle's kind (full, or the study's linear head)."""
+    bundle = read_bundle(path)
+    if bundle.kind == LINEAR_KIND:
+        return ScoringLinearModel.from_bundle(bundle)
+    return ScoringModel.from_bundle(bundle)
+
+
+def load(
+    path: str | os.PathLike,
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
+    cache_dir: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    encoder: str = "auto",
+) -> ScoringModel | ScoringLinearModel:
+    """Load a model bundle: a directory, or a Hugging Face Hub name ``hf-hub:ORG/NAME[@REVISION]``.
+
+    A Hub bundle is fetched once into the Hugging Face cache (``HF_HOME``, or
+    ``cache_dir``) and read from there afterwards, offline too. ``device``
+    (cpu, cuda[:N], mps, auto), ``precision`` (fp32, fp16, bf16), ``cache_dir``
+    (the backbone's weights cache or the folder of its local checkpoint) and
+    ``weights`` (the backbone checkpoint file itself) and ``encoder`` (auto,
+    torch or onnx: what runs the image tower) say how images are embedded;
+    scoring embeddings needs none of them. Raises InterestError (one line) if
+    the bundle is missing, damaged or not cached while offline.
+    """
+    try:
+        if is_hub_name(str(path)):
+            model = load_model(resolve_bundle(str(path), cache_dir=cache_dir))
+            model.name = str(path)
+        else:
+            model = load_model(path)
+    except ImportError as exc:  # a torch-free install (interest[onnx]) has no LightGBM or scipy
         raise InterestError(
-            f"{path}: no 'norm' column, but {name} applies to raw (un-normalised) features; re-embed with "
-            "`interest embed` (which writes it) or score the raw embeddings as an array"
-        )
-    return norms_checked(norms, ids, str(path))
+            f"{path}: loading a model bundle needs {(exc.name or 'lightgbm').split('.')[0]}: "
+            "pip install 'interest[research]' (or score an ONNX export with interest.onnx)"
+        ) from None
+    return model.configure_backbone(device=device, precision=precision, cache_dir=cache_dir, weights=weights,
+                                    encoder=encoder)
