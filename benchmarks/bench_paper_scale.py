@@ -30,7 +30,9 @@ model = train_model(root, out, progress=False)
 t2 = time.perf_counter()
 print(json.dumps({"label_s": t1 - t0, "train_s": t2 - t1, "total_s": t2 - t0,
                   "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
-                  "user_heads": len(model.users)}))
+                  "user_heads": len(model.users), "train_steps_s": model.metadata["timings_s"],
+                  "train_photos": model.metadata["data"]["n_train_photos"],
+                  "train_favourites": model.metadata["data"]["n_favourites"]}))
 """
 
 

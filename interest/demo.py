@@ -72,8 +72,8 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
     table = model.score(images, user=user)
     table.insert(1, f"liked by {user}", liked)
     typer.echo(
-        (f"{user} was held out whole by `label` (the common model never saw them; their head learned from all "
-         "their favourites): " if held_out else f"{user}: ")
+        (f"{user} was held out whole by `label` (evaluate refitted the model without them; the bundle learned from "
+         "all their favourites): " if held_out else f"{user}: ")
         + "three held-out photos they favourited and three they did not:"
     )
     typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))  # ci_score is ~0.001-0.05

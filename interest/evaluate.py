@@ -1,7 +1,12 @@
 """The evaluation protocol: how well a model predicts commonality on held-out photos and users.
 
 Nothing the model saw in training is scored: only the labels' test photos
-(``set == "test"``), and every target comes from test favourites alone.
+(``set == "test"``), and every target comes from test favourites alone. An
+app bundle learned from the whole collection, the test photos and the users
+held out whole included, so it is first refitted on the label split (the
+same training, ``interest train --evaluation-only``; ``refitted``: "model")
+and every figure is that fit's; the bundle itself is scored only on photos
+the collection never held (``truth.never_held.app_bundle``).
 
 The headline (printed first) cannot be reached by a model that knows nothing
 of commonality, and every figure has baselines measured in the same run: a
@@ -48,10 +53,9 @@ partitions' relation to common appeal):
   by the common score alone and by common + the user's head; mean AUC and
   NDCG@10 per activity bucket (the user's *train* favourites). Ties count
   half in AUC and rank negatives first in NDCG (no credit for a tie). A user
-  without a head is scored by the common score in both columns. An app
-  bundle's heads learned from every favourite, the test ones included, so
-  for this section they are refitted on the split's training users and
-  photos first (``heads_refitted``; what ``train --evaluation-only`` fits).
+  without a head is scored by the common score in both columns. A bundle
+  whose heads alone learned from every favourite (written between the two
+  changes) has only its heads refitted on the split (``refitted``: "heads").
 * **ground_truth** — on a synthetic world (``ground_truth/photos.parquet``
   present): Spearman of the predicted and of the label CI against the true
   ``common_appeal`` of the test photos.
@@ -122,6 +126,9 @@ def evaluate(
     labels = read_labels(root)
     settings = labels.attrs[SETTINGS_KEY]
     _check_same_split(model, settings, root)
+    # an app bundle saw the held-out photos and users: everything below measures its refit on the label split
+    app_bundle = model
+    model, refitted = split_model(model, root, progress=progress)
     test = labels[labels["set"] == "test"].reset_index(drop=True)
     if test.empty:
         raise InterestError(
@@ -165,6 +172,8 @@ def evaluate(
         "commonality": kind,
         "used_metadata": metadata is not None,
         "seed": int(seed),
+        "refitted": refitted,
+        "heads_refitted": refitted is not None,
     }
     reliability = split_half_reliability(
         part_codes, len(parts), fav_user[is_test_fav], fav_photo[is_test_fav], kind, reliability_splits, seed
@@ -178,11 +187,8 @@ def evaluate(
     vs_heldout["spearman_over_full_ceiling"] = vs_heldout["spearman"] / full_ceiling if have and full_ceiling else None
     metrics["ci"] = {"heldout": vs_heldout, "label": _agreement(pred_ci, label_ci)}
     metrics["groups"] = group_metrics(test["trend_group"].to_numpy(dtype=np.int64), pred_group)
-    # heads that learned from every favourite (an app bundle) saw these test favourites: ranked by heads refitted
-    # on the label split's training users and photos, as `interest train --evaluation-only` fits them
-    head_model, metrics["heads_refitted"] = split_heads(model, root)
     metrics["users"] = user_ranking(
-        head_model,
+        model,
         test_emb,
         pred_ci,
         fav_user[is_test_fav],
@@ -206,26 +212,46 @@ def evaluate(
         scores, fav_user[is_new], fav_photo[is_new], len(test), negatives=negatives, seed=seed
     ) if held_out else None
     metrics["photo_level"] = photo_level_commonality(scores, fav_user[is_new], fav_photo[is_new], len(test)) if held_out else None
-    metrics["truth"] = _truth(root, model, test["photo_id"], scores, baselines, backbone_id)
+    app_bundle = app_bundle if refitted == "model" else None
+    metrics["truth"] = _truth(root, model, test["photo_id"], scores, baselines, backbone_id, app_bundle)
     return _json_ready(metrics)
 
 
-def split_heads(model: Any, root: str | os.PathLike) -> tuple[Any, bool]:
-    """(``model``, False), or when its heads learned from every favourite of the collection (model.json
-    ``data.heads_data`` "all"), (a copy whose heads are refitted on the label split's training users and
-    photos, True): the test favourites that evaluate ranks never reach the heads it ranks them with."""
-    if (getattr(model, "metadata", None) or {}).get("data", {}).get("heads_data") != "all":
-        return model, False
+def split_model(model: Any, root: str | os.PathLike, *, progress: bool = False) -> tuple[Any, str | None]:
+    """The model that evaluate measures on the held-out photos and users of collection ``root``.
+
+    ``(model, None)`` for an evaluation bundle (model.json ``data.common_data``
+    and ``heads_data`` "split", or absent: bundles written before). An app
+    bundle (``common_data`` "all") learned from those photos and users, so
+    ``(the same training refitted on the label split, "model")``: what
+    ``interest train --evaluation-only`` writes, from the bundle's own
+    training config; refused with one line when the split is not the one the
+    bundle learned from (its ``split_fingerprint``). A bundle whose heads
+    alone learned from everyone: ``(a copy with heads refitted on the split,
+    "heads")``.
+    """
+    data_meta = (getattr(model, "metadata", None) or {}).get("data", {})
+    if "all" not in (data_meta.get("common_data"), data_meta.get("heads_data")):
+        return model, None
     from interest.config import config_from_dict
-    from interest.models.train import TrainConfig, fit_user_heads, read_training_data
+    from interest.models.train import TrainConfig, fit_user_heads, read_training_data, train_model
 
     known = {f for f in TrainConfig.__dataclass_fields__}
     config = config_from_dict(TrainConfig, {k: v for k, v in model.metadata.get("training", {}).items() if k in known})
+    if data_meta.get("common_data") == "all":
+        refit = train_model(root, None, backbone=model.backbone_id, config=config, progress=progress, evaluation_only=True)
+        if data_meta.get("split_fingerprint") not in (None, refit.metadata["data"]["fingerprint"]):
+            raise InterestError(
+                f"{table_path(root, 'labels')}: model {getattr(model, 'name', '')} learned from another collection "
+                "or other labels (its split's fingerprint differs); evaluate it on the collection and labels it was "
+                f"trained on, or evaluate a bundle of `interest train {root} --evaluation-only`"
+            )
+        return refit, "model"
     data = read_training_data(root, model.backbone_id, config)
     heads, _ = fit_user_heads(
         config, model.pca, model.ridge, model.prototypes, model.booster, [data["emb"]], data["fav_users"], data["fav_rows"]
     )
-    return model.with_heads(heads), True
+    return model.with_heads(heads), "heads"
 
 
 def new_user_ranking(
@@ -330,8 +356,11 @@ def _baselines(root, labels, favorites, backbone_id, test_emb, seed) -> dict:
     }
 
 
-def _truth(root, model, test_ids: pd.Series, scores: dict, baselines: dict, backbone_id: str) -> dict | None:
-    """Spearman against the true commonality: test photos, and photos the collection never held."""
+def _truth(
+    root, model, test_ids: pd.Series, scores: dict, baselines: dict, backbone_id: str, app_bundle: Any = None
+) -> dict | None:
+    """Spearman against the true commonality: test photos, and photos the collection never held (by
+    ``app_bundle`` too, when given: the bundle learned from the whole collection, never from those)."""
     gt = Path(root) / "ground_truth"
     if not (gt / "photos.parquet").is_file():
         return None
@@ -351,6 +380,8 @@ def _truth(root, model, test_ids: pd.Series, scores: dict, baselines: dict, back
             target = photos["true_commonality"].to_numpy(float)
             never = {"model": model.score_embeddings(emb)["ci_score"].to_numpy(float)}
             never.update({name: np.asarray(b["score"](emb), dtype=float) for name, b in baselines.items()})
+            if app_bundle is not None:
+                never["app_bundle"] = app_bundle.score_embeddings(emb)["ci_score"].to_numpy(float)
             out["never_held"] = {name: spearman_or_none(v, target) for name, v in never.items()}
             out["n_never_held"] = int(len(photos))
     out["n_test"] = int(known.sum())
@@ -520,6 +551,10 @@ def format_metrics(metrics: dict) -> str:
         f"held-out photos {metrics['n_test_photos']}, held-out favourites {metrics['n_test_favourites']}, "
         f"backbone {metrics['backbone']}, commonality {metrics['commonality']}, "
         f"metadata {'used' if metrics['used_metadata'] else 'not used'}",
+        *([
+            "the bundle learned from every user and photo (an app bundle): the figures below are of the same "
+            "training refitted on the label split (`interest train --evaluation-only`)"
+        ] if metrics.get("refitted") == "model" else []),
         "",
         *_headline_lines(metrics),
         "secondary, partition-level (a model that only knows a photo's partition scores well here, "
@@ -545,7 +580,7 @@ def format_metrics(metrics: dict) -> str:
         f"users: held-out favourites ranked among up to {users['negatives']} non-favourites "
         f"(AUC, NDCG@{users['ndcg_at']}); common-only vs common + head"
         + (" (heads refitted on the label split: the bundle's learned from these favourites too)"
-           if metrics.get("heads_refitted") else ""),
+           if metrics.get("refitted") == "heads" else ""),
         f"  {'train faves':<12}{'users':>7}{'heads':>7}{'AUC com':>9}{'AUC head':>9}{'diff':>8}"
         f"{'NDCG com':>10}{'NDCG head':>10}{'diff':>8}",
     ]
@@ -599,6 +634,8 @@ def _headline_lines(metrics: dict) -> list[str]:
             f"  {n:<16}{f(truth['test'].get(n)):>8}" + (f"{f(never.get(n)):>10}" if never else "")
             for n in names if n in truth["test"]
         ]
+        if "app_bundle" in never:
+            lines.append(f"  {'app bundle':<16}{'-':>8}{f(never['app_bundle']):>10}  (every user and photo)")
     return [*lines, ""]
 
 

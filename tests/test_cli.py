@@ -190,6 +190,44 @@ def test_users_held_out_by_label_can_be_scored(trained, tmp_path):
     assert meta["heads_data"] == "all" and meta["n_users_with_heads"] == favs["user_id"].nunique()
 
 
+def test_every_user_scored_through_the_cli_and_evaluation_only_keeps_the_split(trained, tmp_path):
+    """Every user of the collection has a head in the app bundle, whose common model also learned from the users and
+    photos `label` held out; `train --evaluation-only` learns from the label split only and knows none of those."""
+    root, model = trained
+    backbone, ids, _ = read_embeddings(root)
+    labels = pd.read_parquet(root / "labels.parquet")
+    split = pd.read_parquet(root / "label_users.parquet")
+    held_out = set(split.loc[split["set"] == "test", "user_id"])
+    favs = pd.read_parquet(root / "favorites.parquet").merge(labels[["photo_id", "set"]], on="photo_id")
+    per_user = favs.groupby("user_id")["photo_id"].nunique()
+    assert set(interest.load(model).users) == set(per_user.index)
+    # the app bundle's common model learned from every labelled photo and every favourite on them
+    data = json.loads((model / "model.json").read_text())["data"]
+    assert data["common_data"] == "all" and data["n_train_photos"] == len(labels) and data["n_favourites"] == len(favs)
+    assert favs["user_id"].isin(held_out).sum() > 50 and (labels["set"] == "test").sum() > 100
+
+    # one user of each kind through the CLI: held out whole by `label`, and with 1-4 favourites
+    light = per_user[(per_user < 5) & ~per_user.index.isin(held_out)]
+    whole = per_user[per_user.index.isin(held_out)]
+    assert len(light) and len(whole)
+    for user in (str(whole.idxmax()), str(light.index[0])):
+        out = tmp_path / f"{user}.parquet"
+        run("score", model, embeddings_path(root, backbone), "--user", user, "--out", out)
+        scores = pd.read_parquet(out)
+        assert len(scores) == len(ids) and scores["user_score"].notna().all()
+        np.testing.assert_allclose(scores["user_score"], scores["ci_score"] + scores["deviation"], rtol=1e-5, atol=1e-7)
+
+    evaluation = tmp_path / "evaluation"
+    run("train", root, "--out", evaluation, "--evaluation-only")
+    e_data = json.loads((evaluation / "model.json").read_text())["data"]
+    on_split = favs[(favs["set"] == "train") & ~favs["user_id"].isin(held_out)]
+    assert e_data["common_data"] == "split" and e_data["n_train_photos"] == (labels["set"] == "train").sum()
+    assert e_data["n_favourites"] == len(on_split) < len(favs)
+    # a user the evaluation bundle never saw gets the one-line error naming personalize
+    proc = run("score", evaluation, embeddings_path(root, backbone), "--user", str(whole.idxmax()), check=False)
+    assert_user_error(proc, str(whole.idxmax()), "interest personalize")
+
+
 def test_newer_bundle_and_hand_edited_bundle(trained, tmp_path):
     _, model = trained
     newer = tmp_path / "newer"

@@ -376,9 +376,9 @@ def test_image_level_app_score_beats_the_booster_on_photos_never_held(family_mod
     assert image_rho > booster_rho + 0.005
 
 
-def test_held_out_users_reach_the_heads_not_the_common_model(family_model, tmp_path):
-    """The app bundle's heads learn from every user and photo; the common model only from the label split;
-    evaluate ranks the users' held-out favourites with heads refitted on the split, as an evaluation bundle's."""
+def test_app_bundle_learns_from_everyone_evaluation_from_the_split(family_model, tmp_path):
+    """The app bundle (common model and heads) learns from every user and photo; the evaluation bundle from the
+    label split only; evaluate measures an app bundle by refitting it on the split, as the evaluation bundle."""
     from interest.models.train import train_model
 
     root, model = family_model
@@ -392,29 +392,71 @@ def test_held_out_users_reach_the_heads_not_the_common_model(family_model, tmp_p
     light = counts[counts < 5].index
     assert len(light) >= 5 and held_out & set(light)
     weights = pd.DataFrame(model.heads.weights_, index=model.users)
-    # the few-shot settings give them heads from their favourites (a setting passed on this world)
-    assert (weights.loc[light].abs().max(axis=1) > 0).mean() > 0.8
+    # the few-shot settings that beat the common score on this collection give them heads from their favourites
+    # (measured: the 4, 8 and 16-photo settings pass here; 1 and 2 did too while the common model learned from
+    # the split only, at +0.017 / +0.021 AUC)
+    passed = {int(k) for k, v in model.metadata["metrics"]["heads"]["few_shot"].items() if v["scale"] > 0}
+    assert 4 in passed
+    with_setting = [u for u in light if max(k for k in (1, 2, 4) if k <= counts[u]) in passed]
+    assert len(with_setting) >= 2 and (weights.loc[with_setting].abs().max(axis=1) > 0).all()
     # ... by the path personalize takes: the same favourites given as liked photos give the same head
-    user = sorted(held_out & set(light))[0]
+    user = sorted(with_setting, key=lambda u: (u not in held_out, u))[0]
     _, ids, emb = read_embeddings(root)
     theirs = np.isin(ids, favs.loc[favs["user_id"] == user, "photo_id"].astype(str))
     again = model.with_heads(model.heads).personalize("again", emb[theirs])
     np.testing.assert_allclose(again.heads.weights_[-1], weights.loc[user].to_numpy(), rtol=1e-4, atol=1e-7)
-    # the common model's counts still come from the split's training users on training photos only
-    assert model.metadata["data"]["n_favourites"] == len(
-        favs.query("user_id not in @held_out").merge(labels.query("set == 'train'")[["photo_id"]], on="photo_id")
-    )
-    assert model.metadata["data"]["heads_data"] == "all"
-    assert model.metadata["data"]["n_head_photos"] == len(labels)
+    # the common model learned from every labelled photo and every user's favourites on them: the held-out
+    # photos and the users held out whole included
+    on_labelled = favs.merge(labels[["photo_id"]], on="photo_id")
+    data = model.metadata["data"]
+    assert data["common_data"] == data["heads_data"] == "all"
+    assert data["n_train_photos"] == data["n_head_photos"] == len(labels)
+    assert data["n_favourites"] == data["n_head_favourites"] == len(on_labelled)
+    assert len(on_labelled.query("user_id in @held_out")) > 100
 
     evaluation = train_model(root, tmp_path / "evaluation", progress=False, evaluation_only=True)
-    assert evaluation.metadata["data"]["heads_data"] == "split" and not held_out & set(evaluation.users)
-    np.testing.assert_array_equal(evaluation.score_embeddings(np.eye(1, model.dim))["ci_score"],
-                                  model.score_embeddings(np.eye(1, model.dim))["ci_score"])
+    e_data = evaluation.metadata["data"]
+    assert e_data["common_data"] == e_data["heads_data"] == "split" and not held_out & set(evaluation.users)
+    assert e_data["n_train_photos"] == (labels["set"] == "train").sum()
+    assert e_data["n_favourites"] == len(
+        favs.query("user_id not in @held_out").merge(labels.query("set == 'train'")[["photo_id"]], on="photo_id")
+    )
+    # the app bundle knows which split it can be refitted on
+    assert data["split_fingerprint"] == e_data["fingerprint"] == e_data["split_fingerprint"] != data["fingerprint"]
+    # two different fits of the common model
+    probe = np.random.default_rng(0).normal(size=(50, model.dim))
+    assert not np.allclose(evaluation.score_embeddings(probe)["ci_score"], model.score_embeddings(probe)["ci_score"])
+
     app_metrics, split_metrics = evaluate(model, root, progress=False), evaluate(evaluation, root, progress=False)
-    assert app_metrics["heads_refitted"] and not split_metrics["heads_refitted"]
-    assert app_metrics["users"] == split_metrics["users"] and app_metrics["new_users"] == split_metrics["new_users"]
-    assert "heads refitted on the label split" in format_metrics(app_metrics)
+    assert app_metrics["refitted"] == "model" and split_metrics["refitted"] is None
+    # the app bundle's evaluation is the evaluation bundle's, figure for figure
+    for section in ("users", "new_users", "photo_level", "ci", "groups"):
+        assert app_metrics[section] == split_metrics[section], section
+    assert app_metrics["truth"]["test"] == split_metrics["truth"]["test"]
+    # ... beside the app bundle's own figure on photos no bundle saw (measured: 0.866 for the app bundle,
+    # 0.864 for the split's fit on this world)
+    never = app_metrics["truth"]["never_held"]
+    assert "app_bundle" not in split_metrics["truth"]["never_held"]
+    assert never["app_bundle"] > never["study_recipe"] + 0.05 and never["app_bundle"] > never["model"] - 0.02
+    text = format_metrics(app_metrics)
+    assert "refitted on the label split" in text and "app bundle" in text
+
+
+def test_evaluate_refuses_an_app_bundle_of_other_labels(family_model, tmp_path):
+    """An app bundle is refitted on the split to be evaluated: on labels it did not learn from, that refit would be
+    another model, so evaluate says which bundle it needs instead."""
+    root, model = family_model
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("model"))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(copy / "labels.parquet")  # its schema keeps the label settings: the same split
+    i = table.schema.get_field_index("ci_score")
+    scaled = pa.array(table.column(i).to_numpy() * 1.01)  # other labels
+    pq.write_table(table.set_column(i, table.schema.field(i), scaled), copy / "labels.parquet")
+    with pytest.raises(InterestError, match=r"labels.parquet.*other labels.*--evaluation-only"):
+        evaluate(model, copy, progress=False)
 
 
 def test_no_held_out_users_says_so(family_model, tmp_path):

@@ -77,17 +77,17 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Override the config's seed."),
     evaluation_only: bool = typer.Option(
         False, "--evaluation-only",
-        help="Fit the user heads on the label split's training users and photos only (an evaluation bundle, "
-        "not for apps); `interest evaluate` refits them so for an app bundle itself.",
+        help="Fit everything on the label split's training users and photos only (an evaluation bundle, "
+        "not for apps); `interest evaluate` refits an app bundle so itself.",
     ),
 ) -> None:
     """Train the common model, the trend-group classifier and the per-user heads; writes a model bundle.
 
-    The common model learns from the labels' training photos and users (the
-    labels are defined there, and `interest evaluate` measures it on the
-    held-out ones). The user heads learn from every favourite of every user
-    on every labelled photo, the users `interest label` held out whole
-    included: every user with a favourite can be scored with `--user`.
+    The bundle learns from the whole collection: the common model and the
+    user heads from every labelled photo and every user's favourites, the
+    photos and users `interest label` held out included, so every user with a
+    favourite can be scored with `--user`. `--evaluation-only` keeps the label
+    split (what `interest evaluate` measures on the held-out photos and users).
     """
     from interest.config import load_config
     from interest.models.train import TrainConfig, train_model
@@ -109,7 +109,12 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, help="Write the metrics as JSON here."),
     backbone: Optional[str] = typer.Option(None, help="Backbone id under features/ (default: the model's)."),
 ) -> None:
-    """Evaluate a model on the collection's held-out photos and users; prints a table."""
+    """Evaluate a model on the collection's held-out photos and users; prints a table.
+
+    An app bundle learned from those photos and users too: it is refitted on
+    the label split first (as `interest train --evaluation-only` fits it),
+    which takes as long as training.
+    """
     import interest
     from interest.collection import write_json_atomic
     from interest.evaluate import evaluate as run_evaluation

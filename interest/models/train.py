@@ -2,11 +2,13 @@
 
 Reads the collection through the contract (embeddings, labels.parquet,
 favorites.parquet, photos.parquet and, when present,
-features/characteristics.parquet), fits on the ``set == "train"`` photos only,
-and writes the bundle. Steps: PCA -> ridge (CI_R) and cluster prototypes,
-both with out-of-fold predictions -> stacked LightGBM (app and full) ->
-trend-group classifier -> user heads. Every step is seeded; the same collection and config give the
-same bundle parts.
+features/characteristics.parquet), fits on every labelled photo and every
+user's favourites (the app bundle) or on the label split's training photos
+and users only (an evaluation bundle), and writes the bundle. Steps: PCA ->
+ridge (CI_R) and cluster prototypes, both with out-of-fold predictions ->
+stacked LightGBM (app and full) -> trend-group classifier -> user heads.
+Every step is seeded; the same collection and config give the same bundle
+parts.
 """
 
 from __future__ import annotations
@@ -162,15 +164,16 @@ def train_model(
     :class:`~interest.models.model.InterestModel`. Needs labels.parquet from
     ``interest label`` made on the same backbone's embeddings.
 
-    The common model and the trend groups learn from the labels' training
-    photos and users (the labels are defined there; the held-out photos and
-    users are what ``interest evaluate`` measures them on). The user heads
-    learn from every favourite of every user on every labelled photo, the
-    users ``label`` held out whole and the held-out photos included, so every
-    user with a favourite has a head (users with 1-4 favourites through the
-    few-shot settings, as ``personalize`` makes them). ``evaluation_only``
-    fits the heads on the split's training users and photos only, as
-    ``interest evaluate`` needs them (it refits them so for a bundle without).
+    The bundle an app loads learns from the whole collection: the common
+    model and the trend groups from every labelled photo (the held-out
+    photos' labels included) with every user's favourites (the users
+    ``label`` held out whole included), the user heads from every favourite
+    of every user on those photos, so every user with a favourite has a head
+    (users with 1-4 favourites through the few-shot settings, as
+    ``personalize`` makes them). ``evaluation_only`` fits everything on the
+    label split's training photos and users only: the bundle ``interest
+    evaluate`` measures on the held-out photos and users (it refits one so
+    when given an app bundle).
     """
     config = config or TrainConfig()
     steps = ["reading", "pca", "ridge", "prototypes", "booster", "groups", "heads", "saving"]
@@ -187,7 +190,7 @@ def train_model(
         bar.set_postfix_str(name)
 
     bar.set_postfix_str("reading")
-    data = read_training_data(root, backbone, config)
+    data = read_training_data(root, backbone, config, everyone=not evaluation_only)
     X, y, g = data["emb"], data["ci"], data["groups"]
     step("pca")
 
@@ -237,12 +240,9 @@ def train_model(
     )
     step("heads")
 
-    # the app bundle's heads learn from every user's favourites on every labelled photo; the split's
-    # training users and photos only for an evaluation bundle (interest evaluate refits those itself)
-    head_data = {**data, "blocks": [X]} if evaluation_only else read_everyone(root, data)
-    heads, head_base = fit_user_heads(
-        config, pca, ridge, prototypes, booster, head_data["blocks"], head_data["fav_users"], head_data["fav_rows"]
-    )
+    # the heads learn from the same photos and favourites as the common model: everyone's for the app bundle,
+    # the split's training users and photos for an evaluation bundle (interest evaluate refits one itself)
+    heads, head_base = fit_user_heads(config, pca, ridge, prototypes, booster, [X], data["fav_users"], data["fav_rows"])
     step("saving")
 
     metadata = {
@@ -266,21 +266,25 @@ def train_model(
             # the app model's score on the training photos at its quintiles: the cuts between 1-5 stars in
             # XMP sidecars (interest.apps.xmp), the same for every folder a person scores
             "rating_cuts": [
-                # the heads' blocks start with the training photos X: their rows of the score the heads used
-                float(c) for c in np.quantile(head_base[: len(X)], (0.2, 0.4, 0.6, 0.8))
+                float(c) for c in np.quantile(head_base, (0.2, 0.4, 0.6, 0.8))
             ],
         },
         "training": config_to_dict(config),
         "data": {
             "collection": Path(root).resolve().name,  # its name beside the fingerprint: no path of this disk leaves it
             "fingerprint": data["fingerprint"],
+            # the label split's training photos, labels and embeddings: what `interest evaluate` refits an app
+            # bundle on, and checks it refits on the collection the bundle learned from
+            "split_fingerprint": data["split_fingerprint"],
             "n_train_photos": int(len(y)),
             "n_favourites": int(len(data["fav_rows"])),
             "n_users_with_heads": int(len(heads.users_)),
-            # what the heads learned from: "all" (every user and labelled photo) or "split" (evaluation bundle)
+            # what the common model and the heads learned from: "all" (every user and labelled photo, the app
+            # bundle) or "split" (the label split's training users and photos, an evaluation bundle)
+            "common_data": "split" if evaluation_only else "all",
             "heads_data": "split" if evaluation_only else "all",
-            "n_head_photos": int(sum(len(b) for b in head_data["blocks"])),
-            "n_head_favourites": int(len(head_data["fav_rows"])),
+            "n_head_photos": int(len(X)),
+            "n_head_favourites": int(len(data["fav_rows"])),
             "metadata_as_of": data["metadata_as_of"],
         },
         "metrics": {
@@ -365,36 +369,6 @@ def light_user_heads(
         heads.weights_[heads._index[user]] = heads.fit_one(F[liked], common_liked=common)
 
 
-def read_everyone(root: str | os.PathLike, data: dict) -> dict:
-    """Every labelled photo's embedding, as ``blocks`` (the training photos of ``data``, then the held-out
-    ones) and every favourite on them, of every user (the users ``label`` held out whole included)."""
-    from interest.labels import read_labels
-
-    backbone_id, ids, emb = read_embeddings(root, data["backbone_id"])
-    labels = read_labels(root)
-    others = labels.loc[labels["set"].astype(str) != "train", "photo_id"].astype(str)
-    others = np.sort(others[~others.isin(data["photo_ids"])].to_numpy())
-    rows = pd.Index(ids).get_indexer(others)
-    if (rows < 0).any():
-        raise InterestError(
-            f"{table_path(root, 'labels')}: photo_id {others[rows < 0][0]} has no embedding for backbone "
-            f"'{backbone_id}'; re-run `interest embed`, then `interest label`"
-        )
-    held_out = emb[rows]
-    del emb
-    photo_ids = np.concatenate([data["photo_ids"], others])
-    favs = read_table(root, "favorites", ["user_id", "photo_id"])
-    position = pd.Series(np.arange(len(photo_ids)), index=pd.Index(photo_ids))
-    fav_rows = position.reindex(favs["photo_id"].astype(str).to_numpy())
-    on_photo = fav_rows.notna().to_numpy()
-    return {
-        "blocks": [data["emb"], held_out],
-        "photo_ids": photo_ids,
-        "fav_users": favs["user_id"].astype(str).to_numpy()[on_photo],
-        "fav_rows": fav_rows.to_numpy()[on_photo].astype(np.int64),
-    }
-
-
 def faves_prior(
     X: np.ndarray, log_fpv: np.ndarray | None, config: TrainConfig
 ) -> tuple[np.ndarray, np.ndarray, float] | None:
@@ -454,8 +428,20 @@ def user_sampling_sd(
     return float(np.std(scale * (shares[0] - shares[1])) / 2.0)
 
 
-def read_training_data(root: str | os.PathLike, backbone: str | None, config: TrainConfig) -> dict:
-    """The training photos' embeddings, labels, favourites and extra features, checked."""
+def read_training_data(
+    root: str | os.PathLike, backbone: str | None, config: TrainConfig, everyone: bool = False
+) -> dict:
+    """The training photos' embeddings, labels, favourites and extra features, checked.
+
+    The training photos are the label split's (``set == "train"``) with the
+    favourites of the users ``label`` did not hold out whole, or with
+    ``everyone`` every labelled photo with every user's favourites (the app
+    bundle). The held-out photos' labels are the labeller's predictions from
+    the definition photos (their own favourites never enter them), so they
+    are targets like any other; each photo's count of distinct users is then
+    counted over every user (labels.parquet's ``distinct_users`` leaves the
+    held-out users out).
+    """
     from interest.features.metadata import METADATA_FEATURES, metadata_features
     from interest.labels import read_labels
 
@@ -469,9 +455,10 @@ def read_training_data(root: str | os.PathLike, backbone: str | None, config: Tr
             f"{table_path(root, 'labels')}: labelled on backbone '{settings['backbone']}', not '{backbone_id}'; "
             f"re-run `interest label {root} --backbone {backbone_id}` or train with --backbone {settings['backbone']}"
         )
-    train = labels[labels["set"].astype(str) == "train"]
-    if train.empty:
+    in_split = labels["set"].astype(str) == "train"
+    if not in_split.any():
         raise InterestError(f"{table_path(root, 'labels')}: no photo has set == 'train'; re-run `interest label`")
+    train = labels if everyone else labels[in_split]
     train = train[train["ci_score"].notna()].sort_values("photo_id", kind="stable")
     photo_ids = train["photo_id"].astype(str).to_numpy()
     row_of = pd.Series(np.arange(len(ids)), index=pd.Index(ids))
@@ -503,8 +490,8 @@ def read_training_data(root: str | os.PathLike, backbone: str | None, config: Tr
     from interest.labels import read_user_split
 
     split = read_user_split(root)
-    if split is not None:
-        # users held out whole by `interest label` stay unseen: no counts, no heads
+    if split is not None and not everyone:
+        # users held out whole by `interest label` stay unseen by an evaluation bundle: no counts, no heads
         held_out = split.loc[split["set"] == "test", "user_id"]
         favs = favs[~favs["user_id"].astype(str).isin(held_out)]
     position = pd.Series(np.arange(len(photo_ids)), index=pd.Index(photo_ids))
@@ -537,14 +524,22 @@ def read_training_data(root: str | os.PathLike, backbone: str | None, config: Tr
 
     manifest = read_manifest(root).get("tables", {})
     preprocessing = (manifest.get(f"features/{backbone_id}") or {}).get("preprocessing")
+    digest = fingerprint(photo_ids, y, g, X)
+    if everyone:
+        # the share's denominator: every user with a favourite on a labelled photo
+        n_label_users = len(np.unique(favs["user_id"].astype(str).to_numpy()[on_train]))
+        split_digest = fingerprint(photo_ids, y, g, X, rows=np.flatnonzero(train["set"].astype(str).to_numpy() == "train"))
+    else:
+        n_label_users, split_digest = int(settings.get("users_train") or favs["user_id"].nunique()), digest
     return {
         "backbone_id": backbone_id,
         "preprocessing": preprocessing,
         "emb": X,
         "ci": y,
-        "distinct_users": _distinct_users(train, favs, photo_ids),
+        # labels.parquet counts the definition users only: the app bundle counts every user's favourites
+        "distinct_users": _distinct_users(train, favs, photo_ids, from_labels=not everyone),
         "log_faves_per_view": _log_faves_per_view(photos, photo_ids) if wants_prior else None,
-        "n_label_users": max(int(settings.get("users_train") or favs["user_id"].nunique()), 1),
+        "n_label_users": max(n_label_users, 1),
         "groups": g,
         "clusters": clusters.astype(str).to_numpy(),
         "photo_ids": photo_ids,
@@ -555,18 +550,24 @@ def read_training_data(root: str | os.PathLike, backbone: str | None, config: Tr
         "characteristic_columns": characteristic_columns,
         "metadata_as_of": None if as_of is None else as_of.isoformat(),
         "label_settings": _jsonable_settings(settings),
-        "fingerprint": fingerprint(photo_ids, y, g, X),
+        "fingerprint": digest,
+        "split_fingerprint": split_digest,
     }
 
 
-def fingerprint(photo_ids: np.ndarray, ci: np.ndarray, groups: np.ndarray, emb: np.ndarray) -> str:
-    """sha256 over the training photo ids, their labels and their embeddings (in that order)."""
+def fingerprint(
+    photo_ids: np.ndarray, ci: np.ndarray, groups: np.ndarray, emb: np.ndarray, rows: np.ndarray | None = None
+) -> str:
+    """sha256 over the training photo ids, their labels and their embeddings (in that order); of ``rows``
+    only when given (the same digest as of those rows' own arrays, without copying the embeddings)."""
+    if rows is None:
+        rows = np.arange(len(photo_ids))
     digest = hashlib.sha256()
-    digest.update("\n".join(map(str, photo_ids)).encode("utf-8"))
-    digest.update(np.ascontiguousarray(ci, dtype="<f8").tobytes())
-    digest.update(np.ascontiguousarray(groups, dtype="<i8").tobytes())
-    for start in range(0, len(emb), 65_536):  # chunked: the embeddings may be gigabytes
-        digest.update(np.ascontiguousarray(emb[start : start + 65_536], dtype="<f4").tobytes())
+    digest.update("\n".join(map(str, np.asarray(photo_ids)[rows])).encode("utf-8"))
+    digest.update(np.ascontiguousarray(np.asarray(ci)[rows], dtype="<f8").tobytes())
+    digest.update(np.ascontiguousarray(np.asarray(groups)[rows], dtype="<i8").tobytes())
+    for start in range(0, len(rows), 65_536):  # chunked: the embeddings may be gigabytes
+        digest.update(np.ascontiguousarray(emb[rows[start : start + 65_536]], dtype="<f4").tobytes())
     return "sha256:" + digest.hexdigest()
 
 
@@ -598,13 +599,14 @@ def _log_faves_per_view(photos: pd.DataFrame | None, photo_ids: np.ndarray) -> n
         return np.where(known, np.log((faves + 0.5) / views), np.nan)
 
 
-def _distinct_users(train: pd.DataFrame, favs: pd.DataFrame, photo_ids: np.ndarray) -> np.ndarray:
-    """Each training photo's count of distinct (not held-out) favouriting users.
+def _distinct_users(train: pd.DataFrame, favs: pd.DataFrame, photo_ids: np.ndarray, from_labels: bool = True) -> np.ndarray:
+    """Each training photo's count of distinct users among ``favs``.
 
-    From labels.parquet's ``distinct_users`` when the labeller wrote it, else
-    counted from the favourites (labels made by another program).
+    From labels.parquet's ``distinct_users`` (the definition users') when the
+    labeller wrote it and ``from_labels``, else counted from ``favs`` (labels
+    made by another program, or every user's favourites for the app bundle).
     """
-    if "distinct_users" in train and train["distinct_users"].notna().all():
+    if from_labels and "distinct_users" in train and train["distinct_users"].notna().all():
         return train["distinct_users"].to_numpy(dtype=np.float64)
     counts = favs.drop_duplicates(["user_id", "photo_id"])["photo_id"].astype(str).value_counts()
     return counts.reindex(photo_ids).fillna(0).to_numpy(dtype=np.float64)
