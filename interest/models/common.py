@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interest.numeric import centroid_scores, matmul64, nearest_centroid, spearman
+from interest.numeric import matmul64, nearest_centroid, nearest_centroid_score, spearman
 
 # Candidate ridge alphas, relative to the mean eigenvalue of the centred
 # scatter matrix: that makes the grid independent of n and of the embedding's
@@ -307,9 +307,8 @@ class Prototypes(Estimator):
     def predict_nearest(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`predict` and each row's score at its nearest prototype, ``x . c - |c|^2 / 2`` (n,) float64,
         from one product: scoring needs both (the score gives the photo's novelty, :func:`~interest.models.groups.novelty`)."""
-        scores = centroid_scores(np.asarray(X, dtype=np.float32), self.centroids_)
-        nearest = np.argmax(scores, axis=1)
-        return self.ci_[nearest], scores[np.arange(len(scores)), nearest]
+        nearest, score = nearest_centroid_score(np.asarray(X, dtype=np.float32), self.centroids_)
+        return self.ci_[nearest], score
 
 
 class StackedBooster(Estimator):
