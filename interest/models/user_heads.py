@@ -730,14 +730,14 @@ class UserHeads(Estimator):
         The constants are folded into the product once per set of anchors (kept on the heads, which
         ``with_head`` shares with the heads it makes: personalizing changes a user's row, not the anchors).
         """
-        key = (id(self.anchors_), self.tau_, self.d0_)
-        cached = self.__dict__.get("_logit_cache")
-        if cached is None or cached[0] != key:
+        key = (self.tau_, self.d0_)
+        cached = self.__dict__.get("_logit_cache")  # (anchors it was made from, key, form)
+        if cached is None or cached[0] is not self.anchors_ or cached[1] != key:
             a, a_sq, minus_inv_tau, null = self.membership_form()
             M = np.vstack([-2.0 * minus_inv_tau * a.T, np.full((1, len(a)), minus_inv_tau)])
-            cached = (key, (M, -minus_inv_tau * a_sq, null))
+            cached = (self.anchors_, key, (M, -minus_inv_tau * a_sq, null))
             self.__dict__["_logit_cache"] = cached
-        return cached[1]
+        return cached[2]
 
     def _weighted_memberships(self, F: np.ndarray, w: np.ndarray) -> np.ndarray:
         """``memberships(F) @ w`` as float32 (``w`` (K,) or (K, m)), the way scoring needs it.
