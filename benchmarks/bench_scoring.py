@@ -16,6 +16,7 @@ on the same bundle: a before/after comparison measured in one run.
     .venv/bin/python benchmarks/bench_scoring.py                 # build a world and a model in a temp dir
     .venv/bin/python benchmarks/bench_scoring.py --model MODEL   # an existing bundle
     .venv/bin/python benchmarks/bench_scoring.py --model MODEL --against /tmp/before --rounds 5
+    .venv/bin/python benchmarks/bench_scoring.py --model MODEL --breakdown 100000   # each step's time
 """
 
 from __future__ import annotations
@@ -86,6 +87,45 @@ def measure(model, batches: list[int], repeats: int, liked: int, personalize_rep
     return out
 
 
+def breakdown(model, batch: int, repeats: int) -> dict:
+    """Median wall seconds of each step of scoring ``batch`` embeddings with a head, beside what the 2026-11-27
+    code computed instead (a float32 projection; a head that was one dot product with the PCA features)."""
+    from interest.models.groups import centred_sq, novelty_at
+    from interest.numeric import l2_normalize, matmul64
+
+    rng = np.random.default_rng(0)
+    emb = l2_normalize(rng.normal(size=(batch, model.dim)).astype(np.float32))
+    user = model.users[0]
+    Z, stack, nearest_score = model._project(emb, nearest_score=True)
+    dist_sq = centred_sq(emb, model.pca.mean_)
+    ci = model.booster.predict(Z[:, : model.booster_components], stack)
+    F = np.column_stack([Z[:, : model.head_components], dist_sq])
+    w = rng.normal(size=model.head_components).astype(np.float32)
+    steps = {
+        "projection, float64 accumulation (matmul64; since 1068d9e)": lambda: matmul64(emb, model._projection),
+        "projection, float32 BLAS (the 11-27 code)": lambda: emb @ model._projection,
+        "nearest prototype and its score": lambda: model.prototypes.predict_nearest(Z),
+        "|x - mean|^2": lambda: centred_sq(emb, model.pca.mean_),
+        "common score, trend group and probabilities": lambda: (
+            model.booster.predict(Z[:, : model.booster_components], stack), model.groups.predict(ci),
+            model.groups.predict_proba(ci, novelty_at(dist_sq, nearest_score))),
+        "head: anchor memberships times the user's row (since cf4cf49)": lambda: model.heads.deviation(user, F),
+        "head: one dot product with the PCA features (the 11-27 head)": lambda: Z[:, : model.head_components] @ w,
+        "whole call without a head": lambda: model.score_embeddings(emb),
+        "whole call with a head": lambda: model.score_embeddings(emb, user=user),
+    }
+    out = {}
+    for name, step in steps.items():
+        step()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+        out[name] = statistics.median(times)
+    return out
+
+
 def cpu_name() -> str:
     """The CPU's model name (lscpu's, as BENCHMARKS.md records it)."""
     try:
@@ -109,6 +149,8 @@ def main() -> None:
     parser.add_argument("--personalize-repeats", type=int, default=21)
     parser.add_argument("--against", type=Path, help="another source tree of interest, measured in alternation")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds with --against")
+    parser.add_argument("--breakdown", type=int, metavar="BATCH",
+                        help="only time each step of scoring BATCH embeddings with a head (this checkout)")
     parser.add_argument("--child-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -117,6 +159,13 @@ def main() -> None:
     if args.child_json:  # one round, in the process that imports the other source tree
         model = interest.load(args.model)
         print(json.dumps(measure(model, args.batches, args.repeats, args.liked, args.personalize_repeats)))
+        return
+
+    if args.breakdown and args.model:
+        model = interest.load(args.model)
+        print(f"cpu {cpu_name()!r}; {args.breakdown} embeddings, median wall seconds of {args.repeats} calls")
+        for name, seconds in breakdown(model, args.breakdown, args.repeats).items():
+            print(f"{seconds:8.4f}  {name}")
         return
 
     with tempfile.TemporaryDirectory() as tmp:

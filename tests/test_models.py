@@ -254,6 +254,24 @@ def test_deviation_is_the_heads_memberships_times_the_users_row_in_any_batch(mod
     np.testing.assert_array_equal(model.user_deviation(users[0], emb[7:37]), fast[7:37, 0])
 
 
+def test_a_photo_scores_the_same_bits_alone_and_in_any_batch(model, embeddings):
+    """Every column of a call with a head (common score, trend group, probabilities, deviation) is the same
+    float32 value whether a photo is scored alone, in a small batch, across the row blocks of the products
+    (1,024 rows) or in one call of all photos: the products accumulate in float64, the row sums row by row."""
+    emb = embeddings[2]
+    assert len(emb) > 1024  # the whole call spans more than one row block
+    heads = model.heads
+    user = next(u for u in model.users if np.abs(heads.weights_[heads._index[u]]).max() > 0)
+    whole = model.score_embeddings(emb, user=user)
+    assert whole["deviation"].abs().max() > 0
+    alone = pd.concat([model.score_embeddings(emb[i], user=user) for i in range(0, len(emb), 37)])
+    pd.testing.assert_frame_equal(alone.reset_index(drop=True), whole.iloc[::37].reset_index(drop=True), check_exact=True)
+    for start, size in ((0, 7), (3, 1000), (1, 1025)):
+        parts = pd.concat([model.score_embeddings(emb[s : s + size], user=user) for s in range(start, len(emb), size)])
+        pd.testing.assert_frame_equal(parts.reset_index(drop=True), whole.iloc[start:].reset_index(drop=True),
+                                      check_exact=True)
+
+
 def test_full_model_uses_metadata(model, collection, embeddings):
     _, ids, emb = embeddings
     photos = read_table(collection, "photos")

@@ -87,9 +87,10 @@ def centred_sq(emb: np.ndarray, pca_mean: np.ndarray) -> np.ndarray:
     """``|x - mean|^2`` of each embedding (n,) float64: with the PCA features, the full distance to any point of the subspace."""
     emb = np.asarray(emb, dtype=np.float32)
     mean = np.asarray(pca_mean, dtype=np.float64)
-    # |x|^2 - 2 x.mean + |mean|^2 row by row in float64 (einsum, not BLAS: a row's sum never depends on its
-    # batch), without a float64 copy of the batch
-    return np.einsum("ij,ij->i", emb, emb, dtype=np.float64) - 2.0 * np.einsum("ij,j->i", emb, mean) + mean @ mean
+    # |x|^2 - 2 x.mean + |mean|^2: the two row sums in float32 (einsum, not BLAS: a row's sum never depends
+    # on its batch; in float32 they take a tenth of the time of float64 ones, ~1e-7 apart), combined in float64
+    sq = np.einsum("ij,ij->i", emb, emb).astype(np.float64)
+    return sq - 2.0 * np.einsum("ij,j->i", emb, mean.astype(np.float32)) + mean @ mean
 
 
 def novelty(dist_sq: np.ndarray, Z: np.ndarray, centroids: np.ndarray) -> np.ndarray:

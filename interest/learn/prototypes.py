@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from interest.learn.base import CHUNK, Estimator, fold_ids
-from interest.numeric import centroid_scores, nearest_centroid
+from interest.numeric import nearest_centroid, nearest_centroid_score
 
 
 class Prototypes(Estimator):
@@ -70,6 +70,5 @@ class Prototypes(Estimator):
     def predict_nearest(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`predict` and each row's score at its nearest prototype, ``x . c - |c|^2 / 2`` (n,) float64,
         from one product: scoring needs both (the score gives the photo's novelty, :func:`~interest.learn.groups.novelty`)."""
-        scores = centroid_scores(np.asarray(X, dtype=np.float32), self.centroids_)
-        nearest = np.argmax(scores, axis=1)
-        return self.ci_[nearest], scores[np.arange(len(scores)), nearest]
+        nearest, score = nearest_centroid_score(np.asarray(X, dtype=np.float32), self.centroids_)
+        return self.ci_[nearest], score

@@ -71,6 +71,7 @@ SHOTS = (1, 2, 4, 8, 16)
 _RELATIVE_SCALES = tuple(float(v) for v in np.logspace(-1.5, 1.0, 11))
 _TOLERANCE = 0.0  # a head setting may lower no bucket's mean AUC on the held-out favourites
 _CHUNK = 16_384  # photos per block when computing anchor memberships
+_SCORE_CHUNK = 1_024  # photos per block when scoring a head: its (rows, K) temporaries stay in cache
 _MAX_TRIPLES = 4_000_000  # (user, favourite, photo) triples a joint fit samples at most (a third for the last part)
 _KMEANS_SAMPLE = 20_000  # photos the anchors are clustered from (in the PCA subspace: a few seconds)
 
@@ -718,37 +719,51 @@ class UserHeads(Estimator):
         rows = [self._index[str(x)] for x in users]
         return self._weighted_memberships(F, self.weights_[rows].T.astype(np.float64))
 
-    def _weighted_memberships(self, F: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """``memberships(F) @ w`` as float32 (``w`` (K,) or (K, m) float64), the way scoring needs it.
+    def _logit_form(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(``M`` (h + 1, K), ``|a_k|^2 / tau`` (K,), the "nowhere" logit) float64, with ``F @ M - |a|^2 / tau``
+        the membership logits before the relu: ``(2 z . a_k - |x - mean|^2 - |a_k|^2) / tau``.
 
-        The distances come from the same float64 product as :meth:`memberships`
-        (a row's value never depends on its batch), the softmax's exponentials
-        are taken in float32 (a third of the time of float64 ones, which were
-        half the cost of scoring 100k photos for a user), and the division by
-        the row's total comes after the product with ``w`` (one pass over (n, K)
-        less). The result differs from ``memberships(F) @ w`` by float32
-        rounding (~1e-7 relative); every step is row by row.
+        The constants are folded into the product once per set of anchors (kept on the heads, which
+        ``with_head`` shares with the heads it makes: personalizing changes a user's row, not the anchors).
+        """
+        key = (self.tau_, self.d0_)
+        cached = self.__dict__.get("_logit_cache")  # (anchors it was made from, key, form)
+        if cached is None or cached[0] is not self.anchors_ or cached[1] != key:
+            a, a_sq, minus_inv_tau, null = self.membership_form()
+            M = np.vstack([-2.0 * minus_inv_tau * a.T, np.full((1, len(a)), minus_inv_tau)])
+            cached = (self.anchors_, key, (M, -minus_inv_tau * a_sq, null))
+            self.__dict__["_logit_cache"] = cached
+        return cached[2]
+
+    def _weighted_memberships(self, F: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """``memberships(F) @ w`` as float32 (``w`` (K,) or (K, m)), the way scoring needs it.
+
+        The logits come from one float64 product of ``F`` with the folded anchors (the squared distance
+        to the PCA mean is a column of ``F``; a row's value never depends on its batch), the softmax's
+        exponentials are taken in float32 (a third of the time of float64 ones), and the row's total and
+        its product with ``w`` come from one float64 product after them (the division last). Blocks of
+        :data:`_SCORE_CHUNK` rows keep the (rows, K) temporaries in cache. The result differs from
+        ``memberships(F) @ w`` by float32 rounding (~1e-7 relative); every step is row by row.
         """
         F = np.asarray(F)
-        a, a_sq, minus_inv_tau, null = self.membership_form()
-        w32 = np.asarray(w, dtype=np.float32)
-        out = np.empty((len(F),) + w.shape[1:], dtype=np.float32)
-        for start in range(0, len(F), _CHUNK):
-            block = F[start : start + _CHUNK]
-            logits = matmul64(block[:, :-1], a.T)
-            logits *= -2.0
-            logits += block[:, -1:].astype(np.float64)
-            logits += a_sq[None, :]
-            np.maximum(logits, 0.0, out=logits)
-            logits *= minus_inv_tau
-            top = np.maximum(logits.max(axis=1, keepdims=True), null)
-            logits -= top
-            e = np.exp(logits.astype(np.float32))
-            total = e.sum(axis=1, dtype=np.float64) + np.exp(null - top[:, 0])
-            # einsum, not BLAS: a row's sum never depends on the batch's shape
-            weighted = np.einsum("ik,k...->i...", e, w32, dtype=np.float64)
-            out[start : start + _CHUNK] = weighted / (total if w.ndim == 1 else total[:, None])
-        return out
+        M, a_sq_over_tau, null = self._logit_form()
+        w = np.asarray(w, dtype=np.float64)
+        # the row's total rides along as a last column of ones
+        W = np.column_stack([w.reshape(len(M[0]), -1), np.ones(len(M[0]))])
+        out = np.empty((len(F), W.shape[1] - 1), dtype=np.float32)
+        e = np.empty((min(len(F), _SCORE_CHUNK), len(M[0])), dtype=np.float32)
+        for start in range(0, len(F), _SCORE_CHUNK):
+            logits = matmul64(F[start : start + _SCORE_CHUNK], M)
+            logits -= a_sq_over_tau
+            np.minimum(logits, 0.0, out=logits)  # the relu on the distance
+            top = np.maximum(logits.max(axis=1), null)
+            rows = e[: len(logits)]
+            np.subtract(logits, top[:, None], out=rows, casting="same_kind")
+            np.exp(rows, out=rows)
+            sums = matmul64(rows, W)
+            sums[:, -1] += np.exp(null - top)
+            out[start : start + _SCORE_CHUNK] = sums[:, :-1] / sums[:, -1:]
+        return out[:, 0] if w.ndim == 1 else out
 
     def setting_for(self, n_liked: int) -> tuple[float, float, float]:
         """(eta, m, s) for a user who gives ``n_liked`` photos: the few-shot size at or below it, 20+ as training.
