@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from interest.errors import InterestError
+from interest.features.backbones import BackboneOptions
 
 DEFAULT_BACKBONE_OPTIONS = {"device": "cpu", "precision": "fp32", "cache_dir": None, "weights": None, "encoder": "auto"}
 
@@ -42,19 +43,9 @@ class BackboneHolder:
         """Whether the backbone is in memory already."""
         return self.backbone is not None
 
-    def configure(self, *, device: str = "cpu", precision: str = "fp32", cache_dir: str | os.PathLike | None = None,
-                  weights: str | os.PathLike | None = None, encoder: str = "auto") -> None:
-        """Where and how the backbone runs (see :meth:`InterestModel.configure_backbone`)."""
-        from interest.features.backbones import check_encoder
-
-        check_encoder(encoder, precision, str(device))
-        if weights is not None and not Path(weights).expanduser().is_file():
-            raise InterestError(f"weights {weights}: checkpoint file not found; give the backbone checkpoint's path")
-        self.options = {
-            "device": str(device), "precision": precision, "encoder": encoder,
-            "cache_dir": None if cache_dir is None else str(cache_dir),
-            "weights": None if weights is None else str(Path(weights).expanduser()),
-        }
+    def configure(self, options: BackboneOptions) -> None:
+        """Where and how the backbone runs (see :meth:`InterestModel.configure_backbone`), checked now."""
+        self.options = options.check().as_dict()
 
     def get(self, spec: dict, dim: int, name: str):
         """The backbone of bundle metadata ``spec`` (its ``backbone`` entry), loaded and checked once."""

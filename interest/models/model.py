@@ -359,8 +359,10 @@ class InterestModel:
         onnx: what runs the image tower, see ``load_openclip``). Takes effect at the next image scored
         if the backbone is not loaded yet. Returns self.
         """
-        self.backbone_holder.configure(device=device, precision=precision, cache_dir=cache_dir, weights=weights,
-                                       encoder=encoder)
+        from interest.features.backbones import BackboneOptions
+
+        self.backbone_holder.configure(BackboneOptions(device=device, precision=precision, cache_dir=cache_dir,
+                                                       weights=weights, encoder=encoder))
         return self
 
     def save(self, path: str | os.PathLike) -> None:
