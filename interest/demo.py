@@ -22,7 +22,7 @@ def run_demo(out: str | Path, *, n_users: int = 300, n_photos: int = 3000, seed:
     """Run the demo into ``out``; returns the evaluation metrics."""
     from interest.analyze import report
     from interest.collect import CollectConfig, collect
-    from interest.collect.crawl import make_client
+    from interest.collect.config import make_client
     from interest.evaluate import evaluate, format_metrics
     from interest.features.characteristics import characterize
     from interest.pipeline.local import embed_collection

@@ -24,16 +24,14 @@ import numpy as np
 from interest.bundle.format import LINEAR_KIND
 from interest.bundle.io import read_bundle
 from interest.errors import InterestError
+from interest.features.backbones import Backbone, BackboneOptions
 from interest.hub import is_hub_name, resolve_bundle
 from interest.models.base import EmbeddingModel, Inputs, embeddings_of_parquet, read_embedding_inputs
 from interest.models.model import InterestModel
 from interest.models.study import LinearHeadModel
 
 if TYPE_CHECKING:
-    from interest.features.backbones import Backbone
     from interest.pipeline.runner import ShardRunner
-
-DEFAULT_BACKBONE_OPTIONS = {"device": "cpu", "precision": "fp32", "cache_dir": None, "weights": None, "encoder": "auto"}
 
 
 class BackboneHolder:
@@ -44,7 +42,7 @@ class BackboneHolder:
     """
 
     def __init__(self) -> None:
-        self.options = dict(DEFAULT_BACKBONE_OPTIONS)
+        self.options = BackboneOptions().as_dict()
         self.backbone: Backbone | None = None
         self._lock = threading.Lock()
 
@@ -53,19 +51,9 @@ class BackboneHolder:
         """Whether the backbone is in memory already."""
         return self.backbone is not None
 
-    def configure(self, *, device: str = "cpu", precision: str = "fp32", cache_dir: str | os.PathLike | None = None,
-                  weights: str | os.PathLike | None = None, encoder: str = "auto") -> None:
-        """Where and how the backbone runs (see :meth:`InterestModel.configure_backbone`)."""
-        from interest.features.backbones import check_encoder
-
-        check_encoder(encoder, precision, str(device))
-        if weights is not None and not Path(weights).expanduser().is_file():
-            raise InterestError(f"weights {weights}: checkpoint file not found; give the backbone checkpoint's path")
-        self.options = {
-            "device": str(device), "precision": precision, "encoder": encoder,
-            "cache_dir": None if cache_dir is None else str(cache_dir),
-            "weights": None if weights is None else str(Path(weights).expanduser()),
-        }
+    def configure(self, options: BackboneOptions) -> None:
+        """Where and how the backbone runs (see :meth:`InterestModel.configure_backbone`), checked now."""
+        self.options = options.check().as_dict()
 
     def get(self, spec: dict, dim: int, name: str) -> Backbone:
         """The backbone of bundle metadata ``spec`` (its ``backbone`` entry), loaded and checked once."""
@@ -242,8 +230,8 @@ class ImageScoring(EmbeddingModel):
         onnx: what runs the image tower, see ``load_openclip``). Takes effect at the next image scored
         if the backbone is not loaded yet. Returns self.
         """
-        self.backbone_holder.configure(device=device, precision=precision, cache_dir=cache_dir, weights=weights,
-                                       encoder=encoder)
+        self.backbone_holder.configure(BackboneOptions(device=device, precision=precision, cache_dir=cache_dir,
+                                                       weights=weights, encoder=encoder))
         return self
 
     def reloaded(self, path: str | os.PathLike) -> "ImageScoring":

@@ -15,12 +15,12 @@ from PIL import Image
 
 from interest.errors import InterestError
 from interest.features.backbones import (
-    PERCEPTUAL_DIM,
     backbone_id_for,
     load_backbone,
     load_openclip,
 )
 from interest.features.images import load_image
+from interest.features.perceptual import PERCEPTUAL_DIM
 
 SMALL_CLIP = "ViT-S-32"  # the smallest open_clip architecture: about a second to build on one core
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from interest.collect import CollectConfig, collect, format_plan, plan_crawl
-from interest.collect.crawl import make_client
+from interest.collect.config import make_client
 from interest.collection import read_manifest, read_table
 from interest.errors import InterestError
 from interest.synthetic.server import FaultConfig, serve_world

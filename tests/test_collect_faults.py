@@ -19,7 +19,7 @@ import pytest
 
 from interest.collect import CollectConfig, collect, format_summary
 from interest.collect.client import CallFailed, FlickrClient
-from interest.collect.crawl import make_client
+from interest.collect.config import make_client
 from interest.collect.limiter import RateLimiter
 from interest.collection import read_table
 from interest.errors import InterestError

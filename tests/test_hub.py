@@ -17,7 +17,8 @@ import interest
 from interest import hub
 from interest.apps import hub_export
 from interest.errors import InterestError
-from interest.features.backbones import PERCEPTUAL_DIM, PerceptualBackbone
+from interest.features.backbones import PerceptualBackbone
+from interest.features.perceptual import PERCEPTUAL_DIM
 from interest.models.study import linear_model
 from tests.image_files import jpeg_bytes, photo_like
 

@@ -162,7 +162,8 @@ def test_cli_imports_the_study_model(study, tmp_path):
 
 def test_embed_writes_the_norm_column(tmp_path):
     from interest.collection import read_embedding_norms
-    from interest.features.backbones import PerceptualBackbone, perceptual_vector
+    from interest.features.backbones import PerceptualBackbone
+    from interest.features.perceptual import perceptual_vector
     from interest.pipeline.local import embed_folder
     from interest.features.images import load_image
     from tests.image_files import jpeg_bytes, photo_like
@@ -179,7 +180,7 @@ def test_embed_writes_the_norm_column(tmp_path):
 
 
 def test_an_unreadable_image_beside_a_head_without_groups(study, tmp_path):
-    from interest.features.backbones import PERCEPTUAL_DIM
+    from interest.features.perceptual import PERCEPTUAL_DIM
     from interest.models.study import linear_model
     from interest.scoring import with_images
     from tests.image_files import jpeg_bytes, photo_like

@@ -31,9 +31,10 @@ platform build of Exiv2, and both parse a stranger's file with their own
 expat, which still has to be screened for entity bombs first; a sidecar is a
 small RDF/XML document, and what the package writes in it is five properties.
 So sidecars are parsed by :mod:`defusedxml` (no DTD, hence no entity
-expansion and no external entities; size bounded by :data:`MAX_SIDECAR_BYTES`)
+expansion and no external entities; size bounded by :data:`~interest.apps.xmp_packet.MAX_SIDECAR_BYTES`)
 into an ElementTree, edited there, and written back with the document's own
-namespace prefixes. The tests read every sidecar back with ExifTool.
+namespace prefixes (:mod:`interest.apps.xmp_packet`). The tests read every
+sidecar back with ExifTool.
 """
 
 from __future__ import annotations
@@ -51,25 +52,31 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import pandas as pd
 
-from interest.errors import InterestError
+from interest.apps.xmp_packet import (
+    INTEREST_NS,
+    KEYWORD_ROOT,
+    NAMESPACES,
+    SidecarError,
+    append_child,
+    depth_of,
+    descriptions_of,
+    get_simple,
+    new_packet,
+    parse_packet,
+    read_bounded,
+    remove_namespace,
+    remove_simple,
+    serialize,
+    set_keyword,
+    set_simple,
+)
+from interest.errors import InterestError, require
+from interest.progress import progress_bar
 from interest.vocabulary import GROUP_PROBABILITY_COLUMNS, TREND_GROUPS
 
 if TYPE_CHECKING:
     from interest.models.base import EmbeddingModel
 
-INTEREST_NS = "https://interest.invalid/ns/xmp/1.0/"  # .invalid never resolves: nobody else can own this name
-RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
-NAMESPACES = {  # the prefixes a new sidecar uses; an existing one keeps its own
-    "x": "adobe:ns:meta/",
-    "rdf": RDF,
-    "xmp": "http://ns.adobe.com/xap/1.0/",
-    "dc": "http://purl.org/dc/elements/1.1/",
-    "lr": "http://ns.adobe.com/lightroom/1.0/",
-    "digiKam": "http://www.digikam.org/ns/1.0/",
-    "interest": INTEREST_NS,
-}
-KEYWORD_ROOT = "interest"  # the package's keywords are interest|common, interest|interplay, interest|subjective
-MAX_SIDECAR_BYTES = 32 * 2**20  # darktable's longest edit histories are a few MB; anything larger is refused
 RATING_QUANTILES = (0.2, 0.4, 0.6, 0.8)  # five stars, a fifth of the training photos each
 PICK_ACCEPTED, PICK_REJECTED = 3, 1  # digiKam's pick labels (0 none, 1 rejected, 2 pending, 3 accepted)
 NAMING = ("ext", "stem")
@@ -78,8 +85,6 @@ _RATING = f"{{{NAMESPACES['xmp']}}}Rating"
 _PICK = f"{{{NAMESPACES['digiKam']}}}PickLabel"
 _SUBJECT = f"{{{NAMESPACES['dc']}}}subject"
 _HIERARCHICAL = f"{{{NAMESPACES['lr']}}}hierarchicalSubject"
-_DESCRIPTION, _LI, _BAG = f"{{{RDF}}}Description", f"{{{RDF}}}li", f"{{{RDF}}}Bag"
-_CONTAINERS = (_BAG, f"{{{RDF}}}Seq", f"{{{RDF}}}Alt")
 
 
 # ---------------------------------------------------------------- scores -> stars
@@ -181,10 +186,6 @@ class SidecarReport:
         return line
 
 
-class SidecarError(Exception):
-    """A sidecar this run leaves alone: refused (hostile) or unreadable (malformed); the message says which."""
-
-
 # ---------------------------------------------------------------- the entry point
 
 
@@ -236,9 +237,6 @@ def write_sidecars(
     reason and left untouched; rows without a score (unreadable images) get
     no sidecar. Both are listed in the report.
     """
-    from interest.errors import require
-    from interest.progress import progress_bar
-
     require("defusedxml", "xmp", "writing XMP sidecars")
     if "path" not in scores.columns or "ci_score" not in scores.columns:
         raise InterestError("write_sidecars needs a score table with 'path' and 'ci_score' columns")
@@ -317,279 +315,53 @@ def _wanted(row: dict, user, score_col, cuts, common, curated, reject_others) ->
 
 def _merge_one(sidecar: Path, wanted: _Wanted, overwrite: bool) -> dict:
     """Merge ``wanted`` into ``sidecar`` (created if absent); write only when the bytes change."""
-    old = _read_bounded(sidecar) if sidecar.exists() else None
+    old = read_bounded(sidecar) if sidecar.exists() else None
     if old is None:
-        root, prefixes = _new_packet(), {}
+        root, prefixes = new_packet(), {}
     else:
-        root, prefixes = _parse(old)
-    descriptions, target = _descriptions(root)
-    kept = _apply(descriptions, target, _depth(root, target), wanted, overwrite)
-    new = _serialize(root, prefixes)
+        root, prefixes = parse_packet(old)
+    descriptions, target = descriptions_of(root)
+    kept = _apply(descriptions, target, depth_of(root, target), wanted, overwrite)
+    new = serialize(root, prefixes)
     if new == old:
         return {"written": False, "kept": kept}
     _write_atomic(sidecar, new)
     return {"written": True, "kept": kept}
 
 
-def _read_bounded(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_SIDECAR_BYTES + 1)
-    except OSError as exc:
-        raise SidecarError(f"unreadable ({exc.strerror or exc})") from None
-    if len(data) > MAX_SIDECAR_BYTES:
-        raise SidecarError(f"refused: larger than {MAX_SIDECAR_BYTES // 2**20} MiB, left untouched")
-    return data
-
-
-class _Builder(ET.TreeBuilder):
-    """A tree builder that also notes each namespace's prefix, so that a person's file keeps its prefixes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.prefixes: dict[str, str] = {}
-
-    def start_ns(self, prefix: str, uri: str) -> None:  # called by the parser for every xmlns declaration
-        self.prefixes.setdefault(uri, prefix)
-
-
-def _parse(data: bytes) -> tuple[ET.Element, dict[str, str]]:
-    """A sidecar's tree and prefixes; SidecarError for a DTD (entity bombs, external entities) or bad XML."""
-    from defusedxml import DefusedXmlException
-    from defusedxml.ElementTree import DefusedXMLParser
-
-    builder = _Builder()
-    # forbid_dtd: XMP has no DTD, and without one there are no entities to expand nor external ones to fetch
-    parser = DefusedXMLParser(target=builder, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    try:
-        parser.feed(data)
-        root = parser.close()
-    except DefusedXmlException as exc:
-        raise SidecarError(f"refused: declares a DTD or entities ({type(exc).__name__}), left untouched") from None
-    except ET.ParseError as exc:
-        raise SidecarError(f"malformed XML ({exc}), left untouched") from None
-    if root.tag != f"{{{NAMESPACES['x']}}}xmpmeta" and root.tag != f"{{{RDF}}}RDF":
-        raise SidecarError(f"not an XMP packet (root element {root.tag}), left untouched")
-    return root, builder.prefixes
-
-
-def _new_packet() -> ET.Element:
-    root = ET.Element(f"{{{NAMESPACES['x']}}}xmpmeta", {f"{{{NAMESPACES['x']}}}xmptk": "interest"})
-    rdf = _append(root, ET.Element(f"{{{RDF}}}RDF"), 1)
-    _append(rdf, ET.Element(_DESCRIPTION, {f"{{{RDF}}}about": ""}), 2)
-    return root
-
-
-def _descriptions(root: ET.Element) -> tuple[list[ET.Element], ET.Element]:
-    """Every rdf:Description of the packet, and the one the package adds to (the first; made when none)."""
-    rdf = root if root.tag == f"{{{RDF}}}RDF" else root.find(f"{{{RDF}}}RDF")
-    if rdf is None:
-        raise SidecarError("not an XMP packet (no rdf:RDF), left untouched")
-    descriptions = rdf.findall(_DESCRIPTION)
-    if not descriptions:
-        descriptions = [_append(rdf, ET.Element(_DESCRIPTION, {f"{{{RDF}}}about": ""}), _depth(root, rdf) + 1)]
-    return descriptions, descriptions[0]
-
-
 def _apply(descriptions: list[ET.Element], target: ET.Element, depth: int, wanted: _Wanted, overwrite: bool) -> bool:
     """Edit the tree in place (``target`` at ``depth``); True when the person's rating or pick label was kept."""
-    last = {name: _get_simple(descriptions, f"{{{INTEREST_NS}}}{name}") for name in ("rating", "pickLabel")}
-    _remove_namespace(descriptions, INTEREST_NS)  # the package's own fields are rewritten whole
+    last = {name: get_simple(descriptions, f"{{{INTEREST_NS}}}{name}") for name in ("rating", "pickLabel")}
+    remove_namespace(descriptions, INTEREST_NS)  # the package's own fields are rewritten whole
     fields = dict(wanted.fields)
     kept = False
 
-    rating = _get_simple(descriptions, _RATING)
+    rating = get_simple(descriptions, _RATING)
     persons = rating is not None and _as_int(rating) != 0 and _as_int(rating) != _as_int(last["rating"])
     if persons and not overwrite:
         kept = True
     else:
-        _set_simple(descriptions, target, _RATING, str(wanted.rating), depth + 1)
+        set_simple(descriptions, target, _RATING, str(wanted.rating), depth + 1)
         fields["rating"] = str(wanted.rating)
 
-    pick = _get_simple(descriptions, _PICK)
+    pick = get_simple(descriptions, _PICK)
     pick_ours = pick is None or _as_int(pick) == 0 or _as_int(pick) == _as_int(last["pickLabel"])
     if wanted.pick is not None:
         if pick_ours or overwrite:
-            _set_simple(descriptions, target, _PICK, str(wanted.pick), depth + 1)
+            set_simple(descriptions, target, _PICK, str(wanted.pick), depth + 1)
             fields["pickLabel"] = str(wanted.pick)
         else:
             kept = True
     elif pick is not None and last["pickLabel"] is not None and _as_int(pick) == _as_int(last["pickLabel"]):
-        _remove_simple(descriptions, _PICK)  # the package's earlier pick, no longer the best shot
+        remove_simple(descriptions, _PICK)  # the package's earlier pick, no longer the best shot
 
     for prop in (_SUBJECT, _HIERARCHICAL):
-        _set_keyword(descriptions, target, prop, wanted.keyword, depth + 1)
+        set_keyword(descriptions, target, prop, wanted.keyword, depth + 1)
     for name, value in fields.items():
         element = ET.Element(f"{{{INTEREST_NS}}}{name}")
         element.text = value
-        _append(target, element, depth + 1)
+        append_child(target, element, depth + 1)
     return kept
-
-
-# ---------------------------------------------------------------- RDF/XML edits
-
-
-def _get_simple(descriptions: list[ET.Element], tag: str) -> str | None:
-    """A simple property's value, written as an attribute of a description or as its child element."""
-    for desc in descriptions:
-        if tag in desc.attrib:
-            return desc.attrib[tag]
-        child = desc.find(tag)
-        if child is not None:
-            return (child.text or "").strip()
-    return None
-
-
-def _set_simple(descriptions: list[ET.Element], target: ET.Element, tag: str, value: str, depth: int) -> None:
-    """Set a simple property where it already is (attribute or element); add it to ``target`` otherwise."""
-    for desc in descriptions:
-        if tag in desc.attrib:
-            desc.set(tag, value)
-            return
-        child = desc.find(tag)
-        if child is not None:
-            child.text = value
-            return
-    element = ET.Element(tag)
-    element.text = value
-    _append(target, element, depth)
-
-
-def _remove_simple(descriptions: list[ET.Element], tag: str) -> None:
-    for desc in descriptions:
-        desc.attrib.pop(tag, None)
-        for child in desc.findall(tag):
-            _remove(desc, child)
-
-
-def _remove_namespace(descriptions: list[ET.Element], uri: str) -> None:
-    prefix = f"{{{uri}}}"
-    for desc in descriptions:
-        for name in [a for a in desc.attrib if a.startswith(prefix)]:
-            del desc.attrib[name]
-        for child in [c for c in desc if c.tag.startswith(prefix)]:
-            _remove(desc, child)
-
-
-def _set_keyword(descriptions: list[ET.Element], target: ET.Element, tag: str, keyword: str | None, depth: int) -> None:
-    """Replace the package's keywords (``interest|...``) in a bag property; the person's stay as they are."""
-    prop = next((d.find(tag) for d in descriptions if d.find(tag) is not None), None)
-    if prop is None:
-        if keyword is None:
-            return
-        prop = _append(target, ET.Element(tag), depth)
-    container = next((c for c in prop if c.tag in _CONTAINERS), None)
-    if container is None:
-        if (prop.text or "").strip() or len(prop):  # not a bag: someone else's form of it, left alone
-            return
-        container = _append(prop, ET.Element(_BAG), depth + 1)
-    for item in [li for li in container.findall(_LI) if (li.text or "").startswith(KEYWORD_ROOT + "|")]:
-        _remove(container, item)
-    if keyword is not None:
-        item = ET.Element(_LI)
-        item.text = keyword
-        _append(container, item, depth + 2)
-
-
-def _append(parent: ET.Element, child: ET.Element, depth: int) -> ET.Element:
-    """Append ``child`` at ``depth`` (its indentation, one space a level) following the parent's layout."""
-    indent = "\n" + " " * depth
-    if len(parent):
-        last = parent[-1]
-        child.tail = last.tail
-        last.tail = parent.text if parent.text is not None and not parent.text.strip() else indent
-    else:
-        parent.text = indent
-        child.tail = "\n" + " " * max(depth - 1, 0)
-    parent.append(child)
-    return child
-
-
-def _remove(parent: ET.Element, child: ET.Element) -> None:
-    """Remove ``child``; the last child's tail (the parent's closing indentation) moves to the one before it."""
-    children = list(parent)
-    index = children.index(child)
-    if index == len(children) - 1:
-        if index > 0:
-            children[index - 1].tail = child.tail
-        else:
-            parent.text = None
-    parent.remove(child)
-
-
-def _depth(root: ET.Element, element: ET.Element) -> int:
-    """How deep ``element`` is below ``root`` (x:xmpmeta > rdf:RDF > rdf:Description: 2)."""
-
-    def walk(node: ET.Element, d: int) -> int | None:
-        if node is element:
-            return d
-        for c in node:
-            found = walk(c, d + 1)
-            if found is not None:
-                return found
-        return None
-
-    return walk(root, 0) or 0
-
-
-# ---------------------------------------------------------------- writing
-
-
-def _serialize(root: ET.Element, prefixes: dict[str, str]) -> bytes:
-    """The packet as UTF-8 XML, every namespace declared once on the root with the document's own prefix."""
-    used: dict[str, str] = {}
-    taken: set[str] = set()
-    known = {uri: prefix for prefix, uri in NAMESPACES.items()}
-
-    def prefix_of(uri: str) -> str:
-        if uri not in used:
-            prefix = prefixes.get(uri) or known.get(uri) or "ns"
-            base, n = prefix, 1
-            while prefix in taken:
-                prefix, n = f"{base}{n}", n + 1
-            used[uri] = prefix
-            taken.add(prefix)
-        return used[uri]
-
-    def qname(name: str) -> str:
-        if name.startswith("{"):
-            uri, local = name[1:].split("}", 1)
-            return f"{prefix_of(uri)}:{local}"
-        return name
-
-    for element in root.iter():  # prefixes in document order, so that the declarations are stable
-        qname(element.tag)
-        for name in element.attrib:
-            qname(name)
-
-    out: list[str] = ['<?xml version="1.0" encoding="UTF-8"?>\n']
-
-    def write(element: ET.Element, is_root: bool) -> None:
-        out.append("<" + qname(element.tag))
-        if is_root:
-            out.extend(f' xmlns:{prefix}="{_escape_attr(uri)}"' for uri, prefix in used.items())
-        out.extend(f' {qname(k)}="{_escape_attr(v)}"' for k, v in element.attrib.items())
-        if element.text is None and not len(element):
-            out.append("/>")
-        else:
-            out.append(">" + _escape_text(element.text or ""))
-            for child in element:
-                write(child, False)
-            out.append(f"</{qname(element.tag)}>")
-        out.append(_escape_text(element.tail or ""))
-
-    write(root, True)
-    out.append("\n")
-    return "".join(out).encode("utf-8")
-
-
-def _escape_text(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _escape_attr(text: str) -> str:
-    return (_escape_text(text).replace('"', "&quot;").replace("\n", "&#10;").replace("\r", "&#13;")
-            .replace("\t", "&#9;"))
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -622,3 +394,4 @@ def _as_int(value: str | None) -> int | None:
         return None if value is None else int(float(value))
     except ValueError:
         return None
+

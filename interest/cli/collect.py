@@ -82,7 +82,7 @@ def collect(
     """
     from interest.collect import CollectConfig, format_plan, plan_crawl
     from interest.collect import collect as run_collect
-    from interest.collect.crawl import make_client
+    from interest.collect.config import make_client
     from interest.config import load_config
 
     seed_list = [u.strip() for u in users.split(",") if u.strip()] if users is not None else None

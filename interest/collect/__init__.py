@@ -5,7 +5,9 @@
 into the same contract. See docs/collect.md.
 """
 
-from interest.collect.crawl import CollectConfig, collect, format_summary
+from interest.collect.config import CollectConfig
+from interest.collect.crawl import collect
+from interest.collect.summary import format_summary
 from interest.collect.importer import import_flickruser
 from interest.collect.plan import format_plan, plan_crawl
 

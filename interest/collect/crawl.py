@@ -27,319 +27,27 @@ depends on thread timing.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import pandas as pd
 from tqdm import tqdm
 
-from interest.collect.client import CallFailed, FlickrClient, resolve_credentials
-from interest.collect.download import MAX_PIXELS, download_images, remove_temporaries
-from interest.collect.limiter import RateLimiter
+from interest.collect.answers import PARSERS, PERSON, PHOTO_FAVES, PHOTO_INFO, PROFILE, parse_page
+from interest.collect.client import CallFailed, FlickrClient
+from interest.collect.config import CRAWL_DEFINING, CollectConfig, extras_for, make_client
+from interest.collect.download import download_images, remove_temporaries
 from interest.collect.pool import run_parallel
 from interest.collect.state import LIST_METHOD, CrawlLock, CrawlState
+from interest.collect.summary import crawl_summary, format_summary
+from interest.collect.tables import crawl_tables
 from interest.collection import read_manifest, write_json_atomic, write_table
 from interest.errors import InterestError
 from interest.progress import progress_bar
-
-PERSON = "flickr.people.getInfo"
-PROFILE = "flickr.profile.getProfile"
-PHOTO_INFO = "flickr.photos.getInfo"
-PHOTO_FAVES = "flickr.photos.getFavorites"
-#: a photo entry of a favourites page that was left out (its key: user:photo id)
-LIST_ENTRY = "list_entry"
-
-ENRICH_LEVELS = ("none", "owners", "photos")
-#: image size suffix -> the getPublicList extra that carries its URL (Flickr names "b" url_l)
-SIZE_EXTRAS = {"z": "url_z", "c": "url_c", "b": "url_l"}
-#: settings that decide what a crawl collects: a resumed crawl must keep them
-CRAWL_DEFINING = ("users", "snowball", "max_users", "min_favorites", "max_favorites_per_user", "per_page", "enrich", "image_size", "download")
-
-
-@dataclass
-class CollectConfig:
-    """Settings of a crawl (``configs/collect.yaml``); credentials are never written anywhere."""
-
-    rest_url: str = "https://api.flickr.com/services/rest/"
-    image_host: str = ""  # e.g. http://127.0.0.1:8000: replaces the static host of image URLs
-    api_key: str = field(default="", repr=False)  # FLICKR_API_KEY wins over this
-    api_secret: str = field(default="", repr=False)  # FLICKR_API_SECRET wins over this
-    rate: float = 3500.0  # API calls an hour for the whole process; 0 = unlimited
-    image_rate: float = 0.0  # image downloads an hour; 0 = unlimited
-    threads: int = 8
-    retries: int = 6  # tries of an API call on transient failures before it is recorded as failed
-    image_retries: int = 3  # tries of an image on transient failures (--retry-failed tries again later)
-    body_tries: int = 3  # tries of an image whose body never arrives whole, then bad_image
-    backoff: float = 2.0  # seconds before the first retry; doubles each try, with jitter
-    max_backoff: float = 300.0
-    timeout: float = 30.0  # wall-clock deadline of one HTTP request, however slowly it trickles
-    max_json_bytes: int = 16 * 2**20  # an API answer over this is refused (too_large)
-    max_image_bytes: int = 32 * 2**20  # an image body over this is refused (too_large)
-    max_image_pixels: int = MAX_PIXELS  # a decoded image over this is bad_image (too_many_pixels)
-    max_redirects: int = 3  # hops an image request may follow, to allowed hosts only
-    max_list_pages: int = 2000  # a favourites list is read up to this many pages (1M favourites at 500)
-    placeholder_sha256: list = field(default_factory=list)  # hashes of placeholder images to refuse
-    seed: int = 0  # seeds the backoff jitter
-    users: list = field(default_factory=list)  # seed user NSIDs
-    users_file: str = ""  # one NSID a line; '#' starts a comment
-    snowball: int = 0  # rounds of growing the user set from favourites' owners
-    max_users: int = 0  # cap on crawl users (seeds always kept); 0 = no cap
-    min_favorites: int = 0  # users with fewer public favourites are left out of the tables
-    max_favorites_per_user: int = 0  # newest N favourites per user; 0 = all
-    per_page: int = 500
-    enrich: str = "owners"  # none | owners | photos
-    image_size: str = "z"  # z (640 px) | c (800) | b (1024)
-    download: bool = True
-
-    def validate(self) -> None:
-        """Raise InterestError naming the first bad setting."""
-        if self.enrich not in ENRICH_LEVELS:
-            raise InterestError(f"enrich: '{self.enrich}' is not one of {', '.join(ENRICH_LEVELS)}")
-        if self.image_size not in SIZE_EXTRAS:
-            raise InterestError(f"image_size: '{self.image_size}' is not one of {', '.join(SIZE_EXTRAS)}")
-        if not 1 <= self.per_page <= 500:
-            raise InterestError(f"per_page: {self.per_page} is outside 1..500 (Flickr's maximum is 500)")
-        for name in ("rate", "image_rate", "max_users", "min_favorites", "max_favorites_per_user", "snowball"):
-            if getattr(self, name) < 0:
-                raise InterestError(f"{name}: must be >= 0, got {getattr(self, name)}")
-        for name in ("threads", "retries", "image_retries", "body_tries", "max_json_bytes", "max_image_bytes", "max_image_pixels", "max_list_pages"):
-            if getattr(self, name) < 1:
-                raise InterestError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.max_redirects < 0 or self.timeout <= 0:
-            raise InterestError("max_redirects must be >= 0 and timeout > 0")
-        bad = [h for h in self.placeholder_sha256 if not (isinstance(h, str) and len(h) == 64 and all(c in "0123456789abcdefABCDEF" for c in h))]
-        if bad:
-            raise InterestError(f"placeholder_sha256: {str(bad[0])[:70]!r} is not a SHA-256 hex digest")
-
-    def seed_users(self) -> list[str]:
-        """The seed NSIDs from ``users`` and ``users_file``, in order, without repeats."""
-        given = self.users.split(",") if isinstance(self.users, str) else self.users
-        ids = [str(u).strip() for u in given if str(u).strip()]
-        if self.users_file:
-            path = Path(self.users_file)
-            if not path.is_file():
-                raise InterestError(f"{path}: users file not found (one NSID a line)")
-            for line in path.read_text(encoding="utf-8").splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line:
-                    ids.append(line)
-        return list(dict.fromkeys(ids))
-
-    def public_dict(self) -> dict[str, Any]:
-        """The settings as a dict without the credentials (what manifests record)."""
-        d = dataclasses.asdict(self)
-        d.pop("api_key")
-        d.pop("api_secret")
-        return d
-
-
-def make_client(config: CollectConfig, *, threads: int | None = None, environment: bool = True) -> FlickrClient:
-    """A client for ``config``: credentials from the environment or config, one limiter for all threads.
-
-    ``environment=False`` uses the config's key whatever FLICKR_API_KEY holds
-    (the demo talks to its own local server).
-    """
-    key, secret = resolve_credentials(config.api_key, config.api_secret, environment=environment)
-    return FlickrClient(
-        key,
-        secret,
-        rest_url=config.rest_url,
-        image_host=config.image_host or None,
-        limiter=RateLimiter(config.rate),
-        image_limiter=RateLimiter(config.image_rate),
-        retries=config.retries,
-        backoff=config.backoff,
-        max_backoff=config.max_backoff,
-        timeout=config.timeout,
-        max_json_bytes=config.max_json_bytes,
-        max_image_bytes=config.max_image_bytes,
-        max_redirects=config.max_redirects,
-        threads=threads or config.threads,
-        seed=config.seed,
-    )
-
-
-def extras_for(config: CollectConfig) -> str:
-    """The getPublicList extras: everything the photos table needs without a per-photo call."""
-    return f"date_upload,date_taken,owner_name,views,{SIZE_EXTRAS[config.image_size]}"
-
-
-def static_url(photo: dict, size: str) -> str | None:
-    """The static image URL of a photo from its server and secret (when the url extra is absent)."""
-    if not photo.get("server") or not photo.get("secret"):
-        return None
-    return f"https://live.staticflickr.com/{photo['server']}/{photo['id']}_{photo['secret']}_{size}.jpg"
-
-
-# ---------------------------------------------------------------- answer parsing
-
-#: counts (views, favourites, comments) beyond this are not real answers
-MAX_COUNT = 10**12
-#: Unix times outside 1970-01-01 .. 2100-01-01 are not real dates
-MAX_TIMESTAMP = 4_102_444_800
-_MAX_ID = 200
-_MAX_TEXT = 2000
-
-
-class Malformed(ValueError):
-    """An answer (or one photo of a page) with a value of the wrong type or out of range."""
-
-
-def _content(value: Any) -> Any:
-    return value.get("_content") if isinstance(value, dict) else value
-
-
-def _text(value: Any) -> str | None:
-    value = _content(value)
-    if value is None or isinstance(value, (dict, list, bool)):
-        return None
-    text = str(value)[:_MAX_TEXT]
-    return None if text.strip() == "" else text
-
-
-def _int(value: Any) -> int | None:
-    value = _content(value)
-    if value is None or value == "" or isinstance(value, (bool, float, dict, list)):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):  # "abc", or a number of more than 4300 digits
-        return None
-
-
-def _ranged(value: Any, name: str, high: int) -> int | None:
-    """An optional integer field that must lie in 0..high when present."""
-    raw = _content(value)
-    number = _int(raw)
-    if number is None:
-        if raw not in (None, "") and not isinstance(raw, str):
-            raise Malformed(f"{name} is a {type(raw).__name__}, not a number")
-        return None
-    if not 0 <= number <= high:
-        shown = str(number) if len(str(number)) <= 20 else f"a {len(str(number))}-digit number"
-        raise Malformed(f"{name} {shown} is out of range")
-    return number
-
-
-def _count(value: Any, name: str) -> int | None:
-    return _ranged(value, name, MAX_COUNT)
-
-
-def _timestamp(value: Any, name: str) -> int | None:
-    return _ranged(value, name, MAX_TIMESTAMP)
-
-
-def _object(value: Any, name: str, *, optional: bool = False) -> dict:
-    if optional and value in (None, ""):
-        return {}
-    if not isinstance(value, dict):
-        raise Malformed(f"{name} is a {type(value).__name__}, not an object")
-    return value
-
-
-def parse_person(reply: dict) -> dict:
-    """The fields of people.getInfo the tables use."""
-    p = _object(reply["person"], "person")
-    tz = _object(p.get("timezone"), "timezone", optional=True)
-    ispro = _count(p.get("ispro"), "ispro")
-    return {
-        "ispro": None if ispro is None else bool(ispro),
-        "username": _text(p.get("username")),
-        "realname": _text(p.get("realname")),
-        "location": _text(p.get("location")),
-        "gender": _text(p.get("gender")),
-        "timezone_label": _text(tz.get("label")),
-        "timezone_id": _text(tz.get("timezone_id")),
-        "timezone_offset": _text(tz.get("offset")),
-    }
-
-
-def parse_profile(reply: dict) -> dict:
-    """The fields of profile.getProfile the tables use."""
-    p = _object(reply["profile"], "profile")
-    return {k: _text(p.get(k)) for k in ("occupation", "country", "gender", "hometown", "city")}
-
-
-def _photo_id(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise Malformed(f"photo id is a {type(value).__name__}")
-    pid = str(value)
-    if not pid.strip() or len(pid) > _MAX_ID:
-        raise Malformed("photo id is empty or too long")
-    return pid
-
-
-def parse_page(
-    reply: dict, user_id: str, page: int, per_page: int, size: str, max_pages: int
-) -> tuple[dict, list[tuple], list[tuple], list[tuple[str, str]]]:
-    """A favourites page: (totals, list_photos rows, favorites rows, malformed entries as (photo id, why)).
-
-    ``pages`` is capped at ``max_pages`` (and at what ``total`` implies), so a
-    hostile count never turns into work; a photo entry with a bad value is
-    left out and reported, the rest of the page kept.
-    """
-    photos = _object(reply["photos"], "photos")
-    total = _count(photos.get("total"), "total") or 0
-    claimed = _count(photos.get("pages"), "pages") or 0
-    pages = min(claimed, max(1, math.ceil(total / per_page)), max_pages)
-    entries = photos.get("photo") or []
-    if not isinstance(entries, list) or len(entries) > per_page:
-        raise Malformed(f"photo is not a list of at most {per_page} entries")
-    totals = {"page": page, "pages": pages, "total": total, "capped": claimed > pages}
-    url_key = SIZE_EXTRAS[size]
-    photo_rows, fave_rows, bad = [], [], []
-    for i, ph in enumerate(entries):
-        try:
-            ph = _object(ph, "photo entry")
-            pid = _photo_id(ph.get("id"))
-            row = (
-                pid,
-                _text(ph.get("owner")),
-                _text(ph.get("secret")),
-                _text(ph.get("server")),
-                _text(ph.get(url_key)) or static_url(ph, size),
-                _count(ph.get("views"), "views"),
-                _timestamp(ph.get("dateupload"), "dateupload"),
-                _text(ph.get("title")),
-                _text(ph.get("ownername")),
-                _text(ph.get("datetaken")),
-            )
-            fave = (user_id, pid, _timestamp(ph.get("date_faved"), "date_faved"), (page - 1) * per_page + i)
-        except Malformed as exc:
-            where = str(ph.get("id"))[:64] if isinstance(ph, dict) else f"#{i}"
-            bad.append((f"{user_id}:{page}:{where}", str(exc)))
-            continue
-        photo_rows.append(row)
-        fave_rows.append(fave)
-    totals["n"] = len(photo_rows)
-    return totals, photo_rows, fave_rows, bad
-
-
-def parse_photo_info(reply: dict) -> dict:
-    """The fields of photos.getInfo the tables use."""
-    p = _object(reply["photo"], "photo")
-    return {
-        "views": _count(p.get("views"), "views"),
-        "comments": _count(p.get("comments"), "comments"),
-        "upload_date": _timestamp(p.get("dateuploaded"), "dateuploaded"),
-    }
-
-
-def parse_photo_faves(reply: dict) -> dict:
-    """photos.getFavorites (per_page=1): the favourite count."""
-    return {"faves": _count(_object(reply["photo"], "photo").get("total"), "total")}
-
-
-PARSERS = {PERSON: (parse_person, "person"), PROFILE: (parse_profile, "profile"), PHOTO_INFO: (parse_photo_info, "photo"), PHOTO_FAVES: (parse_photo_faves, "photo")}
-
-
-# ---------------------------------------------------------------- the crawl
 
 
 class _Crawl:
@@ -574,23 +282,6 @@ def _add_calls(state: CrawlState, client: FlickrClient) -> None:
     client.calls.clear()
 
 
-def _people(state: CrawlState) -> pd.DataFrame:
-    person = state.payloads(PERSON)
-    profile = state.payloads(PROFILE)
-    ids = sorted(set(person) | set(profile))
-    rows = [{"user_id": i, **{f"p_{k}": v for k, v in person.get(i, {}).items()}, **profile.get(i, {})} for i in ids]
-    return pd.DataFrame(rows).set_index("user_id") if rows else pd.DataFrame(index=pd.Index([], name="user_id"))
-
-
-def _col(df: pd.DataFrame, name: str) -> pd.Series:
-    return df[name] if name in df else pd.Series(pd.NA, index=df.index, dtype="object")
-
-
-def _first(a: pd.Series, b: pd.Series) -> list:
-    """``a``'s values, ``b``'s where ``a`` is null (profile fields first, then people.getInfo's)."""
-    return [x if not pd.isna(x) else y for x, y in zip(a.astype(object), b.astype(object))]
-
-
 def _write_tables(
     out: Path,
     config: CollectConfig,
@@ -603,89 +294,14 @@ def _write_tables(
     extra: dict,
 ) -> dict:
     """Build the contract tables from the crawl state, sorted by key; write them and the manifest."""
-    people = _people(state)
-    firsts = state.payloads(LIST_METHOD)
-    depth = dict(state.db.execute("SELECT user_id, depth FROM crawl_users").fetchall())
-
-    users = pd.DataFrame({"user_id": out_users})
-    u = people.reindex(users["user_id"])
-    users["gender"] = _first(_col(u, "gender"), _col(u, "p_gender"))
-    users["timezone_label"] = _col(u, "p_timezone_label").to_numpy()
-    users["timezone_id"] = _col(u, "p_timezone_id").to_numpy()
-    users["country"] = _first(_col(u, "country"), _col(u, "p_location"))
-    users["username"] = _col(u, "p_username").to_numpy()
-    users["realname"] = _col(u, "p_realname").to_numpy()
-    users["ispro"] = _col(u, "p_ispro").astype("boolean").to_numpy()
-    users["occupation"] = _col(u, "occupation").to_numpy()
-    users["favorites_total"] = [firsts[f"{x}:1"]["total"] for x in out_users]
-    users["depth"] = [depth[x] for x in out_users]
-    users = users.astype({c: "string" for c in ("gender", "timezone_label", "timezone_id", "country", "username", "realname", "occupation")})
-
-    photos = photos.sort_values("photo_id").reset_index(drop=True)
-    owners = people.reindex(photos["owner_id"])
-    photos["owner_ispro"] = _col(owners, "p_ispro").astype("boolean").to_numpy()
-    photos["owner_occupation"] = _col(owners, "occupation").astype("string").to_numpy()
-    info, faves = state.payloads(PHOTO_INFO), state.payloads(PHOTO_FAVES)
-    if config.enrich == "photos":
-        got = [info.get(p, {}) for p in photos["photo_id"]]
-        photos["views"] = [g.get("views", v) for g, v in zip(got, photos["views"])]
-        photos["comments"] = pd.array([g.get("comments") for g in got], dtype="Int64")
-        photos["faves"] = pd.array([faves.get(p, {}).get("faves") for p in photos["photo_id"]], dtype="Int64")
-    photos["views"] = pd.array(photos["views"].tolist(), dtype="Int64")
-    photos["upload_date"] = pd.to_datetime(photos["upload_date"], unit="s", utc=True)
-    images = state.image_rows() if config.download else {}
-    settled = [images.get(p) for p in photos["photo_id"]]
-    photos["path"] = [s[1] if s else None for s in settled]
-    photos["sha256"] = [s[2] if s else None for s in settled]
-    photos["status"] = [s[0] if s else "not_downloaded" for s in settled]
-    photos["status_reason"] = pd.array([s[3] if s else None for s in settled], dtype="string")
-
-    favorites = favorites.sort_values(["user_id", "photo_id"]).reset_index(drop=True)
-    favorites["fave_date"] = pd.to_datetime(favorites["fave_date"], unit="s", utc=True)
-
+    users, photos, favorites = crawl_tables(config, state, out_users, favorites, photos)
     info = {"source": "interest collect", "rest_url": config.rest_url}
     write_table(out, "users", users.sort_values("user_id"), **info)
     write_table(out, "photos", photos, **info)
     write_table(out, "favorites", favorites, **info)
 
-    calls = Counter(state.get_meta("calls") or {})
-    calls.update(client.calls)
-    cap = config.max_favorites_per_user
-    # the least a crawl can do: one call per 500 favourites of each user, at least one
-    floor = sum(max(1, math.ceil((min(f["total"], cap) if cap else f["total"]) / config.per_page))
-                for k, f in firsts.items() if k.endswith(":1"))
-    summary = {
-        "users": len(users),
-        "crawl_users": state.count_users(),
-        "favorites": len(favorites),
-        "photos": len(photos),
-        "images": int((photos["status"] == "ok").sum()),
-        "failures": state.failures(),
-        "calls": dict(sorted(calls.items())),
-        "calls_total": sum(v for k, v in calls.items() if k != "image"),
-        "list_calls": calls.get(LIST_METHOD, 0),
-        "list_calls_floor": floor,
-        "lists_capped": sum(1 for k, f in firsts.items() if k.endswith(":1") and f.get("capped")),
-        "retries": dict(sorted(client.retried.items())),
-        "elapsed_s": round(elapsed, 2),
-        **extra,
-    }
+    summary = crawl_summary(config, state, users, favorites, photos, client, elapsed, extra)
     manifest = read_manifest(out)
     manifest["collect"] = {**summary, "settings": config.public_dict()}
     write_json_atomic(Path(out) / "manifest.json", manifest)
     return summary
-
-
-def format_summary(summary: dict) -> str:
-    """The end-of-crawl summary as a few readable lines."""
-    failures = ", ".join(f"{k} {v}" for k, v in sorted(summary["failures"].items())) or "none"
-    text = (
-        f"collected {summary['users']} users, {summary['favorites']} favourites, {summary['photos']} photos, "
-        f"{summary['images']} images in {summary['elapsed_s']} s\n"
-        f"API calls {summary['calls_total']} ({summary['list_calls']} list calls, the floor is {summary['list_calls_floor']}); "
-        f"failures: {failures}"
-    )
-    if "retry_failed" in summary:
-        r = summary["retry_failed"]
-        text += f"\nretry-failed: {r['retried']} retried, {r['came_back']} came back"
-    return text

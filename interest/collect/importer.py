@@ -52,9 +52,10 @@ import numpy as np
 import pandas as pd
 
 from interest.collect.client import FlickrClient
-from interest.collect.crawl import MAX_COUNT, MAX_TIMESTAMP
+from interest.collect.answers import MAX_COUNT, MAX_TIMESTAMP
 from interest.collect.download import download_images, remove_temporaries
 from interest.collect.state import CrawlLock, CrawlState
+from interest.collect.tables import add_image_status
 from interest.collection import (
     REFERENCE_FILE,
     TABLES,
@@ -292,11 +293,7 @@ def _write_import(
     out: Path, paths: list[Path], users: pd.DataFrame, photos: pd.DataFrame, favorites: pd.DataFrame,
     reference: pd.DataFrame, ref_cols: list[str], images: dict, skipped: int, out_of_range: dict[str, list[str]],
 ) -> dict:
-    settled = [images.get(p) for p in photos["photo_id"]]
-    photos["path"] = [s[1] if s else None for s in settled]
-    photos["sha256"] = [s[2] if s else None for s in settled]
-    photos["status"] = [s[0] if s else "not_downloaded" for s in settled]
-    photos["status_reason"] = pd.array([s[3] if s else None for s in settled], dtype="string")
+    add_image_status(photos, images)
 
     info = {"source": "FlickrUser CSV import", "files": [p.name for p in paths]}
     write_table(out, "users", users.sort_values("user_id"), **info)

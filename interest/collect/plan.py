@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from interest.collect.client import CallFailed, FlickrClient
-from interest.collect.crawl import CollectConfig
+from interest.collect.config import CollectConfig
 from interest.collect.state import LIST_METHOD
 
 

@@ -4,11 +4,8 @@ Two kinds:
 
 ``perceptual/v1``
     Weight-free and offline: colour, tone, sharpness, noise, texture
-    orientation and spatial-frequency statistics on a fixed 128x128 centre
-    crop (90 dimensions; docs/features.md lists them). Pure numpy and Pillow.
-    Every statistic is standardised with fixed constants, never with the
-    statistics of a collection, so a photo's vector does not depend on the
-    other photos embedded with it.
+    orientation and spatial-frequency statistics
+    (:mod:`interest.features.perceptual`).
 
 ``openclip/<model>/<pretrained>``
     An open_clip model: a pretrained tag (``laion2b_s34b_b79k``), the name of a
@@ -27,25 +24,31 @@ a CPU by default, onnxruntime running the checked export of the same tower
 space, so both share an id and the embedding cache. ``precision="int8"`` is
 onnxruntime's dynamic quantisation: not exact, so its id ends in ``@int8``
 and its embeddings are kept apart from the fp32 ones.
+Where and how a backbone runs (device, precision, weights cache, checkpoint
+file, encoder) is one :class:`BackboneOptions`; local checkpoint files are
+found and hashed by :mod:`interest.features.checkpoints`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import importlib.util
 import logging
-import math
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
 
-from interest.errors import InterestError, one_line
-from interest.features import pixels
+from interest.errors import InterestError, one_line, require
+from interest.features.checkpoints import CHECKPOINT_SUFFIXES, check_checkpoint_name, file_sha256, find_checkpoint
+from interest.features.perceptual import PERCEPTUAL_DIM, PERCEPTUAL_PREPROCESSING, perceptual_vector
 from interest.numeric import l2_normalize
-from interest.safe_files import UnsafeFile, open_file, resolve_inside
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,43 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 #: auto: the fastest exact encoder on the device (onnxruntime on a CPU when installed, else torch eager)
 ENCODERS = ("auto", "torch", "onnx")
 INT8_SUFFIX = "@int8"
-CHECKPOINT_SUFFIXES = ("", ".safetensors", ".pt", ".pth", ".bin")
+
+
+@dataclass(frozen=True)
+class BackboneOptions:
+    """Where and how an image backbone runs: the options :func:`interest.load`,
+    ``InterestModel.configure_backbone`` and :func:`load_backbone` take, in one place.
+
+    ``device`` (cpu, cuda[:N], mps or auto), ``precision`` (one of
+    :data:`PRECISIONS`), ``cache_dir`` (where the weights are cached or a local
+    checkpoint lies), ``weights`` (a checkpoint file used instead of any
+    lookup or download) and ``encoder`` (one of :data:`ENCODERS`: what runs
+    the image tower). Paths are kept as text, ``weights`` with ``~`` expanded.
+    """
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    cache_dir: str | None = None
+    weights: str | None = None
+    encoder: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", str(self.device))
+        if self.cache_dir is not None:
+            object.__setattr__(self, "cache_dir", str(self.cache_dir))
+        if self.weights is not None:
+            object.__setattr__(self, "weights", str(Path(self.weights).expanduser()))
+
+    def check(self) -> "BackboneOptions":
+        """Self, once the encoder, precision and device go together and ``weights`` is a file (else one line)."""
+        check_encoder(self.encoder, self.precision, self.device)
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise InterestError(f"weights {self.weights}: checkpoint file not found; give the backbone checkpoint's path")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as keyword arguments of :func:`load_backbone`."""
+        return dataclasses.asdict(self)
 
 
 class Backbone:
@@ -103,142 +142,13 @@ class Backbone:
         return f"{type(self).__name__}(id={self.id!r}, dim={self.dim})"
 
 
-# ---------------------------------------------------------------- perceptual/v1
-
-PERCEPTUAL_SIZE = 128
-HUE_BINS, ORIENT_BINS, LUMA_BINS = 24, 12, 8
-RADIAL_EDGES = (1 / 128, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 0.75)  # cycles per pixel
-ORIENTED_EDGES = (1 / 128, 1 / 32, 1 / 16, 1 / 8, 0.75)
-ORIENTATIONS = 4
-# Weight of each group in the vector. Topic cues (hue, pattern orientation and
-# frequency) dominate the geometry so that k-means finds subjects; appeal cues
-# (tone, sharpness, noise) are there in full for a regression to read.
-WEIGHTS = {"hue": 1.5, "orientation": 1.0, "oriented_energy": 1.0, "radial_energy": 0.7, "luma_hist": 0.5,
-           "scalars": 1.0, "layout": 0.5}
-# (name, centre, scale): fixed standardisation of the scalar statistics, set
-# from the typical range of photographs; values beyond 5 scales are clipped.
-SCALARS = (
-    ("brightness", 0.45, 0.2),
-    ("contrast", 0.2, 0.1),
-    ("luma_p05", 0.08, 0.1),
-    ("luma_p50", 0.45, 0.2),
-    ("luma_p95", 0.85, 0.12),
-    ("saturation_mean", 0.35, 0.2),
-    ("saturation_sd", 0.2, 0.1),
-    ("colourfulness", 40.0, 30.0),
-    ("log10_sharpness", -2.5, 1.0),
-    ("log10_noise", -1.8, 0.5),
-    ("entropy", 6.8, 0.8),
-    ("log10_gradient", -1.6, 0.5),
-    ("rg_mean", 0.0, 0.15),
-    ("yb_mean", 0.0, 0.15),
-    ("opponent_sd", 0.1, 0.08),
-)
-PERCEPTUAL_DIM = HUE_BINS + ORIENT_BINS + ORIENTATIONS * (len(ORIENTED_EDGES) - 1) + (len(RADIAL_EDGES) - 1) + \
-    LUMA_BINS + len(SCALARS) + 9
-
-
-def _spectrum_grid(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    f = np.fft.fftfreq(size)
-    fx, fy = np.meshgrid(f, f)
-    radius = np.hypot(fx, fy)
-    angle = np.arctan2(fy, fx) % np.pi
-    window = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
-    return radius, angle, window
-
-
-_RADIUS, _ANGLE, _WINDOW = _spectrum_grid(PERCEPTUAL_SIZE)
-def _band_index(edges: tuple[float, ...], orientations: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
-    """(flat spectrum positions inside the bands, their bin index, number of bins): fixed per size."""
-    band = np.digitize(_RADIUS, edges) - 1  # -1 (DC) and len(edges) - 1 (beyond the last edge) are dropped
-    n_bands = len(edges) - 1
-    keep = np.flatnonzero(((band >= 0) & (band < n_bands)).ravel())
-    index = band.ravel()[keep]
-    if orientations > 1:
-        orient = np.round(_ANGLE / (np.pi / orientations)).astype(np.int64) % orientations
-        index = index * orientations + orient.ravel()[keep]
-    return keep, index, n_bands * orientations
-
-
-_RADIAL = _band_index(RADIAL_EDGES)
-_ORIENTED = _band_index(ORIENTED_EDGES, ORIENTATIONS)
-
-
-def _band_fractions(power: np.ndarray, bands: tuple[np.ndarray, np.ndarray, int]) -> np.ndarray:
-    keep, index, n_bins = bands
-    energy = np.bincount(index, power.ravel()[keep], minlength=n_bins)
-    total = energy.sum()
-    return energy / total if total > 0 else np.full(n_bins, 1.0 / n_bins)
-
-
-def _hellinger(p: np.ndarray) -> np.ndarray:
-    """Square-root of a distribution, centred on the uniform one: unit-scale, 0 for "no preference"."""
-    return np.sqrt(p) - np.sqrt(1.0 / len(p))
-
-
-def perceptual_statistics(img: Image.Image) -> dict[str, Any]:
-    """The raw statistics behind ``perceptual/v1``: histograms (arrays) and scalars, before weighting."""
-    rgb = pixels.to_array(pixels.center_square(img, PERCEPTUAL_SIZE))
-    y = pixels.luma(rgb)
-    sat = pixels.saturation(rgb)
-    value = pixels.value(rgb)
-    gx, gy = pixels.gradients(y)
-    magnitude = np.hypot(gx, gy)
-    angle = (np.arctan2(gy, gx) % np.pi) / np.pi
-    power = np.abs(np.fft.fft2((y - y.mean()) * _WINDOW)) ** 2
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    rg, yb = r - g, 0.5 * (r + g) - b
-    p05, p50, p95 = np.percentile(y, [5, 50, 95])
-    cells = [c.mean() for rows in np.array_split(y, 3, axis=0) for c in np.array_split(rows, 3, axis=1)]
-    return {
-        "hue": pixels.soft_histogram(pixels.hue(rgb), sat * value, HUE_BINS, circular=True),
-        "orientation": pixels.soft_histogram(np.minimum(angle, 0.999999), magnitude, ORIENT_BINS, circular=True),
-        "oriented_energy": _band_fractions(power, _ORIENTED),
-        "radial_energy": _band_fractions(power, _RADIAL),
-        "luma_hist": pixels.soft_histogram(np.clip(y, 0, 0.999999), np.ones_like(y), LUMA_BINS, circular=False),
-        "layout": np.asarray(cells, dtype=np.float64) - float(y.mean()),
-        "brightness": float(y.mean()),
-        "contrast": float(y.std()),
-        "luma_p05": float(p05),
-        "luma_p50": float(p50),
-        "luma_p95": float(p95),
-        "saturation_mean": float(sat.mean()),
-        "saturation_sd": float(sat.std()),
-        "colourfulness": pixels.colourfulness(rgb),
-        "log10_sharpness": math.log10(pixels.sharpness(y) + 1e-6),
-        "log10_noise": math.log10(pixels.noise_sigma(y) + 1e-4),
-        "entropy": pixels.entropy(y),
-        "log10_gradient": math.log10(float(magnitude.mean()) + 1e-4),
-        "rg_mean": float(rg.mean()),
-        "yb_mean": float(yb.mean()),
-        "opponent_sd": float(math.hypot(rg.std(), yb.std())),
-    }
-
-
-def perceptual_vector(img: Image.Image) -> np.ndarray:
-    """The weighted, standardised (not yet L2-normalised) ``perceptual/v1`` vector of one image."""
-    stats = perceptual_statistics(img)
-    parts = [WEIGHTS[name] * _hellinger(stats[name])
-             for name in ("hue", "orientation", "oriented_energy", "radial_energy", "luma_hist")]
-    z = np.array([(stats[name] - centre) / scale for name, centre, scale in SCALARS])
-    parts.append(WEIGHTS["scalars"] * np.clip(z, -5, 5) / math.sqrt(len(SCALARS)))
-    parts.append(WEIGHTS["layout"] * np.clip(stats["layout"] / 0.15, -5, 5) / 3.0)
-    return np.concatenate(parts).astype(np.float32)
-
-
 class PerceptualBackbone(Backbone):
-    """``perceptual/v1``: weight-free colour, tone and texture statistics (see module docs)."""
+    """``perceptual/v1``: weight-free colour, tone and texture statistics (:mod:`interest.features.perceptual`)."""
 
     def __init__(self) -> None:
         self.id = "perceptual/v1"
         self.dim = PERCEPTUAL_DIM
-        self.preprocessing = {
-            "kind": "perceptual",
-            "version": 1,
-            "size": PERCEPTUAL_SIZE,
-            "resize": "shorter side to size (bilinear, antialiased), centre crop",
-            "loader": "interest.features.images.load_image",
-        }
+        self.preprocessing = dict(PERCEPTUAL_PREPROCESSING)
 
     def transform(self, image: Image.Image) -> np.ndarray:
         return perceptual_vector(image)
@@ -286,8 +196,6 @@ class OpenClipBackbone(Backbone):
         return self.preprocess(image).numpy()
 
     def _autocast(self):
-        import contextlib
-
         import torch
 
         if self.precision in ("fp32", "int8"):  # int8 is the image tower's (onnxruntime); text stays fp32
@@ -358,8 +266,6 @@ class OpenClipBackbone(Backbone):
 
 def resolve_device(device: str) -> str:
     """``auto`` -> cuda, mps or cpu, whichever is present; an absent device is an InterestError."""
-    from interest.errors import require
-
     torch = require("torch", "research", f"device '{device}'")
 
     if device == "auto":
@@ -421,8 +327,6 @@ def _warn_random(backbone_id: str) -> None:
 
 
 def _importable(module: str) -> bool:
-    import importlib.util
-
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # ValueError: blocked in sys.modules (as if not installed)
@@ -431,8 +335,6 @@ def _importable(module: str) -> bool:
 
 def check_encoder(encoder: str, precision: str, device: str) -> None:
     """A one-line error for an encoder, precision and device that do not go together, or a missing extra."""
-    from interest.errors import require
-
     if precision not in PRECISIONS:
         raise InterestError(f"precision '{precision}': use one of {', '.join(PRECISIONS)}")
     if encoder not in ENCODERS:
@@ -463,8 +365,6 @@ def load_openclip(model: str, pretrained: str | None, *, device: str = "cpu", ca
     :meth:`OpenClipBackbone.choose_encoder`); ``precision`` int8 is the
     quantised onnxruntime encoder, whose backbone id ends in ``@int8``.
     """
-    from interest.errors import require
-
     open_clip = require("open_clip", "research", f"the open_clip backbone {model}")
     torch = require("torch", "research", f"the open_clip backbone {model}")
 
@@ -557,62 +457,6 @@ def _tag_cached(model: str, tag: str, cache_dir: str | None) -> bool | None:
     return any(isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir), str) for name in names)
 
 
-#: no checkpoint comes near (ViT-bigG-14 is about 10 GB in fp32); a link to /dev/zero is refused anyway
-MAX_CHECKPOINT_BYTES = 64 * 2**30
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a (checkpoint) file, read in blocks; a FIFO, device or directory is refused in one line."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open_file(path, max_bytes=MAX_CHECKPOINT_BYTES) as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_checkpoint_name(name: str, backbone_id: str) -> None:
-    """Refuse a checkpoint name that is not a plain file stem (``/``, ``..``, an absolute path), in one line.
-
-    The name comes from a backbone id, which a bundle carries: it is looked up as a file stem inside the
-    checkpoint folders, so it may hold no folder separator and never climb.
-    """
-    if name.startswith(("/", "\\")):
-        what = "an absolute path"
-    elif ".." in name:
-        what = "a path that climbs out (..)"
-    elif "/" in name or "\\" in name:
-        what = "a path (it holds /)"
-    elif not name.strip() or "\0" in name or len(name) > 255:
-        what = "not a file name"
-    else:
-        return
-    raise InterestError(f"backbone '{backbone_id}': checkpoint name {name[:120]!r} is {what}; a checkpoint is named "
-                        "by its file stem, found in --cache-dir or the folders of $INTEREST_CHECKPOINTS")
-
-
-def _find_checkpoint(name: str, cache_dir: str | None) -> str | None:
-    """The checkpoint file ``<folder>/<name><suffix>`` in the first folder that holds one (see :func:`load_backbone`).
-
-    ``name`` has passed :func:`check_checkpoint_name`; the file must still resolve inside its folder and be a
-    regular file (:func:`interest.safe_files.open_file`): a link out of the folder or a FIFO is not a checkpoint.
-    """
-    folders = [cache_dir] if cache_dir else []
-    folders += [f for f in os.environ.get("INTEREST_CHECKPOINTS", "").split(os.pathsep) if f]
-    for folder in folders:
-        for suffix in CHECKPOINT_SUFFIXES:
-            try:
-                target = resolve_inside([folder], f"{name}{suffix}")
-                open_file(target, max_bytes=MAX_CHECKPOINT_BYTES).close()
-                return str(target)
-            except UnsafeFile as exc:
-                if exc.reason != "file_not_found":
-                    raise InterestError(f"{Path(folder) / (name + suffix)}: {str(exc).split(': ', 1)[1]}; "
-                                        "a checkpoint is a regular file inside its folder") from None
-    return None
-
-
 def load_backbone(backbone_id: str, *, device: str = "cpu", cache_dir: str | None = None,
                   precision: str = "fp32", weights: str | os.PathLike | None = None,
                   encoder: str = "auto") -> Backbone:
@@ -663,7 +507,7 @@ def load_backbone(backbone_id: str, *, device: str = "cpu", cache_dir: str | Non
 
             check_checkpoint_name(pretrained, backbone_id)  # a bundle's id: never a path to open_clip or the folders
             if model in open_clip.list_models() and pretrained not in open_clip.list_pretrained_tags_by_model(model):
-                path = _find_checkpoint(pretrained, cache_dir)
+                path = find_checkpoint(pretrained, cache_dir)
                 if path is None:
                     raise InterestError(
                         f"backbone '{backbone_id}': '{pretrained}' is a local checkpoint name; put the file "

@@ -86,12 +86,12 @@ def transform_for(preprocessing: dict, fallback: Transform | None = None) -> Tra
     if kind == "openclip" and _clip_spec_supported(preprocessing):
         return ClipTransform(preprocessing)
     if kind == "perceptual":
-        from interest.features.backbones import PerceptualBackbone, perceptual_vector
+        from interest.features.perceptual import PERCEPTUAL_PREPROCESSING, perceptual_vector
 
-        if preprocessing != PerceptualBackbone().preprocessing:
+        if preprocessing != PERCEPTUAL_PREPROCESSING:
             raise InterestError(
                 f"perceptual backbone preprocessing {preprocessing} differs from this version's "
-                f"{PerceptualBackbone().preprocessing}; embed (or export) again with this version of interest"
+                f"{PERCEPTUAL_PREPROCESSING}; embed (or export) again with this version of interest"
             )
         return perceptual_vector
     if fallback is not None:
