@@ -40,7 +40,7 @@ from interest.models.common import (
 from interest.labels.groups import quantile_cuts
 from interest.models.groups import TrendGroupClassifier, centred_sq, novelty
 from interest.models.model import InterestModel
-from interest.models.user_heads import REGIMES, UserHeads
+from interest.models.user_heads import UserHeads
 from interest.numeric import spearman
 from interest.progress import progress_bar
 
@@ -140,8 +140,8 @@ def train_model(
     users are what ``interest evaluate`` measures them on). The user heads
     learn from every favourite of every user on every labelled photo, the
     users ``label`` held out whole and the held-out photos included, so every
-    user with a favourite has a head (users with 1-4 favourites through the
-    few-shot settings, as ``personalize`` makes them). ``evaluation_only``
+    user with a favourite has a head (users with 1-4 favourites a head of
+    zeros: the common score). ``evaluation_only``
     fits the heads on the split's training users and photos only, as
     ``interest evaluate`` needs them (it refits them so for a bundle without).
     """
@@ -309,10 +309,12 @@ def fit_user_heads(
 
     The heads are judged against the common score they will be added to (the
     app model's, from the fitted ``pca``, ``ridge``, ``prototypes`` and
-    ``booster``). Users with 1-4 favourites, whom the activity regimes leave
-    at the common score, get the head ``personalize`` would give them from
-    those favourites (the few-shot settings; still 0 where no few-shot
-    setting beat chance). ``train_model`` and ``interest evaluate`` (which
+    ``booster``). Users with 1-4 favourites have a head of zeros: scoring them
+    with ``--user`` gives the common score. The few-shot head ``personalize``
+    would fit from their favourites lowered that bucket's AUC on test photos in
+    five of twelve worlds (by up to 0.021), and any share of it still lowered
+    one family world (BENCHMARKS.md): casual users mostly follow the common
+    taste. ``train_model`` and ``interest evaluate`` (which
     refits an app bundle's heads on the split) both come here, so the two agree.
     Returns the heads and the common score of every row of ``blocks`` (train's XMP star cuts read it).
     """
@@ -337,7 +339,6 @@ def fit_user_heads(
         max_validation_per_user=config.head_max_validation_per_user,
         seed=config.seed,
     ).fit(F, fav_users, fav_rows, base)
-    light_user_heads(heads, F, fav_users, fav_rows, base)
     return heads, base
 
 
@@ -346,26 +347,6 @@ def app_score(config: TrainConfig, ridge, prototypes, booster, X: np.ndarray, Z:
     against and what the XMP star cuts are taken from."""
     k = min(config.pca_components, Z.shape[1])
     return booster.predict(Z[:, :k], np.column_stack([ridge.predict(X), prototypes.predict(Z)]))
-
-
-def light_user_heads(
-    heads: UserHeads, F: np.ndarray, fav_users: np.ndarray, fav_rows: np.ndarray, base: np.ndarray
-) -> None:
-    """Give the users with fewer favourites than the first activity regime (1-4) the few-shot head of their
-    favourites (``UserHeads.fit_one``, the path ``personalize`` takes), in place; heads the fit already
-    gave them are kept. ``F``: the head inputs that ``fav_rows`` index; ``base``: those photos' common score
-    (joint heads take it into account, as ``personalize`` does)."""
-    light = heads.n_favourites_ < REGIMES[0][0]
-    pending = light & ~np.any(heads.weights_ != 0, axis=1)
-    if not pending.any():
-        return
-    user_ids = np.asarray(fav_users).astype(str)
-    wanted = np.isin(user_ids, heads.users_[pending])
-    pairs = pd.DataFrame({"user": user_ids[wanted], "row": np.asarray(fav_rows)[wanted]}).drop_duplicates()
-    for user, rows in pairs.groupby("user", sort=True)["row"]:
-        liked = np.sort(rows.to_numpy())
-        common = base[liked] if heads.method == "joint" else None
-        heads.weights_[heads._index[user]] = heads.fit_one(F[liked], common_liked=common)
 
 
 def read_everyone(root: str | os.PathLike, data: dict) -> dict:
