@@ -349,7 +349,7 @@ def test_heads_that_cannot_help_stay_at_zero():
     rows = rng.integers(0, 1000, size=1000)  # tastes unrelated to the photos
     heads = UserHeads(seed=0).fit(F, users, rows, base)
     for name, regime in heads.validation_["regimes"].items():
-        assert regime["scale"] == 0 or regime["mean_auc_gain"] > 2 * regime["standard_error"], name
+        assert regime["scale"] == 0 or regime["mean_auc_gain"] > heads.significance * regime["standard_error"], name
     for bucket in heads.validation_["buckets"].values():
         assert bucket["auc_with_head"] >= bucket["auc_common"] - 1e-12
 
