@@ -84,10 +84,9 @@ def test_heads_raise_heavy_users_and_lower_no_bucket(world):
     # heavy users' heads capture much of their niche taste: a clear margin over the common score
     assert np.mean(gains["20+"]) > 0.08
     assert np.mean(gains["5-19"]) > 0.0
-    # casual users (1-4 favourites) get personalize's few-shot head from their favourites: it acts, and their
-    # bucket is not lowered (measured: +0.009 mean over 5 users, from -0.050 to +0.146)
-    assert gains["1-4"] and max(abs(g) for g in gains["1-4"]) > 0
-    assert np.mean(gains["1-4"]) >= 0.0
+    # casual users (1-4 favourites) have a head that does no harm: zeros, so each of them ranks exactly as
+    # the common score does (a few-shot head from their favourites lowered that bucket in five of twelve worlds)
+    assert gains["1-4"] and all(g == 0.0 for g in gains["1-4"])
     assert model.metadata["metrics"]["heads"]["regimes"]["20+"]["scale"] > 0
 
 
@@ -262,7 +261,7 @@ def test_deviations_stay_on_the_ci_scale_far_from_the_training_photos(world):
     ci = model.score_embeddings(emb)["ci_score"].to_numpy()
     spread = float(np.quantile(ci, 0.99) - np.quantile(ci, 0.01))
     bound = model.heads.deviation_bound()
-    assert 0 < bound <= 0.5 * spread + 1e-9
+    assert 0 < bound <= 1.0 * spread + 1e-9  # within the spread of the common score (of the training photos)
     for x in (emb, random_dirs, ood, scaled):
         dev = model.user_deviations(users, x)
         assert np.isfinite(dev).all() and np.abs(dev).max() <= bound + 1e-6
@@ -353,7 +352,7 @@ def test_heads_that_cannot_help_stay_at_zero():
     rows = rng.integers(0, 1000, size=1000)  # tastes unrelated to the photos
     heads = UserHeads(seed=0).fit(F, users, rows, base)
     for name, regime in heads.validation_["regimes"].items():
-        assert regime["scale"] == 0 or regime["mean_auc_gain"] > 2 * regime["standard_error"], name
+        assert regime["scale"] == 0 or regime["mean_auc_gain"] > heads.significance * regime["standard_error"], name
     for bucket in heads.validation_["buckets"].values():
         assert bucket["auc_with_head"] >= bucket["auc_common"] - 1e-12
 

@@ -39,7 +39,7 @@ from interest.learn.groups import TrendGroupClassifier, centred_sq, novelty
 from interest.learn.linear import Ridge, ZeroTruncatedPoisson
 from interest.learn.prototypes import Prototypes
 from interest.models.model import InterestModel
-from interest.models.user_heads import REGIMES, UserHeads
+from interest.models.user_heads import UserHeads
 from interest.numeric import spearman
 from interest.progress import progress_bar
 
@@ -169,8 +169,9 @@ def train_model(
     photos' labels included) with every user's favourites (the users
     ``label`` held out whole included), the user heads from every favourite
     of every user on those photos, so every user with a favourite has a head
-    (users with 1-4 favourites through the few-shot settings, as
-    ``personalize`` makes them). ``evaluation_only`` fits everything on the
+    (users with 1-4 favourites a head of zeros: the common score; too few
+    favourites for any share of a few-shot head to do no harm on the family
+    of worlds). ``evaluation_only`` fits everything on the
     label split's training photos and users only: the bundle ``interest
     evaluate`` measures on the held-out photos and users (it refits one so
     when given an app bundle).
@@ -323,10 +324,12 @@ def fit_user_heads(
 
     The heads are judged against the common score they will be added to (the
     app model's, from the fitted ``pca``, ``ridge``, ``prototypes`` and
-    ``booster``). Users with 1-4 favourites, whom the activity regimes leave
-    at the common score, get the head ``personalize`` would give them from
-    those favourites (the few-shot settings; still 0 where no few-shot
-    setting beat chance). ``train_model`` and ``interest evaluate`` (which
+    ``booster``). Users with 1-4 favourites have a head of zeros: scoring them
+    with ``--user`` gives the common score. The few-shot head ``personalize``
+    would fit from their favourites lowered that bucket's AUC on test photos in
+    five of twelve worlds (by up to 0.021), and any share of it still lowered
+    one family world (BENCHMARKS.md): casual users mostly follow the common
+    taste. ``train_model`` and ``interest evaluate`` (which
     refits an app bundle's heads on the split) both come here, so the two agree.
     Returns the heads and the common score of every row of ``blocks`` (train's XMP star cuts read it).
     """
@@ -338,7 +341,6 @@ def fit_user_heads(
         F.append(np.column_stack([Z[:, :h], centred_sq(X, pca.mean_)]))
     F, base = np.concatenate(F), np.concatenate(base)
     heads = UserHeads(**config.estimator_params(UserHeads)).fit(F, fav_users, fav_rows, base)
-    light_user_heads(heads, F, fav_users, fav_rows, base)
     return heads, base
 
 
@@ -347,26 +349,6 @@ def app_score(config: TrainConfig, ridge, prototypes, booster, X: np.ndarray, Z:
     against and what the XMP star cuts are taken from."""
     k = min(config.pca_components, Z.shape[1])
     return booster.predict(Z[:, :k], np.column_stack([ridge.predict(X), prototypes.predict(Z)]))
-
-
-def light_user_heads(
-    heads: UserHeads, F: np.ndarray, fav_users: np.ndarray, fav_rows: np.ndarray, base: np.ndarray
-) -> None:
-    """Give the users with fewer favourites than the first activity regime (1-4) the few-shot head of their
-    favourites (``UserHeads.fit_one``, the path ``personalize`` takes), in place; heads the fit already
-    gave them are kept. ``F``: the head inputs that ``fav_rows`` index; ``base``: those photos' common score
-    (joint heads take it into account, as ``personalize`` does)."""
-    light = heads.n_favourites_ < REGIMES[0][0]
-    pending = light & ~np.any(heads.weights_ != 0, axis=1)
-    if not pending.any():
-        return
-    user_ids = np.asarray(fav_users).astype(str)
-    wanted = np.isin(user_ids, heads.users_[pending])
-    pairs = pd.DataFrame({"user": user_ids[wanted], "row": np.asarray(fav_rows)[wanted]}).drop_duplicates()
-    for user, rows in pairs.groupby("user", sort=True)["row"]:
-        liked = np.sort(rows.to_numpy())
-        common = base[liked] if heads.method == "joint" else None
-        heads.weights_[heads._index[user]] = heads.fit_one(F[liked], common_liked=common)
 
 
 def faves_prior(
