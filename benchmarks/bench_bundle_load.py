@@ -27,8 +27,8 @@ import numpy as np
 
 
 def build(work: Path) -> Path:
-    from interest.labels import label_collection
-    from interest.models.train import train_model
+    from interest.stages.labels import label_collection
+    from interest.stages.train import train_model
     from interest.synthetic.world import generate_world
 
     model = work / "model"

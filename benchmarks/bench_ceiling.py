@@ -56,13 +56,13 @@ def ceilings(name: str, root: Path) -> dict:
     import pandas as pd
 
     import interest
-    from interest.collection import read_embeddings
-    from interest.evaluate import spearman_or_none
-    from interest.labels import label_collection, read_labels
-    from interest.labels.ci import fit_clusters
+    from interest.core.collection import read_embeddings
+    from interest.stages.evaluate import spearman_or_none
+    from interest.stages.labels import label_collection, read_labels
+    from interest.stages.labels.ci import fit_clusters
     from interest.learn.linear import Ridge, ZeroTruncatedPoisson
-    from interest.models.train import train_model
-    from interest.numeric import nearest_centroid
+    from interest.stages.train import train_model
+    from interest.core.numeric import nearest_centroid
     from interest.synthetic.family import heldout_photos, make_family_world
 
     started = time.perf_counter()

@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from interest.collect import CollectConfig, collect
-from interest.collection import read_table
+from interest.stages.collect import CollectConfig, collect
+from interest.core.collection import read_table
 from interest.synthetic.server import FaultConfig, serve_world
 from interest.synthetic.world import generate_world
 

@@ -63,10 +63,10 @@ def peak_rss_mb() -> float:
 def run_mode(args: argparse.Namespace) -> dict:
     import torch
 
-    from interest.features.backbones import load_openclip
+    from interest.imaging.backbones import load_openclip
     from interest.pipeline.local import embed_folder
     from interest.pipeline.decoder import default_workers
-    from interest.features.images import load_image
+    from interest.imaging.images import load_image
 
     backbone = load_openclip(args.model, "none", device=args.device, precision=args.precision)
     files = sorted(Path(args.folder).glob("*.jpg"))

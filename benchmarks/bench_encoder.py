@@ -64,7 +64,7 @@ def encode_rates(backbones: dict, batch, batch_size: int) -> dict[str, float]:
 
 def end_to_end(folder: Path, backbone, batch_size: int) -> tuple[float, np.ndarray]:
     """Images per second of ``embed_folder`` and the table's embeddings (rows in file order)."""
-    from interest.collection import read_embeddings
+    from interest.core.collection import read_embeddings
     from interest.pipeline.local import embed_folder
 
     out = Path(tempfile.mkdtemp(prefix="bench_encoder_"))
@@ -91,8 +91,8 @@ def main() -> None:
 
     import torch
 
-    from interest.features.backbones import load_openclip
-    from interest.features.images import load_image
+    from interest.imaging.backbones import load_openclip
+    from interest.imaging.images import load_image
 
     folder = Path(args.folder or tempfile.mkdtemp(prefix="bench_encoder_")) / "jpegs"
     if not folder.is_dir():

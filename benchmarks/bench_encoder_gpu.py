@@ -47,8 +47,8 @@ def main() -> None:
 
     import torch
 
-    from interest.features.backbones import load_openclip
-    from interest.features.images import load_image
+    from interest.imaging.backbones import load_openclip
+    from interest.imaging.images import load_image
 
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU visible to torch: this benchmark needs one (the CPU one is bench_encoder.py)")

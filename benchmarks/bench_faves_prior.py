@@ -45,9 +45,9 @@ def worlds(extra: bool) -> list[tuple[str, str, dict]]:
 
 def run_world(base: str, overrides: dict, root: Path, shuffled: bool = False) -> dict:
     import interest  # noqa: F401  (the public package, as a user imports it)
-    from interest.evaluate import evaluate, spearman_or_none
-    from interest.labels import label_collection
-    from interest.models.train import TrainConfig, train_model
+    from interest.stages.evaluate import evaluate, spearman_or_none
+    from interest.stages.labels import label_collection
+    from interest.stages.train import TrainConfig, train_model
     from interest.synthetic.family import heldout_photos, make_family_world
 
     make_family_world(base, root, **overrides)

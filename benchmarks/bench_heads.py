@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from interest.vocabulary import ACTIVITY_BUCKETS, bucket_name
+from interest.core.vocabulary import ACTIVITY_BUCKETS, bucket_name
 
 SHOTS = (1, 2, 4, 8, 16)
 
@@ -64,7 +64,7 @@ def _auc(scores: np.ndarray, is_pos: np.ndarray) -> float:
 
 def _hold_out_users(root: Path, fraction: float, seed: int) -> np.ndarray:
     """Remove a seeded ``fraction`` of the users with 10+ favourites from favorites.parquet; returns their ids."""
-    from interest.collection import read_table, write_table
+    from interest.core.collection import read_table, write_table
 
     fav = read_table(root, "favorites")
     counts = fav["user_id"].value_counts()
@@ -77,7 +77,7 @@ def _hold_out_users(root: Path, fraction: float, seed: int) -> np.ndarray:
 
 def _training_data(model, root: Path) -> dict:
     """What train_model fitted the heads on: training photos' embeddings, favourites (user, row), common scores."""
-    from interest.models.train import TrainConfig, read_training_data
+    from interest.stages.train import TrainConfig, read_training_data
 
     data = read_training_data(root, None, TrainConfig())
     data["base"] = model.score_embeddings(data["emb"])["ci_score"].to_numpy(np.float64)
@@ -87,7 +87,7 @@ def _training_data(model, root: Path) -> dict:
 def _other_heads(model, data: dict):
     """The package's other kind of heads (templates when the model's are joint, joint when they are templates),
     fitted on the same data."""
-    from interest.models.user_heads import UserHeads
+    from interest.learn.heads import UserHeads
 
     other = "templates" if model.heads.method == "joint" else "joint"
     return UserHeads(method=other, seed=0).fit(
@@ -157,11 +157,11 @@ def _logistic_per_user(data: dict, rows: np.ndarray, test_x: np.ndarray, rng) ->
 
 
 def run_world(name: str, work: Path, seed: int = 0) -> dict:
-    from interest.collection import read_embeddings
-    from interest.labels import label_collection
-    from interest.labels.groups import cuts_with_shares
+    from interest.core.collection import read_embeddings
+    from interest.stages.labels import label_collection
+    from interest.stages.labels.groups import cuts_with_shares
     from interest.learn.groups import assign_trend_groups, expected_calibration_error
-    from interest.models.train import train_model
+    from interest.stages.train import train_model
     from interest.synthetic.family import heldout_photos, make_family_world, oracle_scores
 
     root = work / name
@@ -433,9 +433,9 @@ def scoring_cost(repeats: int = 7, n: int = 50_000) -> None:
     """What a user head adds to scoring: photos/s of score_embeddings without and with ``user`` (512-d, interleaved)."""
     import time
 
-    from interest.collection import l2_normalize
-    from interest.labels import label_collection
-    from interest.models.train import train_model
+    from interest.core.collection import l2_normalize
+    from interest.stages.labels import label_collection
+    from interest.stages.train import train_model
     from interest.synthetic.world import generate_world
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, time
-from interest.labels import label_collection
-from interest.models.train import train_model
+from interest.stages.labels import label_collection
+from interest.stages.train import train_model
 root, out = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
 label_collection(root, seed=0, progress=False)

@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/interest-bench-pipeline-ab"))
     args = parser.parse_args()
 
-    from interest.features.backbones import load_backbone
+    from interest.imaging.backbones import load_backbone
     from interest.pipeline.local import embed_collection
     from interest.synthetic.world import generate_world
 

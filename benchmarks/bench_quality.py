@@ -43,11 +43,11 @@ def run_world(name: str, root: Path, dim: int | None = None) -> dict:
     import pandas as pd
 
     import interest
-    from interest.collection import read_embeddings
-    from interest.evaluate import evaluate, spearman_or_none as _spearman
-    from interest.labels import label_collection, read_labels
+    from interest.core.collection import read_embeddings
+    from interest.stages.evaluate import evaluate, spearman_or_none as _spearman
+    from interest.stages.labels import label_collection, read_labels
     from interest.learn.linear import Ridge
-    from interest.models.train import TrainConfig, train_model
+    from interest.stages.train import TrainConfig, train_model
     from interest.synthetic.family import heldout_photos, make_family_world
 
     t0 = time.perf_counter()

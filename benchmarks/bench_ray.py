@@ -37,7 +37,7 @@ def timed(fn) -> float:
 
 
 def stored(root: Path) -> tuple[list, np.ndarray]:
-    from interest.collection import embeddings_path
+    from interest.core.collection import embeddings_path
 
     table = pq.read_table(embeddings_path(root, BACKBONE))
     return table.column("photo_id").to_pylist(), np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
@@ -52,10 +52,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import interest
-    from interest.collection import embeddings_path, read_manifest
-    from interest.features.backbones import load_backbone
-    from interest.labels import label_collection
-    from interest.models.train import train_model
+    from interest.core.collection import embeddings_path, read_manifest
+    from interest.imaging.backbones import load_backbone
+    from interest.stages.labels import label_collection
+    from interest.stages.train import train_model
     from interest.pipeline.local import embed_collection, embed_folder
     from interest.apps.ray_scoring import score_ray
     from interest.pipeline.ray import embed_collection_ray, init_ray

@@ -36,7 +36,7 @@ import numpy as np
 
 
 def build_model(workdir: Path, n_photos: int, n_users: int, dim: int):
-    from interest.labels import label_collection
+    from interest.stages.labels import label_collection
     from interest.models import train_model
     from interest.synthetic.world import generate_world
 
@@ -53,7 +53,7 @@ def build_model(workdir: Path, n_photos: int, n_users: int, dim: int):
 
 def measure(model, batches: list[int], repeats: int, liked: int, personalize_repeats: int) -> dict:
     """{"batches": {n: {"common_s", "user_s"}}, "personalize_ms"}: medians, common and head alternating."""
-    from interest.numeric import l2_normalize
+    from interest.core.numeric import l2_normalize
 
     user = model.users[0]
     rng = np.random.default_rng(0)
@@ -91,7 +91,7 @@ def breakdown(model, batch: int, repeats: int) -> dict:
     """Median wall seconds of each step of scoring ``batch`` embeddings with a head, beside what the 2026-11-27
     code computed instead (a float32 projection; a head that was one dot product with the PCA features)."""
     from interest.models.groups import centred_sq, novelty_at
-    from interest.numeric import l2_normalize, matmul64
+    from interest.core.numeric import l2_normalize, matmul64
 
     rng = np.random.default_rng(0)
     emb = l2_normalize(rng.normal(size=(batch, model.dim)).astype(np.float32))

@@ -1,6 +1,6 @@
 """What float64 accumulation costs in scoring: the projection step and a whole score_embeddings call.
 
-Scoring accumulates its matmuls in float64 (``interest.numeric.matmul64``)
+Scoring accumulates its matmuls in float64 (``interest.core.numeric.matmul64``)
 so that a photo's score does not depend on its batch. This measures, on one
 trained model in one run, the embedding projection (PCA + ridge, the costliest
 step) in plain float32 (the earlier code) against matmul64, and the whole
@@ -38,10 +38,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
-    from interest.collection import l2_normalize
-    from interest.labels import label_collection
+    from interest.core.collection import l2_normalize
+    from interest.stages.labels import label_collection
     from interest.models import train_model
-    from interest.numeric import matmul64
+    from interest.core.numeric import matmul64
     from interest.synthetic.world import generate_world
 
     with tempfile.TemporaryDirectory() as tmp:

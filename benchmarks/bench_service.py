@@ -36,8 +36,8 @@ BACKBONE = "openclip/ViT-B-32/none"
 def build_bundle(work: Path, backbone_id: str = BACKBONE) -> Path:
     """A model bundle for ``backbone_id`` under ``work`` (trained once, then reused)."""
     from interest.pipeline.local import embed_collection
-    from interest.labels import label_collection
-    from interest.models.train import train_model
+    from interest.stages.labels import label_collection
+    from interest.stages.train import train_model
     from interest.synthetic.world import generate_world
 
     root = work / backbone_id.replace("/", "_")
@@ -143,8 +143,8 @@ def embed_baseline(work: Path, jpegs: list[Path]) -> float:
 ENCODER_RUN = """
 import statistics, sys, time
 from concurrent.futures import ThreadPoolExecutor
-from interest.features.backbones import load_backbone
-from interest.features.images import load_image
+from interest.imaging.backbones import load_backbone
+from interest.imaging.images import load_image
 backbone = load_backbone(sys.argv[1])
 image = load_image(sys.argv[2])
 

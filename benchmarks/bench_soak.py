@@ -127,7 +127,7 @@ def main() -> None:
 
     import httpx
 
-    from interest.collection import read_embeddings
+    from interest.core.collection import read_embeddings
 
     demo = demo_bundle(args.demo)
     work = args.demo.parent / "soak"

@@ -43,8 +43,8 @@ def build(work: Path, photos: int) -> tuple[Path, Path]:
     from PIL import Image
 
     from interest.pipeline.local import embed_collection
-    from interest.labels import label_collection
-    from interest.models.train import train_model
+    from interest.stages.labels import label_collection
+    from interest.stages.train import train_model
     from interest.synthetic.world import generate_world
 
     world, library = work / "world", work / f"library-{photos}"

@@ -21,7 +21,7 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-from interest.labels import label_collection
+from interest.stages.labels import label_collection
 labels = label_collection(sys.argv[1], seed=0, progress=False)
 wall = time.perf_counter() - t0
 usage = resource.getrusage(resource.RUSAGE_SELF)

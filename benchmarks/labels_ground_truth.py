@@ -36,7 +36,7 @@ VARIANTS = {
 
 
 def compare(root: Path) -> dict[str, float]:
-    from interest.labels import label_collection
+    from interest.stages.labels import label_collection
 
     truth = pd.read_parquet(root / "ground_truth" / "photos.parquet").set_index("photo_id")["true_commonality"]
     out = {}

@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from interest.errors import InterestError, require
-from interest.features.images import BadImage, expand_image_paths
-from interest.numeric import l2_normalize
+from interest.core.errors import InterestError, require
+from interest.imaging.images import BadImage, expand_image_paths
+from interest.core.numeric import l2_normalize
 from interest.pipeline.decoder import transform_for
 from interest.pipeline.encoder import OnnxEncoder
 from interest.pipeline.runner import ShardRunner
-from interest.vocabulary import GROUP_PROBABILITY_COLUMNS
+from interest.core.vocabulary import GROUP_PROBABILITY_COLUMNS
 
 MANIFEST = "interest-onnx.json"  # interest.apps.export_onnx.MANIFEST (not imported: it needs onnx)
 
@@ -72,7 +72,7 @@ class OnnxModel:
         # exported image model; the same decoder as the torch path, so a file gives the same model input
         self._transform = transform_for(self.preprocessing) if self.preprocessing else None
         if info.get("kind") == "numpy":
-            from interest.features.backbones import PerceptualBackbone
+            from interest.imaging.backbones import PerceptualBackbone
 
             self._encoder = PerceptualBackbone()
         else:

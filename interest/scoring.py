@@ -23,9 +23,9 @@ import numpy as np
 
 from interest.bundle.format import LINEAR_KIND
 from interest.bundle.io import read_bundle
-from interest.errors import InterestError
-from interest.features.backbones import Backbone, BackboneOptions
-from interest.hub import is_hub_name, resolve_bundle
+from interest.core.errors import InterestError
+from interest.imaging.backbones import Backbone, BackboneOptions
+from interest.core.hub import is_hub_name, resolve_bundle
 from interest.models.base import EmbeddingModel, Inputs, embeddings_of_parquet, read_embedding_inputs
 from interest.models.model import InterestModel
 from interest.models.study import LinearHeadModel
@@ -64,7 +64,7 @@ class BackboneHolder:
 
 
 def _load_checked(backbone_id: str, want: dict | None, dim: int, name: str, options: dict) -> Backbone:
-    from interest.features.backbones import load_backbone
+    from interest.imaging.backbones import load_backbone
 
     options = dict(options)
     if options.get("precision") == "int8" and not backbone_id.endswith("@int8"):
@@ -76,7 +76,7 @@ def _load_checked(backbone_id: str, want: dict | None, dim: int, name: str, opti
     if backbone_id.startswith(("perceptual/", "synthetic/")):
         options["device"] = "cpu"  # weight-free: nothing to place on an accelerator
     elif options.get("device") == "auto":
-        from interest.features.backbones import resolve_device
+        from interest.imaging.backbones import resolve_device
 
         options["device"] = resolve_device("auto")
     backbone = load_backbone(backbone_id, **options)
@@ -126,8 +126,8 @@ def embed_files(model: "ImageScoring", files: list[Path], errors: str, batch_siz
 
     ``cache``: a folder of embeddings by file content (:mod:`interest.pipeline.file_cache`); files seen
     before are not embedded again."""
-    from interest.features.images import BadImage
-    from interest.progress import progress_bar
+    from interest.imaging.images import BadImage
+    from interest.core.progress import progress_bar
 
     with progress_bar(total=len(files), desc="score", unit="img", enabled=progress, leave=False) as bar:
         if cache is None:
@@ -176,7 +176,7 @@ def read_inputs(model: "ImageScoring", inputs: Any, errors: str = "raise", batch
         if not all(parquet):
             raise InterestError("inputs mix Parquet embeddings and images; score them in separate calls")
         return embeddings_of_parquet(model, paths)
-    from interest.features.images import expand_image_paths
+    from interest.imaging.images import expand_image_paths
 
     files = expand_image_paths(paths, strict=errors == "raise")
     emb, problems = embed_files(model, files, errors, batch_size, progress, cache)

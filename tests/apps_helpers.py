@@ -16,8 +16,8 @@ def train_image_model(
     user heads are not zero (smaller worlds may give heads too weak to keep).
     """
     from interest.pipeline.local import embed_collection
-    from interest.labels import label_collection
-    from interest.models.train import train_model
+    from interest.stages.labels import label_collection
+    from interest.stages.train import train_model
     from interest.synthetic.world import generate_world
 
     generate_world(root, n_users=n_users, n_photos=n_photos, n_topics=n_topics, render=True, seed=seed, progress=False)
@@ -29,8 +29,8 @@ def train_image_model(
 def train_tiny_bundle(root: Path, dim: int = 16) -> Path:
     """A bundle of a tiny embeddings-only world (``dim``-d, app and full LightGBM models) under ``root``: fast to
     copy, load, score and save. Returns the bundle's path."""
-    from interest.labels import label_collection
-    from interest.models.train import TrainConfig, train_model
+    from interest.stages.labels import label_collection
+    from interest.stages.train import TrainConfig, train_model
     from interest.synthetic.world import generate_world
 
     generate_world(root / "world", n_users=40, n_photos=300, n_topics=6, render=False, embed_dim=dim, seed=0, progress=False)

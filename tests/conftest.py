@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Progress bars are for people at a terminal; in test logs (and the CLI's stderr checks) they are noise.
 os.environ.setdefault("TQDM_DISABLE", "1")
-# Exported image encoders (interest/features/onnx_encoder.py) go to a folder of this test session, never
+# Exported image encoders (interest/imaging/onnx_encoder.py) go to a folder of this test session, never
 # the user's ~/.cache; CLI subprocesses inherit it, so the suite exports each small model once.
 if "INTEREST_CACHE" not in os.environ:
     import atexit

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from interest.analyze import analyze, run_analysis, stats
-from interest.analyze import tables as T
-from interest.analyze.compare import compare_published
-from interest.collection import write_parquet_atomic, write_table
-from interest.errors import InterestError
+from interest.stages.analyze import analyze, run_analysis, stats
+from interest.stages.analyze import tables as T
+from interest.stages.analyze.compare import compare_published
+from interest.core.collection import write_parquet_atomic, write_table
+from interest.core.errors import InterestError
 
 STYLES = ["hdr", "macro", "duo_tones"]
 EMOTIONS = ["awe", "excitement", "sadness"]
@@ -128,9 +128,9 @@ def model_world(base: Path) -> tuple[Path, Path]:
         return root, bundle
     import warnings
 
-    from interest.features.characteristics import characterize
-    from interest.labels import label_collection
-    from interest.models.train import TrainConfig, train_model
+    from interest.stages.characterize import characterize
+    from interest.stages.labels import label_collection
+    from interest.stages.train import TrainConfig, train_model
     from interest.synthetic.world import generate_world
 
     shutil.rmtree(root, ignore_errors=True)
@@ -303,8 +303,8 @@ def test_comparison_with_published_labels(frame):
 
 def test_drivers_reproduce_the_models_predictions(trained):
     import interest
-    from interest.analyze import drivers
-    from interest.collection import read_embeddings
+    from interest.stages.analyze import drivers
+    from interest.core.collection import read_embeddings
 
     root, bundle = trained
     model = interest.load(bundle)

@@ -1,4 +1,4 @@
-"""interest.features.backbones: perceptual/v1 and open_clip backbones, ids and missing weights."""
+"""interest.imaging.backbones: perceptual/v1 and open_clip backbones, ids and missing weights."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import pytest
 from image_files import photo_like
 from PIL import Image
 
-from interest.errors import InterestError
-from interest.features.backbones import (
+from interest.core.errors import InterestError
+from interest.imaging.backbones import (
     backbone_id_for,
     load_backbone,
     load_openclip,
 )
-from interest.features.images import load_image
-from interest.features.perceptual import PERCEPTUAL_DIM
+from interest.imaging.images import load_image
+from interest.imaging.perceptual import PERCEPTUAL_DIM
 
 SMALL_CLIP = "ViT-S-32"  # the smallest open_clip architecture: about a second to build on one core
 
@@ -51,7 +51,7 @@ def test_perceptual_vectors_are_normalised_and_deterministic():
 
 def test_perceptual_backbone_needs_no_torch():
     code = (
-        "import sys; from PIL import Image; from interest.features.backbones import load_backbone; "
+        "import sys; from PIL import Image; from interest.imaging.backbones import load_backbone; "
         "b = load_backbone('perceptual/v1'); b.embed([Image.new('RGB', (64, 48), (10, 200, 30))]); "
         "print('torch' in sys.modules)"
     )

@@ -12,16 +12,16 @@ import pandas as pd
 import pytest
 
 import interest
-from interest.collection import read_embeddings, read_table, write_embeddings
-from interest.errors import InterestError
-from interest.models.train import TrainConfig, train_model
+from interest.core.collection import read_embeddings, read_table, write_embeddings
+from interest.core.errors import InterestError
+from interest.stages.train import TrainConfig, train_model
 
 FAST = TrainConfig(num_threads=1, lgb_num_boost_round=100, pca_components=16, head_components=32)
 
 
 @pytest.fixture(scope="module")
 def collection(small_world, tmp_path_factory):
-    from interest.labels import label_collection
+    from interest.stages.labels import label_collection
 
     dest = tmp_path_factory.mktemp("bundle") / "world"
     shutil.copytree(small_world, dest)
@@ -263,9 +263,9 @@ def test_import_interest_stays_light():
 @pytest.fixture(scope="module")
 def image_model(rendered_world, tmp_path_factory):
     """A model trained on a rendered world embedded with the weight-free perceptual backbone."""
-    backbones = pytest.importorskip("interest.features.backbones")
-    from interest.features.images import load_image
-    from interest.labels import label_collection
+    backbones = pytest.importorskip("interest.imaging.backbones")
+    from interest.imaging.images import load_image
+    from interest.stages.labels import label_collection
 
     root = tmp_path_factory.mktemp("images") / "world"
     shutil.copytree(rendered_world, root)
@@ -311,7 +311,7 @@ def test_backbone_is_loaded_once_across_threads(image_model):
     model, root, photos, _ = image_model
     paths = [root / p for p in photos["path"].iloc[:4]]
     model.backbone_holder.backbone = None
-    import interest.features.backbones as backbones
+    import interest.imaging.backbones as backbones
 
     calls = []
     original = backbones.load_backbone

@@ -1,4 +1,4 @@
-"""interest.features.characteristics: measures on constructed images, zero-shot sets, aesthetic head."""
+"""interest.stages.characterize: measures on constructed images, zero-shot sets, aesthetic head."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from image_files import jpeg_bytes, photo_like
 from PIL import Image, ImageFilter
 
-from interest.collection import read_manifest, read_table, write_table
-from interest.errors import InterestError
-from interest.features.characteristics import (
+from interest.core.collection import read_manifest, read_table, write_table
+from interest.core.errors import InterestError
+from interest.stages.characterize import (
     EMOTIONS,
     MEASURES,
     STYLES,
@@ -117,7 +117,7 @@ def small_collection(tmp_path):
 
 def test_without_a_text_tower_zero_shot_is_skipped_with_a_note(small_collection, caplog):
     embed_collection(small_collection, backbone_id="perceptual/v1", workers=0, progress=False)
-    with caplog.at_level(logging.WARNING, logger="interest.features.characteristics"):
+    with caplog.at_level(logging.WARNING, logger="interest.stages.characterize"):
         path = characterize(small_collection, workers=0, progress=False)
     assert "no CLIP text tower" in caplog.text
     table = read_table(small_collection, "characteristics").set_index("photo_id")
@@ -142,7 +142,7 @@ def test_clip_zero_shot_scores_sum_to_one(small_collection):
 
 
 def test_aesthetic_head_replaces_the_proxy(small_collection, tmp_path):
-    from interest.collection import read_embeddings
+    from interest.core.collection import read_embeddings
 
     embed_collection(small_collection, backbone_id="perceptual/v1", workers=0, progress=False)
     _, ids, emb = read_embeddings(small_collection, "perceptual/v1")
@@ -178,8 +178,8 @@ class _LaionMLP(__import__("torch").nn.Module):
 def test_laion_aesthetic_heads_load_safely_and_score_as_in_torch(small_collection, tmp_path, form):
     import torch
 
-    from interest.collection import read_embeddings
-    from interest.features.characteristics import load_aesthetic_head
+    from interest.core.collection import read_embeddings
+    from interest.stages.characterize import load_aesthetic_head
 
     embed_collection(small_collection, backbone_id="perceptual/v1", workers=0, progress=False)
     _, ids, emb = read_embeddings(small_collection, "perceptual/v1")
@@ -195,7 +195,7 @@ def test_laion_aesthetic_heads_load_safely_and_score_as_in_torch(small_collectio
     assert load_aesthetic_head(path, "perceptual/v1")[0] == "perceptual/v1"
     np.testing.assert_allclose(emb.astype(np.float64) @ weight + bias, want, atol=1e-5)
     # in characterize it replaces the proxy, over the CLIP ViT-L/14 embeddings it was fitted on
-    from interest.collection import write_embeddings
+    from interest.core.collection import write_embeddings
 
     clip = np.random.default_rng(3).normal(size=(len(ids), emb.shape[1])).astype(np.float32)
     write_embeddings(small_collection, backbone, ids, clip)

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import interest
-from interest.collection import embeddings_path, read_embeddings
+from interest.core.collection import embeddings_path, read_embeddings
 from interest.learn.groups import assign_trend_groups
 
 INTEREST = [sys.executable, "-m", "interest"]
@@ -356,7 +356,7 @@ def test_shell_completion_offers_the_choices():
 
 def test_log_level_shows_debug_retries(rendered_world, tmp_path):
     """-vv (or --log-level debug) shows the client's retries, logged at DEBUG; without it they stay quiet."""
-    from interest.collection import read_table
+    from interest.core.collection import read_table
     from interest.synthetic.server import FaultConfig, serve_world
 
     seeds = ",".join(sorted(read_table(rendered_world, "users")["user_id"])[:3])
@@ -424,7 +424,7 @@ def test_optional_parts_name_their_extra(trained, tmp_path):
     code = (
         "import sys; sys.modules['onnxruntime'] = None\n"
         "import interest.onnx\n"
-        "from interest.errors import InterestError\n"
+        "from interest.core.errors import InterestError\n"
         "try:\n    interest.onnx.load(sys.argv[1])\n"
         "except InterestError as exc:\n    print(exc)\n"
     )

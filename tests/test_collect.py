@@ -9,10 +9,10 @@ import math
 import pandas as pd
 import pytest
 
-from interest.collect import CollectConfig, collect, format_plan, plan_crawl
-from interest.collect.config import make_client
-from interest.collection import read_manifest, read_table
-from interest.errors import InterestError
+from interest.stages.collect import CollectConfig, collect, format_plan, plan_crawl
+from interest.stages.collect.config import make_client
+from interest.core.collection import read_manifest, read_table
+from interest.core.errors import InterestError
 from interest.synthetic.server import FaultConfig, serve_world
 
 KEY = "K3y-3f9a1c77e2"

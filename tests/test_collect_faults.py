@@ -17,12 +17,12 @@ import time
 import pandas as pd
 import pytest
 
-from interest.collect import CollectConfig, collect, format_summary
-from interest.collect.client import CallFailed, FlickrClient
-from interest.collect.config import make_client
-from interest.collect.limiter import RateLimiter
-from interest.collection import read_table
-from interest.errors import InterestError
+from interest.stages.collect import CollectConfig, collect, format_summary
+from interest.stages.collect.client import CallFailed, FlickrClient
+from interest.stages.collect.config import make_client
+from interest.stages.collect.limiter import RateLimiter
+from interest.core.collection import read_table
+from interest.core.errors import InterestError
 from interest.synthetic.server import FaultConfig, serve_world
 
 KEY = "faults-key-51d2"

@@ -23,10 +23,10 @@ import pytest
 from apps_helpers import assert_benchmarks_rows
 from PIL import Image
 
-from interest.collect import CollectConfig, collect, import_flickruser
-from interest.collect.client import CallFailed, FlickrClient
-from interest.collection import image_relpath, read_table
-from interest.errors import InterestError
+from interest.stages.collect import CollectConfig, collect, import_flickruser
+from interest.stages.collect.client import CallFailed, FlickrClient
+from interest.core.collection import image_relpath, read_table
+from interest.core.errors import InterestError
 from interest.synthetic.server import serve_world
 
 TABLE_HEADING = "## Hostile inputs: collector and importer"

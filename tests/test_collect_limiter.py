@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from interest.collect.limiter import RateLimiter
+from interest.stages.collect.limiter import RateLimiter
 
 
 class FakeClock:

@@ -11,8 +11,8 @@ import time
 
 import pandas as pd
 
-from interest.collect import CollectConfig, collect
-from interest.collection import read_table
+from interest.stages.collect import CollectConfig, collect
+from interest.core.collection import read_table
 from interest.synthetic.server import FaultConfig, serve_world
 
 KEY = "resume-key-8c1e"

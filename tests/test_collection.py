@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from interest.collection import (
+from interest.core.collection import (
     atomic_path,
     embeddings_file_backbone,
     embeddings_path,
@@ -24,9 +24,9 @@ from interest.collection import (
     write_embeddings,
     write_table,
 )
-from interest.config import load_config
-from interest.errors import InterestError
-from interest.features.metadata import metadata_features
+from interest.core.config import load_config
+from interest.core.errors import InterestError
+from interest.models.metadata import metadata_features
 
 
 def test_write_table_coerces_contract_types_and_keeps_extra_columns(tmp_path):

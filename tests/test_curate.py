@@ -12,8 +12,8 @@ import pytest
 from apps_helpers import train_image_model
 from PIL import Image, ImageEnhance
 
-from interest.collection import l2_normalize
-from interest.errors import InterestError
+from interest.core.collection import l2_normalize
+from interest.core.errors import InterestError
 from interest.apps.curate import curate, group_near_duplicates
 
 
@@ -26,7 +26,7 @@ def _reencode(image: Image.Image, quality: int) -> Image.Image:
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """13 files: a 5-shot burst of one picture, a re-edit pair of another, 6 distinct pictures; plus a broken file."""
-    from interest.features.images import load_image
+    from interest.imaging.images import load_image
 
     root = tmp_path_factory.mktemp("curate_world")
     model = train_image_model(root)

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 from image_files import bad_corpus, jpeg_bytes, photo_like, save_with_orientation
 
-from interest.collection import read_embeddings, read_manifest, read_table, write_table
-from interest.errors import InterestError
-from interest.features.backbones import PerceptualBackbone, load_backbone
+from interest.core.collection import read_embeddings, read_manifest, read_table, write_table
+from interest.core.errors import InterestError
+from interest.imaging.backbones import PerceptualBackbone, load_backbone
 from interest.pipeline.local import embed_collection, embed_folder, embed_paths
 from interest.pipeline.writer import record_photo_status
-from interest.features.images import load_image
+from interest.imaging.images import load_image
 
 
 class CountingPerceptual(PerceptualBackbone):

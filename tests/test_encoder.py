@@ -13,9 +13,9 @@ import torch
 from apps_helpers import run_cli
 from PIL import Image
 
-from interest.errors import InterestError
-from interest.features import onnx_encoder
-from interest.features.backbones import load_backbone
+from interest.core.errors import InterestError
+from interest.imaging import onnx_encoder
+from interest.imaging.backbones import load_backbone
 
 SMALL_CLIP = "ViT-S-32"
 SIZE = (32, 32)
@@ -105,7 +105,7 @@ def test_damaged_cached_export_is_rebuilt(tmp_path, damage):
 def test_inexact_export_falls_back_to_eager_with_one_line(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(onnx_encoder, "EXACT_COSINE", 1.5)  # no export can reach it
     net = TinyTower()
-    with caplog.at_level(logging.WARNING, logger="interest.features.onnx_encoder"):
+    with caplog.at_level(logging.WARNING, logger="interest.imaging.onnx_encoder"):
         encoder, record = onnx_encoder.onnx_image_encoder(net, "test/tiny", SIZE)
     assert encoder is None and record["exact"] is False and 0.99999 < record["min_cosine"] <= 1.0 + 1e-6
     assert len(caplog.records) == 1 and "torch eager" in caplog.records[0].getMessage()

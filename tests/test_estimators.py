@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from interest.errors import InterestError
+from interest.core.errors import InterestError
 from interest.learn.base import Estimator
 from interest.learn.boosting import StackedBooster, image_score
 from interest.learn.decomposition import PCA
@@ -18,8 +18,8 @@ from interest.learn.groups import TrendGroupClassifier, assign_trend_groups
 from interest.learn.linear import Ridge, ZeroTruncatedPoisson
 from interest.learn.prototypes import Prototypes
 from interest.models.study import DirectionHeads
-from interest.models.train import TrainConfig
-from interest.models.user_heads import UserHeads
+from interest.stages.train import TrainConfig
+from interest.learn.heads import UserHeads
 
 ESTIMATORS = (PCA, Ridge, ZeroTruncatedPoisson, Prototypes, StackedBooster, TrendGroupClassifier, UserHeads,
               DirectionHeads)
@@ -177,7 +177,7 @@ def test_train_config_hands_its_keys_to_the_estimators():
 
 def test_the_estimators_do_not_import_scikit_learn():
     code = ("import sys, interest.learn.base, interest.learn.boosting, interest.learn.decomposition, "
-            "interest.learn.groups, interest.learn.linear, interest.learn.prototypes, interest.models.user_heads\n"
+            "interest.learn.groups, interest.learn.linear, interest.learn.prototypes, interest.learn.heads\n"
             "from interest.learn.linear import Ridge\n"
             "repr(Ridge(folds=3).set_params(seed=1))\n"
             "assert 'sklearn' not in sys.modules, 'scikit-learn imported'")

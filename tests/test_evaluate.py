@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from interest.collection import (
+from interest.core.collection import (
     read_embeddings,
     write_embeddings,
     write_parquet_atomic,
     write_table,
 )
-from interest.errors import InterestError
-from interest.evaluate import (
+from interest.core.errors import InterestError
+from interest.stages.evaluate import (
     auc,
     evaluate,
     format_metrics,
@@ -26,7 +26,7 @@ from interest.evaluate import (
     ndcg_at,
     split_half_reliability,
 )
-from interest.labels import label_collection, read_labels
+from interest.stages.labels import label_collection, read_labels
 
 BACKBONE = "test/bb8"
 
@@ -258,7 +258,7 @@ class RidgeStandIn:
         self.label_settings = labels.attrs["interest.labels"]
 
     def score_embeddings(self, emb, user=None, metadata=None):
-        from interest.labels import assign_trend_groups
+        from interest.stages.labels import assign_trend_groups
 
         ci = self.ridge.predict(emb)
         g = assign_trend_groups(ci, self.cuts)
@@ -287,7 +287,7 @@ def test_small_world_with_ridge_stand_in(small_world, tmp_path):
 
 
 def test_real_model_from_train_model(small_world, tmp_path):
-    from interest.models.train import train_model
+    from interest.stages.train import train_model
 
     root = shutil.copytree(small_world, tmp_path / "world")
     label_collection(root, method="paper", user_test_fraction=0.0, clusters=100, progress=False)
@@ -327,7 +327,7 @@ def test_labels_from_another_program(labelled, tmp_path):
 @pytest.fixture(scope="module")
 def family_model(tmp_path_factory):
     """A small confounded-crawl world, labelled by default (users held out whole) and trained."""
-    from interest.models.train import train_model
+    from interest.stages.train import train_model
     from interest.synthetic.family import make_family_world
 
     root = tmp_path_factory.mktemp("family")
@@ -360,8 +360,8 @@ def test_headline_beats_baselines_that_know_nothing_of_commonality(family_model)
 def test_image_level_app_score_beats_the_booster_on_photos_never_held(family_model):
     from dataclasses import replace
 
-    from interest.models.train import TrainConfig, train_model
-    from interest.numeric import spearman
+    from interest.stages.train import TrainConfig, train_model
+    from interest.core.numeric import spearman
     from interest.synthetic.family import heldout_photos
 
     root, model = family_model
@@ -379,7 +379,7 @@ def test_image_level_app_score_beats_the_booster_on_photos_never_held(family_mod
 def test_app_bundle_learns_from_everyone_evaluation_from_the_split(family_model, tmp_path):
     """The app bundle (common model and heads) learns from every user and photo; the evaluation bundle from the
     label split only; evaluate measures an app bundle by refitting it on the split, as the evaluation bundle."""
-    from interest.models.train import train_model
+    from interest.stages.train import train_model
 
     root, model = family_model
     split = pd.read_parquet(root / "label_users.parquet")
@@ -462,7 +462,7 @@ def test_no_held_out_users_says_so(family_model, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         label_collection(copy, seed=0, user_test_fraction=0.0, progress=False)
-    from interest.models.train import train_model
+    from interest.stages.train import train_model
 
     m = evaluate(train_model(copy, None, progress=False), copy, progress=False)
     assert m["new_users"] is None and m["photo_level"] is None

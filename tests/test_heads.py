@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from interest.collection import l2_normalize, read_embeddings, read_table, write_table
+from interest.core.collection import l2_normalize, read_embeddings, read_table, write_table
 from interest.learn.groups import (
     TrendGroupClassifier,
     assign_trend_groups,
@@ -16,8 +16,8 @@ from interest.learn.groups import (
     expected_calibration_error,
     novelty,
 )
-from interest.models.train import TrainConfig, train_model
-from interest.models.user_heads import UserHeads
+from interest.stages.train import TrainConfig, train_model
+from interest.learn.heads import UserHeads
 
 FAST = TrainConfig(num_threads=1, lgb_num_boost_round=100, pca_components=16, head_components=64)
 NEWCOMERS = 12  # community members taken out of the collection before training: new users
@@ -34,7 +34,7 @@ def _auc(scores: np.ndarray, is_pos: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A small community world (200 users, 1,500 photos), some heavy community members held out, labelled and trained."""
-    from interest.labels import label_collection
+    from interest.stages.labels import label_collection
     from interest.synthetic.family import make_family_world
 
     root = tmp_path_factory.mktemp("heads") / "world"
@@ -116,7 +116,7 @@ def test_heads_beat_the_common_score_for_members_of_a_planted_community(world):
 def test_joint_heads_learn_community_taste_and_round_trip(world):
     """The joint heads (every user at once, shared taste factors) fitted on the same favourites: community members
     gain over the common score, four photos of a niche lift it, and the state round-trips exactly."""
-    from interest.models.train import read_training_data
+    from interest.stages.train import read_training_data
 
     model, emb, ids = world["model"], world["emb"], world["ids"]
     data = read_training_data(world["root"], None, FAST)
@@ -292,7 +292,7 @@ def test_trend_group_is_always_the_band_of_its_own_ci_score(world):
 
 
 def test_group_probabilities_against_the_true_groups_and_unsure_far_away(world):
-    from interest.labels.groups import cuts_with_shares
+    from interest.stages.labels.groups import cuts_with_shares
 
     model, emb = world["model"], world["emb"]
     test = _test_rows(world)

@@ -68,7 +68,7 @@ _WORKER = textwrap.dedent(
         vm = int(f.read().split()[0]) * resource.getpagesize()
     resource.setrlimit(resource.RLIMIT_AS, (vm + 1536 * 2**20, resource.RLIM_INFINITY))
     import interest
-    from interest.errors import InterestError
+    from interest.core.errors import InterestError
     import lightgbm  # noqa: F401  (loaded before the first probe, so its import is not counted against one)
     emb = np.random.default_rng(0).normal(size=(12, 16)).astype(np.float32)
     photos = pd.DataFrame({"views": np.arange(12) * 10, "faves": np.arange(12), "comments": np.arange(12),
@@ -346,7 +346,7 @@ def test_npz_bomb_and_huge_headers_are_refused_before_allocating(base):
     """In this process, with its peak memory measured: the refusals read headers only."""
     import resource
 
-    from interest.errors import InterestError
+    from interest.core.errors import InterestError
     from interest.bundle import safe_io
 
     bomb = _bomb()

@@ -28,7 +28,7 @@ import pytest
 from apps_helpers import assert_benchmarks_rows, train_tiny_bundle
 from PIL import Image
 
-from interest.collection import read_table, write_table
+from interest.core.collection import read_table, write_table
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE_HEADING = "## Hostile inputs: paths, names, spreadsheets and full disks"
@@ -154,8 +154,8 @@ def probe_checkpoint_names(tmp: Path, bundle: Path, world: Path) -> tuple[str, s
            "link-out": "openclip/ViT-B-32/link", "fifo": "openclip/ViT-B-32/fifo"}
     got = _python(f"""
         import json
-        from interest.errors import InterestError
-        from interest.features.backbones import load_backbone
+        from interest.core.errors import InterestError
+        from interest.imaging.backbones import load_backbone
         out = {{}}
         for what, backbone_id in {ids!r}.items():
             try:
@@ -180,7 +180,7 @@ def probe_hub_revision(tmp: Path, bundle: Path, world: Path) -> tuple[str, str]:
     got = _python("""
         import json
         import interest
-        from interest.errors import InterestError
+        from interest.core.errors import InterestError
         out = {}
         for name in ("hf-hub:ORG/NAME@../../x", "hf-hub:ORG/NAME@/etc", "hf-hub:ORG/NAME@a/../../x"):
             try:
@@ -341,11 +341,11 @@ def test_the_benchmarks_table_is_current(probe_rows):
 def test_every_csv_goes_through_the_spreadsheet_safe_writer():
     """One writer for every CSV: a new ``to_csv`` elsewhere would bypass the formula guard."""
     writers = sorted(str(p.relative_to(REPO)) for p in (REPO / "interest").rglob("*.py") if ".to_csv(" in p.read_text())
-    assert writers == ["interest/collection.py"]
+    assert writers == ["interest/core/collection.py"]
 
 
 def test_analysis_tables_neutralise_formulas_in_index_and_cells(tmp_path):
-    from interest.analyze.analysis import write_tables
+    from interest.stages.analyze.analysis import write_tables
 
     table = pd.DataFrame({"note": ["=1+1", "fine\r=2+2"], "delta": [-0.25, 0.5]},
                          index=pd.Index(["@user", "b"], name="user"))

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 import interest
-from interest import hub
+from interest.core import hub
 from interest.apps import hub_export
-from interest.errors import InterestError
-from interest.features.backbones import PerceptualBackbone
-from interest.features.perceptual import PERCEPTUAL_DIM
+from interest.core.errors import InterestError
+from interest.imaging.backbones import PerceptualBackbone
+from interest.imaging.perceptual import PERCEPTUAL_DIM
 from interest.models.study import linear_model
 from tests.image_files import jpeg_bytes, photo_like
 
@@ -187,7 +187,7 @@ def _checkpoint(tmp_path: Path, name: str, seed: int) -> Path:
 
 
 def test_a_bundle_on_a_local_checkpoint_finds_or_is_given_its_weights(tmp_path, photos, monkeypatch):
-    from interest.features.backbones import load_openclip
+    from interest.imaging.backbones import load_openclip
 
     monkeypatch.delenv("INTEREST_CHECKPOINTS", raising=False)
     path = _checkpoint(tmp_path, "mynet", seed=1)
@@ -198,7 +198,7 @@ def test_a_bundle_on_a_local_checkpoint_finds_or_is_given_its_weights(tmp_path, 
     weight = rng.normal(size=backbone.dim)
     linear_model(weight, 0.0, backbone_id=backbone.id, raw=False,
                  preprocessing=backbone.preprocessing).save(tmp_path / "bundle")
-    from interest.features.images import load_image
+    from interest.imaging.images import load_image
 
     want = backbone.embed([load_image(p) for p in photos]) @ weight
 
@@ -232,7 +232,7 @@ def _accelerators() -> list[str]:
 def test_scores_on_an_accelerator_match_the_cpu(device, precision, tmp_path, photos):
     if device == "none":
         pytest.skip("no CUDA or MPS device")
-    from interest.features.backbones import load_openclip
+    from interest.imaging.backbones import load_openclip
 
     path = _checkpoint(tmp_path, "acc", seed=3)
     backbone = load_openclip("ViT-S-32", str(path))
@@ -247,7 +247,7 @@ def test_scores_on_an_accelerator_match_the_cpu(device, precision, tmp_path, pho
 
 
 def test_a_tag_bundle_accepts_its_weights_as_a_file(tmp_path, photos):
-    from interest.features.backbones import load_openclip
+    from interest.imaging.backbones import load_openclip
 
     path = _checkpoint(tmp_path, "downloaded", seed=5)
     backbone = load_openclip("ViT-S-32", str(path))
@@ -256,7 +256,7 @@ def test_a_tag_bundle_accepts_its_weights_as_a_file(tmp_path, photos):
     weight = np.random.default_rng(6).normal(size=backbone.dim)
     linear_model(weight, 0.0, backbone_id="openclip/ViT-S-32/sometag", raw=False,
                  preprocessing=preprocessing).save(tmp_path / "bundle")
-    from interest.features.images import load_image
+    from interest.imaging.images import load_image
 
     want = backbone.embed([load_image(p) for p in photos]) @ weight
     model = interest.load(tmp_path / "bundle", weights=path)

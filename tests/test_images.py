@@ -1,4 +1,4 @@
-"""interest.features.images: any file becomes upright 8-bit RGB, or a BadImage with a reason."""
+"""interest.imaging.images: any file becomes upright 8-bit RGB, or a BadImage with a reason."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from image_files import (
 )
 from PIL import Image, ImageCms
 
-from interest.errors import InterestError
-from interest.features.images import BadImage, decode_image, load_image
+from interest.core.errors import InterestError
+from interest.imaging.images import BadImage, decode_image, load_image
 
 
 @pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])

@@ -7,10 +7,10 @@ import hashlib
 import pandas as pd
 import pytest
 
-from interest.collect import import_flickruser
-from interest.collect.importer import photo_id_from_url
-from interest.collection import REFERENCE_FILE, read_manifest, read_table
-from interest.errors import InterestError
+from interest.stages.collect import import_flickruser
+from interest.stages.collect.importer import photo_id_from_url
+from interest.core.collection import REFERENCE_FILE, read_manifest, read_table
+from interest.core.errors import InterestError
 from interest.synthetic.server import serve_world
 
 DEFINITION = """user_id,user_gender,user_country,user_timezone_label,user_timezone_id,favimg_url,favimg_num_views,favimg_num_favorites,favimg_num_comments,favimg_upload_date,favimg_owner_ispro,favimg_owner_occupation,VILA_hdr,VILA_main_feature,VILA_aesthetic_score,CLIP_emotion_awe,CLIP_emotion_main_category,cluster_label,partition,trend_group,ci_score

@@ -12,7 +12,7 @@ import time
 import pandas as pd
 import pyarrow.parquet as pq
 
-from interest.collection import read_table, write_table
+from interest.core.collection import read_table, write_table
 
 # Ctrl-C handled as when started from a terminal: a test run started in the background without job
 # control (`make test &`, nohup) hands SIGINT down ignored, and an ignored SIGINT stays ignored

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from interest.collection import read_manifest, write_embeddings, write_table
-from interest.errors import InterestError
-from interest.labels import (
+from interest.core.collection import read_manifest, write_embeddings, write_table
+from interest.core.errors import InterestError
+from interest.stages.labels import (
     assign_trend_groups,
     label_collection,
     label_settings,
@@ -22,7 +22,7 @@ from interest.labels import (
     quantile_cuts,
     read_labels,
 )
-from interest.labels import ci as ci_module
+from interest.stages.labels import ci as ci_module
 
 BACKBONE = "test/bb8"
 # Four tight topics; A-B and C-D are close pairs, so merging 4 clusters into 2 partitions gives {A,B}, {C,D}.
@@ -341,7 +341,7 @@ def test_default_label_beats_the_paper_recipe_against_truth(family_pair):
 
 
 def test_held_out_users_are_recorded_and_never_counted(family_pair):
-    from interest.labels import read_user_split
+    from interest.stages.labels import read_user_split
 
     root = family_pair[0]
     labels = label_collection(root, clusters=50, seed=2, user_test_fraction=0.25, progress=False)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from interest.collection import (
+from interest.core.collection import (
     embeddings_path,
     l2_normalize,
     read_embeddings,
@@ -17,20 +17,20 @@ from interest.collection import (
     write_embeddings,
     write_parquet_atomic,
 )
-from interest.errors import InterestError
+from interest.core.errors import InterestError
 from interest.learn.boosting import StackedBooster
 from interest.learn.decomposition import PCA
 from interest.learn.linear import Ridge
 from interest.learn.prototypes import Prototypes
-from interest.models.train import TrainConfig, train_model
-from interest.numeric import spearman
+from interest.stages.train import TrainConfig, train_model
+from interest.core.numeric import spearman
 
 FAST = TrainConfig(num_threads=1, lgb_num_boost_round=150, pca_components=16, head_components=32)
 
 
 def labelled_copy(world, dest):
     """A labelled copy of a generated world (the session world itself stays unlabelled for others)."""
-    from interest.labels import label_collection
+    from interest.stages.labels import label_collection
 
     shutil.copytree(world, dest)
     label_collection(dest, clusters=40, seed=0, progress=False)
@@ -295,7 +295,7 @@ def test_full_model_uses_metadata(model, collection, embeddings):
 def test_score_inputs_parquet_dataframe_array(model, embeddings, tmp_path):
     _, ids, emb = embeddings
     path = tmp_path / "emb.parquet"
-    from interest.collection import embeddings_to_arrow
+    from interest.core.collection import embeddings_to_arrow
 
     write_parquet_atomic(path, embeddings_to_arrow(ids[:30], emb[:30] * 3.0))  # scale: rows are re-normalised
     from_file = model.score(path)
@@ -412,7 +412,7 @@ def test_train_bad_input(collection, tmp_path, embeddings):
 
 
 def test_config_file_round_trip(tmp_path):
-    from interest.config import load_config
+    from interest.core.config import load_config
 
     path = tmp_path / "train.yaml"
     path.write_text("seed: 3\nhead_pseudo_counts: [5, 50]\nridge_alpha: 0.5\n")
@@ -426,7 +426,7 @@ def test_config_file_round_trip(tmp_path):
 def test_shipped_config_matches_defaults():
     from pathlib import Path
 
-    from interest.config import load_config
+    from interest.core.config import load_config
 
     shipped = Path(__file__).resolve().parents[1] / "configs" / "train.yaml"
     assert load_config(TrainConfig, shipped) == TrainConfig()

@@ -64,7 +64,7 @@ def test_openclip_parity_via_cli(openclip_model, tmp_path):
     images = sorted((root / "images").glob("*.jpg"))[:12]
     scorer, _ = _parity(model, out, images, model.users[1])
 
-    from interest.features.images import load_image
+    from interest.imaging.images import load_image
 
     pil = [load_image(p) for p in images[:4]]
     np.testing.assert_allclose(scorer.embed(pil), model.backbone.embed(pil), atol=1e-4)
@@ -87,7 +87,7 @@ def test_perceptual_parity_and_bad_images(tmp_path):
         assert torch_scores["deviation"].abs().max() > 1e-3  # the head is not trivially zero
 
     import interest.onnx
-    from interest.errors import InterestError
+    from interest.core.errors import InterestError
 
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")

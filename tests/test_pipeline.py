@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from image_files import bad_corpus, jpeg_bytes, photo_like
 
-from interest.collection import embeddings_path, write_table
-from interest.features.backbones import load_backbone
-from interest.features.images import load_image
+from interest.core.collection import embeddings_path, write_table
+from interest.imaging.backbones import load_backbone
+from interest.imaging.images import load_image
 from interest.pipeline.decoder import ClipTransform, Decoder, backbone_transform
 from interest.pipeline.local import embed_collection, embed_folder, embed_paths
 from interest.pipeline.runner import shard_runner

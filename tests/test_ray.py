@@ -11,7 +11,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from interest.collection import embeddings_path, read_manifest, read_table  # noqa: E402
+from interest.core.collection import embeddings_path, read_manifest, read_table  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +193,8 @@ def test_ray_runs_the_drivers_onnx_tower_as_locally(local_ray, tmp_path, monkeyp
 @pytest.fixture(scope="module")
 def embedded_model(tmp_path_factory):
     """A model trained on a world with directly written 32-d embeddings (no images: fast)."""
-    from interest.labels import label_collection
-    from interest.models.train import train_model
+    from interest.stages.labels import label_collection
+    from interest.stages.train import train_model
     from interest.synthetic.world import generate_world
 
     root = tmp_path_factory.mktemp("ray_scoring")
@@ -224,7 +224,7 @@ def test_ray_scores_equal_local(local_ray, embedded_model):
 
 def test_scores_do_not_depend_on_the_batch(embedded_model):
     """The property the Ray comparison rests on, checked without Ray: any split gives the same bits."""
-    from interest.collection import read_embeddings_file
+    from interest.core.collection import read_embeddings_file
 
     root, _, model = embedded_model
     _, emb = read_embeddings_file(embeddings_path(root, model.backbone_id))
@@ -261,7 +261,7 @@ def test_cli_score_engine_ray(local_ray, embedded_model, tmp_path):
 def test_an_actor_that_cannot_see_the_drivers_encoder_cache_loads_the_backbone(tmp_path, monkeypatch):
     """On a cluster without a shared cache the driver's tower file is not on the actor's node: the actor
     loads the backbone itself (exporting into its node's cache) and encodes the same features."""
-    from interest.features.backbones import load_backbone
+    from interest.imaging.backbones import load_backbone
     from interest.pipeline.ray import _EncoderActor
 
     monkeypatch.setenv("INTEREST_CACHE", str(tmp_path / "driver"))

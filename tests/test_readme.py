@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from interest.collection import read_table
+from interest.core.collection import read_table
 from interest.synthetic.server import serve_world
 
 REPO = Path(__file__).resolve().parents[1]

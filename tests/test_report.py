@@ -11,10 +11,10 @@ import pytest
 from test_analyze import make_collection, model_world
 from typer.testing import CliRunner
 
-from interest.analyze import report
-from interest.analyze.report_html import SECTIONS
+from interest.stages.analyze import report
+from interest.stages.analyze.report_html import SECTIONS
 from interest.cli import app
-from interest.errors import InterestError
+from interest.core.errors import InterestError
 
 
 @pytest.fixture(scope="module")

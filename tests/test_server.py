@@ -11,7 +11,7 @@ import pytest
 import requests
 from flickrapi.exceptions import FlickrError
 
-from interest.collection import read_table
+from interest.core.collection import read_table
 from interest.synthetic.server import FaultConfig, serve_world
 
 

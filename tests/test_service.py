@@ -203,7 +203,7 @@ def test_concurrent_requests_share_backbone_calls(world, bundle):
 
 def test_readiness_schema_and_json_embeddings(world, bundle):
     _, model = world
-    from interest.collection import read_embeddings
+    from interest.core.collection import read_embeddings
 
     _, ids, emb = read_embeddings(world[0], "perceptual/v1")
     expected = model.score_embeddings(emb[:5], user=model.users[0])

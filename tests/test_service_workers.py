@@ -23,7 +23,7 @@ pytest.importorskip("uvicorn")
 from apps_helpers import train_image_model, train_tiny_bundle  # noqa: E402
 
 import interest  # noqa: E402
-from interest.errors import InterestError  # noqa: E402
+from interest.core.errors import InterestError  # noqa: E402
 from interest.bundle import storage  # noqa: E402
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
@@ -216,7 +216,7 @@ def test_loads_never_fail_without_an_atomic_exchange(tiny_bundle, tmp_path, monk
 _ACKNOWLEDGING_WRITER = textwrap.dedent(
     """
     import sys, httpx, interest
-    from interest.collection import read_embeddings
+    from interest.core.collection import read_embeddings
     from interest.bundle.storage import bundle_lock
     path, world, url, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     _, _, emb = read_embeddings(world, "perceptual/v1")
@@ -239,7 +239,7 @@ def test_workers_read_their_writes(world, bundle, tmp_path):
     Reloads are kept busy by a library writer saving heads meanwhile and by scores without a user; each
     user is scored right after its personalisation answered, as JSON embeddings and as an upload.
     """
-    from interest.collection import read_embeddings
+    from interest.core.collection import read_embeddings
 
     images = sorted((world / "images").glob("*.jpg"))[:10]
     _, _, emb = read_embeddings(world, "perceptual/v1")

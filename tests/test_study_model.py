@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import interest
-from interest.collection import embeddings_to_arrow, write_parquet_atomic
-from interest.errors import InterestError
+from interest.core.collection import embeddings_to_arrow, write_parquet_atomic
+from interest.core.errors import InterestError
 from interest.pipeline.encoder import split_norms
 from interest.models.study import STUDY_BACKBONE, import_study_model, read_linear_state_dict
 
@@ -161,11 +161,11 @@ def test_cli_imports_the_study_model(study, tmp_path):
 
 
 def test_embed_writes_the_norm_column(tmp_path):
-    from interest.collection import read_embedding_norms
-    from interest.features.backbones import PerceptualBackbone
-    from interest.features.perceptual import perceptual_vector
+    from interest.core.collection import read_embedding_norms
+    from interest.imaging.backbones import PerceptualBackbone
+    from interest.imaging.perceptual import perceptual_vector
     from interest.pipeline.local import embed_folder
-    from interest.features.images import load_image
+    from interest.imaging.images import load_image
     from tests.image_files import jpeg_bytes, photo_like
 
     folder = tmp_path / "photos"
@@ -180,7 +180,7 @@ def test_embed_writes_the_norm_column(tmp_path):
 
 
 def test_an_unreadable_image_beside_a_head_without_groups(study, tmp_path):
-    from interest.features.perceptual import PERCEPTUAL_DIM
+    from interest.imaging.perceptual import PERCEPTUAL_DIM
     from interest.models.study import linear_model
     from interest.scoring import with_images
     from tests.image_files import jpeg_bytes, photo_like
@@ -197,7 +197,7 @@ def test_an_unreadable_image_beside_a_head_without_groups(study, tmp_path):
 
 
 def test_a_background_collection_centres_the_heads(study, tmp_path):
-    from interest.collection import write_embeddings
+    from interest.core.collection import write_embeddings
 
     _, path, _, _ = study
     rng = np.random.default_rng(7)
@@ -223,7 +223,7 @@ def test_a_background_collection_centres_the_heads(study, tmp_path):
 
 
 def test_write_embeddings_keeps_the_norms_of_raw_rows(study, tmp_path):
-    from interest.collection import embeddings_path, read_embedding_norms, write_embeddings
+    from interest.core.collection import embeddings_path, read_embedding_norms, write_embeddings
 
     _, path, raw, expected = study
     ids = [f"p{i}" for i in range(len(raw))]

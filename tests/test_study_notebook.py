@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from interest.analyze import analyze
-from interest.collect import import_flickruser
-from interest.collection import read_table, write_table
+from interest.stages.analyze import analyze
+from interest.stages.collect import import_flickruser
+from interest.core.collection import read_table, write_table
 
 # The study's 14 VILA styles and 8 emotions; "light on white" never shows in the subjective group, so the
 # notebook leaves that cell NaN (and its Delta, which sorts last).

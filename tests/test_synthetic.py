@@ -13,8 +13,8 @@ from PIL import Image
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from interest.collection import TABLES, list_backbones, read_embeddings, read_table
-from interest.errors import InterestError
+from interest.core.collection import TABLES, list_backbones, read_embeddings, read_table
+from interest.core.errors import InterestError
 from interest.synthetic import generate_world
 from interest.synthetic.world import CRAWL_DATE, user_activity
 

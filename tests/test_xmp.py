@@ -20,7 +20,7 @@ from PIL import Image
 
 from interest.apps.curate import curate
 from interest.apps.xmp import PICK_ACCEPTED, PICK_REJECTED, rating_cuts, sidecar_path, stars, write_sidecars
-from interest.vocabulary import TREND_GROUPS
+from interest.core.vocabulary import TREND_GROUPS
 
 pytest.importorskip("defusedxml")
 EXIFTOOL = shutil.which("exiftool")
@@ -445,7 +445,7 @@ def test_the_embedding_cache_embeds_only_new_or_changed_files(world, tmp_path, m
 
 
 def test_a_bundle_without_cuts_or_with_bad_ones_is_refused_in_one_line(world):
-    from interest.errors import InterestError
+    from interest.core.errors import InterestError
 
     model, _ = world
     thresholds, settings = model.metadata["thresholds"], model.metadata["label_settings"]

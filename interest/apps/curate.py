@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from interest.collection import atomic_path, write_csv_atomic
-from interest.errors import InterestError
-from interest.features.images import find_images
+from interest.core.collection import atomic_path, write_csv_atomic
+from interest.core.errors import InterestError
+from interest.imaging.images import find_images
 from interest.pipeline.local import embed_paths
-from interest.safe_files import MAX_IMAGE_BYTES, open_file
+from interest.core.safe_files import MAX_IMAGE_BYTES, open_file
 
 if TYPE_CHECKING:
     from interest.scoring import ImageScoring
@@ -116,7 +116,7 @@ def curate(
         if col not in ("photo_id", "path"):
             table[col] = scores[col].to_numpy()
     table["score"] = table[score_col].to_numpy(dtype=float)
-    from interest.collection import l2_normalize
+    from interest.core.collection import l2_normalize
 
     table["group"] = group_near_duplicates(l2_normalize(emb), similarity)  # cosine: raw rows normalised first
     table["group_size"] = table.groupby("group")["path"].transform("size").astype(int)
@@ -198,7 +198,7 @@ def copy_selection(table: pd.DataFrame, photos_dir: str | os.PathLike, copy_to: 
     """Copy the selected files of a curation table into ``copy_to`` as ``<rank>_<name>``; returns the copies.
 
     A table's ``path`` must resolve inside ``photos_dir`` and name a regular
-    file (:func:`interest.safe_files.open_file`): an edited table cannot copy
+    file (:func:`interest.core.safe_files.open_file`): an edited table cannot copy
     a file from elsewhere on the disk, and a FIFO cannot hang the copy.
     """
     copy_to = Path(copy_to)

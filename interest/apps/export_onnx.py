@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from interest.collection import atomic_path, write_json_atomic
-from interest.errors import InterestError
-from interest.vocabulary import TREND_GROUPS
+from interest.core.collection import atomic_path, write_json_atomic
+from interest.core.errors import InterestError
+from interest.core.vocabulary import TREND_GROUPS
 
 if TYPE_CHECKING:
     from interest.models.model import InterestModel
@@ -46,7 +46,7 @@ def export_onnx(model: InterestModel | str | os.PathLike, out: str | os.PathLike
     ``cache_dir`` is where the backbone's weights are (as for ``interest embed``).
     """
     import interest
-    from interest.errors import require
+    from interest.core.errors import require
 
     for module in ("onnx", "onnxmltools"):
         require(module, "export", "exporting to ONNX")
@@ -236,7 +236,7 @@ def build_heads_graph(model: InterestModel) -> Any:
 
 def _booster_subgraph(booster: Any, n_features: int, input_name: str) -> tuple[list, list, str]:
     """A LightGBM booster as ONNX nodes reading ``input_name``: (nodes, initializers, output name)."""
-    from interest.errors import require
+    from interest.core.errors import require
 
     onnxmltools = require("onnxmltools", "export", "exporting LightGBM to ONNX")
     from onnx import compose
@@ -262,7 +262,7 @@ def export_backbone(backbone_id: str, path: Path, *, opset: int = 17, cache_dir:
     dynamic. ``perceptual/v1``: nothing to export (NumPy computes it).
     ``synthetic/...``: no image model; the export then scores embeddings only.
     """
-    from interest.features.backbones import load_backbone
+    from interest.imaging.backbones import load_backbone
 
     kind = backbone_id.split("/", 1)[0]
     if kind == "synthetic":

@@ -1,7 +1,7 @@
 """A bundle as a Hugging Face Hub repository: its files and a model card, in a folder ready to upload.
 
 The Hub names and downloads themselves (``interest.load("hf-hub:ORG/NAME")``)
-live in :mod:`interest.hub`, which never reads a bundle; this app reads one.
+live in :mod:`interest.core.hub`, which never reads a bundle; this app reads one.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from interest.errors import InterestError
-from interest.hub import is_hub_name, parse_hub_name, resolve_bundle
+from interest.core.errors import InterestError
+from interest.core.hub import is_hub_name, parse_hub_name, resolve_bundle
 from interest.bundle.format import MODEL_JSON
 from interest.bundle.io import without_local_paths
 from interest.scoring import load_model

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interest.errors import InterestError
+from interest.core.errors import InterestError
 from interest.pipeline.ray import init_ray
 
 
@@ -55,7 +55,7 @@ class _Scorer:
         self.user = user
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from interest.numeric import l2_normalize
+        from interest.core.numeric import l2_normalize
 
         # the local engine's reader normalises the same way, so both score bit-identical inputs
         emb = l2_normalize(np.stack(batch["embedding"]).astype(np.float32), in_place=True)
@@ -80,7 +80,7 @@ def score_ray(
     the input's order.
     """
     import interest
-    from interest.collection import check_parquet, embeddings_path
+    from interest.core.collection import check_parquet, embeddings_path
 
     model_path = Path(model_path).resolve()
     model = interest.load(model_path)

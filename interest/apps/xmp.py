@@ -70,9 +70,9 @@ from interest.apps.xmp_packet import (
     set_keyword,
     set_simple,
 )
-from interest.errors import InterestError, require
-from interest.progress import progress_bar
-from interest.vocabulary import GROUP_PROBABILITY_COLUMNS, TREND_GROUPS
+from interest.core.errors import InterestError, require
+from interest.core.progress import progress_bar
+from interest.core.vocabulary import GROUP_PROBABILITY_COLUMNS, TREND_GROUPS
 
 if TYPE_CHECKING:
     from interest.models.base import EmbeddingModel
@@ -366,7 +366,7 @@ def _apply(descriptions: list[ET.Element], target: ET.Element, depth: int, wante
 
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it over; an existing sidecar keeps its mode."""
-    from interest.collection import atomic_path
+    from interest.core.collection import atomic_path
 
     mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
     with atomic_path(path) as tmp:

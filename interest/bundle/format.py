@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from interest.bundle import safe_io
-from interest.errors import InterestError
+from interest.core.errors import InterestError
 from interest.learn.base import Estimator
 
 SCHEMA_VERSION = 1
@@ -89,7 +89,7 @@ def estimator_classes() -> dict[str, type[Estimator]]:
     from interest.learn.groups import TrendGroupClassifier
     from interest.learn.linear import Ridge, ZeroTruncatedPoisson
     from interest.learn.prototypes import Prototypes
-    from interest.models.user_heads import UserHeads
+    from interest.learn.heads import UserHeads
 
     return {cls.__name__: cls for cls in (PCA, Ridge, ZeroTruncatedPoisson, Prototypes, StackedBooster,
                                           TrendGroupClassifier, UserHeads)}

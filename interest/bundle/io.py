@@ -69,7 +69,7 @@ from interest.bundle.format import (
     part_specs,
 )
 from interest.bundle.storage import BundleDir, bundle_lock, read_consistently, switch_in
-from interest.errors import InterestError, not_a_model_bundle, one_line
+from interest.core.errors import InterestError, not_a_model_bundle, one_line
 from interest.learn.base import Estimator
 
 # A string that names a place on some disk: /..., ~..., C:\... or \\server\...

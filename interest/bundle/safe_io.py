@@ -2,7 +2,7 @@
 
 A model bundle can come from anyone (a Hub name, an e-mail), so opening one
 must be as safe as opening a JPEG: a damaged or hostile part ends in one
-:class:`~interest.errors.InterestError` line naming the file, never in a
+:class:`~interest.core.errors.InterestError` line naming the file, never in a
 crash, a hang, a traceback or gigabytes of memory. Every part of every bundle
 format goes through these readers:
 
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from interest.errors import InterestError, one_line
+from interest.core.errors import InterestError, one_line
 
 if TYPE_CHECKING:
     import lightgbm

@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from interest.errors import InterestError, not_a_model_bundle
-from interest.safe_files import UnsafeFile, read_file
+from interest.core.errors import InterestError, not_a_model_bundle
+from interest.core.safe_files import UnsafeFile, read_file
 
 try:
     import fcntl
@@ -152,7 +152,7 @@ class BundleDir:
     def read(self, name: str, max_bytes: int = MAX_PART_BYTES) -> bytes | None:
         """The bytes of regular file ``name`` in the bundle (None if absent), refusing anything over ``max_bytes``.
 
-        Read through :func:`interest.safe_files.read_file`: a FIFO or a device (or a link to one) is refused
+        Read through :func:`interest.core.safe_files.read_file`: a FIFO or a device (or a link to one) is refused
         before anything is read, so a hostile part cannot hang a load. Links are followed: a Hub snapshot's
         parts are links into the cache's blobs.
         """

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from interest.cli.root import app
-from interest.errors import DiskFull, InterestError, is_disk_full
+from interest.core.errors import DiskFull, InterestError, is_disk_full
 
 # Each module registers its commands on `app`; the order here is the order of `interest --help`.
 # isort: off

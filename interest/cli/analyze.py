@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from interest.cli.root import app
-from interest.errors import InterestError, not_a_model_bundle
+from interest.core.errors import InterestError, not_a_model_bundle
 
 
 @app.command(rich_help_panel="Analysis")
@@ -21,7 +21,7 @@ def analyze(
     progress: bool = typer.Option(True, help="Show progress bars on stderr."),
 ) -> None:
     """Tables of what makes photos commonly vs subjectively interesting, with intervals and tests; writes CSVs."""
-    from interest.analyze import analyze as run
+    from interest.stages.analyze import analyze as run
 
     _check(data, model, n_boot)
     tables = run(data, model=model, out=out, seed=seed, n_boot=n_boot, progress=progress)
@@ -40,7 +40,7 @@ def report(
     progress: bool = typer.Option(True, help="Show progress bars on stderr."),
 ) -> None:
     """One self-contained HTML report (figures, tables, model card) that opens offline and prints cleanly."""
-    from interest.analyze import report as run
+    from interest.stages.analyze import report as run
 
     _check(data, model, n_boot)
     if out.suffix.lower() not in (".html", ".htm"):

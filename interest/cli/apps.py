@@ -12,7 +12,7 @@ from interest.cli.features import DEVICE_METAVAR, Precision, check_device, compl
 from interest.cli.collect import import_app
 from interest.cli.xmp import (EMBEDDING_CACHE_HELP, OVERWRITE_RATING_HELP, XMP_HELP, XMP_NAME_HELP, XmpName,
                               check_xmp_options, embedding_cache_for, write_xmp)
-from interest.errors import InterestError
+from interest.core.errors import InterestError
 
 DEVICE_HELP = "Where the backbone runs."
 PRECISION_HELP = "Backbone precision."
@@ -98,7 +98,7 @@ def serve(
     weights: Optional[Path] = typer.Option(None, help=WEIGHTS_HELP),
 ) -> None:
     """Serve the model over HTTP: POST /score, POST /users/{user}/personalize, GET /health, /ready, /model; docs at /docs."""
-    from interest.errors import require
+    from interest.core.errors import require
 
     for module in ("fastapi", "uvicorn", "multipart"):  # multipart: python-multipart, for uploads
         require(module, "serve", "interest serve")

@@ -11,7 +11,7 @@ from typing import Callable, List, Optional, TypeVar
 import typer
 
 from interest.cli.root import app
-from interest.errors import InterestError
+from interest.core.errors import InterestError
 
 
 class Enrich(str, Enum):
@@ -80,10 +80,10 @@ def collect(
 
     The API key comes from FLICKR_API_KEY / FLICKR_API_SECRET or the config file.
     """
-    from interest.collect import CollectConfig, format_plan, plan_crawl
-    from interest.collect import collect as run_collect
-    from interest.collect.config import make_client
-    from interest.config import load_config
+    from interest.stages.collect import CollectConfig, format_plan, plan_crawl
+    from interest.stages.collect import collect as run_collect
+    from interest.stages.collect.config import make_client
+    from interest.core.config import load_config
 
     seed_list = [u.strip() for u in users.split(",") if u.strip()] if users is not None else None
     cfg = load_config(
@@ -108,7 +108,7 @@ def collect(
         return
     summary = run_collect(out, cfg, progress=progress, resume=resume, retry_failed=retry_failed)
     if not progress:
-        from interest.collect import format_summary
+        from interest.stages.collect import format_summary
 
         typer.echo(format_summary(summary))
 
@@ -126,7 +126,7 @@ def import_flickruser(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
 ) -> None:
     """Import the published FlickrUser CSVs (definition/additional, or the older single file) into OUT."""
-    from interest.collect import import_flickruser as run_import
+    from interest.stages.collect import import_flickruser as run_import
 
     if len(paths) < 2:
         raise InterestError("give one or more FlickrUser CSV files and then the output directory")

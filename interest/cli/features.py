@@ -10,7 +10,7 @@ import typer
 
 from interest.cli.root import app
 from interest.cli.collect import on_interrupt
-from interest.errors import InterestError
+from interest.core.errors import InterestError
 
 # --device stays a string because it takes an index (cuda:1); its choices still complete in the
 # shell, show in --help and are checked here, so that a typo is a one-line error.
@@ -85,8 +85,8 @@ def embed(
     address: Optional[str] = typer.Option(None, help="Ray cluster address for --engine ray (default: start Ray on this machine)."),
 ) -> None:
     """Embed a collection's photos (or a folder of images) into features/<backbone-id>/embeddings.parquet."""
-    from interest.collection import has_table
-    from interest.features.backbones import check_encoder, load_backbone, load_openclip
+    from interest.core.collection import has_table
+    from interest.imaging.backbones import check_encoder, load_backbone, load_openclip
     from interest.pipeline.local import embed_collection
     from interest.pipeline.reader import folder_collection
 
@@ -128,7 +128,7 @@ def embed(
 
 
 def _report(root: Path, path: Path) -> None:
-    from interest.collection import read_manifest, unusable_photos
+    from interest.core.collection import read_manifest, unusable_photos
 
     backbone_id = path.parent.relative_to(Path(root) / "features").as_posix()
     entry = read_manifest(root)["tables"].get(f"features/{backbone_id}", {})
@@ -159,8 +159,8 @@ def characterize(
     progress: bool = typer.Option(True, help="Show progress bars on stderr."),
 ) -> None:
     """Write features/characteristics.parquet: emotions, styles, perceptual measures, aesthetic score."""
-    from interest.collection import has_table
-    from interest.features.characteristics import characterize as run
+    from interest.core.collection import has_table
+    from interest.stages.characterize import characterize as run
 
     check_device(device)
     if not has_table(data, "photos"):

@@ -14,8 +14,8 @@ from interest.cli.root import app
 from interest.cli.features import DEVICE_METAVAR, Engine, Precision, check_device, complete_device
 from interest.cli.xmp import (EMBEDDING_CACHE_HELP, OVERWRITE_RATING_HELP, XMP_HELP, XMP_NAME_HELP, XmpName,
                               check_xmp_options, embedding_cache_for, write_xmp)
-from interest.errors import InterestError
-from interest.vocabulary import TREND_GROUPS
+from interest.core.errors import InterestError
+from interest.core.vocabulary import TREND_GROUPS
 
 
 class Commonality(str, Enum):
@@ -42,7 +42,7 @@ def label(
     user_test_fraction: float = typer.Option(0.2, help="Share of users held out whole (never labelled, and left out of the common model's training; the bundle's user heads still learn from them) for evaluate's new-user ranking; 0 with --method paper is the study's definition."),
 ) -> None:
     """Compute the CI score (image-level by default, or the paper's), partitions and trend groups; writes labels.parquet."""
-    from interest.labels import label_collection
+    from interest.stages.labels import label_collection
 
     _need_dir(data)
     cuts = None
@@ -89,8 +89,8 @@ def train(
     favourite can be scored with `--user`. `--evaluation-only` keeps the label
     split (what `interest evaluate` measures on the held-out photos and users).
     """
-    from interest.config import load_config
-    from interest.models.train import TrainConfig, train_model
+    from interest.core.config import load_config
+    from interest.stages.train import TrainConfig, train_model
 
     _need_dir(data)
     cfg = load_config(TrainConfig, config, seed=seed)
@@ -116,9 +116,9 @@ def evaluate(
     which takes as long as training.
     """
     import interest
-    from interest.collection import write_json_atomic
-    from interest.evaluate import evaluate as run_evaluation
-    from interest.evaluate import format_metrics
+    from interest.core.collection import write_json_atomic
+    from interest.stages.evaluate import evaluate as run_evaluation
+    from interest.stages.evaluate import format_metrics
 
     _need_dir(data)
     bundle = interest.load(model)
@@ -273,7 +273,7 @@ def _resolve_inputs(paths: List[Path]):
 
 
 def _write_scores(table, out: Optional[Path]) -> None:
-    from interest.collection import write_csv_atomic
+    from interest.core.collection import write_csv_atomic
 
     if out is None:
         import pandas as pd
@@ -293,7 +293,7 @@ def _write_scores(table, out: Optional[Path]) -> None:
 
 def _write_other(table, out: Path, suffix: str) -> None:
     """Parquet or JSON scores, atomically (their cells are data, never formulas)."""
-    from interest.collection import atomic_path
+    from interest.core.collection import atomic_path
 
     with atomic_path(out) as tmp:
         if suffix == ".parquet":

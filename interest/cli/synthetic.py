@@ -36,7 +36,7 @@ def demo(
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Run the whole pipeline offline on a small synthetic world and print the metrics."""
-    from interest.demo import run_demo
+    from interest.apps.demo import run_demo
 
     run_demo(out, n_users=users, n_photos=photos, seed=seed)
 

@@ -22,7 +22,7 @@ class XmpName(str, Enum):
 
 def check_xmp_options(xmp: bool, overwrite_rating: bool, reject_others: bool = False) -> None:
     """One line when an option that only changes what goes into sidecars is given without --xmp."""
-    from interest.errors import InterestError
+    from interest.core.errors import InterestError
 
     for given, flag in ((overwrite_rating, "--overwrite-rating"), (reject_others, "--reject-others")):
         if given and not xmp:

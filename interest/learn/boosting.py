@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from interest.learn.base import Estimator
-from interest.numeric import spearman
+from interest.core.numeric import spearman
 
 
 class StackedBooster(Estimator):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from interest.learn.base import Estimator
-from interest.numeric import matmul64
+from interest.core.numeric import matmul64
 
 
 class PCA(Estimator):

@@ -47,10 +47,10 @@ from typing import Sequence
 
 import numpy as np
 
-from interest.errors import InterestError
+from interest.core.errors import InterestError
 from interest.learn.base import Estimator
-from interest.numeric import centroid_scores, macro_f1
-from interest.vocabulary import TREND_GROUPS
+from interest.core.numeric import centroid_scores, macro_f1
+from interest.core.vocabulary import TREND_GROUPS
 
 N_GROUPS = len(TREND_GROUPS)
 # Group 0 is *commonly interesting* (the head of the commonality curve), 1 the *interplay* between the two,

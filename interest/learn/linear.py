@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from interest.learn.base import CHUNK, Estimator, fold_ids
-from interest.numeric import matmul64
+from interest.core.numeric import matmul64
 
 
 # Candidate ridge alphas, relative to the mean eigenvalue of the centred

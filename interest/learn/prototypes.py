@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from interest.learn.base import CHUNK, Estimator, fold_ids
-from interest.numeric import nearest_centroid, nearest_centroid_score
+from interest.core.numeric import nearest_centroid, nearest_centroid_score
 
 
 class Prototypes(Estimator):

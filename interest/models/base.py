@@ -22,8 +22,8 @@ import pandas as pd
 
 from interest.bundle.format import FULL_KIND
 from interest.bundle.io import Bundle, read_bundle, write_bundle
-from interest.errors import InterestError
-from interest.hub import is_hub_name
+from interest.core.errors import InterestError
+from interest.core.hub import is_hub_name
 
 Self = TypeVar("Self", bound="EmbeddingModel")
 
@@ -32,7 +32,7 @@ Inputs = tuple[str, np.ndarray, np.ndarray, list]
 
 
 class Heads(Protocol):
-    """A table of user heads (:class:`~interest.models.user_heads.UserHeads`, or the study's
+    """A table of user heads (:class:`~interest.learn.heads.UserHeads`, or the study's
     :class:`~interest.models.study.DirectionHeads`): personalising replaces it whole, never edits it."""
 
     users_: np.ndarray
@@ -306,7 +306,7 @@ def embeddings_of_frame(model: EmbeddingModel, inputs: pd.DataFrame) -> Inputs:
 
 def embeddings_of_parquet(model: EmbeddingModel, paths: list[Path]) -> Inputs:
     """The embeddings of Parquet embeddings files, in order, checked by ``model`` (another backbone's are refused)."""
-    from interest.collection import embeddings_file_backbone, read_embeddings_file
+    from interest.core.collection import embeddings_file_backbone, read_embeddings_file
 
     for p in paths:  # a collection's table names its backbone: another's embeddings are refused, not scored
         named = embeddings_file_backbone(p)
@@ -344,7 +344,7 @@ def stored_norms(path: Path, ids: np.ndarray, name: str) -> np.ndarray:
 
     One line naming the file when the column is missing, or the photo when its norm is.
     """
-    from interest.collection import read_embedding_norms
+    from interest.core.collection import read_embedding_norms
 
     norms = read_embedding_norms(path)
     if norms is None:

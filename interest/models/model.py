@@ -21,11 +21,11 @@ import pandas as pd
 
 from interest.bundle.format import ESTIMATORS, FULL_KIND, full_parts
 from interest.bundle.io import Bundle
-from interest.errors import InterestError, one_line
+from interest.core.errors import InterestError, one_line
 from interest.models.base import EmbeddingModel
 from interest.learn.groups import centred_sq, novelty_at
-from interest.numeric import l2_normalize, matmul64
-from interest.vocabulary import GROUP_PROBABILITY_COLUMNS
+from interest.core.numeric import l2_normalize, matmul64
+from interest.core.vocabulary import GROUP_PROBABILITY_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ class InterestModel(EmbeddingModel):
 
     def head_inputs(self, emb: np.ndarray) -> np.ndarray:
         """What the user heads see of embeddings (n, dim): the first ``head_components`` PCA features and,
-        last, the squared distance to the PCA mean (n, h + 1) float64 (see :class:`~interest.models.user_heads.UserHeads`)."""
+        last, the squared distance to the PCA mean (n, h + 1) float64 (see :class:`~interest.learn.heads.UserHeads`)."""
         emb = self.check_embeddings(emb)
         return np.column_stack([self._pca(emb), centred_sq(emb, self.pca.mean_)])
 
@@ -257,7 +257,7 @@ class InterestModel(EmbeddingModel):
 
     def _extra_matrix(self, metadata: pd.DataFrame, n: int) -> np.ndarray:
         """The full model's extra columns for ``n`` photos (NaN where a value is unknown)."""
-        from interest.features.metadata import METADATA_FEATURES, metadata_features
+        from interest.models.metadata import METADATA_FEATURES, metadata_features
 
         if self.booster.full_booster_ is None:
             raise InterestError(

@@ -28,12 +28,12 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from interest.errors import InterestError, one_line
+from interest.core.errors import InterestError, one_line
 from interest.bundle.format import LINEAR_KIND, MODEL_JSON, check_linear_shapes, linear_parts
 from interest.bundle.io import Bundle, sha256_bytes
 from interest.learn.base import Estimator
 from interest.models.base import EmbeddingModel
-from interest.numeric import l2_normalize
+from interest.core.numeric import l2_normalize
 
 STUDY_BACKBONE = "openclip/ViT-L-14-336/openai"
 STUDY_DIM = 768
@@ -52,7 +52,7 @@ def read_linear_state_dict(
     a missing file, a file that is not such a state dict, missing or extra
     keys, a wrong shape, non-finite values.
     """
-    from interest.errors import require
+    from interest.core.errors import require
 
     torch = require("torch", "research", "reading a torch state dict")
     path = Path(path)
@@ -97,7 +97,7 @@ def cuts_from_reference(collection: str | os.PathLike) -> tuple[tuple[float, flo
     of photos whose published group these cuts give back (1.0 when the study's
     groups are cuts on its score).
     """
-    from interest.collection import REFERENCE_FILE, read_parquet_checked
+    from interest.core.collection import REFERENCE_FILE, read_parquet_checked
     from interest.learn.groups import assign_trend_groups, check_group_cuts
 
     path = Path(collection) / REFERENCE_FILE
@@ -130,7 +130,7 @@ def _background(
     the liked photos' direction (contrasted with disliked ones when given),
     which mostly shifts a user's scores rather than re-ranking them.
     """
-    from interest.collection import embeddings_path, has_table, read_embeddings_file, read_table
+    from interest.core.collection import embeddings_path, has_table, read_embeddings_file, read_table
 
     if collection is None or not embeddings_path(collection, backbone_id).is_file():
         return np.zeros(dim, np.float32), np.eye(dim, dtype=np.float32), "isotropic (no collection with embeddings)"
@@ -424,7 +424,7 @@ def linear_model(
 
 
 def _median_norm(collection: str | os.PathLike | None, backbone_id: str) -> float:
-    from interest.collection import embeddings_path, read_embedding_norms
+    from interest.core.collection import embeddings_path, read_embedding_norms
 
     if collection is not None and embeddings_path(collection, backbone_id).is_file():
         norms = read_embedding_norms(embeddings_path(collection, backbone_id))

@@ -1,6 +1,6 @@
 """The decode stage: image files to the model's input arrays, in worker processes, with NumPy only.
 
-A file is opened by :func:`~interest.features.images.load_image` (every guard
+A file is opened by :func:`~interest.imaging.images.load_image` (every guard
 against broken and hostile files is there) and turned into the model's input
 by a *transform* chosen from the backbone's recorded ``preprocessing``: the
 open_clip resize / centre-crop / normalise in NumPy (:class:`ClipTransform`,
@@ -25,8 +25,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from interest.errors import InterestError
-from interest.features.images import DEFAULT_MAX_PIXELS, BadImage, load_image
+from interest.core.errors import InterestError
+from interest.imaging.images import DEFAULT_MAX_PIXELS, BadImage, load_image
 
 _RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
 Transform = Callable[[Image.Image], np.ndarray]
@@ -86,7 +86,7 @@ def transform_for(preprocessing: dict, fallback: Transform | None = None) -> Tra
     if kind == "openclip" and _clip_spec_supported(preprocessing):
         return ClipTransform(preprocessing)
     if kind == "perceptual":
-        from interest.features.perceptual import PERCEPTUAL_PREPROCESSING, perceptual_vector
+        from interest.imaging.perceptual import PERCEPTUAL_PREPROCESSING, perceptual_vector
 
         if preprocessing != PERCEPTUAL_PREPROCESSING:
             raise InterestError(
@@ -100,7 +100,7 @@ def transform_for(preprocessing: dict, fallback: Transform | None = None) -> Tra
 
 
 def backbone_transform(backbone: Any) -> Transform:
-    """The decode transform of a :class:`~interest.features.backbones.Backbone`: NumPy where its preprocessing is known."""
+    """The decode transform of a :class:`~interest.imaging.backbones.Backbone`: NumPy where its preprocessing is known."""
     return transform_for(getattr(backbone, "preprocessing", None) or {}, backbone.transform)
 
 

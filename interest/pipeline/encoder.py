@@ -1,7 +1,7 @@
 """The encode stage: a stacked batch of model inputs to raw embeddings (before L2 normalisation).
 
 Anything with ``dim`` and ``encode_raw(batch: np.ndarray) -> np.ndarray`` fills
-the slot: every :class:`~interest.features.backbones.Backbone` does (torch on
+the slot: every :class:`~interest.imaging.backbones.Backbone` does (torch on
 CPU, CUDA or MPS; the weight-free perceptual statistics), and so does
 :class:`OnnxEncoder`, the image model of an ``interest export-onnx`` bundle.
 The rows' L2 norms are split off here (:func:`split_norms`), once, for every
@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from interest.numeric import scale_rows_to_unit
+from interest.core.numeric import scale_rows_to_unit
 
 
 class Encoder(Protocol):

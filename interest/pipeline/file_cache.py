@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from interest.errors import InterestError
+from interest.core.errors import InterestError
 
 MAX_PARTS = 32  # parts of earlier runs merged into one table beyond this many
 
@@ -101,7 +101,7 @@ def _stored_preprocessing(folder: Path) -> dict | None:
 
 
 def _store_preprocessing(folder: Path, preprocessing: dict | None) -> None:
-    from interest.collection import write_json_atomic
+    from interest.core.collection import write_json_atomic
 
     if preprocessing is not None and _stored_preprocessing(folder) != _jsonable(preprocessing):
         write_json_atomic(folder / "preprocessing.json", _jsonable(preprocessing))

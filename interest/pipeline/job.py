@@ -15,9 +15,9 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from interest.collection import embeddings_path, read_manifest, read_table, update_manifest
-from interest.errors import InterestError
-from interest.features.backbones import Backbone, load_backbone, load_openclip
+from interest.core.collection import embeddings_path, read_manifest, read_table, update_manifest
+from interest.core.errors import InterestError
+from interest.imaging.backbones import Backbone, load_backbone, load_openclip
 from interest.pipeline.reader import CollectionReader, WorkItems
 from interest.pipeline.writer import consolidate, read_cache, write_photo_status
 
@@ -28,7 +28,7 @@ def open_backbone(model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34
     """The backbone an embedding run asked for: ``backbone_id`` if given, else open_clip ``model``/``pretrained``."""
     if backbone_id is not None:
         if backbone_id.startswith("openclip/"):
-            from interest.features.backbones import resolve_device
+            from interest.imaging.backbones import resolve_device
 
             device = resolve_device(device)
         elif device == "auto":

@@ -15,9 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
-from interest.collection import embeddings_path
-from interest.features.backbones import Backbone
-from interest.features.images import DEFAULT_MAX_PIXELS
+from interest.core.collection import embeddings_path
+from interest.imaging.backbones import Backbone
+from interest.imaging.images import DEFAULT_MAX_PIXELS
 from interest.pipeline.decoder import default_batch_size, default_workers
 from interest.pipeline.job import finish_run, open_backbone, read_work
 from interest.pipeline.reader import folder_collection
@@ -56,7 +56,7 @@ def embed_collection(
     (the folder of a folder collection); one outside gets status_reason
     "path_outside", a FIFO or device "not_a_file", and is never read.
     """
-    from interest.progress import progress_bar
+    from interest.core.progress import progress_bar
 
     root = Path(root)
     if backbone is None:
@@ -92,7 +92,7 @@ def embed_paths(
     ``raw``: rows before L2 normalisation, for heads trained on raw features.
     ``cache``: a folder of embeddings by file content (:mod:`interest.pipeline.file_cache`).
     """
-    from interest.progress import progress_bar
+    from interest.core.progress import progress_bar
 
     runner = shard_runner(backbone, batch_size=batch_size, workers=workers, max_pixels=max_pixels)
     with progress_bar(total=len(paths), unit="img", desc="embed", enabled=progress, leave=False) as bar:

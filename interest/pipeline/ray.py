@@ -29,8 +29,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from interest.errors import InterestError
-from interest.features.images import DEFAULT_MAX_PIXELS
+from interest.core.errors import InterestError
+from interest.imaging.images import DEFAULT_MAX_PIXELS
 from interest.pipeline.writer import DEFAULT_PART_SIZE
 
 
@@ -39,7 +39,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
 
     A Ray instance already initialised in this process is reused as is.
     """
-    from interest.errors import require
+    from interest.core.errors import require
 
     ray = require("ray", "ray", "the Ray engine")
     if ray.is_initialized():
@@ -111,7 +111,7 @@ class _EncoderActor:
                 tower.threads = threads
             self.tower, self.runner = tower, ShardRunner(None, TowerEncoder(tower, dim))  # the decode tasks decode
             return
-        from interest.features.backbones import load_backbone
+        from interest.imaging.backbones import load_backbone
         from interest.pipeline.runner import shard_runner
 
         if threads:
@@ -132,7 +132,7 @@ class _EncoderActor:
                 "reason": batch["reason"]}
 
     def agreement_cosines(self) -> list[float]:
-        """int8 only: the cosines with fp32 this actor measured (see :class:`~interest.features.onnx_encoder.Agreement`)."""
+        """int8 only: the cosines with fp32 this actor measured (see :class:`~interest.imaging.onnx_encoder.Agreement`)."""
         measured = getattr(self.tower, "agreement", None)
         return [] if measured is None else list(measured.cosines)
 
@@ -191,10 +191,10 @@ def embed_collection_ray(
     they mean locally, and so does ``image_roots``. ``address`` is the cluster's (None starts Ray on this
     machine); every node must see the collection at the same path.
     """
-    from interest.collection import embeddings_path
+    from interest.core.collection import embeddings_path
     from interest.pipeline.decoder import backbone_transform, default_batch_size
     from interest.pipeline.job import finish_run, open_backbone, read_work
-    from interest.progress import progress_bar
+    from interest.core.progress import progress_bar
 
     root = Path(root).resolve()
     # In a session already connected to Ray (``ray.init`` paid once), the encoder actors start now, while the

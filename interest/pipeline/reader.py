@@ -19,13 +19,13 @@ from typing import Sequence
 import numpy as np
 
 from interest.pipeline.writer import CachedRows, read_cache
-from interest.safe_files import MAX_IMAGE_BYTES, UnsafeFile, open_file, resolve_inside
+from interest.core.safe_files import MAX_IMAGE_BYTES, UnsafeFile, open_file, resolve_inside
 
 
 def sha256_file(path: str | os.PathLike, roots: Sequence[Path] | None = None) -> tuple[str | None, str | None]:
     """(hex sha256, None) of a regular file, or (None, the reason it is not read: see ``safe_files.REASONS``).
 
-    The file is opened by :func:`interest.safe_files.open_file` (inside ``roots`` when given): a FIFO,
+    The file is opened by :func:`interest.core.safe_files.open_file` (inside ``roots`` when given): a FIFO,
     ``/dev/zero`` or a path outside the collection is a reason, never a hang or a read.
     """
     digest = hashlib.sha256()
@@ -43,7 +43,7 @@ def sha256_file(path: str | os.PathLike, roots: Sequence[Path] | None = None) ->
 def hash_files(paths: list[Path], progress: bool = False,
                roots: Sequence[Path] | None = None) -> list[tuple[str | None, str | None]]:
     """(sha256, None) or (None, reason) of each file (see :func:`sha256_file`), in order."""
-    from interest.progress import progress_bar
+    from interest.core.progress import progress_bar
 
     # hashlib releases the GIL on large buffers: threads hash files in parallel.
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
@@ -132,9 +132,9 @@ def folder_collection(folder: str | os.PathLike, out: str | os.PathLike) -> Path
     """
     import pandas as pd
 
-    from interest.collection import write_table
-    from interest.errors import InterestError
-    from interest.features.images import find_images
+    from interest.core.collection import write_table
+    from interest.core.errors import InterestError
+    from interest.imaging.images import find_images
 
     folder, out = Path(folder).resolve(), Path(out).resolve()
     if not folder.is_dir():

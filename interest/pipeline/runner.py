@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from interest.features.images import DEFAULT_MAX_PIXELS
+from interest.imaging.images import DEFAULT_MAX_PIXELS
 from interest.pipeline.decoder import DecodedBatch, Decoder, Failure, Transform, backbone_transform, prepare_images
 from interest.pipeline.encoder import Encoder, split_norms
 

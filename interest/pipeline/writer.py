@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from interest.collection import atomic_path, embeddings_to_arrow, write_parquet_atomic
+from interest.core.collection import atomic_path, embeddings_to_arrow, write_parquet_atomic
 
 DEFAULT_PART_SIZE = 1024
 PART_STATS_KEY = b"interest.part"
@@ -159,7 +159,7 @@ def write_photo_status(root: str | os.PathLike, photos, status: dict, shas: dict
     """
     import pandas as pd
 
-    from interest.collection import read_manifest, write_table
+    from interest.core.collection import read_manifest, write_table
 
     photos = photos.copy()
     if "status_reason" not in photos:
@@ -193,7 +193,7 @@ def record_photo_status(
     "bad_image" (or "missing") with the reason in ``status_reason``; each
     {photo_id: sha256} in ``hashes`` is stored.
     """
-    from interest.collection import read_table
+    from interest.core.collection import read_table
 
     photos = read_table(root, "photos")
     row = {pid: i for i, pid in enumerate(photos["photo_id"].astype(str))}

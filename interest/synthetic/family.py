@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from interest.errors import InterestError
+from interest.core.errors import InterestError
 from interest.synthetic.world import ALPHA, WorldStructure, generate_world
 
 EMBED_DIM = 64
@@ -153,7 +153,7 @@ def heldout_photos(root: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
     The table has the contract's photo columns plus ``true_commonality``,
     ``common_appeal``, ``unit``, ...; the embeddings are float32 (n, dim).
     """
-    from interest.collection import read_parquet_checked
+    from interest.core.collection import read_parquet_checked
 
     gt = Path(root) / "ground_truth" / "heldout"
     photos = read_parquet_checked(gt / "photos.parquet", required=["photo_id", "true_commonality"])

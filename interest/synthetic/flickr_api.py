@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from interest.collection import read_table
+from interest.core.collection import read_table
 
 _URL_EXTRAS = {"url_z": "z", "url_c": "c", "url_l": "b", "url_b": "b", "url_m": "m", "url_n": "n", "url_q": "q"}
 

@@ -25,7 +25,7 @@ import pandas as pd
 from PIL import Image
 from scipy.ndimage import uniform_filter
 
-from interest.progress import progress_bar
+from interest.core.progress import progress_bar
 
 BATCH = 16  # images per numpy batch; fixed, because each batch has its own random stream
 JPEG_QUALITY = 90

@@ -9,7 +9,7 @@ personal love for a few niche topics:
     P(u favourites p) ∝ exp(alpha * common_appeal[p] + beta[u] * taste[u, topic[p]])
 
 sampled without replacement per user (Gumbel top-k). The collection tables
-follow the contract in :mod:`interest.collection`; the truth the generator
+follow the contract in :mod:`interest.core.collection`; the truth the generator
 used is written to ``ground_truth/`` and is never read by the pipeline, only by
 tests, evaluation on synthetic worlds and benchmarks.
 
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from interest.collection import (
+from interest.core.collection import (
     atomic_path,
     embeddings_path,
     embeddings_to_arrow,
@@ -47,8 +47,8 @@ from interest.collection import (
     write_parquet_atomic,
     write_table,
 )
-from interest.errors import InterestError
-from interest.progress import progress_bar
+from interest.core.errors import InterestError
+from interest.core.progress import progress_bar
 
 GENERATOR_VERSION = 1
 

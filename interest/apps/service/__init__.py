@@ -33,7 +33,7 @@ bundle changes, and personalisation), :mod:`.batcher` (micro-batching),
 :mod:`.app` (the FastAPI app and its routes) and :mod:`.server` (launch).
 """
 
-from interest.errors import require
+from interest.core.errors import require
 
 require("fastapi", "serve", "the scoring service")
 

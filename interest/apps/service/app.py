@@ -31,9 +31,9 @@ from interest.apps.service.schemas import (
 )
 from interest.apps.service.state import State
 from interest.apps.service.uploads import ImageRejected, check_batch, decode_uploads
-from interest.errors import InterestError
-from interest.numeric import l2_normalize
-from interest.vocabulary import TREND_GROUPS
+from interest.core.errors import InterestError
+from interest.core.numeric import l2_normalize
+from interest.core.vocabulary import TREND_GROUPS
 
 
 def create_app(

@@ -10,8 +10,8 @@ from fastapi import HTTPException
 from starlette.concurrency import run_in_threadpool
 
 from interest.apps.service.state import State
-from interest.errors import InterestError
-from interest.vocabulary import TREND_GROUPS
+from interest.core.errors import InterestError
+from interest.core.vocabulary import TREND_GROUPS
 
 
 class Batcher:

@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import HTTPException, Request
 
 from interest.apps.service.schemas import Limits
-from interest.errors import InterestError, one_line
+from interest.core.errors import InterestError, one_line
 
 
 async def json_body(request: Request, max_bytes: int, max_rows: int, dim: int) -> bytearray:

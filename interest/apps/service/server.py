@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 from interest.apps.service.app import create_app
 from interest.apps.service.schemas import Limits
-from interest.errors import InterestError, not_a_model_bundle
+from interest.core.errors import InterestError, not_a_model_bundle
 
 
 def app_from_env() -> Any:
@@ -45,7 +45,7 @@ def serve(
     import uvicorn
 
     limits = limits or Limits()
-    from interest.hub import is_hub_name
+    from interest.core.hub import is_hub_name
 
     if is_hub_name(str(model_path)):
         raise InterestError(

@@ -12,7 +12,7 @@ from fastapi import HTTPException
 from starlette.concurrency import run_in_threadpool
 
 from interest.apps.service.schemas import Limits
-from interest.errors import InterestError
+from interest.core.errors import InterestError
 
 
 class State:

@@ -7,8 +7,8 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from interest.apps.service.schemas import Limits
-from interest.errors import InterestError
-from interest.features.images import BadImage, decode_image
+from interest.core.errors import InterestError
+from interest.imaging.images import BadImage, decode_image
 
 
 class ImageRejected(Exception):
@@ -37,7 +37,7 @@ async def decode_uploads(files: list[UploadFile], limits: Limits) -> tuple[list[
 
 
 def decode_upload(data: bytes, max_pixels: int, name: str = "upload") -> Image.Image:
-    """Decode an upload as :func:`interest.features.images.decode_image` does for files.
+    """Decode an upload as :func:`interest.imaging.images.decode_image` does for files.
 
     A decompression bomb (more than ``max_pixels`` pixels, known from the
     header before any decoding) refuses the whole request with 413; any other
