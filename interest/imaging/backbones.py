@@ -457,10 +457,12 @@ def _tag_cached(model: str, tag: str, cache_dir: str | None) -> bool | None:
     return any(isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir), str) for name in names)
 
 
-def load_backbone(backbone_id: str, *, device: str = "cpu", cache_dir: str | None = None,
-                  precision: str = "fp32", weights: str | os.PathLike | None = None,
-                  encoder: str = "auto") -> Backbone:
+def load_backbone(backbone_id: str, options: BackboneOptions | None = None, **keywords: Any) -> Backbone:
     """The backbone named by ``backbone_id`` (``perceptual/v1`` or ``openclip/<model>/<pretrained>``).
+
+    How it runs is ``options``, or :class:`BackboneOptions` made from ``keywords``
+    (``device``, ``precision``, ``cache_dir``, ``weights``, ``encoder``: declared
+    there once, e.g. ``load_backbone(id, device="cpu", encoder="torch")``).
 
     For an id made from a local checkpoint (``openclip/<model>/<file stem>``)
     the checkpoint is looked up as ``<folder>/<stem>{,.safetensors,.pt,.pth,.bin}``
@@ -473,10 +475,16 @@ def load_backbone(backbone_id: str, *, device: str = "cpu", cache_dir: str | Non
     ``encoder`` and ``precision`` are those of :func:`load_openclip`; an id
     ending in ``@int8`` is loaded at precision int8.
     """
+    if options is None:
+        options = BackboneOptions(**keywords)
+    elif keywords:
+        raise TypeError(f"load_backbone: give options or keywords, not both ({', '.join(keywords)})")
     kind, _, rest = backbone_id.partition("/")
     if kind == "openclip" and rest.endswith(INT8_SUFFIX):
-        backbone_id, rest, precision = backbone_id[:-len(INT8_SUFFIX)], rest[:-len(INT8_SUFFIX)], "int8"
-    options = dict(device=device, cache_dir=cache_dir, precision=precision, encoder=encoder)
+        backbone_id, rest = backbone_id[:-len(INT8_SUFFIX)], rest[:-len(INT8_SUFFIX)]
+        options = dataclasses.replace(options, precision="int8")
+    weights, precision, cache_dir = options.weights, options.precision, options.cache_dir
+    options = {k: v for k, v in options.as_dict().items() if k != "weights"}  # what load_openclip takes
     if kind == "perceptual":
         if rest != "v1":
             raise InterestError(f"backbone '{backbone_id}': unknown perceptual version; use perceptual/v1")

@@ -20,13 +20,16 @@ import os
 import signal
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
 from interest.core.errors import InterestError
 from interest.imaging.images import DEFAULT_MAX_PIXELS, BadImage, load_image
+
+if TYPE_CHECKING:
+    from interest.imaging.backbones import Backbone
 
 _RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
 Transform = Callable[[Image.Image], np.ndarray]
@@ -99,7 +102,7 @@ def transform_for(preprocessing: dict, fallback: Transform | None = None) -> Tra
     raise InterestError(f"preprocessing {preprocessing}: no image transform for it; embed with a known backbone")
 
 
-def backbone_transform(backbone: Any) -> Transform:
+def backbone_transform(backbone: Backbone) -> Transform:
     """The decode transform of a :class:`~interest.imaging.backbones.Backbone`: NumPy where its preprocessing is known."""
     return transform_for(getattr(backbone, "preprocessing", None) or {}, backbone.transform)
 
@@ -206,7 +209,7 @@ class Decoder:
             pool.join()
 
 
-def default_workers(device: str, backbone: Any) -> int:
+def default_workers(device: str, backbone: Backbone) -> int:
     """Decoding processes to run beside the model.
 
     On a CPU the model and the decoders share the cores: decoding and

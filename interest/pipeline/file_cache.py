@@ -17,11 +17,14 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from interest.core.errors import InterestError
+
+if TYPE_CHECKING:
+    from interest.imaging.backbones import Backbone
 
 MAX_PARTS = 32  # parts of earlier runs merged into one table beyond this many
 
@@ -40,7 +43,7 @@ def backbone_cache(cache_dir: str | os.PathLike, backbone_id: str) -> Path:
     return Path(cache_dir).joinpath(*parts)
 
 
-def embed_files_cached(runner: Any, backbone: Any, files: Sequence[Path], cache_dir: str | os.PathLike, *,
+def embed_files_cached(runner: Any, backbone: Backbone, files: Sequence[Path], cache_dir: str | os.PathLike, *,
                        raw: bool = False, on_batch: Callable[[int], None] | None = None):
     """``runner.embed_files(files, raw=raw)`` through the cache: (n, dim) embeddings and each file's failure or None.
 

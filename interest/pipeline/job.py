@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import pandas as pd
 
@@ -37,7 +37,7 @@ def open_backbone(model: str = "ViT-B-32", pretrained: str | None = "laion2b_s34
     return load_openclip(model, pretrained, device=device, cache_dir=cache_dir, precision=precision, encoder=encoder)
 
 
-def read_work(root: Path, backbone: Any, progress: bool,
+def read_work(root: Path, backbone: Backbone, progress: bool,
               image_roots: Sequence[str | os.PathLike] = ()) -> tuple[pd.DataFrame, WorkItems]:
     """The photos table of ``root`` and its work items for ``backbone`` (the reader, as both engines call it).
 
@@ -52,7 +52,7 @@ def read_work(root: Path, backbone: Any, progress: bool,
     return photos, reader.read(photos, progress)
 
 
-def finish_run(root: Path, backbone: Any, photos: pd.DataFrame, work: WorkItems, status: dict[int, str | None],
+def finish_run(root: Path, backbone: Backbone, photos: pd.DataFrame, work: WorkItems, status: dict[int, str | None],
                embedded: int, seconds: float, **manifest_info: object) -> Path:
     """Consolidate the cache into the table (photos order), then the manifest entry and photos.status."""
     folder = embeddings_path(root, backbone.id).parent

@@ -25,13 +25,16 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
 from interest.core.errors import InterestError
 from interest.imaging.images import DEFAULT_MAX_PIXELS
 from interest.pipeline.writer import DEFAULT_PART_SIZE
+
+if TYPE_CHECKING:
+    from interest.imaging.backbones import Backbone
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
@@ -162,7 +165,7 @@ def embed_collection_ray(
     *,
     model: str = "ViT-B-32",
     pretrained: str | None = "laion2b_s34b_b79k",
-    backbone: Any = None,
+    backbone: Backbone | None = None,
     address: str | None = None,
     cache_dir: str | None = None,
     precision: str = "fp32",
@@ -256,7 +259,7 @@ def _encoder_actors(ray: Any, concurrency: int | None, num_gpus: float) -> list:
     return [remote.remote() for _ in range(n)]
 
 
-def _encoder_setup(backbone: Any, cache_dir: str | None, precision: str, encoder: str, num_gpus: float) -> dict:
+def _encoder_setup(backbone: Backbone, cache_dir: str | None, precision: str, encoder: str, num_gpus: float) -> dict:
     """What an encoder actor builds its encoder from (see :meth:`_EncoderActor.prepare`)."""
     heavy = bool(getattr(backbone, "has_text", False))  # a model (not the perceptual statistics) runs there
     tower = None if num_gpus else getattr(backbone, "image_encoder", None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from interest.pipeline.decoder import DecodedBatch, Decoder, Failure, Transform,
 from interest.pipeline.encoder import Encoder, split_norms
 
 if TYPE_CHECKING:  # the writer needs pandas through the collection module; scoring paths need neither
+    from interest.imaging.backbones import Backbone
     from interest.pipeline.writer import PartWriter
 
 
@@ -114,7 +115,7 @@ class ShardRunner:
         return out if raw else split_norms(out)[0]
 
 
-def shard_runner(backbone: Any, *, batch_size: int = 64, workers: int = 0,
+def shard_runner(backbone: Backbone, *, batch_size: int = 64, workers: int = 0,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> ShardRunner:
     """The runner of ``backbone``: its NumPy decode transform and the backbone itself as the encoder."""
     return ShardRunner(backbone_transform(backbone), backbone, batch_size=batch_size, workers=workers,

@@ -6,13 +6,16 @@ import asyncio
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException
 from starlette.concurrency import run_in_threadpool
 
 from interest.apps.service.schemas import Limits
 from interest.core.errors import InterestError
+
+if TYPE_CHECKING:
+    from interest.models.base import EmbeddingModel
 
 
 class State:
@@ -37,7 +40,7 @@ class State:
     ``_write``.
     """
 
-    def __init__(self, model: Any, model_path: Path, limits: Limits) -> None:
+    def __init__(self, model: EmbeddingModel, model_path: Path, limits: Limits) -> None:
         self.model = model
         self.model_path = model_path
         self.limits = limits

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -12,15 +12,18 @@ import pandas as pd
 from interest.core.collection import read_parquet_checked
 from interest.stages.evaluate.metrics import spearman_or_none
 
+if TYPE_CHECKING:
+    from interest.models.base import EmbeddingModel
+
 
 def truth_metrics(
     root: str | os.PathLike,
-    model: Any,
+    model: EmbeddingModel,
     test_ids: pd.Series,
     scores: dict,
     baselines: dict,
     backbone_id: str,
-    app_bundle: Any = None,
+    app_bundle: EmbeddingModel | None = None,
 ) -> dict | None:
     """Spearman against the true commonality: test photos, and photos the collection never held (by
     ``app_bundle`` too, when given: the bundle learned from the whole collection, never from those)."""

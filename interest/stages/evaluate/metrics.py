@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -14,6 +14,9 @@ from interest.stages.labels import partition_commonality
 from interest.core.numeric import f1_per_class, macro_f1, spearman
 from interest.core.progress import progress_bar
 from interest.core.vocabulary import ACTIVITY_BUCKETS, TREND_GROUPS, bucket_name
+
+if TYPE_CHECKING:
+    from interest.models.base import EmbeddingModel
 
 NDCG_AT = 10
 
@@ -144,7 +147,7 @@ def group_metrics(true: np.ndarray, pred: np.ndarray) -> dict:
 
 
 def user_ranking(
-    model: Any,
+    model: EmbeddingModel,
     test_emb: np.ndarray,
     pred_ci: np.ndarray,
     fav_user: np.ndarray,

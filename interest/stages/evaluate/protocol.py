@@ -68,7 +68,7 @@ The metrics are computed in :mod:`.metrics`, the baselines in
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -89,12 +89,15 @@ from interest.stages.evaluate.metrics import (
 from interest.stages.labels import partition_commonality, read_labels, read_user_split
 from interest.stages.labels.ci import SETTINGS_KEY
 
+if TYPE_CHECKING:
+    from interest.models.base import EmbeddingModel
+
 # Label settings that fix which photos are held out: a model is evaluated only on labels that agree on them.
 SPLIT_KEYS = ("seed", "test_fraction", "n_train", "n_test")
 
 
 def evaluate(
-    model: Any,
+    model: EmbeddingModel,
     root: str | os.PathLike,
     *,
     backbone: str | None = None,
@@ -215,7 +218,7 @@ def evaluate(
     return json_ready(metrics)
 
 
-def split_model(model: Any, root: str | os.PathLike, *, progress: bool = False) -> tuple[Any, str | None]:
+def split_model(model: EmbeddingModel, root: str | os.PathLike, *, progress: bool = False) -> tuple[Any, str | None]:
     """The model that evaluate measures on the held-out photos and users of collection ``root``.
 
     ``(model, None)`` for an evaluation bundle (model.json ``data.common_data``
@@ -252,7 +255,7 @@ def split_model(model: Any, root: str | os.PathLike, *, progress: bool = False) 
     return model.with_heads(heads), "heads"
 
 
-def _check_same_split(model: Any, settings: dict, root: str | os.PathLike) -> None:
+def _check_same_split(model: EmbeddingModel, settings: dict, root: str | os.PathLike) -> None:
     """Refuse labels split otherwise than the model's training labels: their test photos may be its training photos."""
     trained = getattr(model, "label_settings", None) or {}
     for key in SPLIT_KEYS:
