@@ -86,6 +86,10 @@ class BackboneOptions:
     def check(self) -> "BackboneOptions":
         """Self, once the encoder, precision and device go together and ``weights`` is a file (else one line)."""
         check_encoder(self.encoder, self.precision, self.device)
+        return self.check_weights()
+
+    def check_weights(self) -> "BackboneOptions":
+        """Self, once ``weights`` (if given) is a file (else one line)."""
         if self.weights is not None and not Path(self.weights).is_file():
             raise InterestError(f"weights {self.weights}: checkpoint file not found; give the backbone checkpoint's path")
         return self
@@ -483,8 +487,7 @@ def load_backbone(backbone_id: str, options: BackboneOptions | None = None, **ke
     if kind == "openclip" and rest.endswith(INT8_SUFFIX):
         backbone_id, rest = backbone_id[:-len(INT8_SUFFIX)], rest[:-len(INT8_SUFFIX)]
         options = dataclasses.replace(options, precision="int8")
-    weights, precision, cache_dir = options.weights, options.precision, options.cache_dir
-    options = {k: v for k, v in options.as_dict().items() if k != "weights"}  # what load_openclip takes
+    openclip_options = {k: v for k, v in options.as_dict().items() if k != "weights"}  # what load_openclip takes
     if kind == "perceptual":
         if rest != "v1":
             raise InterestError(f"backbone '{backbone_id}': unknown perceptual version; use perceptual/v1")
@@ -494,19 +497,18 @@ def load_backbone(backbone_id: str, options: BackboneOptions | None = None, **ke
             f"backbone '{backbone_id}': no image backbone (its embeddings were written directly by the "
             "synthetic world); score precomputed embeddings instead"
         )
-    if kind == "openclip" and rest and weights is not None:
+    if kind == "openclip" and rest and options.weights is not None:
         if rest.startswith("hf-hub:"):
             raise InterestError(f"backbone '{backbone_id}': weights come from its Hub repo; give weights only for "
                                 "openclip/<model>/<pretrained> backbones")
         model = rest.partition("/")[0]
-        if not Path(weights).expanduser().is_file():
-            raise InterestError(f"weights {weights}: checkpoint file not found; give the checkpoint's path")
-        backbone = load_openclip(model, str(weights), **options)
-        backbone.id = backbone_id + (INT8_SUFFIX if precision == "int8" else "")
+        options.check_weights()
+        backbone = load_openclip(model, options.weights, **openclip_options)
+        backbone.id = backbone_id + (INT8_SUFFIX if options.precision == "int8" else "")
         return backbone
     if kind == "openclip" and rest:
         if rest.startswith("hf-hub:"):
-            return load_openclip(rest, None, **options)
+            return load_openclip(rest, None, **openclip_options)
         model, _, pretrained = rest.partition("/")
         if not pretrained:
             raise InterestError(f"backbone '{backbone_id}': expected openclip/<model>/<pretrained or none>")
@@ -515,14 +517,14 @@ def load_backbone(backbone_id: str, options: BackboneOptions | None = None, **ke
 
             check_checkpoint_name(pretrained, backbone_id)  # a bundle's id: never a path to open_clip or the folders
             if model in open_clip.list_models() and pretrained not in open_clip.list_pretrained_tags_by_model(model):
-                path = find_checkpoint(pretrained, cache_dir)
+                path = find_checkpoint(pretrained, options.cache_dir)
                 if path is None:
                     raise InterestError(
                         f"backbone '{backbone_id}': '{pretrained}' is a local checkpoint name; put the file "
                         "in the folder given as --cache-dir or pass its path with --pretrained PATH"
                     )
                 pretrained = path
-        return load_openclip(model, pretrained, **options)
+        return load_openclip(model, pretrained, **openclip_options)
     raise InterestError(
         f"backbone '{backbone_id}': unknown backbone id; use perceptual/v1 or openclip/<model>/<pretrained>"
     )
