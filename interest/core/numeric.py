@@ -126,3 +126,18 @@ def macro_f1(true: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
     """
     f1 = f1_per_class(true, pred, n_classes)
     return float(np.nanmean(f1)) if np.isfinite(f1).any() else float("nan")
+
+
+def unique_pairs(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """The distinct (first, second) pairs of two non-negative integer arrays, sorted: (m, 2) int64.
+
+    What ``np.unique(np.column_stack([first, second]), axis=0)`` returns, from
+    one int64 key per pair (sorting a 1-d key instead of rows: a tenth of the
+    time for the 776k favourites of paper scale).
+    """
+    first, second = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
+    if not len(first):
+        return np.empty((0, 2), dtype=np.int64)
+    width = int(second.max()) + 1
+    keys = np.unique(first * width + second)
+    return np.column_stack([keys // width, keys % width])

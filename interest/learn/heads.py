@@ -59,9 +59,9 @@ default fit (templates).
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from interest.core.numeric import unique_pairs
 from interest.core.vocabulary import ACTIVITY_BUCKETS, bucket_name
 from interest.learn.anchors import Anchors
 from interest.learn.base import Estimator
@@ -165,7 +165,7 @@ class UserHeads(Anchors, JointHeads, Estimator):
         """
         F = np.asarray(F, dtype=np.float64)
         users, u = np.unique(np.asarray(user_ids).astype(str), return_inverse=True)
-        pairs = np.unique(np.stack([u, np.asarray(photo_rows, dtype=np.int64)], axis=1), axis=0)
+        pairs = unique_pairs(u, photo_rows)
         u, p = pairs[:, 0], pairs[:, 1]
         n_users, n = len(users), len(F)
         counts = np.bincount(u, minlength=n_users).astype(np.float64)
@@ -207,9 +207,21 @@ class UserHeads(Anchors, JointHeads, Estimator):
 
     @staticmethod
     def _counts(R, u, p, keep, n_users) -> np.ndarray:
-        """(U, K) soft anchor counts from the favourites marked in ``keep``."""
-        A = sp.csr_matrix((np.ones(int(keep.sum())), (u[keep], p[keep])), shape=(n_users, len(R)))
-        return np.asarray(A @ R)
+        """(U, K) soft anchor counts from the favourites marked in ``keep`` (``u`` sorted, as ``fit`` makes it).
+
+        Each user's rows of ``R`` summed in float64 in favourite order, block by block of users (a sparse
+        product would first copy the whole float32 ``R`` to float64: a gigabyte at paper scale, each call).
+        """
+        uu, pp = u[keep], p[keep]
+        N = np.zeros((n_users, R.shape[1]))
+        first = np.flatnonzero(np.r_[True, uu[1:] != uu[:-1]]) if len(uu) else np.empty(0, dtype=np.int64)
+        edges = np.r_[first, len(uu)]
+        per_block = max(1, len(first) * _CHUNK // max(len(uu), 1))  # users a block: about _CHUNK favourites
+        for b in range(0, len(first), per_block):
+            lo, hi = edges[b], edges[min(b + per_block, len(first))]
+            block = R[pp[lo:hi]].astype(np.float64)
+            N[uu[first[b : b + per_block]]] = np.add.reduceat(block, first[b : b + per_block] - lo, axis=0)
+        return N
 
     def _background_and_templates(self, N: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The background share per anchor and the template users' smoothed profiles."""

@@ -40,7 +40,7 @@ from interest.learn.linear import Ridge, ZeroTruncatedPoisson
 from interest.learn.prototypes import Prototypes
 from interest.models.model import InterestModel
 from interest.learn.heads import UserHeads
-from interest.core.numeric import spearman
+from interest.core.numeric import spearman, unique_pairs
 from interest.core.progress import progress_bar
 
 # Counts that grow with the owner's audience (views, and the faves and comments views bring) say more
@@ -243,7 +243,9 @@ def train_model(
 
     # the heads learn from the same photos and favourites as the common model: everyone's for the app bundle,
     # the split's training users and photos for an evaluation bundle (interest evaluate refits one itself)
-    heads, head_base = fit_user_heads(config, pca, ridge, prototypes, booster, [X], data["fav_users"], data["fav_rows"])
+    heads, head_base = fit_user_heads(
+        config, pca, ridge, prototypes, booster, [X], data["fav_users"], data["fav_rows"], projections=[Z]
+    )
     step("saving")
 
     metadata = {
@@ -317,7 +319,7 @@ def train_model(
 
 def fit_user_heads(
     config: TrainConfig, pca, ridge, prototypes, booster, blocks: list[np.ndarray], fav_users: np.ndarray,
-    fav_rows: np.ndarray,
+    fav_rows: np.ndarray, projections: list[np.ndarray] | None = None,
 ) -> tuple[UserHeads, np.ndarray]:
     """User heads from the favourites (``fav_users``, ``fav_rows``) on photos given as ``blocks`` of embeddings
     (the rows of all blocks in order; blocks, so that no copy of a big collection's embeddings is made).
@@ -331,11 +333,12 @@ def fit_user_heads(
     one family world (BENCHMARKS.md): casual users mostly follow the common
     taste. ``train_model`` and ``interest evaluate`` (which
     refits an app bundle's heads on the split) both come here, so the two agree.
+    ``projections``: ``pca.transform`` of each block where the caller has it already.
     Returns the heads and the common score of every row of ``blocks`` (train's XMP star cuts read it).
     """
     F, base = [], []
-    for X in blocks:
-        Z = pca.transform(X)
+    for i, X in enumerate(blocks):
+        Z = pca.transform(X) if projections is None else projections[i]
         h = min(config.head_components, Z.shape[1])
         base.append(app_score(config, ridge, prototypes, booster, X, Z))
         F.append(np.column_stack([Z[:, :h], centred_sq(X, pca.mean_)]))
@@ -395,7 +398,7 @@ def user_sampling_sd(
         return 0.0
     in_a = np.zeros(len(users), dtype=bool)
     in_a[np.random.default_rng([seed, 0x5A17]).permutation(len(users))[: len(users) // 2]] = True
-    pairs = np.unique(np.column_stack([user_code, np.asarray(fav_rows, dtype=np.int64)]), axis=0)
+    pairs = unique_pairs(user_code, fav_rows)
     shares = []
     for half in (in_a, ~in_a):
         rows = pairs[half[pairs[:, 0]], 1]

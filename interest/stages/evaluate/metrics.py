@@ -11,7 +11,7 @@ from scipy.stats import pearsonr
 from threadpoolctl import threadpool_limits
 
 from interest.stages.labels import partition_commonality
-from interest.core.numeric import f1_per_class, macro_f1, spearman
+from interest.core.numeric import f1_per_class, macro_f1, spearman, unique_pairs
 from interest.core.progress import progress_bar
 from interest.core.vocabulary import ACTIVITY_BUCKETS, TREND_GROUPS, bucket_name
 
@@ -70,7 +70,7 @@ def photo_level_commonality(scores: dict[str, np.ndarray], fav_user: np.ndarray,
     null of every photo at the mean count: 1 - D/D0, 0 for no better than
     the mean, negative for worse.
     """
-    pairs = np.unique(np.column_stack([pd.factorize(np.asarray(fav_user))[0], np.asarray(fav_photo)]), axis=0)
+    pairs = unique_pairs(pd.factorize(np.asarray(fav_user))[0], fav_photo)
     count = np.bincount(pairs[:, 1], minlength=n_test).astype(float) if len(pairs) else np.zeros(n_test)
     out = {"n_photos": int(n_test), "n_favourites": int(len(pairs)), "mean_count": float(count.mean()) if n_test else None}
     null = _poisson_deviance(count, np.full(n_test, count.mean()))
