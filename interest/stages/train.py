@@ -119,8 +119,8 @@ class TrainConfig:
                 raise InterestError(f"train config: '{name}' must be a list of {what} numbers, got {values!r}")
         if not self.groups_far_width > 0:
             raise InterestError(f"train config: 'groups_far_width' must be positive, got {self.groups_far_width!r}")
-        if self.head_method not in ("joint", "templates"):
-            raise InterestError(f"train config: 'head_method' must be joint or templates, got {self.head_method!r}")
+        if self.head_method not in ("auto", "joint", "templates"):
+            raise InterestError(f"train config: 'head_method' must be auto, joint or templates, got {self.head_method!r}")
         if int(self.head_factors) < 1:
             raise InterestError(f"train config: 'head_factors' must be at least 1, got {self.head_factors!r}")
         if self.head_anchors is not None and int(self.head_anchors) < 1:
