@@ -90,7 +90,7 @@ class TrainConfig:
     use_metadata: bool = True
     use_characteristics: bool = True
     groups_far_width: float = 0.5
-    head_method: str = "templates"
+    head_method: str = "auto"
     head_factors: int = 16
     head_anchors: int | None = None
     head_bandwidth: float = 0.25
@@ -101,6 +101,7 @@ class TrainConfig:
     head_validation_fraction: float = 0.2
     head_negatives: int = 300
     head_max_validation_per_user: int = 20
+    head_auto_margin: float = 0.0
 
     def __post_init__(self) -> None:
         if self.common_signal not in ("image", "label"):
