@@ -55,10 +55,11 @@ the same held-out favourites and the same negatives, with the anchors and
 memberships computed once, and keeps the method whose heads gain more on
 them: joint only when it is ahead both for users with 20+ favourites and
 over every scored user, by more than ``auto_margin`` standard errors of the
-per-user difference (0 by default); otherwise, a tie included, templates. On the family this keeps joint in ``taste-crawl-s1`` and
-``taste-dense-s0`` (where it is ahead on test photos too) and templates in
-the other ten worlds (BENCHMARKS.md). ``method_`` is the method fitted; ``validation_["auto"]``
-holds both methods' gains. ``method="templates"`` and ``method="joint"`` fit
+per-user difference (0 by default); otherwise, a tie included, templates.
+On the family this keeps joint in ``taste-crawl-s1`` and ``taste-dense-s0``
+(where it is ahead on test photos too) and templates in the other ten
+worlds (BENCHMARKS.md). ``method_`` is the method fitted;
+``validation_["auto"]`` holds both methods' gains. ``method="templates"`` and ``method="joint"`` fit
 one method alone.
 
 The anchors and memberships are in :mod:`interest.learn.anchors`, the
