@@ -89,7 +89,7 @@ def _other_heads(model, data: dict):
     fitted on the same data."""
     from interest.learn.heads import UserHeads
 
-    other = "templates" if model.heads.method == "joint" else "joint"
+    other = "templates" if model.heads.method_ == "joint" else "joint"
     return UserHeads(method=other, seed=0).fit(
         model.head_inputs(data["emb"]), data["fav_users"], data["fav_rows"], data["base"])
 
@@ -232,7 +232,10 @@ def run_world(name: str, work: Path, seed: int = 0) -> dict:
         **{f"captured_20+_{c}": captured(heavy, c) for c in ("previous_heads", "vbpr", "vbpr_common", "logistic")},
         "ci_spearman_truth": float(spearmanr(ci, truth["true_commonality"].to_numpy()).statistic),
         "buckets": {},
-        "heads": {"method": model.heads.method, "other_heads": previous.method,
+        # method: what the heads were fitted with (auto keeps one of the two: its validation gains are in "auto")
+        "heads": {"method": model.heads.method_, "asked": model.heads.method, "other_heads": previous.method_,
+                  "auto": model.heads.validation_.get("auto"),
+                  "heads_s": model.metadata.get("timings_s", {}).get("heads"),
                   "anchors": model.heads.validation_.get("n_anchors"), "factors": model.heads.validation_.get("factors"),
                   "common_weight": model.heads.validation_.get("common_weight"),
                   "regimes": [round(float(row[2]), 4) for row in model.heads.regime_settings_],

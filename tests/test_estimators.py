@@ -164,7 +164,7 @@ def test_train_config_hands_its_keys_to_the_estimators():
     assert (booster.num_leaves, booster.seed, booster.num_threads) == (7, 4, 1)
     assert booster.get_params().keys() == StackedBooster().get_params().keys()  # every parameter from the config
     heads = UserHeads(**config.estimator_params(UserHeads))
-    assert (heads.n_anchors, heads.sharing, heads.seed, heads.method) == (12, (0.0, 1.0), 4, "templates")
+    assert (heads.n_anchors, heads.sharing, heads.seed, heads.method) == (12, (0.0, 1.0), 4, "auto")
     assert TrendGroupClassifier(**config.estimator_params(TrendGroupClassifier)).far_width == 0.3
 
     @dataclass

@@ -156,6 +156,55 @@ def test_joint_heads_learn_community_taste_and_round_trip(world):
     np.testing.assert_array_equal(loaded.fit_one(model.head_inputs(liked)), heads.fit_one(model.head_inputs(liked)))
 
 
+def test_auto_heads_keep_the_method_that_gains_more_on_the_same_held_out_favourites(world, tmp_path):
+    """method="auto" fits both methods on one split, records both gains, keeps the one the criterion names (the
+    templates heads it keeps are those of method="templates"), and either fitted method personalises and round-trips."""
+    import copy
+
+    import interest
+    from interest.stages.train import read_training_data
+
+    model, emb = world["model"], world["emb"]
+    data = read_training_data(world["root"], None, FAST)
+    base = model.score_embeddings(data["emb"])["ci_score"].to_numpy(np.float64)
+    F = model.head_inputs(data["emb"])
+
+    def fit(**kwargs):
+        return UserHeads(seed=0, **kwargs).fit(F, data["fav_users"], data["fav_rows"], base)
+
+    auto = fit(method="auto")
+    compared = auto.validation_["auto"]
+    heavy = compared["20+"]
+    assert heavy["n_users"] >= 5 and compared["all"]["n_users"] > heavy["n_users"]
+    assert heavy["difference"] == pytest.approx(heavy["joint"] - heavy["templates"])
+    assert heavy["standard_error"] > 0
+    assert auto.method == "auto" and auto.method_ == compared["chosen"] == auto.validation_["method"]
+    assert compared["chosen"] == ("joint" if heavy["difference"] > 0 and compared["all"]["difference"] > 0 else "templates")
+    # the margin decides in standard errors: a million keeps templates, minus a million joint
+    fitted = {"templates": fit(method="auto", auto_margin=1e6), "joint": fit(method="auto", auto_margin=-1e6)}
+    assert {name: heads.method_ for name, heads in fitted.items()} == {"templates": "templates", "joint": "joint"}
+    # both were scored on the same held-out favourites: the same users, the same gains of each method
+    for heads in fitted.values():
+        assert heads.validation_["auto"]["20+"] == heavy
+    # the templates heads auto keeps are method="templates"'s own
+    np.testing.assert_array_equal(fitted["templates"].weights_, fit(method="templates").weights_)
+    assert np.abs(fitted["joint"].weights_).max() > 0
+    assert hasattr(fitted["joint"], "factors_") and not hasattr(fitted["templates"], "factors_")
+    test = _test_rows(world)
+    liked = emb[test[:4]]
+    for name, heads in fitted.items():
+        personal = copy.copy(model)
+        personal._heads = heads
+        personal.personalize("auto-user", liked=liked)
+        dev = personal.user_deviation("auto-user", emb[test])
+        assert np.abs(dev).max() > 0 and np.abs(dev).max() <= heads.deviation_bound() + 1e-6, name
+        personal.save(tmp_path / name)
+        loaded = interest.load(tmp_path / name)
+        assert loaded.heads.method == "auto" and loaded.heads.method_ == name
+        np.testing.assert_array_equal(loaded.user_deviation("auto-user", emb[test]), dev)
+        assert loaded.heads.deviation_bound() == pytest.approx(heads.deviation_bound())
+
+
 def test_few_shot_head_from_four_photos_of_a_niche_lifts_that_niche(world):
     """A new user who gives four photos of one niche sub-topic sees that niche's unseen photos ranked higher."""
     model, emb = world["model"], world["emb"]

@@ -49,11 +49,23 @@ otherwise its deviation is 0, so heads lower no activity bucket. The bundle stor
 and the templates, so :meth:`UserHeads.fit_one` (personalize) needs no
 training data.
 
+The default, ``method="auto"``, fits these templates heads and the joint
+heads (pairwise, every user at once: :mod:`interest.learn.joint_heads`) on
+the same held-out favourites and the same negatives, with the anchors and
+memberships computed once, and keeps the method whose heads gain more on
+them: joint only when it is ahead both for users with 20+ favourites and
+over every scored user, by more than ``auto_margin`` standard errors of the
+per-user difference (0 by default); otherwise, a tie included, templates.
+On the family this keeps joint in ``taste-crawl-s1`` and ``taste-dense-s0``
+(where it is ahead on test photos too) and templates in the other ten
+worlds (BENCHMARKS.md). ``method_`` is the method fitted;
+``validation_["auto"]`` holds both methods' gains. ``method="templates"`` and ``method="joint"`` fit
+one method alone.
+
 The anchors and memberships are in :mod:`interest.learn.anchors`, the
 regimes and the rule that keeps a setting in :mod:`interest.learn.head_settings`,
-and the joint (pairwise, ``method="joint"``) fit in
-:mod:`interest.learn.joint_heads`; this module is the estimator and its
-default fit (templates).
+and the joint fit in :mod:`interest.learn.joint_heads`; this module is the
+estimator, its templates fit and the choice between the two.
 """
 
 from __future__ import annotations
@@ -91,14 +103,16 @@ class UserHeads(Anchors, JointHeads, Estimator):
     active users first), ``validation_fraction`` of each user's favourites
     held out to choose the settings, ``significance`` (standard errors a
     setting's mean gain must beat on them), ``negatives``,
-    ``max_validation_per_user``, ``seed``.
+    ``max_validation_per_user``, ``auto_margin`` (``method="auto"``: standard
+    errors by which joint must lead to be kept), ``seed``. ``method``: "auto"
+    (the default), "templates" or "joint".
 
     Learned: ``anchors_`` (K, h) in PCA coordinates, ``tau_``, ``d0_``, ``background_`` (K,),
     ``templates_`` (V, K), ``users_`` (U,) unicode, ``n_favourites_`` (U,),
     ``weights_`` (U, K) float32 (``s * t_u``: a deviation is
     ``r(x) @ weights_[u]``), ``regime_settings_`` (one (eta, m, s) row per
     entry of :data:`REGIMES`), ``shot_settings_`` (one per :data:`SHOTS`)
-    and ``validation_``.
+    ``method_`` (the method fitted: "templates" or "joint") and ``validation_``.
     """
 
     STATE = ("users", "n_favourites", "weights", "anchors", "tau", "d0", "background", "templates",
@@ -109,7 +123,7 @@ class UserHeads(Anchors, JointHeads, Estimator):
 
     def __init__(
         self,
-        method: str = "templates",
+        method: str = "auto",
         n_anchors: int | None = None,
         bandwidth: float = 0.25,
         pseudo_counts: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0),
@@ -129,6 +143,7 @@ class UserHeads(Anchors, JointHeads, Estimator):
         own_ridge: float = 10.0,
         fold_in_own_ridge: float = 0.3,
         common_ridge: float = 3.0,
+        auto_margin: float = 0.0,
         seed: int = 0,
     ):
         self.method = method
@@ -151,6 +166,7 @@ class UserHeads(Anchors, JointHeads, Estimator):
         self.own_ridge = own_ridge
         self.fold_in_own_ridge = fold_in_own_ridge
         self.common_ridge = common_ridge
+        self.auto_margin = auto_margin
         self.seed = seed
 
     # ------------------------------------------------------------ fitting
@@ -180,17 +196,21 @@ class UserHeads(Anchors, JointHeads, Estimator):
         # +0.161 -> +0.191 AUC, flat-s1 +0.145 -> +0.154); 1.5 spreads gained nothing more
         self.max_deviation_ = self.max_deviation * float(np.quantile(base, 0.99) - np.quantile(base, 0.01))
 
-        if self.method == "joint":
-            with threadpool_limits(limits=1, user_api="blas"):
-                self._fit_joint(R, u, p, counts, base)
-            self.users_ = users.astype(str)
-            self.n_favourites_ = counts.astype(np.int64)
-            self._index = {str(x): i for i, x in enumerate(self.users_)}
-            return self
-        if self.method != "templates":
-            raise ValueError(f"UserHeads method {self.method!r}: give 'joint' or 'templates'")
-        with threadpool_limits(limits=1, user_api="blas"):
-            self._choose(R, u, p, counts, base)
+        fits = {"templates": self._fit_templates, "joint": self._fit_joint, "auto": self._fit_auto}
+        if self.method not in fits:
+            raise ValueError(f"UserHeads method {self.method!r}: give 'auto', 'joint' or 'templates'")
+        with threadpool_limits(limits=1, user_api="blas"):  # many small products: BLAS threads only contend
+            fits[self.method](R, u, p, counts, base)
+        self.users_ = users.astype(str)
+        self.n_favourites_ = counts.astype(np.int64)
+        self._index = {str(x): i for i, x in enumerate(self.users_)}
+        return self
+
+    def _fit_templates(self, R, u, p, counts, base) -> None:
+        """The templates heads: settings chosen on held-out favourites (:meth:`_choose`), then every user's head
+        from all their favourites."""
+        self._choose(R, u, p, counts, base)
+        n_users = len(counts)
         N = self._counts(R, u, p, np.ones(len(u), dtype=bool), n_users)
         self.background_, self.templates_ = self._background_and_templates(N, counts)
         self.weights_ = np.zeros((n_users, len(self.anchors_)), dtype=np.float32)
@@ -200,10 +220,58 @@ class UserHeads(Anchors, JointHeads, Estimator):
             rows = np.flatnonzero(regime_of == i)
             if scale > 0 and len(rows):
                 self.weights_[rows] = scale * self._tables(N[rows], priors[float(eta)][rows], m)
-        self.users_ = users.astype(str)
-        self.n_favourites_ = counts.astype(np.int64)
-        self._index = {str(x): i for i, x in enumerate(self.users_)}
-        return self
+        self.method_ = "templates"
+        self.validation_["method"] = "templates"
+
+    def _fit_auto(self, R, u, p, counts, base) -> None:
+        """Fit the templates heads and the joint heads on the same held-out favourites and the same negatives, and
+        keep the method whose heads gain more on them (:meth:`_compare_methods`)."""
+        fitted = {}
+        validation = None  # the templates fit draws the split; the joint fit is scored on that same split
+        for method in ("templates", "joint"):
+            heads = object.__new__(UserHeads)
+            heads.__dict__.update(self.__dict__)  # the anchors and the bound, fitted once
+            heads.method = method
+            if method == "templates":
+                heads._fit_templates(R, u, p, counts, base)
+                validation = heads._validation_split
+                if validation is None:  # no user has a favourite to hold out: nothing to compare on
+                    break
+            else:
+                heads._fit_joint(R, u, p, counts, base, validation=validation)
+            fitted[method] = heads
+        comparison = self._compare_methods(fitted, counts) if "joint" in fitted else {"chosen": "templates"}
+        winner = fitted[comparison["chosen"]]
+        self.__dict__.update(winner.__dict__)
+        self.method = "auto"
+        self.validation_ = {**winner.validation_, "method": comparison["chosen"], "auto": comparison}
+        for heads in (self, *fitted.values()):  # what only the comparison needed
+            for name in ("_validation_split", "_chosen_gain", "_scored"):
+                heads.__dict__.pop(name, None)
+
+    def _compare_methods(self, fitted: dict, counts: np.ndarray) -> dict:
+        """Which fitted method to keep: joint when its heads' mean gain on the held-out favourites beats the
+        templates heads' by more than ``auto_margin`` standard errors of the paired (per-user) difference both
+        for the users with 20+ favourites and for every scored user; templates otherwise (ties included, and
+        with under two such users). A negative margin favours joint."""
+        scored = fitted["templates"]._scored
+        out = {"criterion": f"mean gain at 20+ favourites and over all scored users, joint ahead in both by more than "
+                            f"{self.auto_margin:g} standard errors",
+               "margin": float(self.auto_margin)}
+        for label, sel in (("20+", scored[counts[scored] >= REGIMES[-1][0]]), ("all", scored)):
+            t, j = fitted["templates"]._chosen_gain[sel], fitted["joint"]._chosen_gain[sel]
+            d = j - t
+            se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None  # None: too few users to tell
+            out[label] = {"n_users": int(len(sel)), "templates": float(t.mean()) if len(t) else 0.0,
+                          "joint": float(j.mean()) if len(j) else 0.0,
+                          "difference": float(d.mean()) if len(d) else 0.0, "standard_error": se}
+        # joint must lead for the users with 20+ favourites (what the heads are for) and over every scored user
+        # (so that lighter users do not pay for it): on a small world a lead of 0.4 standard errors among 15 heavy
+        # users, with every scored user behind, is noise
+        ahead = all(out[label]["standard_error"] is not None
+                    and out[label]["difference"] > self.auto_margin * out[label]["standard_error"] for label in ("20+", "all"))
+        out["chosen"] = "joint" if ahead else "templates"
+        return out
 
     @staticmethod
     def _counts(R, u, p, keep, n_users) -> np.ndarray:
@@ -304,6 +372,7 @@ class UserHeads(Anchors, JointHeads, Estimator):
         self.regime_settings_ = np.array([off] * len(REGIMES))
         self.shot_settings_ = np.array([off] * len(SHOTS))
         self.validation_ = {"n_users": 0}
+        self._validation_split = None
         if not is_val.any():
             return
         fit_counts = counts - np.bincount(u[is_val], minlength=n_users)
@@ -311,6 +380,8 @@ class UserHeads(Anchors, JointHeads, Estimator):
         self.background_, self.templates_ = self._background_and_templates(N, fit_counts)
 
         neg = np.sort(rng.choice(len(R), min(self.negatives, len(R)), replace=False))
+        # method="auto" scores the joint heads on this same split and these same negatives
+        self._validation_split = (pos, n_val, is_val, neg)
         # negatives a user favourited are not negatives for that user
         neg_slot = np.full(len(R), -1)
         neg_slot[neg] = np.arange(len(neg))
@@ -395,6 +466,7 @@ class UserHeads(Anchors, JointHeads, Estimator):
                 self.shot_settings_[j] = setting
                 shots[str(k)] = {"n_users": int(len(shot_users)), "sharing": setting[0], "pseudo_count": setting[1],
                                  "scale": setting[2], "mean_auc_gain": g, "standard_error": se}
+        self._chosen_gain, self._scored = chosen, scored  # per user, for method="auto"
         self.validation_ = {
             "n_users": int(len(scored)),
             "n_anchors": int(len(self.anchors_)),
@@ -434,7 +506,7 @@ class UserHeads(Anchors, JointHeads, Estimator):
 
     def deviation_bound(self) -> float:
         """The largest ``|deviation|`` any head of these can give, whatever the photo (on the CI scale)."""
-        if self.method == "joint":
+        if self.method_ == "joint":
             return float(self.deviation_bound_)
         return float(max(row[2] for row in (*self.regime_settings_, *self.shot_settings_)) * self.clip)
 
@@ -470,7 +542,7 @@ class UserHeads(Anchors, JointHeads, Estimator):
         """
         r_liked = self.memberships(F_liked)
         n = r_liked.sum(axis=0, keepdims=True)
-        if self.method == "joint":
+        if self.method_ == "joint":
             return self._fit_one_joint(r_liked, F_disliked, common_liked, common_disliked)
         # liked photos that together hold less than one photo's worth of anchor membership (all unlike every
         # training photo) say nothing about the user's taste: no head from them
@@ -513,7 +585,7 @@ class UserHeads(Anchors, JointHeads, Estimator):
         """(parameters, arrays): user ids as fixed-width unicode, the templates in float32 (half the bytes);
         ``clip`` is among the arrays too, where bundles from before the parameters were kept hold it."""
         params, arrays = super().to_state()
-        if self.method == "joint":
+        if self.method_ == "joint":
             arrays.update({name: np.asarray(getattr(self, name + "_")) for name in self.JOINT_STATE})
             arrays["deviation_bound"] = np.float64(self.deviation_bound_)
         arrays["users"] = np.asarray(self.users_, dtype=str)
@@ -526,7 +598,10 @@ class UserHeads(Anchors, JointHeads, Estimator):
         """The fitted heads of :meth:`to_state`'s output."""
         # bundles from before the joint heads have neither the parameter nor the arrays: templates heads
         method = "joint" if "factors" in arrays else "templates"
-        heads = super().from_state({"clip": float(arrays["clip"]), **params, "method": method}, arrays)
+        # a bundle fitted with method="auto" keeps that parameter; the arrays say which method it fitted
+        asked = method if params.get("method") != "auto" else "auto"
+        heads = super().from_state({"clip": float(arrays["clip"]), **params, "method": asked}, arrays)
+        heads.method_ = method
         if method == "joint":
             for name in cls.JOINT_STATE:
                 value = np.asarray(arrays[name])

@@ -136,10 +136,13 @@ class JointHeads:
         w = self.factors_.astype(np.float64) @ theta + own + self.item_weights_
         return self.common_unit_ * w / float(self.common_weight_prior_)
 
-    def _fit_joint(self, R, u, p, counts, base) -> None:
+    def _fit_joint(self, R, u, p, counts, base, validation: tuple | None = None) -> None:
         """Fit the joint heads: a split fit chooses each regime's and each few-shot size's scale on held-out
         favourites (kept only when the gain beats ``significance`` standard errors), then training goes on
-        with every favourite and the heads are stored, clipped to the bound."""
+        with every favourite and the heads are stored, clipped to the bound.
+
+        ``validation``: (rank within user, held-out count per user, held-out mask, negatives) of a split drawn
+        elsewhere (``method="auto"`` scores both methods on the templates fit's split); None draws its own."""
         rng = np.random.default_rng(self.seed)
         n_users, n = len(counts), len(R)
         self.common_centre_ = float(np.median(base))
@@ -154,12 +157,15 @@ class JointHeads:
         self.regime_settings_ = np.zeros((len(REGIMES), 3))
         self.shot_settings_ = np.zeros((len(SHOTS), 3))
 
-        pos, n_val, is_val = self._split(u, counts, rng)
+        if validation is None:
+            pos, n_val, is_val = self._split(u, counts, rng)
+        else:
+            pos, n_val, is_val, given_neg = validation
         fit_counts = counts - np.bincount(u[is_val], minlength=n_users)
         split = self._train_joint(R, u[~is_val], p[~is_val], c, n_users, rng)
         self._set_shared(split, fit_counts)
         W = self._joint_weights(split)
-        neg = np.sort(rng.choice(n, min(self.negatives, n), replace=False))
+        neg = np.sort(rng.choice(n, min(self.negatives, n), replace=False)) if validation is None else given_neg
         valid_all = np.ones((len(neg), n_users), dtype=bool)
         neg_slot = np.full(n, -1)
         neg_slot[neg] = np.arange(len(neg))
@@ -230,6 +236,8 @@ class JointHeads:
         W = self._joint_weights(full)
         scale_of = np.array([self.regime_settings_[i, 2] if i >= 0 else 0.0 for i in regime_of])
         self.weights_ = np.clip(scale_of[:, None] * W, -self.deviation_bound_, self.deviation_bound_).astype(np.float32)
+        self.method_ = "joint"
+        self._chosen_gain, self._scored = chosen, scored  # per user, for method="auto"
         self.validation_ = {
             "method": "joint",
             "n_users": int(len(scored)),

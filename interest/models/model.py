@@ -209,7 +209,7 @@ class InterestModel(EmbeddingModel):
         disliked_emb = None if disliked is None else self.read_inputs(disliked)[2]
         # joint heads: what the common score already says of these photos is not taken for the user's taste
         common_liked = common_disliked = None
-        if getattr(self._heads, "method", "templates") == "joint":
+        if getattr(self._heads, "method_", "templates") == "joint":
             common_liked = self.score_embeddings(liked_emb)["ci_score"].to_numpy(np.float64)
             if disliked_emb is not None:
                 common_disliked = self.score_embeddings(disliked_emb)["ci_score"].to_numpy(np.float64)

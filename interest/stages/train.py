@@ -90,7 +90,7 @@ class TrainConfig:
     use_metadata: bool = True
     use_characteristics: bool = True
     groups_far_width: float = 0.5
-    head_method: str = "templates"
+    head_method: str = "auto"
     head_factors: int = 16
     head_anchors: int | None = None
     head_bandwidth: float = 0.25
@@ -101,6 +101,7 @@ class TrainConfig:
     head_validation_fraction: float = 0.2
     head_negatives: int = 300
     head_max_validation_per_user: int = 20
+    head_auto_margin: float = 0.0
 
     def __post_init__(self) -> None:
         if self.common_signal not in ("image", "label"):
@@ -119,8 +120,8 @@ class TrainConfig:
                 raise InterestError(f"train config: '{name}' must be a list of {what} numbers, got {values!r}")
         if not self.groups_far_width > 0:
             raise InterestError(f"train config: 'groups_far_width' must be positive, got {self.groups_far_width!r}")
-        if self.head_method not in ("joint", "templates"):
-            raise InterestError(f"train config: 'head_method' must be joint or templates, got {self.head_method!r}")
+        if self.head_method not in ("auto", "joint", "templates"):
+            raise InterestError(f"train config: 'head_method' must be auto, joint or templates, got {self.head_method!r}")
         if int(self.head_factors) < 1:
             raise InterestError(f"train config: 'head_factors' must be at least 1, got {self.head_factors!r}")
         if self.head_anchors is not None and int(self.head_anchors) < 1:
