@@ -226,7 +226,7 @@ class UserHeads(Anchors, JointHeads, Estimator):
     def _fit_auto(self, R, u, p, counts, base) -> None:
         """Fit the templates heads and the joint heads on the same held-out favourites and the same negatives, and
         keep the method whose heads gain more on them (:meth:`_compare_methods`)."""
-        fitted = {}
+        fitted, finish_joint = {}, None
         validation = None  # the templates fit draws the split; the joint fit is scored on that same split
         for method in ("templates", "joint"):
             heads = object.__new__(UserHeads)
@@ -237,10 +237,12 @@ class UserHeads(Anchors, JointHeads, Estimator):
                 validation = heads._validation_split
                 if validation is None:  # no user has a favourite to hold out: nothing to compare on
                     break
-            else:
-                heads._fit_joint(R, u, p, counts, base, validation=validation)
+            else:  # the split fit and its held-out gains; the rest only if the joint heads are kept
+                finish_joint = heads._fit_joint_split(R, u, p, counts, base, validation=validation)
             fitted[method] = heads
         comparison = self._compare_methods(fitted, counts) if "joint" in fitted else {"chosen": "templates"}
+        if comparison["chosen"] == "joint":
+            finish_joint()
         winner = fitted[comparison["chosen"]]
         self.__dict__.update(winner.__dict__)
         self.method = "auto"

@@ -143,6 +143,13 @@ class JointHeads:
 
         ``validation``: (rank within user, held-out count per user, held-out mask, negatives) of a split drawn
         elsewhere (``method="auto"`` scores both methods on the templates fit's split); None draws its own."""
+        self._fit_joint_split(R, u, p, counts, base, validation)()
+
+    def _fit_joint_split(self, R, u, p, counts, base, validation: tuple | None = None):
+        """The split fit of :meth:`_fit_joint` and each regime's scale (``_chosen_gain``, ``_scored``: each
+        user's held-out gain); returns the rest of the fit (the few-shot scales, training on every favourite)
+        as a function, which ``method="auto"`` calls only when it keeps the joint heads (at paper scale
+        that rest is a third of the joint fit). Called at once, the fit is the same."""
         rng = np.random.default_rng(self.seed)
         n_users, n = len(counts), len(R)
         self.common_centre_ = float(np.median(base))
@@ -213,6 +220,19 @@ class JointHeads:
                 buckets[bucket_name(lo, hi)] = {"n_users": int(len(sel)), "auc_common": float(auc0[sel].mean()),
                                                 "auc_with_head": float((auc0 + chosen)[sel].mean())}
 
+        self._chosen_gain, self._scored = chosen, scored  # per user, for method="auto"
+        return lambda: self._finish_joint(R, u, p, c, counts, rng, split, W, is_val, fit_counts, n_val, gains_for,
+                                          regime_of, scored, chosen, regimes, buckets)
+
+    def _finish_joint(self, R, u, p, c, counts, rng, split, W, is_val, fit_counts, n_val, gains_for, regime_of, scored,
+                      chosen, regimes, buckets) -> None:
+        """The few-shot scales and the training on every favourite that follow the split fit (see
+        :meth:`_fit_joint_split`, whose state it takes over)."""
+        n_users = len(counts)
+
+        def pick(gains, users_sel):
+            return pick_setting(gains, users_sel, 0.0, self.significance)
+
         # few-shot: users with 10+ fitting favourites folded in from k of them, as personalize would
         shots = {}
         shot_users = np.flatnonzero((fit_counts >= 10) & (n_val > 0))
@@ -237,7 +257,6 @@ class JointHeads:
         scale_of = np.array([self.regime_settings_[i, 2] if i >= 0 else 0.0 for i in regime_of])
         self.weights_ = np.clip(scale_of[:, None] * W, -self.deviation_bound_, self.deviation_bound_).astype(np.float32)
         self.method_ = "joint"
-        self._chosen_gain, self._scored = chosen, scored  # per user, for method="auto"
         self.validation_ = {
             "method": "joint",
             "n_users": int(len(scored)),
