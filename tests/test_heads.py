@@ -205,6 +205,50 @@ def test_auto_heads_keep_the_method_that_gains_more_on_the_same_held_out_favouri
         assert loaded.heads.deviation_bound() == pytest.approx(heads.deviation_bound())
 
 
+def test_joint_heads_kept_by_auto_fold_new_users_in_as_templates_where_that_gained_more(world, tmp_path):
+    """Joint heads kept by method="auto" record, per few-shot size, which method's fold-in gained more on held-out
+    favourites; ``personalize`` with that many photos folds the user in as the templates heads would there (the
+    same head as the templates fit's own), and a saved bundle keeps it."""
+    import interest
+    from interest.learn.head_settings import SHOTS
+    from interest.stages.train import read_training_data
+
+    model, emb = world["model"], world["emb"]
+    data = read_training_data(world["root"], None, FAST)
+    base = model.score_embeddings(data["emb"])["ci_score"].to_numpy(np.float64)
+    F = model.head_inputs(data["emb"])
+
+    def fit(**kwargs):
+        return UserHeads(seed=0, **kwargs).fit(F, data["fav_users"], data["fav_rows"], base)
+
+    joint, templates = fit(method="auto", auto_margin=-1e6), fit(method="auto", auto_margin=1e6)
+    chosen = joint.validation_["few_shot_method"]
+    gains = {name: heads.validation_["few_shot"] for name, heads in (("joint", joint), ("templates", templates))}
+    for k in SHOTS:
+        better = gains["templates"][str(k)]["mean_auc_gain"] > gains["joint"][str(k)]["mean_auc_gain"]
+        assert chosen[str(k)] == ("templates" if better else "joint")
+    by_templates = [k for k in SHOTS if chosen[str(k)] == "templates"]
+    assert by_templates, f"this world's templates fold-in never gained more ({gains}): the test needs one that does"
+    test = _test_rows(world)
+    for k in SHOTS:
+        liked = model.head_inputs(emb[test[:k]])
+        head = joint.fit_one(liked)
+        if k in by_templates:
+            np.testing.assert_array_equal(head, templates.fit_one(liked))
+        else:
+            assert not np.array_equal(head, templates.fit_one(liked))
+    personal = model.with_heads(joint)
+    k = by_templates[0]
+    personal.personalize("fold-in-user", liked=emb[test[:k]])
+    dev = personal.user_deviation("fold-in-user", emb[test])
+    personal.save(tmp_path / "joint")
+    loaded = interest.load(tmp_path / "joint")
+    assert loaded.heads.method_ == "joint"
+    np.testing.assert_array_equal(loaded.heads.fold_in_by_templates_, [c == "templates" for c in chosen.values()])
+    loaded.personalize("fold-in-user-2", liked=emb[test[:k]])
+    np.testing.assert_array_equal(loaded.user_deviation("fold-in-user-2", emb[test]), dev)
+
+
 def test_few_shot_head_from_four_photos_of_a_niche_lifts_that_niche(world):
     """A new user who gives four photos of one niche sub-topic sees that niche's unseen photos ranked higher."""
     model, emb = world["model"], world["emb"]

@@ -65,7 +65,10 @@ ESTIMATORS: dict[str, EstimatorPart] = {
         # joint heads (bundles from before them have none of these)
         "factors": ("?f", 2), "item_weights": ("?f", 1), "fold_in_negatives": ("?f", 2), "fold_in_common": ("?f", 1),
         "common_centre": ("?fi", 0), "common_unit": ("?fi", 0), "common_weight_prior": ("?fi", 0),
-        "deviation_bound": ("?fi", 0), "theta_mean": ("?f", 1), "theta_precision": ("?f", 2)}),
+        "deviation_bound": ("?fi", 0), "theta_mean": ("?f", 1), "theta_precision": ("?f", 2),
+        # joint heads kept by auto that fold new users in as templates heads for some few-shot sizes
+        "fold_in_by_templates": ("?iu", 1), "fold_in_templates": ("?f", 2), "fold_in_background": ("?f", 1),
+        "fold_in_settings": ("?f", 2)}),
 }
 # The LightGBM text part of each (estimator, booster) an estimator names in its LIGHTGBM
 LIGHTGBM_PARTS = {("booster", "app_booster"): "common_app.lgb.txt", ("booster", "full_booster"): FULL_PART}
