@@ -156,21 +156,30 @@ def test_joint_heads_learn_community_taste_and_round_trip(world):
     np.testing.assert_array_equal(loaded.fit_one(model.head_inputs(liked)), heads.fit_one(model.head_inputs(liked)))
 
 
-def test_auto_heads_keep_the_method_that_gains_more_on_the_same_held_out_favourites(world, tmp_path):
-    """method="auto" fits both methods on one split, records both gains, keeps the one the criterion names (the
-    templates heads it keeps are those of method="templates"), and either fitted method personalises and round-trips."""
-    import copy
-
-    import interest
+def _heads_fitter(world):
+    """``fit(**params)``: UserHeads fitted on the world's training favourites against its model's common score."""
     from interest.stages.train import read_training_data
 
-    model, emb = world["model"], world["emb"]
+    model = world["model"]
     data = read_training_data(world["root"], None, FAST)
     base = model.score_embeddings(data["emb"])["ci_score"].to_numpy(np.float64)
     F = model.head_inputs(data["emb"])
 
     def fit(**kwargs):
         return UserHeads(seed=0, **kwargs).fit(F, data["fav_users"], data["fav_rows"], base)
+
+    return fit
+
+
+def test_auto_heads_keep_the_method_that_gains_more_on_the_same_held_out_favourites(world, tmp_path):
+    """method="auto" fits both methods on one split, records both gains, keeps the one the criterion names (the
+    templates heads it keeps are those of method="templates"), and either fitted method personalises and round-trips."""
+    import copy
+
+    import interest
+
+    model, emb = world["model"], world["emb"]
+    fit = _heads_fitter(world)
 
     auto = fit(method="auto")
     compared = auto.validation_["auto"]
@@ -211,15 +220,9 @@ def test_joint_heads_kept_by_auto_fold_new_users_in_as_templates_where_that_gain
     same head as the templates fit's own), and a saved bundle keeps it."""
     import interest
     from interest.learn.head_settings import SHOTS
-    from interest.stages.train import read_training_data
 
     model, emb = world["model"], world["emb"]
-    data = read_training_data(world["root"], None, FAST)
-    base = model.score_embeddings(data["emb"])["ci_score"].to_numpy(np.float64)
-    F = model.head_inputs(data["emb"])
-
-    def fit(**kwargs):
-        return UserHeads(seed=0, **kwargs).fit(F, data["fav_users"], data["fav_rows"], base)
+    fit = _heads_fitter(world)
 
     joint, templates = fit(method="auto", auto_margin=-1e6), fit(method="auto", auto_margin=1e6)
     chosen = joint.validation_["few_shot_method"]
