@@ -121,10 +121,10 @@ class UserHeads(Anchors, JointHeads, Estimator):
     STATE = ("users", "n_favourites", "weights", "anchors", "tau", "d0", "background", "templates",
              "regime_settings", "shot_settings")
     # what the joint method keeps beside STATE (a templates bundle has none of these)
-    # what joint heads kept by method="auto" keep to fold new users in as templates heads (where that gained more)
-    FOLD_IN_STATE = ("fold_in_by_templates", "fold_in_templates", "fold_in_background", "fold_in_settings")
     JOINT_STATE = ("factors", "item_weights", "fold_in_negatives", "fold_in_common", "common_centre", "common_unit",
                    "common_weight_prior", "theta_mean", "theta_precision")
+    # what joint heads kept by method="auto" keep to fold new users in as templates heads (where that gained more)
+    FOLD_IN_STATE = ("fold_in_by_templates", "fold_in_templates", "fold_in_background", "fold_in_settings")
 
     def __init__(
         self,
@@ -231,24 +231,18 @@ class UserHeads(Anchors, JointHeads, Estimator):
     def _fit_auto(self, R, u, p, counts, base) -> None:
         """Fit the templates heads and the joint heads on the same held-out favourites and the same negatives, and
         keep the method whose heads gain more on them (:meth:`_compare_methods`)."""
-        fitted, finish_joint = {}, None
-        validation = None  # the templates fit draws the split; the joint fit is scored on that same split
-        for method in ("templates", "joint"):
-            heads = object.__new__(UserHeads)
-            heads.__dict__.update(self.__dict__)  # the anchors and the bound, fitted once
-            heads.method = method
-            if method == "templates":
-                heads._fit_templates(R, u, p, counts, base)
-                validation = heads._validation_split
-                if validation is None:  # no user has a favourite to hold out: nothing to compare on
-                    break
-            else:  # the split fit and its held-out gains; the rest only if the joint heads are kept
-                finish_joint = heads._fit_joint_split(R, u, p, counts, base, validation=validation)
-            fitted[method] = heads
-        comparison = self._compare_methods(fitted, counts) if "joint" in fitted else {"chosen": "templates"}
-        if comparison["chosen"] == "joint":
-            finish_joint()
-            fitted["joint"]._keep_templates_fold_in(fitted["templates"])
+        # both start from these heads: the anchors and the bound, fitted once
+        templates, joint = self._with(method="templates"), self._with(method="joint")
+        templates._fit_templates(R, u, p, counts, base)  # it draws the split; the joint fit is scored on the same
+        fitted, comparison = {"templates": templates}, {"chosen": "templates"}
+        if templates._validation_split is not None:  # else no user has a favourite to hold out: nothing to compare
+            # the split fit and its held-out gains; the rest only if the joint heads are kept
+            finish_joint = joint._fit_joint_split(R, u, p, counts, base, validation=templates._validation_split)
+            fitted["joint"] = joint
+            comparison = self._compare_methods(fitted, counts)
+            if comparison["chosen"] == "joint":
+                finish_joint()
+                joint._keep_templates_fold_in(templates)
         winner = fitted[comparison["chosen"]]
         self.__dict__.update(winner.__dict__)
         self.method = "auto"
@@ -287,12 +281,16 @@ class UserHeads(Anchors, JointHeads, Estimator):
             return None
         if not by_templates[int(np.searchsorted(SHOTS, n_liked, side="right")) - 1]:
             return None
-        view = object.__new__(UserHeads)
-        view.__dict__.update(self.__dict__)
-        view.method_, view.templates_, view.background_ = "templates", self.fold_in_templates_, self.fold_in_background_
-        view.regime_settings_ = self.fold_in_settings_[: len(REGIMES)]
-        view.shot_settings_ = self.fold_in_settings_[len(REGIMES) :]
-        return view
+        return self._with(method_="templates", templates_=self.fold_in_templates_, background_=self.fold_in_background_,
+                          regime_settings_=self.fold_in_settings_[: len(REGIMES)],
+                          shot_settings_=self.fold_in_settings_[len(REGIMES) :])
+
+    def _with(self, **attributes) -> "UserHeads":
+        """A shallow copy of these heads with ``attributes`` set (arrays shared, not copied)."""
+        new = object.__new__(UserHeads)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(attributes)
+        return new
 
     def _compare_methods(self, fitted: dict, counts: np.ndarray) -> dict:
         """Which fitted method to keep: joint when its heads' mean gain on the held-out favourites beats the
@@ -610,8 +608,7 @@ class UserHeads(Anchors, JointHeads, Estimator):
 
     def with_head(self, user: str, weights: np.ndarray, n_favourites: int) -> "UserHeads":
         """A new UserHeads with ``user``'s head added or replaced (this one is left untouched)."""
-        new = object.__new__(UserHeads)
-        new.__dict__.update(self.__dict__)
+        new = self._with()
         user = str(user)
         if user in self._index:
             i = self._index[user]

@@ -239,57 +239,50 @@ class JointHeads:
                                                 "auc_with_head": float((auc0 + chosen)[sel].mean())}
 
         self._chosen_gain, self._scored = chosen, scored  # per user, for method="auto"
-        return lambda: self._finish_joint(R, u, p, c, counts, rng, split, W, is_val, fit_counts, n_val, gains_for,
-                                          regime_of, scored, chosen, regimes, buckets)
 
-    def _finish_joint(self, R, u, p, c, counts, rng, split, W, is_val, fit_counts, n_val, gains_for, regime_of, scored,
-                      chosen, regimes, buckets) -> None:
-        """The few-shot scales and the training on every favourite that follow the split fit (see
-        :meth:`_fit_joint_split`, whose state it takes over)."""
-        n_users = len(counts)
+        def finish() -> None:
+            """The few-shot scales and the training on every favourite that follow the split fit."""
+            # few-shot: users with 10+ fitting favourites folded in from k of them, as personalize would
+            shots = {}
+            shot_users = np.flatnonzero((fit_counts >= 10) & (n_val > 0))
+            if len(shot_users) > 300:
+                shot_users = np.sort(rng.choice(shot_users, 300, replace=False))
+            for j, k in enumerate(SHOTS):
+                Wk = np.zeros_like(W)
+                for user in shot_users:
+                    mine = p[(u == user) & ~is_val]
+                    given = np.sort(rng.permutation(mine)[:k])
+                    Wk[user] = self._fold_in_weights(self._fold_in(R[given].astype(np.float64), c[given]))
+                if len(shot_users):
+                    _, shot_gains = gains_for(shot_users, np.clip(Wk, -self.deviation_bound_, self.deviation_bound_))
+                    sc, g, se = pick(shot_gains, shot_users)
+                    self.shot_settings_[j] = (1.0, self.factor_ridge, sc)
+                    shots[str(k)] = {"n_users": int(len(shot_users)), "scale": sc, "mean_auc_gain": g, "standard_error": se}
 
-        def pick(gains, users_sel):
-            return pick_setting(gains, users_sel, 0.0, self.significance)
+            # every favourite: training goes on from the split fit (a third of the epochs)
+            full = self._train_joint(R, u, p, c, n_users, rng, start=split, epochs=max(1, self.epochs // 3))
+            self._set_shared(full, counts)
+            W_full = self._joint_weights(full)
+            scale_of = np.array([self.regime_settings_[i, 2] if i >= 0 else 0.0 for i in regime_of])
+            self.weights_ = np.clip(scale_of[:, None] * W_full, -self.deviation_bound_, self.deviation_bound_).astype(np.float32)
+            self.method_ = "joint"
+            self.validation_ = {
+                "method": "joint",
+                "n_users": int(len(scored)),
+                "n_anchors": int(len(self.anchors_)),
+                "n_templates": 0,
+                "factors": int(self.factors),
+                "max_deviation": float(self.deviation_bound_ if self.regime_settings_[:, 2].max() > 0 else 0.0),
+                "mean_auc_gain": float(chosen[scored].mean()) if len(scored) else 0.0,
+                "common_weight": {"median": float(self.common_weight_prior_),
+                                  "p10": float(np.quantile(np.exp(full["rho"][counts >= 20]), 0.1)) if (counts >= 20).any() else 1.0,
+                                  "p90": float(np.quantile(np.exp(full["rho"][counts >= 20]), 0.9)) if (counts >= 20).any() else 1.0},
+                "regimes": regimes,
+                "few_shot": shots,
+                "buckets": buckets,
+            }
 
-        # few-shot: users with 10+ fitting favourites folded in from k of them, as personalize would
-        shots = {}
-        shot_users = np.flatnonzero((fit_counts >= 10) & (n_val > 0))
-        if len(shot_users) > 300:
-            shot_users = np.sort(rng.choice(shot_users, 300, replace=False))
-        for j, k in enumerate(SHOTS):
-            Wk = np.zeros_like(W)
-            for user in shot_users:
-                mine = p[(u == user) & ~is_val]
-                given = np.sort(rng.permutation(mine)[:k])
-                Wk[user] = self._fold_in_weights(self._fold_in(R[given].astype(np.float64), c[given]))
-            if len(shot_users):
-                _, shot_gains = gains_for(shot_users, np.clip(Wk, -self.deviation_bound_, self.deviation_bound_))
-                sc, g, se = pick(shot_gains, shot_users)
-                self.shot_settings_[j] = (1.0, self.factor_ridge, sc)
-                shots[str(k)] = {"n_users": int(len(shot_users)), "scale": sc, "mean_auc_gain": g, "standard_error": se}
-
-        # every favourite: training goes on from the split fit (a third of the epochs)
-        full = self._train_joint(R, u, p, c, n_users, rng, start=split, epochs=max(1, self.epochs // 3))
-        self._set_shared(full, counts)
-        W = self._joint_weights(full)
-        scale_of = np.array([self.regime_settings_[i, 2] if i >= 0 else 0.0 for i in regime_of])
-        self.weights_ = np.clip(scale_of[:, None] * W, -self.deviation_bound_, self.deviation_bound_).astype(np.float32)
-        self.method_ = "joint"
-        self.validation_ = {
-            "method": "joint",
-            "n_users": int(len(scored)),
-            "n_anchors": int(len(self.anchors_)),
-            "n_templates": 0,
-            "factors": int(self.factors),
-            "max_deviation": float(self.deviation_bound_ if self.regime_settings_[:, 2].max() > 0 else 0.0),
-            "mean_auc_gain": float(chosen[scored].mean()) if len(scored) else 0.0,
-            "common_weight": {"median": float(self.common_weight_prior_),
-                              "p10": float(np.quantile(np.exp(full["rho"][counts >= 20]), 0.1)) if (counts >= 20).any() else 1.0,
-                              "p90": float(np.quantile(np.exp(full["rho"][counts >= 20]), 0.9)) if (counts >= 20).any() else 1.0},
-            "regimes": regimes,
-            "few_shot": shots,
-            "buckets": buckets,
-        }
+        return finish
 
     def _set_shared(self, params: dict, counts: np.ndarray) -> None:
         """Keep what a folded-in user needs of a joint fit: the shared taste, the shared item weights and the

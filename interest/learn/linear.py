@@ -234,8 +234,8 @@ class ZeroTruncatedPoisson(LinearPredictor, Estimator):
         self.cv_deviance_ = np.zeros(len(alphas)) if self.alpha is None else np.full(1, np.nan)
         # each fit starts where a neighbouring one ended (same objective, same optimum within L-BFGS's tolerance):
         # along a fold's penalties from the strongest down, then each fold's out-of-fold fit from that fold's
-        # solution at the chosen penalty. At paper scale this halves the iterations of the slowest step of
-        # label and of train.
+        # solution at the chosen penalty, the final fit from their mean. On the paper-scale world this saves a
+        # quarter of the iterations (22-27%) of the slowest step of label and of train.
         fold_start: dict[tuple[int, int], np.ndarray] = {}
         for j in range(k if self.alpha is None else 0):
             train, valid = fold[cv_rows] != j, fold[cv_rows] == j
