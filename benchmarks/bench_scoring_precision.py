@@ -40,7 +40,7 @@ def main() -> None:
 
     from interest.core.collection import l2_normalize
     from interest.stages.labels import label_collection
-    from interest.models import train_model
+    from interest.stages.train import train_model
     from interest.core.numeric import matmul64
     from interest.synthetic.world import generate_world
 

@@ -44,20 +44,55 @@ def scale_rows_to_unit(x: np.ndarray) -> np.ndarray:
 def matmul64(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``x @ w`` accumulated in float64, in blocks of rows: (n, k) float64.
 
-    Every scoring matmul goes through here. float32 BLAS chooses its kernel,
-    and so its order of summation, by the shape of the whole matrix, which made
-    a photo's score depend on the batch it was scored in (by ~1e-7: Ray's
-    batches of 128 disagreed with one local call). In float64 that difference
-    is ~1e-16, far below float32 resolution, so once the caller casts the
-    result to float32 a row scores the same in any batch and on any engine.
-    Blocking by rows keeps memory bounded and cannot change a row's result.
+    Every scoring matmul goes through here (or :func:`affine32`). float32 BLAS
+    chooses its kernel, and so its order of summation, by the shape of the
+    whole matrix, which made a photo's score depend on the batch it was scored
+    in (by ~1e-7: Ray's batches of 128 disagreed with one local call). In
+    float64 that difference is ~1e-16, far below float32 resolution, so once
+    the caller casts the result to float32 a row scores the same in any batch
+    and on any engine. Blocking by rows keeps memory bounded and cannot change
+    a row's result.
     """
     w = np.asarray(w, dtype=np.float64)
-    n = len(x)
-    out = np.empty((n,) + w.shape[1:], dtype=np.float64)
-    for start in range(0, n, _MATMUL_ROWS):
-        out[start : start + _MATMUL_ROWS] = np.asarray(x[start : start + _MATMUL_ROWS], dtype=np.float64) @ w
+    out = np.empty((len(x),) + w.shape[1:], dtype=np.float64)
+    for start, rows in _blocks64(x):
+        np.matmul(rows, w, out=out[start : start + len(rows)])
     return out
+
+
+def affine32(x: np.ndarray, w: np.ndarray, offset) -> np.ndarray:
+    """``(matmul64(x, w) + offset).astype(np.float32)``, bit for bit, without the (n, k) float64 temporary.
+
+    Each block's float64 product and offset are taken in one reused buffer
+    and cast to float32 as it is written out: at 100k photos the temporaries
+    of the one-line form cost as much as the product itself.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    out = np.empty((len(x),) + w.shape[1:], dtype=np.float32)
+    buffer = np.empty((min(len(x), _MATMUL_ROWS),) + w.shape[1:], dtype=np.float64)
+    for start, rows in _blocks64(x):
+        part = buffer[: len(rows)]
+        np.matmul(rows, w, out=part)
+        part += offset
+        out[start : start + len(rows)] = part
+    return out
+
+
+def _blocks64(x: np.ndarray):
+    """(start, rows as float64) for blocks of :data:`_MATMUL_ROWS` rows of ``x``: float32 rows are cast into one
+    reused buffer, float64 rows are the array's own (what ``np.asarray(block, float64)`` gives, without a new copy)."""
+    if isinstance(x, np.ndarray) and x.dtype == np.float64:
+        for start in range(0, len(x), _MATMUL_ROWS):
+            yield start, x[start : start + _MATMUL_ROWS]
+        return
+    buffer = None
+    for start in range(0, len(x), _MATMUL_ROWS):
+        block = np.asarray(x[start : start + _MATMUL_ROWS])
+        if buffer is None:
+            buffer = np.empty((min(len(x), _MATMUL_ROWS),) + block.shape[1:], dtype=np.float64)
+        rows = buffer[: len(block)]
+        rows[...] = block
+        yield start, rows
 
 
 def centroid_scores(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -75,10 +110,14 @@ def nearest_centroid(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return nearest_centroid_score(x, centroids)[0]
 
 
-def nearest_centroid_score(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nearest_centroid_score(x: np.ndarray, centroids: np.ndarray, on_block=None) -> tuple[np.ndarray, np.ndarray]:
     """(index of the nearest centroid (n,) int64, its :func:`centroid_scores` score (n,) float64) of each row.
 
-    In blocks of rows, so the (rows, C) scores stay in cache instead of one (n, C) float64 array.
+    In blocks of rows, so the (rows, C) scores stay in cache instead of one
+    (n, C) float64 array. ``on_block(start, scores, best)``, when given, is
+    called with each block's scores (rows, C) and nearest centroids before
+    they are dropped: a user head on the same centroids reads its memberships
+    from them (:meth:`~interest.learn.anchors.Anchors.weighted_memberships`).
     """
     index, score = np.empty(len(x), dtype=np.int64), np.empty(len(x), dtype=np.float64)
     for start in range(0, len(x), _MATMUL_ROWS):
@@ -86,6 +125,8 @@ def nearest_centroid_score(x: np.ndarray, centroids: np.ndarray) -> tuple[np.nda
         best = np.argmax(scores, axis=1)
         index[start : start + _MATMUL_ROWS] = best
         score[start : start + _MATMUL_ROWS] = np.take_along_axis(scores, best[:, None], axis=1)[:, 0]
+        if on_block is not None:
+            on_block(start, scores, best)
     return index, score
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from interest.learn.base import Estimator
-from interest.core.numeric import matmul64
+from interest.core.numeric import affine32
 
 
 class PCA(Estimator):
@@ -53,4 +53,4 @@ class PCA(Estimator):
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Project ``X`` (n, d) onto the components: (n, k) float32."""
         X = np.asarray(X, dtype=np.float32)
-        return (matmul64(X, self.components_.T) - self.mean_.astype(np.float64) @ self.components_.T).astype(np.float32)
+        return affine32(X, self.components_.T, -(self.mean_.astype(np.float64) @ self.components_.T))

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from interest.learn.base import CHUNK, Estimator, fold_ids
-from interest.core.numeric import matmul64
+from interest.core.numeric import affine32, matmul64
 
 
 # Candidate ridge alphas, relative to the mean eigenvalue of the centred
@@ -130,7 +130,7 @@ class Ridge(LinearPredictor, Estimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted CI scores for ``X`` (n, d): (n,) float32."""
-        return (matmul64(np.asarray(X, dtype=np.float32), self.coef_) + self.intercept_).astype(np.float32)
+        return affine32(np.asarray(X, dtype=np.float32), self.coef_, self.intercept_)
 
 
 # Candidate L2 penalties of the image-level model, relative to the mean eigenvalue of the
@@ -346,7 +346,7 @@ class ZeroTruncatedPoisson(LinearPredictor, Estimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The linear predictor (log expected distinct users, plus any offset folded into the intercept): (n,) float32."""
-        return (matmul64(X, self.coef_[:, None])[:, 0] + self.intercept_).astype(np.float32)
+        return affine32(X, self.coef_[:, None], self.intercept_)[:, 0]
 
 
 def _take(values: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:

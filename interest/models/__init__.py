@@ -1,4 +1,5 @@
-"""Models: the common model, the trend-group classifier, per-user heads and training (bundles on disk: interest.bundle).
+"""Models: the common model and the study's model over embeddings (bundles on disk: interest.bundle; training:
+interest.stages.train).
 
 Light to import: the parts load LightGBM and scikit-learn only when used, and this package's names
 are imported on first use (``interest.bundle`` reads the estimators here without loading the models).
@@ -6,9 +7,9 @@ are imported on first use (``interest.bundle`` reads the estimators here without
 
 from typing import Any
 
-__all__ = ["InterestModel", "LinearHeadModel", "TrainConfig", "train_model"]
+__all__ = ["InterestModel", "LinearHeadModel"]
 
-_HOMES = {"InterestModel": "model", "LinearHeadModel": "study", "TrainConfig": "train", "train_model": "train"}
+_HOMES = {"InterestModel": "model", "LinearHeadModel": "study"}
 
 
 def __getattr__(name: str) -> Any:
