@@ -86,12 +86,12 @@ def _training_data(model, root: Path) -> dict:
 
 def _other_heads(model, data: dict):
     """The package's other kind of heads (templates when the model's are joint, joint when they are templates),
-    fitted on the same data."""
+    fitted on the same data, anchors and bandwidth."""
     from interest.learn.heads import UserHeads
 
     other = "templates" if model.heads.method_ == "joint" else "joint"
-    return UserHeads(method=other, seed=0).fit(
-        model.head_inputs(data["emb"]), data["fav_users"], data["fav_rows"], data["base"])
+    return UserHeads(method=other, bandwidth=model.heads.bandwidth, seed=0).fit(
+        model.head_inputs(data["emb"]), data["fav_users"], data["fav_rows"], data["base"], anchors=model.heads.anchors_)
 
 
 def _vbpr(data: dict, seed: int):
@@ -156,7 +156,7 @@ def _logistic_per_user(data: dict, rows: np.ndarray, test_x: np.ndarray, rng) ->
     return lr.decision_function(test_x)
 
 
-def run_world(name: str, work: Path, seed: int = 0) -> dict:
+def run_world(name: str, work: Path, seed: int = 0, config=None) -> dict:
     from interest.core.collection import read_embeddings
     from interest.stages.labels import label_collection
     from interest.stages.labels.groups import cuts_with_shares
@@ -169,7 +169,7 @@ def run_world(name: str, work: Path, seed: int = 0) -> dict:
     new_users, all_fav = _hold_out_users(root, 0.2, seed)
     label_collection(root, seed=seed, progress=False)
     # heads on the split only: an app bundle's heads would have seen the test photos' favourites ranked here
-    model = train_model(root, None, evaluation_only=True, progress=False)
+    model = train_model(root, None, config=config, evaluation_only=True, progress=False)
     _, ids, emb = read_embeddings(root)
     labels = pd.read_parquet(root / "labels.parquet").set_index("photo_id").loc[ids]
     test = (labels["set"] == "test").to_numpy()
@@ -467,14 +467,19 @@ def main() -> None:
     parser.add_argument("--worlds", nargs="+", default=FAMILY + TASTE_WORLDS + ASIDE_WORLDS)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--scoring", action="store_true", help="only: what a user head adds to scoring time")
+    parser.add_argument("--config", type=Path, help="a train config (YAML, as `interest train --config`; default: the defaults)")
     args = parser.parse_args()
+    from interest.core.config import load_config
+    from interest.stages.train import TrainConfig
+
+    config = load_config(TrainConfig, args.config)
     if args.scoring:
         scoring_cost()
         return
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.worlds:
-            r = run_world(name, Path(tmp))
+            r = run_world(name, Path(tmp), config=config)
             results.append(r)
             print(json.dumps({k: r[k] for k in ("world", "captured_20+", "gain_20+", "auc_20+", "ci_spearman_truth", "heads")}))
             print("  buckets", json.dumps(r["buckets"]))

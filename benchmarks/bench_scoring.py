@@ -37,7 +37,7 @@ import numpy as np
 
 def build_model(workdir: Path, n_photos: int, n_users: int, dim: int):
     from interest.stages.labels import label_collection
-    from interest.models import train_model
+    from interest.stages.train import train_model
     from interest.synthetic.world import generate_world
 
     world = workdir / "world"
@@ -90,7 +90,7 @@ def measure(model, batches: list[int], repeats: int, liked: int, personalize_rep
 def breakdown(model, batch: int, repeats: int) -> dict:
     """Median wall seconds of each step of scoring ``batch`` embeddings with a head, beside what the 2026-11-27
     code computed instead (a float32 projection; a head that was one dot product with the PCA features)."""
-    from interest.models.groups import centred_sq, novelty_at
+    from interest.learn.groups import centred_sq, novelty_at
     from interest.core.numeric import l2_normalize, matmul64
 
     rng = np.random.default_rng(0)
@@ -109,7 +109,10 @@ def breakdown(model, batch: int, repeats: int) -> dict:
         "common score, trend group and probabilities": lambda: (
             model.booster.predict(Z[:, : model.booster_components], stack), model.groups.predict(ci),
             model.groups.predict_proba(ci, novelty_at(dist_sq, nearest_score))),
-        "head: anchor memberships times the user's row (since cf4cf49)": lambda: model.heads.deviation(user, F),
+        "head on its own anchors: memberships times the user's row (since cf4cf49)": lambda: model.heads.deviation(user, F),
+        "nearest prototype, with the head's memberships from its scores (heads on the prototypes)": lambda: (
+            model.prototypes.predict_nearest(Z, lambda start, scores, best: model.heads.deviation_from_scores(
+                user, scores, best, dist_sq[start : start + len(best)]))),
         "head: one dot product with the PCA features (the 11-27 head)": lambda: Z[:, : model.head_components] @ w,
         "whole call without a head": lambda: model.score_embeddings(emb),
         "whole call with a head": lambda: model.score_embeddings(emb, user=user),

@@ -254,6 +254,40 @@ def test_deviation_is_the_heads_memberships_times_the_users_row_in_any_batch(mod
     np.testing.assert_array_equal(model.user_deviation(users[0], emb[7:37]), fast[7:37, 0])
 
 
+def test_heads_on_the_prototypes_read_the_prototypes_search(model, collection, embeddings, monkeypatch):
+    """By default the heads' anchors are the prototypes: scoring with a head takes its memberships from the
+    prototype search's scores (no search of its own) and gives the same bits as the heads' own path; with
+    head_on_prototypes off the heads get k-means anchors and scoring searches them itself, to the same result."""
+    import dataclasses
+
+    from interest.learn.anchors import Anchors
+
+    emb = embeddings[2]
+    assert np.array_equal(model.heads.anchors_, model.prototypes.centroids_)
+    searches = []
+    own_scores = Anchors._scores
+    monkeypatch.setattr(Anchors, "_scores", lambda self, F: searches.append(len(F)) or own_scores(self, F))
+    users = [u for u in model.users if np.abs(model.heads.weights_[model.heads._index[u]]).max() > 0][:2]
+    assert users
+    for user in users:
+        dev = model.score_embeddings(emb, user=user)["deviation"].to_numpy()
+        assert not searches  # the head read the prototype search's scores
+        assert np.abs(dev).max() > 0
+        np.testing.assert_array_equal(dev, model.user_deviation(user, emb))
+        assert searches  # user_deviation searched the anchors itself
+        searches.clear()
+
+    kmeans = train_model(collection, None, config=dataclasses.replace(FAST, head_on_prototypes=False), progress=False)
+    assert kmeans.heads.anchors_.shape != model.prototypes.centroids_.shape or not np.array_equal(
+        kmeans.heads.anchors_, kmeans.prototypes.centroids_)
+    searches.clear()
+    user = next(u for u in kmeans.users if np.abs(kmeans.heads.weights_[kmeans.heads._index[u]]).max() > 0)
+    dev = kmeans.score_embeddings(emb, user=user)["deviation"].to_numpy()
+    assert searches
+    np.testing.assert_array_equal(dev, kmeans.user_deviation(user, emb))
+    np.testing.assert_array_equal(kmeans.score_embeddings(emb)["ci_score"], model.score_embeddings(emb)["ci_score"])
+
+
 def test_a_photo_scores_the_same_bits_alone_and_in_any_batch(model, embeddings):
     """Every column of a call with a head (common score, trend group, probabilities, deviation) is the same
     float32 value whether a photo is scored alone, in a small batch, across the row blocks of the products

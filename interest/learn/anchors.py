@@ -1,18 +1,25 @@
 """The anchors a user head lives on, and a photo's soft membership of them.
 
-The anchors are k-means centroids of the training photos in the PCA
-subspace; a photo's membership ``r(x)`` is a softmax over its (full-embedding)
-squared distances to them plus a "nowhere" term, so a photo far from every
-anchor belongs to none (:mod:`interest.learn.heads` has the whole model).
-Scoring takes the memberships weighted by a head's table in one folded
-product (:meth:`Anchors._weighted_memberships`).
+The anchors are points of the PCA subspace: by default the common model's
+prototypes (the definition-set clusters' centroids, which scoring searches
+anyway), else k-means centroids of the training photos. A photo's membership
+``r(x)`` is a softmax over its (full-embedding) squared distances to them plus
+a "nowhere" term, so a photo far from every anchor belongs to none
+(:mod:`interest.learn.heads` has the whole model).
+
+Everything here starts from the anchor scores ``s_k = z . a_k - |a_k|^2 / 2``
+(:func:`~interest.core.numeric.centroid_scores`, the nearest-prototype
+search's own product): ``|x - a_k|^2 = |x - mean|^2 - 2 s_k``, so the
+distances differ from the nearest one's by ``2 (s_best - s_k)``. On the
+prototypes, scoring with a head costs the softmax and one product with the
+user's row, not a second search (:meth:`Anchors.weighted_memberships`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from interest.core.numeric import matmul64
+from interest.core.numeric import centroid_scores, matmul64
 
 _SCORE_CHUNK = 1_024  # photos per block when scoring a head: its (rows, K) temporaries stay in cache
 _KMEANS_SAMPLE = 20_000  # photos the anchors are clustered from (in the PCA subspace: a few seconds)
@@ -27,91 +34,94 @@ class Anchors:
 
         ``F`` is a photo's first h PCA features and, last, its squared distance
         to the PCA mean (:meth:`InterestModel.head_inputs`). The anchors lie in
-        the PCA subspace, so ``|x - c_k|^2 = |x - mean|^2 - 2 z . a_k + |a_k|^2``
+        the PCA subspace, so ``|x - a_k|^2 = |x - mean|^2 - 2 z . a_k + |a_k|^2``
         exactly, the part of ``x`` outside the subspace included, for an
         h-dimensional product instead of a full-embedding one.
         """
         F = np.asarray(F)
-        a, a_sq, minus_inv_tau, null = self.membership_form()
-        # in place on one (n, K) float64 block: scoring many photos for a user is mostly this
-        d2 = matmul64(F[:, :-1], a.T)
-        d2 *= -2.0
-        d2 += F[:, -1:].astype(np.float64)
-        d2 += a_sq[None, :]
-        np.maximum(d2, 0.0, out=d2)
-        logits = d2
-        logits *= minus_inv_tau
-        top = np.maximum(logits.max(axis=1, keepdims=True), null)
-        logits -= top
-        e = np.exp(logits, out=logits)
-        e /= e.sum(axis=1, keepdims=True) + np.exp(null - top)
+        scores = self._scores(F)
+        best = np.argmax(scores, axis=1)
+        e, rest = self._softmax_parts(scores, best, F[:, -1])
+        e = e.astype(np.float64)
+        e /= (e.sum(axis=1) + rest)[:, None]
         return e
+
+    def weighted_memberships(self, scores: np.ndarray, best: np.ndarray, dist_sq: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """``r(x) @ w`` as float32 (``w`` (K,) or (K, m)) from the anchor scores ``scores`` (rows, K), each row's
+        best anchor ``best`` and its squared distance to the PCA mean ``dist_sq``: what scoring needs.
+
+        The softmax's exponentials are taken in float32 (a third of the time of
+        float64 ones); the row's total and its product with ``w`` come from one
+        float64 product after them, the division last. Every step is row by row,
+        so a row's value never depends on its batch; it differs from
+        ``memberships(F) @ w`` by float32 rounding (~1e-7 relative).
+        """
+        w = np.asarray(w, dtype=np.float64)
+        # the row's total rides along as a last column of ones
+        W = np.column_stack([w.reshape(len(scores[0]), -1), np.ones(len(scores[0]))])
+        e, rest = self._softmax_parts(scores, best, dist_sq)
+        sums = matmul64(e, W)
+        sums[:, -1] += rest
+        out = (sums[:, :-1] / sums[:, -1:]).astype(np.float32)
+        return out[:, 0] if w.ndim == 1 else out
+
+    def deviations_of(self, F: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """``memberships(F) @ w`` as float32, as :meth:`weighted_memberships` computes it, in blocks of rows."""
+        F = np.asarray(F)
+        w = np.asarray(w)
+        out = np.empty((len(F),) + w.shape[1:], dtype=np.float32)
+        for start in range(0, len(F), _SCORE_CHUNK):
+            block = F[start : start + _SCORE_CHUNK]
+            scores = self._scores(block)
+            out[start : start + len(block)] = self.weighted_memberships(
+                scores, np.argmax(scores, axis=1), block[:, -1], w
+            )
+        return out
+
+    def _scores(self, F: np.ndarray) -> np.ndarray:
+        """The anchor scores of head inputs ``F``: (n, K) float64, from the float32 PCA features (what scoring's
+        prototype search reads, so a head scores the same bits through :meth:`deviations_of` as there)."""
+        return centroid_scores(np.asarray(F[:, :-1], dtype=np.float32), self.anchors_)
+
+    def _softmax_parts(self, scores: np.ndarray, best: np.ndarray, dist_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The softmax's numerators (rows, K) float32 and its "nowhere" term (rows,) float64, both relative to
+        the row's largest logit: ``r(x)`` is the numerators over their sum plus that term."""
+        top_score = np.take_along_axis(scores, best[:, None], axis=1)
+        # the nearest anchor's squared distance; the others lie 2 (s_best - s_k) further
+        nearest = np.maximum(np.asarray(dist_sq, dtype=np.float64)[:, None] - 2.0 * top_score, 0.0)
+        inv_tau, null = 1.0 / self.tau_, -self.d0_ / self.tau_
+        top = np.maximum(-nearest * inv_tau, null)
+        logits = scores - top_score
+        logits *= 2.0 * inv_tau
+        logits -= nearest * inv_tau + top
+        e = logits.astype(np.float32)
+        np.exp(e, out=e)
+        return e, np.exp(null - top[:, 0])
 
     def membership_form(self) -> tuple[np.ndarray, np.ndarray, float, float]:
         """(anchors (K, h), ``|a_k|^2`` (K,), ``-1 / tau``, the "nowhere" logit ``-d0 / tau``), float64: what
-        :meth:`memberships` (and the ONNX export) computes ``r(x)`` with, as the softmax over
+        the ONNX export computes ``r(x)`` with, as the softmax over
         ``[-relu(|x - mean|^2 - 2 z . a_k + |a_k|^2) / tau, nowhere]`` without its last column."""
         a = self.anchors_.astype(np.float64)
         return a, np.einsum("ij,ij->i", a, a), -1.0 / self.tau_, -self.d0_ / self.tau_
 
-    def _fit_anchors(self, F: np.ndarray) -> None:
-        from sklearn.cluster import KMeans
-
+    def _fit_anchors(self, F: np.ndarray, anchors: np.ndarray | None = None) -> None:
+        """The anchors (``anchors`` (K, h) when given, else k-means centroids of a sample of ``F``), the bandwidth
+        ``tau`` (``bandwidth`` times the median squared distance of a photo to its nearest anchor) and the
+        "nowhere" distance ``d0`` (its 99th percentile)."""
         rng = np.random.default_rng(self.seed)
         n = len(F)
         sample = np.sort(rng.choice(n, min(n, _KMEANS_SAMPLE), replace=False))
-        k = self.n_anchors or int(np.clip(round(n / 15), 16, 256))
-        k = max(1, min(k, len(sample)))
-        km = KMeans(n_clusters=k, n_init=1, max_iter=30, random_state=self.seed)
-        self.anchors_ = km.fit(F[sample, :-1].astype(np.float64)).cluster_centers_.astype(np.float32)
-        a = self.anchors_.astype(np.float64)
-        d2 = F[sample, -1:].astype(np.float64) + np.einsum("ij,ij->i", a, a)[None, :] - 2.0 * matmul64(F[sample, :-1], a.T)
-        nearest = np.maximum(d2.min(axis=1), 0.0)
+        if anchors is not None:
+            self.anchors_ = np.asarray(anchors, dtype=np.float32)
+        else:
+            from sklearn.cluster import KMeans
+
+            k = self.n_anchors or int(np.clip(round(n / 15), 16, 256))
+            k = max(1, min(k, len(sample)))
+            km = KMeans(n_clusters=k, n_init=1, max_iter=30, random_state=self.seed)
+            self.anchors_ = km.fit(F[sample, :-1].astype(np.float64)).cluster_centers_.astype(np.float32)
+        top = self._scores(F[sample]).max(axis=1)
+        nearest = np.maximum(np.asarray(F[sample, -1], dtype=np.float64) - 2.0 * top, 0.0)
         self.tau_ = float(self.bandwidth * max(np.median(nearest), 1e-12))
         self.d0_ = float(np.quantile(nearest, 0.99))
-
-    def _logit_form(self) -> tuple[np.ndarray, np.ndarray, float]:
-        """(``M`` (h + 1, K), ``|a_k|^2 / tau`` (K,), the "nowhere" logit) float64, with ``F @ M - |a|^2 / tau``
-        the membership logits before the relu: ``(2 z . a_k - |x - mean|^2 - |a_k|^2) / tau``.
-
-        The constants are folded into the product once per set of anchors (kept on the heads, which
-        ``with_head`` shares with the heads it makes: personalizing changes a user's row, not the anchors).
-        """
-        key = (self.tau_, self.d0_)
-        cached = self.__dict__.get("_logit_cache")  # (anchors it was made from, key, form)
-        if cached is None or cached[0] is not self.anchors_ or cached[1] != key:
-            a, a_sq, minus_inv_tau, null = self.membership_form()
-            M = np.vstack([-2.0 * minus_inv_tau * a.T, np.full((1, len(a)), minus_inv_tau)])
-            cached = (self.anchors_, key, (M, -minus_inv_tau * a_sq, null))
-            self.__dict__["_logit_cache"] = cached
-        return cached[2]
-
-    def _weighted_memberships(self, F: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """``memberships(F) @ w`` as float32 (``w`` (K,) or (K, m)), the way scoring needs it.
-
-        The logits come from one float64 product of ``F`` with the folded anchors (the squared distance
-        to the PCA mean is a column of ``F``; a row's value never depends on its batch), the softmax's
-        exponentials are taken in float32 (a third of the time of float64 ones), and the row's total and
-        its product with ``w`` come from one float64 product after them (the division last). Blocks of
-        :data:`_SCORE_CHUNK` rows keep the (rows, K) temporaries in cache. The result differs from
-        ``memberships(F) @ w`` by float32 rounding (~1e-7 relative); every step is row by row.
-        """
-        F = np.asarray(F)
-        M, a_sq_over_tau, null = self._logit_form()
-        w = np.asarray(w, dtype=np.float64)
-        # the row's total rides along as a last column of ones
-        W = np.column_stack([w.reshape(len(M[0]), -1), np.ones(len(M[0]))])
-        out = np.empty((len(F), W.shape[1] - 1), dtype=np.float32)
-        e = np.empty((min(len(F), _SCORE_CHUNK), len(M[0])), dtype=np.float32)
-        for start in range(0, len(F), _SCORE_CHUNK):
-            logits = matmul64(F[start : start + _SCORE_CHUNK], M)
-            logits -= a_sq_over_tau
-            np.minimum(logits, 0.0, out=logits)  # the relu on the distance
-            top = np.maximum(logits.max(axis=1), null)
-            rows = e[: len(logits)]
-            np.subtract(logits, top[:, None], out=rows, casting="same_kind")
-            np.exp(rows, out=rows)
-            sums = matmul64(rows, W)
-            sums[:, -1] += np.exp(null - top)
-            out[start : start + _SCORE_CHUNK] = sums[:, :-1] / sums[:, -1:]
-        return out[:, 0] if w.ndim == 1 else out

@@ -2,9 +2,10 @@
 
 People in a community like the same niches, so a user seen through a few
 favourites is best described by the users whose favourites resemble theirs.
-A head lives on a set of K *anchors* (k-means centroids of the training
-photos in the PCA subspace; distances to them are full-embedding distances,
-the part of a photo outside the subspace included):
+A head lives on a set of K *anchors* in the PCA subspace (the common model's
+prototypes when training gives them, which makes a head nearly free when
+scoring; else k-means centroids of the training photos). Distances to them are
+full-embedding distances, the part of a photo outside the subspace included:
 
 * a photo ``x`` is softly assigned to the anchors,
   ``r_k(x) = exp(-d2_k / tau) / (exp(-d0 / tau) + sum_j exp(-d2_j / tau))``
@@ -98,9 +99,10 @@ def _softmax_rows(logits: np.ndarray) -> np.ndarray:
 class UserHeads(Anchors, JointHeads, Estimator):
     """Anchor-profile heads for many users, with shared taste through template users.
 
-    Parameters: ``n_anchors`` (None: about one per 15 training photos, 16 to
-    256), ``bandwidth`` (tau relative to the median squared distance of a
-    training photo to its nearest anchor), ``pseudo_counts`` (candidate m),
+    Parameters: ``n_anchors`` (k-means anchors, when :meth:`fit` is given none;
+    None: about one per 15 training photos, 16 to 256), ``bandwidth`` (tau
+    relative to the median squared distance of a training photo to its nearest
+    anchor), ``pseudo_counts`` (candidate m),
     ``sharing`` (candidate eta; 0 means no borrowing), ``clip`` (bound of
     ``|t_u|``), ``template_min_favourites``, ``max_templates`` (the most
     active users first), ``validation_fraction`` of each user's favourites
@@ -130,7 +132,7 @@ class UserHeads(Anchors, JointHeads, Estimator):
         self,
         method: str = "auto",
         n_anchors: int | None = None,
-        bandwidth: float = 0.25,
+        bandwidth: float = 0.12,
         pseudo_counts: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0),
         sharing: tuple[float, ...] = (0.0, 0.3, 1.0),
         clip: float = 3.0,
@@ -176,13 +178,18 @@ class UserHeads(Anchors, JointHeads, Estimator):
 
     # ------------------------------------------------------------ fitting
 
-    def fit(self, F: np.ndarray, user_ids: np.ndarray, photo_rows: np.ndarray, base: np.ndarray) -> "UserHeads":
+    def fit(
+        self, F: np.ndarray, user_ids: np.ndarray, photo_rows: np.ndarray, base: np.ndarray,
+        anchors: np.ndarray | None = None,
+    ) -> "UserHeads":
         """Fit heads for every user with a favourite.
 
         ``F`` (n, h + 1): head inputs of the training photos (see
         :meth:`memberships`); ``user_ids`` and ``photo_rows`` (one entry per
         favourite; rows index ``F``); ``base`` (n,): the common model's scores of the same photos,
-        against which the heads' gain is measured when choosing eta, m and s.
+        against which the heads' gain is measured when choosing eta, m and s;
+        ``anchors`` (K, h): the points the heads live on (training passes the
+        prototypes), else k-means centroids of the photos (``n_anchors`` of them).
         """
         F = np.asarray(F, dtype=np.float64)
         users, u = np.unique(np.asarray(user_ids).astype(str), return_inverse=True)
@@ -193,7 +200,7 @@ class UserHeads(Anchors, JointHeads, Estimator):
         base = np.asarray(base, dtype=np.float64)
 
         with threadpool_limits(limits=1, user_api="blas"):  # many small products: BLAS threads only contend
-            self._fit_anchors(F)
+            self._fit_anchors(F, anchors)
         R = np.vstack([self.memberships(F[s : s + _CHUNK]).astype(np.float32) for s in range(0, n, _CHUNK)])
         # a user's share of the head: at most s * clip, kept within the common score's own spread (1st to 99th
         # percentile). The whole spread, not half of it: at half, the chosen scale sat at that cap in every
@@ -530,12 +537,18 @@ class UserHeads(Anchors, JointHeads, Estimator):
 
     def deviation(self, user: str, F: np.ndarray) -> np.ndarray:
         """Deviation of ``user`` (who must have a head) for head inputs ``F`` (n, h + 1): (n,) float32."""
-        return self._weighted_memberships(F, self.weights_[self._index[str(user)]].astype(np.float64))
+        return self.deviations_of(F, self.weights_[self._index[str(user)]])
+
+    def deviation_from_scores(self, user: str, scores: np.ndarray, best: np.ndarray, dist_sq: np.ndarray) -> np.ndarray:
+        """:meth:`deviation` of photos given by their anchor scores (rows, K), best anchors and squared distances
+        to the PCA mean (see :meth:`weighted_memberships`): scoring passes the prototype search's own scores
+        when the anchors are the prototypes. (rows,) float32, the same bits as :meth:`deviation`."""
+        return self.weighted_memberships(scores, best, dist_sq, self.weights_[self._index[str(user)]])
 
     def deviations(self, users: list[str], F: np.ndarray) -> np.ndarray:
         """Deviations of several users at once: (n, len(users)) float32."""
         rows = [self._index[str(x)] for x in users]
-        return self._weighted_memberships(F, self.weights_[rows].T.astype(np.float64))
+        return self.deviations_of(F, self.weights_[rows].T)
 
     def setting_for(self, n_liked: int) -> tuple[float, float, float]:
         """(eta, m, s) for a user who gives ``n_liked`` photos: the few-shot size at or below it, 20+ as training.

@@ -67,8 +67,10 @@ class Prototypes(Estimator):
         """The CI of each row's nearest prototype: (n,) float32."""
         return self.ci_[nearest_centroid(np.asarray(X, dtype=np.float32), self.centroids_)]
 
-    def predict_nearest(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict_nearest(self, X: np.ndarray, on_block=None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`predict` and each row's score at its nearest prototype, ``x . c - |c|^2 / 2`` (n,) float64,
-        from one product: scoring needs both (the score gives the photo's novelty, :func:`~interest.learn.groups.novelty`)."""
-        nearest, score = nearest_centroid_score(np.asarray(X, dtype=np.float32), self.centroids_)
+        from one product: scoring needs both (the score gives the photo's novelty, :func:`~interest.learn.groups.novelty`).
+        ``on_block(start, scores, best)`` sees each block's scores at every prototype
+        (:func:`~interest.core.numeric.nearest_centroid_score`): a user head on the prototypes reads them."""
+        nearest, score = nearest_centroid_score(np.asarray(X, dtype=np.float32), self.centroids_, on_block)
         return self.ci_[nearest], score

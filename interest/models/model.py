@@ -24,7 +24,7 @@ from interest.bundle.io import Bundle
 from interest.core.errors import InterestError, one_line
 from interest.models.base import EmbeddingModel
 from interest.learn.groups import centred_sq, novelty_at
-from interest.core.numeric import l2_normalize, matmul64
+from interest.core.numeric import affine32, l2_normalize
 from interest.core.vocabulary import GROUP_PROBABILITY_COLUMNS
 
 
@@ -127,16 +127,26 @@ class InterestModel(EmbeddingModel):
         if user is not None:
             self._check_user(heads, user)
         extra = None if metadata is None else self._extra_matrix(metadata, len(emb))
-        Z, stack, nearest_score = self._project(emb, nearest_score=True)
+        dist_sq = centred_sq(emb, self.pca.mean_)
+        dev = on_block = None
+        if user is not None and self._heads_on_prototypes(heads):
+            # the head's memberships come from the prototype search's own scores: no second search
+            dev = np.empty(len(emb), dtype=np.float32)
+
+            def on_block(start, scores, best):
+                dev[start : start + len(best)] = heads.deviation_from_scores(
+                    user, scores, best, dist_sq[start : start + len(best)])
+
+        Z, stack, nearest_score = self._project(emb, nearest_score=True, on_block=on_block)
         Zk = Z[:, : self._k]
         ci = self.booster.predict(Zk, stack, extra)
-        dist_sq = centred_sq(emb, self.pca.mean_)
         # the group is the band of this very score; how sure, widens with the distance to the training photos
         proba = self.groups.predict_proba(ci, novelty_at(dist_sq, nearest_score))
         out = {"ci_score": ci, "trend_group": self.groups.predict(ci)}
         out.update({col: proba[:, i] for i, col in enumerate(GROUP_PROBABILITY_COLUMNS)})
         if user is not None:
-            dev = heads.deviation(user, np.column_stack([Z[:, : self._h], dist_sq]))
+            if dev is None:
+                dev = heads.deviation(user, np.column_stack([Z[:, : self._h], dist_sq]))
             out["user_score"] = ci + dev
             out["deviation"] = dev
         return pd.DataFrame(out)
@@ -239,21 +249,29 @@ class InterestModel(EmbeddingModel):
             emb[off] = l2_normalize(emb[off])
         return emb
 
-    def _project(self, emb: np.ndarray, nearest_score: bool = False):
+    def _project(self, emb: np.ndarray, nearest_score: bool = False, on_block=None):
         """PCA features (n, components) and first-level predictions (n, 2: ridge, prototype) and, with
         ``nearest_score``, each photo's score at its nearest prototype (for its novelty; the same product).
+        ``on_block`` sees the prototype search's scores block by block (:meth:`Prototypes.predict_nearest`).
 
         One matrix product, the costliest step of scoring.
         """
-        out = (matmul64(emb, self._projection) + self._projection_offset).astype(np.float32)
+        out = affine32(emb, self._projection, self._projection_offset)
         Z = out[:, : self._n_pca]
-        prototype, score = self.prototypes.predict_nearest(Z)
+        prototype, score = self.prototypes.predict_nearest(Z, on_block)
         stack = np.column_stack([out[:, self._n_pca], prototype])
         return (Z, stack, score) if nearest_score else (Z, stack)
 
     def _pca(self, emb: np.ndarray) -> np.ndarray:
         """The PCA features a user head needs (no first-level predictions)."""
-        return (matmul64(emb, self._projection[:, : self._h]) + self._projection_offset[: self._h]).astype(np.float32)
+        return affine32(emb, self._projection[:, : self._h], self._projection_offset[: self._h])
+
+    def _heads_on_prototypes(self, heads) -> bool:
+        """Whether the heads' anchors are the prototypes, in all of the PCA features the prototypes are searched in:
+        then the search's scores are the heads' anchor scores (``train`` fits them so by default)."""
+        anchors = getattr(heads, "anchors_", None)
+        return (anchors is not None and self._h == self._n_pca and anchors.shape == self.prototypes.centroids_.shape
+                and np.array_equal(anchors, self.prototypes.centroids_))
 
     def _extra_matrix(self, metadata: pd.DataFrame, n: int) -> np.ndarray:
         """The full model's extra columns for ``n`` photos (NaN where a value is unknown)."""

@@ -53,7 +53,8 @@ OWNER_AUDIENCE_FEATURES = ("log_views", "log_faves", "log_comments")
 # ``num_threads`` go to each estimator that takes them. _TRAIN_KEYS are the train step's own keys under
 # those prefixes, _KEY_PARAMS keys that keep an older name for their parameter.
 ESTIMATOR_KEYS = {"lgb_": StackedBooster, "head_": UserHeads, "groups_": TrendGroupClassifier}
-_TRAIN_KEYS = ("head_components",)  # the PCA components a user head lives in (the heads only see them)
+# the PCA components a user head lives in (the heads only see them), and whether its anchors are the prototypes
+_TRAIN_KEYS = ("head_components", "head_on_prototypes")
 _KEY_PARAMS = {"head_anchors": "n_anchors"}
 
 
@@ -92,8 +93,11 @@ class TrainConfig:
     groups_far_width: float = 0.5
     head_method: str = "auto"
     head_factors: int = 16
+    # the heads' anchors are the prototypes (scoring reads a head's memberships from the prototype search);
+    # False: head_anchors k-means centroids of the training photos
+    head_on_prototypes: bool = True
     head_anchors: int | None = None
-    head_bandwidth: float = 0.25
+    head_bandwidth: float = 0.12
     head_pseudo_counts: list = field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0])
     head_sharing: list = field(default_factory=lambda: [0.0, 0.3, 1.0])
     head_clip: float = 3.0
@@ -264,7 +268,7 @@ def train_model(
         "common_score": common_score,
         "thresholds": {
             "group_cuts": data["label_settings"].get("group_cuts"),
-            "trend_group": "the band of ci_score between group_cuts (probabilities: interest.models.groups)",
+            "trend_group": "the band of ci_score between group_cuts (probabilities: interest.learn.groups)",
             "head_settings": "metrics.heads.regimes and metrics.heads.few_shot (scale; templates heads: sharing, pseudo_count)",
             "head_max_deviation": heads.validation_.get("max_deviation", 0.0),
             # the app model's score on the training photos at its quintiles: the cuts between 1-5 stars in
@@ -344,7 +348,8 @@ def fit_user_heads(
         base.append(app_score(config, ridge, prototypes, booster, X, Z))
         F.append(np.column_stack([Z[:, :h], centred_sq(X, pca.mean_)]))
     F, base = np.concatenate(F), np.concatenate(base)
-    heads = UserHeads(**config.estimator_params(UserHeads)).fit(F, fav_users, fav_rows, base)
+    anchors = prototypes.centroids_[:, : F.shape[1] - 1] if config.head_on_prototypes else None
+    heads = UserHeads(**config.estimator_params(UserHeads)).fit(F, fav_users, fav_rows, base, anchors=anchors)
     return heads, base
 
 
