@@ -116,7 +116,7 @@ def nearest_centroid_score(x: np.ndarray, centroids: np.ndarray, on_block=None) 
     In blocks of rows, so the (rows, C) scores stay in cache instead of one
     (n, C) float64 array. ``on_block(start, scores, best)``, when given, is
     called with each block's scores (rows, C) and nearest centroids before
-    they are dropped: a user head on the same centroids reads its memberships
+    they are dropped (it may overwrite the scores): a user head on the same centroids reads its memberships
     from them (:meth:`~interest.learn.anchors.Anchors.weighted_memberships`).
     """
     index, score = np.empty(len(x), dtype=np.int64), np.empty(len(x), dtype=np.float64)

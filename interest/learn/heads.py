@@ -542,7 +542,7 @@ class UserHeads(Anchors, JointHeads, Estimator):
     def deviation_from_scores(self, user: str, scores: np.ndarray, best: np.ndarray, dist_sq: np.ndarray) -> np.ndarray:
         """:meth:`deviation` of photos given by their anchor scores (rows, K), best anchors and squared distances
         to the PCA mean (see :meth:`weighted_memberships`): scoring passes the prototype search's own scores
-        when the anchors are the prototypes. (rows,) float32, the same bits as :meth:`deviation`."""
+        when the anchors are the prototypes (and overwrites them). (rows,) float32, the same bits as :meth:`deviation`."""
         return self.weighted_memberships(scores, best, dist_sq, self.weights_[self._index[str(user)]])
 
     def deviations(self, users: list[str], F: np.ndarray) -> np.ndarray:
