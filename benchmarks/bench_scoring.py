@@ -111,8 +111,8 @@ def breakdown(model, batch: int, repeats: int) -> dict:
             model.groups.predict_proba(ci, novelty_at(dist_sq, nearest_score))),
         "head on its own anchors: memberships times the user's row (since cf4cf49)": lambda: model.heads.deviation(user, F),
         "nearest prototype, with the head's memberships from its scores (heads on the prototypes)": lambda: (
-            model.prototypes.predict_nearest(Z, lambda start, scores, best: model.heads.deviation_from_scores(
-                user, scores, best, dist_sq[start : start + len(best)]))),
+            model.prototypes.predict_nearest(Z, lambda start, scores, top: model.heads.deviation_from_scores(
+                user, scores, top, dist_sq[start : start + len(top)]))),
         "head: one dot product with the PCA features (the 11-27 head)": lambda: Z[:, : model.head_components] @ w,
         "whole call without a head": lambda: model.score_embeddings(emb),
         "whole call with a head": lambda: model.score_embeddings(emb, user=user),

@@ -260,13 +260,13 @@ def test_heads_on_the_prototypes_read_the_prototypes_search(model, collection, e
     head_on_prototypes off the heads get k-means anchors and scoring searches them itself, to the same result."""
     import dataclasses
 
-    from interest.learn.anchors import Anchors
+    from interest.learn import anchors
 
     emb = embeddings[2]
     assert np.array_equal(model.heads.anchors_, model.prototypes.centroids_)
-    searches = []
-    own_scores = Anchors._scores
-    monkeypatch.setattr(Anchors, "_scores", lambda self, F: searches.append(len(F)) or own_scores(self, F))
+    searches = []  # the heads' own searches of their anchors (the prototype search is the prototypes' own)
+    own_search = anchors.nearest_centroid_score
+    monkeypatch.setattr(anchors, "nearest_centroid_score", lambda *a: searches.append(len(a[0])) or own_search(*a))
     users = [u for u in model.users if np.abs(model.heads.weights_[model.heads._index[u]]).max() > 0][:2]
     assert users
     for user in users:

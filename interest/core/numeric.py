@@ -114,19 +114,21 @@ def nearest_centroid_score(x: np.ndarray, centroids: np.ndarray, on_block=None) 
     """(index of the nearest centroid (n,) int64, its :func:`centroid_scores` score (n,) float64) of each row.
 
     In blocks of rows, so the (rows, C) scores stay in cache instead of one
-    (n, C) float64 array. ``on_block(start, scores, best)``, when given, is
-    called with each block's scores (rows, C) and nearest centroids before
-    they are dropped (it may overwrite the scores): a user head on the same centroids reads its memberships
-    from them (:meth:`~interest.learn.anchors.Anchors.weighted_memberships`).
+    (n, C) float64 array. ``on_block(start, scores, top)``, when given, is
+    called with each block's scores (rows, C) and each row's nearest score
+    (rows,) before they are dropped (it may overwrite the scores): a user head
+    on the same centroids reads its memberships from them
+    (:meth:`~interest.learn.anchors.Anchors.weighted_memberships`).
     """
     index, score = np.empty(len(x), dtype=np.int64), np.empty(len(x), dtype=np.float64)
     for start in range(0, len(x), _MATMUL_ROWS):
         scores = centroid_scores(x[start : start + _MATMUL_ROWS], centroids)
         best = np.argmax(scores, axis=1)
+        top = np.take_along_axis(scores, best[:, None], axis=1)[:, 0]
         index[start : start + _MATMUL_ROWS] = best
-        score[start : start + _MATMUL_ROWS] = np.take_along_axis(scores, best[:, None], axis=1)[:, 0]
+        score[start : start + _MATMUL_ROWS] = top
         if on_block is not None:
-            on_block(start, scores, best)
+            on_block(start, scores, top)
     return index, score
 
 

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from interest.core.numeric import centroid_scores, matmul64
+from interest.core.numeric import centroid_scores, matmul64, nearest_centroid_score
 
-_SCORE_CHUNK = 1_024  # photos per block when scoring a head: its (rows, K) temporaries stay in cache
 _KMEANS_SAMPLE = 20_000  # photos the anchors are clustered from (in the PCA subspace: a few seconds)
 
 
@@ -39,16 +38,16 @@ class Anchors:
         h-dimensional product instead of a full-embedding one.
         """
         F = np.asarray(F)
-        scores = self._scores(F)
-        best = np.argmax(scores, axis=1)
-        e, rest = self._softmax_parts(scores, best, F[:, -1])
+        scores = centroid_scores(self._features(F), self.anchors_)
+        e, rest = self._softmax_parts(scores, scores.max(axis=1), F[:, -1])
         e = e.astype(np.float64)
         e /= (e.sum(axis=1) + rest)[:, None]
         return e
 
-    def weighted_memberships(self, scores: np.ndarray, best: np.ndarray, dist_sq: np.ndarray, w: np.ndarray) -> np.ndarray:
+    def weighted_memberships(self, scores: np.ndarray, top: np.ndarray, dist_sq: np.ndarray, w: np.ndarray) -> np.ndarray:
         """``r(x) @ w`` as float32 (``w`` (K,) or (K, m)) from the anchor scores ``scores`` (rows, K), each row's
-        best anchor ``best`` and its squared distance to the PCA mean ``dist_sq``: what scoring needs. The
+        largest score ``top`` (its nearest anchor's) and its squared distance to the PCA mean ``dist_sq``: what
+        scoring needs. The
         scores are used as scratch space (overwritten): scoring hands over a block it has finished with.
 
         The softmax's exponentials are taken in float32 (a third of the time of
@@ -60,34 +59,37 @@ class Anchors:
         w = np.asarray(w, dtype=np.float64)
         # the row's total rides along as a last column of ones
         W = np.column_stack([w.reshape(len(scores[0]), -1), np.ones(len(scores[0]))])
-        e, rest = self._softmax_parts(scores, best, dist_sq)
+        e, rest = self._softmax_parts(scores, top, dist_sq)
         sums = matmul64(e, W)
         sums[:, -1] += rest
         out = (sums[:, :-1] / sums[:, -1:]).astype(np.float32)
         return out[:, 0] if w.ndim == 1 else out
 
     def deviations_of(self, F: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """``memberships(F) @ w`` as float32, as :meth:`weighted_memberships` computes it, in blocks of rows."""
+        """``memberships(F) @ w`` as float32, as :meth:`weighted_memberships` computes it: the anchors searched
+        block by block as scoring searches the prototypes (:func:`~interest.core.numeric.nearest_centroid_score`)."""
         F = np.asarray(F)
         w = np.asarray(w)
         out = np.empty((len(F),) + w.shape[1:], dtype=np.float32)
-        for start in range(0, len(F), _SCORE_CHUNK):
-            block = F[start : start + _SCORE_CHUNK]
-            scores = self._scores(block)
-            out[start : start + len(block)] = self.weighted_memberships(
-                scores, np.argmax(scores, axis=1), block[:, -1], w
-            )
+
+        def on_block(start, scores, top):
+            rows = slice(start, start + len(top))
+            out[rows] = self.weighted_memberships(scores, top, F[rows, -1], w)
+
+        nearest_centroid_score(self._features(F), self.anchors_, on_block)
         return out
 
-    def _scores(self, F: np.ndarray) -> np.ndarray:
-        """The anchor scores of head inputs ``F``: (n, K) float64, from the float32 PCA features (what scoring's
-        prototype search reads, so a head scores the same bits through :meth:`deviations_of` as there)."""
-        return centroid_scores(np.asarray(F[:, :-1], dtype=np.float32), self.anchors_)
+    @staticmethod
+    def _features(F: np.ndarray) -> np.ndarray:
+        """The float32 PCA features of head inputs ``F`` (what scoring's prototype search reads, so a head scores
+        the same bits through :meth:`deviations_of` as there)."""
+        return np.asarray(F[:, :-1], dtype=np.float32)
 
-    def _softmax_parts(self, scores: np.ndarray, best: np.ndarray, dist_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _softmax_parts(self, scores: np.ndarray, top: np.ndarray, dist_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The softmax's numerators (rows, K) float32 and its "nowhere" term (rows,) float64, both relative to
-        the row's largest logit: ``r(x)`` is the numerators over their sum plus that term. Overwrites ``scores``."""
-        top_score = np.take_along_axis(scores, best[:, None], axis=1)
+        the row's largest logit: ``r(x)`` is the numerators over their sum plus that term. ``top``: each row's
+        largest score. Overwrites ``scores``."""
+        top_score = np.asarray(top, dtype=np.float64)[:, None]
         # the nearest anchor's squared distance; the others lie 2 (s_best - s_k) further
         nearest = np.maximum(np.asarray(dist_sq, dtype=np.float64)[:, None] - 2.0 * top_score, 0.0)
         tau, null = self.tau_, -self.d0_ / self.tau_
@@ -124,7 +126,7 @@ class Anchors:
             k = max(1, min(k, len(sample)))
             km = KMeans(n_clusters=k, n_init=1, max_iter=30, random_state=self.seed)
             self.anchors_ = km.fit(F[sample, :-1].astype(np.float64)).cluster_centers_.astype(np.float32)
-        top = self._scores(F[sample]).max(axis=1)
+        top = centroid_scores(self._features(F[sample]), self.anchors_).max(axis=1)
         nearest = np.maximum(np.asarray(F[sample, -1], dtype=np.float64) - 2.0 * top, 0.0)
         self.tau_ = float(self.bandwidth * max(np.median(nearest), 1e-12))
         self.d0_ = float(np.quantile(nearest, 0.99))

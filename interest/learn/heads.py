@@ -539,11 +539,11 @@ class UserHeads(Anchors, JointHeads, Estimator):
         """Deviation of ``user`` (who must have a head) for head inputs ``F`` (n, h + 1): (n,) float32."""
         return self.deviations_of(F, self.weights_[self._index[str(user)]])
 
-    def deviation_from_scores(self, user: str, scores: np.ndarray, best: np.ndarray, dist_sq: np.ndarray) -> np.ndarray:
-        """:meth:`deviation` of photos given by their anchor scores (rows, K), best anchors and squared distances
+    def deviation_from_scores(self, user: str, scores: np.ndarray, top: np.ndarray, dist_sq: np.ndarray) -> np.ndarray:
+        """:meth:`deviation` of photos given by their anchor scores (rows, K), each row's largest score and squared distances
         to the PCA mean (see :meth:`weighted_memberships`): scoring passes the prototype search's own scores
         when the anchors are the prototypes (and overwrites them). (rows,) float32, the same bits as :meth:`deviation`."""
-        return self.weighted_memberships(scores, best, dist_sq, self.weights_[self._index[str(user)]])
+        return self.weighted_memberships(scores, top, dist_sq, self.weights_[self._index[str(user)]])
 
     def deviations(self, users: list[str], F: np.ndarray) -> np.ndarray:
         """Deviations of several users at once: (n, len(users)) float32."""

@@ -70,7 +70,7 @@ class Prototypes(Estimator):
     def predict_nearest(self, X: np.ndarray, on_block=None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`predict` and each row's score at its nearest prototype, ``x . c - |c|^2 / 2`` (n,) float64,
         from one product: scoring needs both (the score gives the photo's novelty, :func:`~interest.learn.groups.novelty`).
-        ``on_block(start, scores, best)`` sees each block's scores at every prototype
+        ``on_block(start, scores, top)`` sees each block's scores at every prototype
         (:func:`~interest.core.numeric.nearest_centroid_score`): a user head on the prototypes reads them."""
         nearest, score = nearest_centroid_score(np.asarray(X, dtype=np.float32), self.centroids_, on_block)
         return self.ci_[nearest], score

@@ -133,9 +133,9 @@ class InterestModel(EmbeddingModel):
             # the head's memberships come from the prototype search's own scores: no second search
             dev = np.empty(len(emb), dtype=np.float32)
 
-            def on_block(start, scores, best):
-                dev[start : start + len(best)] = heads.deviation_from_scores(
-                    user, scores, best, dist_sq[start : start + len(best)])
+            def on_block(start, scores, top):
+                dev[start : start + len(top)] = heads.deviation_from_scores(
+                    user, scores, top, dist_sq[start : start + len(top)])
 
         Z, stack, nearest_score = self._project(emb, nearest_score=True, on_block=on_block)
         Zk = Z[:, : self._k]
